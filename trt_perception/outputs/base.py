@@ -1,0 +1,69 @@
+"""The output-parser interface: one parser class per output format, mapped by tensor name."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import FrozenSet, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from trt_perception.backends.base import TensorSpec
+from trt_perception.results import SteeringPrediction
+from trt_perception.spec import DetectionSpec, ModelSpec
+
+
+@dataclass
+class DetectionSettings:
+    """Run-time detection settings (node params can change them between frames)."""
+
+    score_threshold: float = 0.5
+    iou_threshold: float = 0.45
+    max_detections: int = 100
+    allowed_class_ids: Optional[FrozenSet[int]] = None
+
+    @classmethod
+    def from_spec(cls, spec: DetectionSpec) -> DetectionSettings:
+        return cls(spec.score_threshold, spec.iou_threshold, spec.max_detections, spec.allowed_class_ids())
+
+
+@dataclass
+class RawDetections:
+    """A parser's detections: xyxy boxes in MODEL-INPUT pixels (before letterbox/crop undo)."""
+
+    boxes: np.ndarray  # (N, 4) float32
+    scores: np.ndarray  # (N,) float32
+    class_ids: np.ndarray  # (N,) int64
+
+    @classmethod
+    def empty(cls) -> RawDetections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64))
+
+
+ParsedOutput = Union[RawDetections, SteeringPrediction]
+
+
+class OutputParser(abc.ABC):
+    """Turns a model's named outputs into ``RawDetections`` or a ``SteeringPrediction``.
+
+    Constructed once per model; validates its format parameters in ``__init__`` (``SpecError`` naming the
+    key) and the model's outputs in ``check_outputs`` (``SpecError`` naming tensor, spec and model).
+    ``parse`` runs per frame: vectorised numpy/OpenCV, no per-box Python loops.
+    """
+
+    format: str = ""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+
+    def tensor(self, role: str) -> str:
+        """The output tensor name the spec maps to ``role``."""
+        return self.spec.output.tensors[role]
+
+    @abc.abstractmethod
+    def check_outputs(self, outputs: Sequence[TensorSpec]) -> None:
+        """Refuse a model whose outputs do not fit this format."""
+
+    @abc.abstractmethod
+    def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> ParsedOutput:
+        """Decode one frame's outputs (batch index 0)."""

@@ -1,0 +1,543 @@
+"""Model specs: the contract between a model file and the pipeline.
+
+A spec is a small YAML file that travels with a model (``model.onnx`` -> ``model.yaml``; an engine's builder
+writes ``model.engine.yaml``). It says everything the pipeline must know to feed the model and read its
+outputs, so a new model needs a spec, not code. Parsing is strict: unknown keys and bad values are refused
+with the key path, the value, what was expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import yaml
+
+from trt_perception.errors import SpecError
+
+SPEC_VERSION = 1
+MODEL_SUFFIXES = (".onnx", ".engine", ".plan", ".trt", ".bin")
+TASKS = ("detection", "steering")
+LAYOUTS = ("NCHW", "NHWC")
+COLORS = ("RGB", "BGR", "GRAY")
+RESIZE_MODES = ("stretch", "letterbox")
+INTERPOLATIONS = ("linear", "nearest", "area")
+DTYPES = ("float32", "float16", "uint8")
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """What the spec knows of an output format: its task and the default role -> tensor names."""
+
+    task: str
+    default_tensors: Mapping[str, str]
+    description: str
+
+
+OUTPUT_FORMATS: Dict[str, OutputFormat] = {
+    "nms_trt": OutputFormat(
+        "detection",
+        {"detections": "NMS", "count": "NMS_1"},
+        "legacy UFF SSD engines: NMS (1,K,7) rows [image, label, conf, x1, y1, x2, y2], NMS_1 count as int32 bits",
+    ),
+    "efficient_nms": OutputFormat(
+        "detection",
+        {
+            "num_detections": "num_detections",
+            "boxes": "detection_boxes",
+            "scores": "detection_scores",
+            "classes": "detection_classes",
+        },
+        "EfficientNMS_TRT plugin outputs",
+    ),
+    "batched_nms": OutputFormat(
+        "detection",
+        {
+            "num_detections": "num_detections",
+            "boxes": "nmsed_boxes",
+            "scores": "nmsed_scores",
+            "classes": "nmsed_classes",
+        },
+        "BatchedNMS_TRT plugin outputs (float32 class ids)",
+    ),
+    "ssd_raw": OutputFormat(
+        "detection",
+        {"scores": "scores", "boxes": "boxes"},
+        "undecoded SSD heads + anchors, decoded and NMS'd on the CPU",
+    ),
+    "steering_linear": OutputFormat(
+        "steering",
+        {"angle": "angle", "throttle": "throttle"},
+        "DonkeyCar Linear: one scalar output per head (or one [1,2] 'combined' tensor)",
+    ),
+    "steering_categorical": OutputFormat(
+        "steering",
+        {"angle": "angle", "throttle": "throttle"},
+        "DonkeyCar Categorical: softmax bins per head",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a decoded frame becomes the model's input tensor."""
+
+    name: str
+    height: int
+    width: int
+    layout: str = "NCHW"
+    color: str = "RGB"
+    resize: str = "stretch"
+    pad_value: float = 0.0  # letterbox border, in 0..255 pixel units before scaling
+    interpolation: str = "linear"
+    dtype: str = "float32"
+    scale: Tuple[float, ...] = (1.0, 1.0, 1.0)  # y = x * scale + offset, per channel in model color order
+    offset: Tuple[float, ...] = (0.0, 0.0, 0.0)
+    crop_top: int = 0  # rows removed from the frame, counted at model resolution (DonkeyCar ROI crop)
+    crop_bottom: int = 0
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "GRAY" else 3
+
+    @property
+    def shape(self) -> Tuple[int, int, int, int]:
+        """Batch-1 tensor shape in the spec's layout."""
+        if self.layout == "NCHW":
+            return (1, self.channels, self.height, self.width)
+        return (1, self.height, self.width, self.channels)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Which output format the model speaks, its role -> tensor-name map, and format parameters."""
+
+    format: str
+    tensors: Mapping[str, str]
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return OUTPUT_FORMATS[self.format].task
+
+
+@dataclass(frozen=True)
+class DetectionSpec:
+    """Default detection post-processing; node params and CLI flags override it at run time."""
+
+    score_threshold: float = 0.5
+    iou_threshold: float = 0.45
+    max_detections: int = 100
+    labels: Tuple[str, ...] = ()
+    first_label_id: int = 0  # class id of the first entry of ``labels``
+    classes: Tuple[Union[int, str], ...] = ()  # allow-list by id or label; empty = all
+
+    def label_for(self, class_id: int) -> str:
+        """The label of a class id, or the id as text when the label list does not cover it."""
+        index = int(class_id) - self.first_label_id
+        if 0 <= index < len(self.labels):
+            return self.labels[index]
+        return str(int(class_id))
+
+    def allowed_class_ids(self) -> Optional[frozenset]:
+        """The allow-list as class ids (labels resolved), or None when every class is allowed."""
+        if not self.classes:
+            return None
+        ids = set()
+        for item in self.classes:
+            if isinstance(item, int):
+                ids.add(item)
+            elif item in self.labels:
+                ids.add(self.labels.index(item) + self.first_label_id)
+            else:
+                raise SpecError(
+                    f"detection.classes: label {item!r} is not in the labels list "
+                    f"({len(self.labels)} labels, e.g. {list(self.labels[:5])}); "
+                    "fix: use a label from the labels file or a numeric class id"
+                )
+        return frozenset(ids)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A validated model spec. ``data`` keeps the merged mapping it was parsed from (for writing back)."""
+
+    task: str
+    input: InputSpec
+    output: OutputSpec
+    detection: DetectionSpec = field(default_factory=DetectionSpec)
+    name: str = ""
+    build: Mapping[str, Any] = field(default_factory=dict)
+    source: Optional[Path] = None  # the spec file, for resolving relative paths
+    data: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def resolve_path(self, value: Union[str, os.PathLike]) -> Path:
+        """A path from the spec, relative to the spec file's folder."""
+        path = Path(os.path.expanduser(str(value)))
+        if not path.is_absolute() and self.source is not None:
+            path = self.source.parent / path
+        return path
+
+    def with_data(self, data: Mapping[str, Any]) -> ModelSpec:
+        """A new spec parsed from ``data`` with this spec's source folder."""
+        return parse_spec(data, source=self.source)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return copy.deepcopy(dict(self.data))
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+
+def _fail(key: str, value: Any, expected: str, fix: str = "") -> SpecError:
+    text = f"spec key {key!r} is {value!r}; expected {expected}"
+    if fix:
+        text += f"; fix: {fix}"
+    return SpecError(text)
+
+
+def _take(section: Mapping[str, Any], key: str, prefix: str, default: Any = ..., kind: Any = None) -> Any:
+    if key not in section:
+        if default is ...:
+            raise SpecError(f"spec key {prefix + key!r} is missing; add it to the spec (see README 'Model specs')")
+        return default
+    value = section[key]
+    if kind is not None and not isinstance(value, kind) or isinstance(value, bool) and kind in (int, float):
+        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise _fail(prefix + key, value, f"a {name}")
+    return value
+
+
+def _choice(section: Mapping[str, Any], key: str, prefix: str, choices: Sequence[str], default: Any = ...) -> str:
+    value = _take(section, key, prefix, default)
+    normalized = str(value).upper() if choices[0].isupper() else str(value).lower()
+    if normalized not in choices:
+        raise _fail(prefix + key, value, f"one of {list(choices)}")
+    return normalized
+
+
+def _check_keys(section: Mapping[str, Any], allowed: Iterable[str], prefix: str) -> None:
+    unknown = sorted(set(section) - set(allowed))
+    if unknown:
+        raise SpecError(
+            f"unknown spec key(s) {[prefix + k for k in unknown]}; allowed here: {sorted(allowed)} "
+            "(check the spelling against README 'Model specs')"
+        )
+
+
+def _mapping(data: Mapping[str, Any], key: str, prefix: str = "", required: bool = True) -> Mapping[str, Any]:
+    if key not in data:
+        if required:
+            raise SpecError(f"spec section {prefix + key!r} is missing; add it (see README 'Model specs')")
+        return {}
+    value = data[key]
+    if not isinstance(value, Mapping):
+        raise _fail(prefix + key, value, "a mapping (YAML 'key: value' block)")
+    return value
+
+
+def _per_channel(value: Any, key: str, channels: int) -> Tuple[float, ...]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (float(value),) * channels
+    if isinstance(value, (list, tuple)) and len(value) == channels and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
+        return tuple(float(v) for v in value)
+    raise _fail(key, value, f"a number or a list of {channels} numbers (one per channel)")
+
+
+def _parse_input(section: Mapping[str, Any]) -> InputSpec:
+    p = "input."
+    _check_keys(
+        section,
+        (
+            "name", "height", "width", "layout", "color", "resize", "pad_value", "interpolation", "dtype",
+            "scale", "offset", "mean", "std", "crop",
+        ),
+        p,
+    )
+    color = _choice(section, "color", p, COLORS, "RGB")
+    channels = 1 if color == "GRAY" else 3
+    height = _take(section, "height", p, kind=int)
+    width = _take(section, "width", p, kind=int)
+    if height <= 0 or width <= 0:
+        raise _fail(p + "height/width", (height, width), "positive integers (the model's input size)")
+    if ("mean" in section or "std" in section) and ("scale" in section or "offset" in section):
+        raise SpecError(
+            "spec 'input' gives both mean/std and scale/offset; expected one form; "
+            "fix: keep mean/std ((x - mean) / std) or scale/offset (x * scale + offset)"
+        )
+    if "mean" in section or "std" in section:
+        mean = _per_channel(section.get("mean", 0.0), p + "mean", channels)
+        std = _per_channel(section.get("std", 1.0), p + "std", channels)
+        if any(s == 0 for s in std):
+            raise _fail(p + "std", section.get("std"), "non-zero values")
+        scale = tuple(1.0 / s for s in std)
+        offset = tuple(-m / s for m, s in zip(mean, std))
+    else:
+        scale = _per_channel(section.get("scale", 1.0), p + "scale", channels)
+        offset = _per_channel(section.get("offset", 0.0), p + "offset", channels)
+    crop = section.get("crop", {}) or {}
+    if not isinstance(crop, Mapping):
+        raise _fail(p + "crop", crop, "a mapping like {top: 40, bottom: 0}")
+    _check_keys(crop, ("top", "bottom"), p + "crop.")
+    crop_top = _take(crop, "top", p + "crop.", 0, int)
+    crop_bottom = _take(crop, "bottom", p + "crop.", 0, int)
+    if crop_top < 0 or crop_bottom < 0:
+        raise _fail(p + "crop", dict(crop), "non-negative row counts")
+    return InputSpec(
+        name=str(_take(section, "name", p, kind=str)),
+        height=height,
+        width=width,
+        layout=_choice(section, "layout", p, LAYOUTS, "NCHW"),
+        color=color,
+        resize=_choice(section, "resize", p, RESIZE_MODES, "stretch"),
+        pad_value=float(_take(section, "pad_value", p, 0.0, (int, float))),
+        interpolation=_choice(section, "interpolation", p, INTERPOLATIONS, "linear"),
+        dtype=_choice(section, "dtype", p, DTYPES, "float32"),
+        scale=scale,
+        offset=offset,
+        crop_top=crop_top,
+        crop_bottom=crop_bottom,
+    )
+
+
+def _parse_output(section: Mapping[str, Any]) -> OutputSpec:
+    p = "output."
+    fmt = _take(section, "format", p, kind=str)
+    if fmt not in OUTPUT_FORMATS:
+        raise _fail(p + "format", fmt, f"one of {sorted(OUTPUT_FORMATS)}")
+    tensors = section.get("tensors")
+    if tensors is None:
+        tensors = dict(OUTPUT_FORMATS[fmt].default_tensors)
+    elif not isinstance(tensors, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tensors.items()
+    ):
+        raise _fail(p + "tensors", tensors, "a mapping of role -> tensor name, e.g. {boxes: detection_boxes}")
+    params = {k: v for k, v in section.items() if k not in ("format", "tensors")}
+    return OutputSpec(format=fmt, tensors=dict(tensors), params=params)
+
+
+def _load_labels(value: Any, key: str, source: Optional[Path]) -> Tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) for v in value)
+    if isinstance(value, str):
+        path = Path(os.path.expanduser(value))
+        if not path.is_absolute() and source is not None:
+            path = source.parent / path
+        if not path.is_file():
+            raise _fail(key, value, f"a labels file (one label per line) or a list; {path} does not exist")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return tuple(line.strip() for line in lines if line.strip())
+    raise _fail(key, value, "a list of labels or the path of a labels file")
+
+
+def _parse_detection(section: Mapping[str, Any], source: Optional[Path]) -> DetectionSpec:
+    p = "detection."
+    _check_keys(
+        section, ("score_threshold", "iou_threshold", "max_detections", "labels", "first_label_id", "classes"), p
+    )
+    score = float(_take(section, "score_threshold", p, 0.5, (int, float)))
+    iou = float(_take(section, "iou_threshold", p, 0.45, (int, float)))
+    if not 0.0 <= score <= 1.0:
+        raise _fail(p + "score_threshold", score, "a number in [0, 1]")
+    if not 0.0 < iou <= 1.0:
+        raise _fail(p + "iou_threshold", iou, "a number in (0, 1]")
+    max_det = _take(section, "max_detections", p, 100, int)
+    if max_det <= 0:
+        raise _fail(p + "max_detections", max_det, "a positive integer")
+    labels = _load_labels(section["labels"], p + "labels", source) if "labels" in section else ()
+    classes = section.get("classes", []) or []
+    if not isinstance(classes, (list, tuple)) or not all(
+        isinstance(c, (int, str)) and not isinstance(c, bool) for c in classes
+    ):
+        raise _fail(p + "classes", classes, "a list of class ids or labels")
+    spec = DetectionSpec(
+        score_threshold=score,
+        iou_threshold=iou,
+        max_detections=max_det,
+        labels=labels,
+        first_label_id=_take(section, "first_label_id", p, 0, int),
+        classes=tuple(classes),
+    )
+    spec.allowed_class_ids()  # refuse unknown labels now, not on the first frame
+    return spec
+
+
+def parse_spec(data: Mapping[str, Any], source: Optional[Union[str, Path]] = None) -> ModelSpec:
+    """Validate a spec mapping (as loaded from YAML) and return a ``ModelSpec``."""
+    source_path = Path(source) if source is not None else None
+    where = f" in {source_path}" if source_path else ""
+    if not isinstance(data, Mapping):
+        raise SpecError(f"model spec{where} is {type(data).__name__}; expected a YAML mapping with task/input/output")
+    try:
+        _check_keys(data, ("version", "name", "task", "input", "output", "detection", "build", "source"), "")
+        version = _take(data, "version", "", SPEC_VERSION, int)
+        if version != SPEC_VERSION:
+            raise _fail("version", version, f"{SPEC_VERSION} (this trt_perception reads spec version {SPEC_VERSION})")
+        task = _choice(data, "task", "", TASKS)
+        model_input = _parse_input(_mapping(data, "input"))
+        output = _parse_output(_mapping(data, "output"))
+        if output.task != task:
+            raise _fail(
+                "output.format", output.format,
+                f"a {task} format ({[k for k, v in OUTPUT_FORMATS.items() if v.task == task]})",
+                f"'{output.format}' is a {output.task} format: set task: {output.task} or change the format",
+            )
+        detection = _parse_detection(_mapping(data, "detection", required=False), source_path)
+        build = dict(_mapping(data, "build", required=False))
+    except SpecError as exc:
+        raise SpecError(f"{exc}{where}") from None
+    return ModelSpec(
+        task=task,
+        input=model_input,
+        output=output,
+        detection=detection,
+        name=str(data.get("name", "")),
+        build=build,
+        source=source_path,
+        data=copy.deepcopy(dict(data)),
+    )
+
+
+# --------------------------------------------------------------------------------------- files and merging
+
+
+def spec_candidates(model_path: Union[str, Path]) -> List[Path]:
+    """Where a model's spec may live: ``model.engine.yaml`` first (builder output), then ``model.yaml``."""
+    model = Path(model_path)
+    return [model.with_name(model.name + ".yaml"), model.with_suffix(".yaml")]
+
+
+def find_spec(model_path: Union[str, Path]) -> Optional[Path]:
+    for candidate in spec_candidates(model_path):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_spec_file(path: Union[str, Path]) -> Dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"model spec file {path} does not exist; fix: pass the right path or write one (README)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SpecError(f"model spec {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"model spec {path} holds {type(data).__name__}; expected a mapping with task/input/output")
+    return data
+
+
+def merge_overrides(data: Mapping[str, Any], overrides: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Deep-merge ``overrides`` into a copy of ``data``; dotted keys (``detection.score_threshold``) nest."""
+    merged: Dict[str, Any] = copy.deepcopy(dict(data))
+    for key, value in (overrides or {}).items():
+        parts = str(key).split(".")
+        target = merged
+        for part in parts[:-1]:
+            child = target.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                target[part] = child
+            target = child
+        if isinstance(value, Mapping) and isinstance(target.get(parts[-1]), dict):
+            target[parts[-1]] = merge_overrides(target[parts[-1]], value)
+        else:
+            target[parts[-1]] = copy.deepcopy(value)
+    return merged
+
+
+def load_spec(
+    model_path: Optional[Union[str, Path]] = None,
+    spec_path: Optional[Union[str, Path]] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+) -> ModelSpec:
+    """Load the spec given by path, or the one found next to the model, with overrides merged in."""
+    if spec_path is None:
+        if model_path is None:
+            raise SpecError("no model spec given; pass a spec path or a model path with a spec beside it")
+        spec_path = find_spec(model_path)
+        if spec_path is None:
+            names = ", ".join(str(c) for c in spec_candidates(model_path))
+            raise SpecError(
+                f"no model spec found for {model_path} (looked for {names}); fix: write one next to the model "
+                "(README 'Model specs' has one example per output format) or pass its path"
+            )
+    data = merge_overrides(read_spec_file(spec_path), overrides)
+    return parse_spec(data, source=Path(spec_path))
+
+
+def save_spec(data: Union[ModelSpec, Mapping[str, Any]], path: Union[str, Path], overwrite: bool = False) -> Path:
+    """Write a spec YAML (validated first). Refuses to replace an existing file unless ``overwrite``."""
+    path = Path(path)
+    mapping = data.to_dict() if isinstance(data, ModelSpec) else dict(data)
+    parse_spec(mapping, source=path)
+    if path.exists() and not overwrite:
+        raise SpecError(f"{path} exists; refusing to overwrite it (pass --force / overwrite=True to replace it)")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(mapping, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------------- checking against a model
+
+
+def _dims_match(expected: Sequence[int], actual: Sequence[Optional[int]]) -> bool:
+    if len(expected) != len(actual):
+        return False
+    return all(a is None or a < 0 or int(a) == int(e) for e, a in zip(expected, actual))
+
+
+def check_input(spec: ModelSpec, inputs: Sequence[Any]) -> Any:
+    """Find the spec's input among a backend's inputs and check shape and dtype; returns that TensorSpec.
+
+    ``inputs`` are ``backends.base.TensorSpec``-like objects (``name``, ``shape``, ``dtype``). A float16
+    model input with a float32 spec is accepted (the preprocessor writes float16 directly).
+    """
+    by_name = {t.name: t for t in inputs}
+    if spec.input.name not in by_name:
+        raise SpecError(
+            f"spec input.name is {spec.input.name!r} but the model has no such input; "
+            f"the model's inputs are {sorted(by_name)}; fix: set input.name to one of them"
+        )
+    tensor = by_name[spec.input.name]
+    expected = spec.input.shape
+    shape = tuple(tensor.shape)
+    if len(shape) == 3:  # implicit-batch TensorRT engines leave the batch dimension out
+        shape = (1, *shape)
+    if not _dims_match(expected, shape):
+        raise SpecError(
+            f"model input {tensor.name!r} has shape {tuple(tensor.shape)} but the spec says {expected} "
+            f"(layout {spec.input.layout}, {spec.input.height}x{spec.input.width}, color {spec.input.color}); "
+            "fix: correct input.layout/height/width/color in the spec"
+        )
+    dtype = np.dtype(tensor.dtype)
+    float_ok = spec.input.dtype in ("float32", "float16") and dtype in (np.float32, np.float16)
+    if dtype != np.dtype(spec.input.dtype) and not float_ok:
+        raise SpecError(
+            f"model input {tensor.name!r} has dtype {dtype} but the spec says {spec.input.dtype}; "
+            f"fix: set input.dtype: {dtype} in the spec"
+        )
+    return tensor
+
+
+def check_output_names(spec: ModelSpec, outputs: Sequence[Any]) -> None:
+    """Every tensor the spec maps must exist among the model's outputs (mapped by name, never by index)."""
+    names = {t.name for t in outputs}
+    for role, tensor in spec.output.tensors.items():
+        if tensor not in names:
+            raise SpecError(
+                f"spec output.tensors.{role} is {tensor!r} but the model has no output of that name; "
+                f"the model's outputs are {sorted(names)}; fix: map {role} to one of them in output.tensors"
+            )
+
+
+def replace_input(spec: ModelSpec, **changes: Any) -> ModelSpec:
+    """A copy of ``spec`` with some input fields changed (used by tools that rewrite a model's input)."""
+    return replace(spec, input=replace(spec.input, **changes))
