@@ -9,7 +9,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*", "benchmarks"]),
-    package_data={package_name: ["data/demo/*", "data/msg/*/*.msg", "data/labels/*.txt"]},
+    package_data={package_name: ["data/demo/*", "data/demo/*/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
