@@ -62,6 +62,7 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         """Release runtime resources; safe to call twice."""
+        return None
 
     def __enter__(self) -> Backend:
         return self
