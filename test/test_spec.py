@@ -1,0 +1,135 @@
+"""Model specs: strict parsing, clear errors, discovery next to the model, overrides, checks against a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+import pytest
+import yaml
+
+from trt_perception.backends.base import TensorSpec
+from trt_perception.errors import SpecError
+from trt_perception.spec import (
+    check_input,
+    check_output_names,
+    find_spec,
+    load_spec,
+    merge_overrides,
+    parse_spec,
+    save_spec,
+)
+
+
+def ssd_spec() -> Dict[str, Any]:
+    return {
+        "task": "detection",
+        "input": {"name": "Input", "height": 300, "width": 300, "scale": 2 / 255, "offset": -1.0},
+        "output": {"format": "nms_trt"},
+        "detection": {"labels": ["background", "person", "car"], "score_threshold": 0.3, "classes": ["car"]},
+    }
+
+
+def test_defaults_and_scale_per_channel() -> None:
+    spec = parse_spec(ssd_spec())
+    assert spec.input.shape == (1, 3, 300, 300)
+    assert spec.input.scale == pytest.approx((2 / 255,) * 3)
+    assert spec.output.tensors == {"detections": "NMS", "count": "NMS_1"}
+    assert spec.detection.allowed_class_ids() == frozenset({2})
+    assert spec.detection.label_for(1) == "person"
+    assert spec.detection.label_for(7) == "7"
+
+
+def test_mean_std_becomes_scale_offset() -> None:
+    data = ssd_spec()
+    mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+    data["input"] = {"name": "x", "height": 8, "width": 8, "mean": mean, "std": std}
+    spec = parse_spec(data)
+    x = np.array([123.675, 116.28, 103.53])
+    assert np.allclose(x * np.array(spec.input.scale) + np.array(spec.input.offset), 0.0)
+
+
+def test_nhwc_gray_shape() -> None:
+    data = ssd_spec()
+    data["input"].update(layout="nhwc", color="gray")
+    assert parse_spec(data).input.shape == (1, 300, 300, 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"task": "segmentation"}, "'task'"),
+        ({"output": {"format": "yolo"}}, "'output.format'"),
+        ({"output": {"format": "steering_linear"}}, "steering format"),
+        ({"input": {"name": "Input", "height": 0, "width": 300}}, "height/width"),
+        ({"input": {"name": "Input", "height": 300, "width": 300, "colour": "RGB"}}, "input.colour"),
+        ({"input": {"name": "Input", "height": 300, "width": 300, "scale": [1, 2]}}, "input.scale"),
+        ({"input": {"height": 300, "width": 300}}, "'input.name' is missing"),
+        ({"detection": {"score_threshold": 1.5}}, "detection.score_threshold"),
+        ({"detection": {"classes": ["unicorn"]}}, "'unicorn'"),
+        ({"version": 2}, "'version'"),
+    ],
+)
+def test_bad_specs_name_the_key(change: Dict[str, Any], needle: str) -> None:
+    data = ssd_spec()
+    data.update(change)
+    with pytest.raises(SpecError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        parse_spec(data)
+
+
+def test_find_spec_prefers_engine_sidecar(tmp_path: Path) -> None:
+    model = tmp_path / "ssd.engine"
+    model.write_bytes(b"x")
+    assert find_spec(model) is None
+    (tmp_path / "ssd.yaml").write_text(yaml.safe_dump(ssd_spec()))
+    assert find_spec(model) == tmp_path / "ssd.yaml"
+    (tmp_path / "ssd.engine.yaml").write_text(yaml.safe_dump(ssd_spec()))
+    assert find_spec(model) == tmp_path / "ssd.engine.yaml"
+
+
+def test_missing_spec_lists_where_it_looked(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"m\.onnx\.yaml.*m\.yaml"):
+        load_spec(tmp_path / "m.onnx")
+
+
+def test_labels_file_relative_to_spec_and_overrides(tmp_path: Path) -> None:
+    (tmp_path / "labels.txt").write_text("background\nperson\ncar\n")
+    data = ssd_spec()
+    data["detection"] = {"labels": "labels.txt"}
+    (tmp_path / "ssd.yaml").write_text(yaml.safe_dump(data))
+    spec = load_spec(tmp_path / "ssd.onnx", overrides={"detection.score_threshold": 0.9})
+    assert spec.detection.labels == ("background", "person", "car")
+    assert spec.detection.score_threshold == 0.9
+
+
+def test_merge_overrides_is_deep_and_copies() -> None:
+    data = ssd_spec()
+    merged = merge_overrides(data, {"input": {"height": 10}, "detection.iou_threshold": 0.1})
+    assert merged["input"]["height"] == 10 and merged["input"]["width"] == 300
+    assert data["input"]["height"] == 300
+
+
+def test_save_refuses_to_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    save_spec(ssd_spec(), path)
+    with pytest.raises(SpecError, match="refusing to overwrite"):
+        save_spec(ssd_spec(), path)
+    save_spec(ssd_spec(), path, overwrite=True)
+    assert load_spec(spec_path=path).task == "detection"
+
+
+def test_check_against_model_names_tensor_spec_and_model() -> None:
+    spec = parse_spec(ssd_spec())
+    good = [TensorSpec("Input", (1, 3, 300, 300), np.dtype(np.float32))]
+    assert check_input(spec, good).name == "Input"
+    # implicit-batch engines leave the batch dimension out; FP16 inputs are accepted for float specs
+    assert check_input(spec, [TensorSpec("Input", (3, 300, 300), np.dtype(np.float16))]).name == "Input"
+    with pytest.raises(SpecError, match=r"'Input'.*\(1, 3, 320, 320\).*\(1, 3, 300, 300\)"):
+        check_input(spec, [TensorSpec("Input", (1, 3, 320, 320), np.dtype(np.float32))])
+    with pytest.raises(SpecError, match="no such input.*'images'"):
+        check_input(spec, [TensorSpec("images", (1, 3, 300, 300), np.dtype(np.float32))])
+    with pytest.raises(SpecError, match="dtype uint8"):
+        check_input(spec, [TensorSpec("Input", (1, 3, 300, 300), np.dtype(np.uint8))])
+    with pytest.raises(SpecError, match="output.tensors.count is 'NMS_1'"):
+        check_output_names(spec, [TensorSpec("NMS", (1, 100, 7), np.dtype(np.float32))])
