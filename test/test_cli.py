@@ -1,0 +1,74 @@
+"""`trt-perception infer` and `inspect` on test-built models and images, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from onnx_factory import brightness_pilot, grid_detector
+
+from trt_perception.cli import main
+
+
+@pytest.fixture
+def square_png(tmp_path: Path) -> Path:
+    image = np.zeros((480, 640, 3), np.uint8)
+    image[80:160, 160:240] = 255
+    path = tmp_path / "frame.png"
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def test_infer_prints_detections_in_source_pixels(tmp_path: Path, square_png: Path, capsys) -> None:
+    model = grid_detector(tmp_path)
+    assert main(["infer", str(model), str(square_png), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out.strip())
+    assert [d["label"] for d in data["detections"]] == ["blob"]
+    assert data["detections"][0]["box_xyxy"] == [160.0, 80.0, 240.0, 160.0]
+
+
+def test_infer_text_and_annotated_output_never_overwrites(tmp_path: Path, square_png: Path, capsys) -> None:
+    model = grid_detector(tmp_path)
+    out = tmp_path / "annotated"
+    assert main(["infer", str(model), str(square_png), "--output-dir", str(out)]) == 0
+    assert "blob" in capsys.readouterr().out
+    assert (out / "frame_annotated.png").is_file()
+    assert main(["infer", str(model), str(square_png), "--output-dir", str(out)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert main(["infer", str(model), str(square_png), "--output-dir", str(out), "--force"]) == 0
+
+
+def test_infer_steering(tmp_path: Path, square_png: Path, capsys) -> None:
+    assert main(["infer", str(brightness_pilot(tmp_path)), str(square_png)]) == 0
+    assert "angle=" in capsys.readouterr().out
+
+
+def test_inspect_explains_model_and_spec(tmp_path: Path, capsys) -> None:
+    model = grid_detector(tmp_path)
+    assert main(["inspect", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "images [1, 3, 64, 64] float32" in out
+    assert "letterboxed into 64x64" in out
+    assert "ssd_raw" in out
+    assert "spec matches" in out
+
+
+def test_inspect_reports_a_mismatched_spec(tmp_path: Path, capsys) -> None:
+    model = brightness_pilot(tmp_path)
+    spec = tmp_path / "pilot.yaml"
+    data = yaml.safe_load(spec.read_text())
+    data["input"]["height"] = 66
+    spec.write_text(yaml.safe_dump(data))
+    assert main(["inspect", str(model)]) == 1
+    assert "does NOT match" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_not_tracebacks(tmp_path: Path, capsys) -> None:
+    assert main(["infer", str(tmp_path / "missing.onnx"), str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.onnx does not exist" in err
+    assert "Traceback" not in err
