@@ -38,7 +38,8 @@ DISTROS = ("humble", "jazzy")
 
 def get_typestore(distro: str = "jazzy"):  # -> rosbags.typesys.store.Typestore
     """A rosbags typestore for ``distro`` with vision_msgs and ackermann_msgs registered."""
-    from rosbags.typesys import Stores, get_typestore as rosbags_typestore, get_types_from_msg
+    from rosbags.typesys import Stores, get_types_from_msg
+    from rosbags.typesys import get_typestore as rosbags_typestore
 
     stores = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
     if distro not in stores:

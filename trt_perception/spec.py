@@ -206,8 +206,10 @@ def _take(section: Mapping[str, Any], key: str, prefix: str, default: Any = ...,
             raise SpecError(f"spec key {prefix + key!r} is missing; add it to the spec (see README 'Model specs')")
         return default
     value = section[key]
-    if kind is not None and not isinstance(value, kind) or isinstance(value, bool) and kind in (int, float):
-        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+    kinds = (kind,) if isinstance(kind, type) else tuple(kind or ())
+    numeric = int in kinds or float in kinds
+    if kinds and (not isinstance(value, kinds) or (numeric and isinstance(value, bool))):
+        name = " or ".join(k.__name__ for k in kinds)
         raise _fail(prefix + key, value, f"a {name}")
     return value
 
