@@ -1,0 +1,284 @@
+"""``ssd_raw``: undecoded SSD heads (class scores + box regression) decoded against anchors and NMS'd on the CPU.
+
+Per frame, cost is driven by the few (anchor, class) pairs above the score threshold, not by the anchor
+matrix: threshold first (on logits for sigmoid, so no exp over the whole matrix), then top-k, then decode
+only the survivors, then OpenCV's batched NMS. The threshold mask is preallocated once per output shape.
+
+Box decoding (TF OD API ``faster_rcnn_box_coder``, Caffe SSD ``CENTER_SIZE``), with (dx, dy, dw, dh) the
+regression in x/y order and v the variances::
+
+    cx = acx + dx * vx * aw        w = aw * exp(dw * vw)
+    cy = acy + dy * vy * ah        h = ah * exp(dh * vh)
+
+TF's scale factors (10, 10, 5, 5) are variances (0.1, 0.1, 0.2, 0.2).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from trt_perception.backends.base import TensorSpec
+from trt_perception.errors import SpecError
+from trt_perception.outputs.anchors import grid_anchors, load_anchor_file
+from trt_perception.outputs.base import DetectionSettings, OutputParser, RawDetections
+from trt_perception.outputs.checks import (
+    check_params,
+    check_roles,
+    check_tensor,
+    find_output,
+    is_number,
+    known,
+    param_choice,
+    param_int,
+    param_numbers,
+    param_optional_int,
+    same_dim,
+)
+from trt_perception.outputs.nms import batched_nms, finalize
+from trt_perception.spec import ModelSpec
+
+ACTIVATIONS = ("sigmoid", "softmax", "none")
+BOX_ORDERS = ("xy", "yx")
+DEFAULTS: Dict[str, Any] = {
+    "anchors": None,
+    "variances": [0.1, 0.1, 0.2, 0.2],
+    "box_order": "xy",
+    "score_activation": "sigmoid",
+    "background_class": 0,
+    "pre_nms_top_k": 400,
+}
+GRID_DEFAULTS: Dict[str, Any] = {
+    "feature_maps": None,
+    "min_scale": 0.2,
+    "max_scale": 0.95,
+    "aspect_ratios": [1.0, 2.0, 0.5, 3.0, 0.3333],
+    "reduce_boxes_in_lowest_layer": True,
+    "interpolated_scale_aspect_ratio": 1.0,
+    "scales": None,
+}
+ANCHORS_EXAMPLE = (
+    "{file: anchors.npy} (normalized cx, cy, w, h per anchor) or {grid: {feature_maps: [19, 10, 5, 3, 2, 1], "
+    "min_scale: 0.2, max_scale: 0.95, aspect_ratios: [1.0, 2.0, 0.5, 3.0, 0.3333]}}"
+)
+
+
+def _grid_anchors_from_param(grid: Any, spec: ModelSpec) -> np.ndarray:
+    key = "output.anchors.grid"
+    if not isinstance(grid, Mapping):
+        raise SpecError(f"{key} is {grid!r}; expected a mapping such as {ANCHORS_EXAMPLE}")
+    for name in sorted(set(grid) - set(GRID_DEFAULTS)):
+        raise SpecError(f"{key}.{name} = {grid[name]!r} is not a grid-anchor parameter; allowed keys: "
+                        f"{sorted(GRID_DEFAULTS)}")
+    params = dict(GRID_DEFAULTS)
+    params.update(grid)
+    maps = params["feature_maps"]
+
+    def is_size(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    maps_ok = isinstance(maps, (list, tuple)) and len(maps) > 0 and all(
+        is_size(m) or (isinstance(m, (list, tuple)) and len(m) == 2 and all(is_size(d) for d in m)) for m in maps
+    )
+    if not maps_ok:
+        raise SpecError(f"{key}.feature_maps is {maps!r}; expected feature map sizes finest first, e.g. "
+                        "[19, 10, 5, 3, 2, 1] or [[19, 19], [10, 10], ...]")
+    for name in ("min_scale", "max_scale"):
+        if not is_number(params[name]) or params[name] <= 0:
+            raise SpecError(f"{key}.{name} is {params[name]!r}; expected a positive number")
+    ratios = params["aspect_ratios"]
+    if not isinstance(ratios, (list, tuple)) or not ratios or not all(is_number(r) and r > 0 for r in ratios):
+        raise SpecError(f"{key}.aspect_ratios is {ratios!r}; expected a list of positive numbers")
+    if not isinstance(params["reduce_boxes_in_lowest_layer"], bool):
+        raise SpecError(f"{key}.reduce_boxes_in_lowest_layer is {params['reduce_boxes_in_lowest_layer']!r}; "
+                        "expected true or false")
+    interpolated = params["interpolated_scale_aspect_ratio"]
+    if not is_number(interpolated) or interpolated < 0:
+        raise SpecError(f"{key}.interpolated_scale_aspect_ratio is {interpolated!r}; expected a number >= 0 "
+                        "(0 leaves the interpolated-scale anchor out)")
+    scales = params["scales"]
+    if scales is not None and (
+        not isinstance(scales, (list, tuple))
+        or len(scales) != len(maps)
+        or not all(is_number(s) and s > 0 for s in scales)
+    ):
+        raise SpecError(f"{key}.scales is {scales!r}; expected null or one positive scale per feature map "
+                        f"({len(maps)})")
+    return grid_anchors(
+        [m if isinstance(m, int) else tuple(m) for m in maps],
+        min_scale=float(params["min_scale"]),
+        max_scale=float(params["max_scale"]),
+        aspect_ratios=[float(r) for r in ratios],
+        reduce_boxes_in_lowest_layer=params["reduce_boxes_in_lowest_layer"],
+        interpolated_scale_aspect_ratio=float(interpolated),
+        scales=None if scales is None else [float(s) for s in scales],
+        image_size=(spec.input.height, spec.input.width),
+    )
+
+
+def anchors_from_param(value: Any, spec: ModelSpec) -> np.ndarray:
+    """The (A, 4) normalized cx, cy, w, h anchors an ``output.anchors`` value describes."""
+    if value is None:
+        raise SpecError(f"output.anchors is missing; the ssd_raw format needs the anchors the heads predict "
+                        f"against; fix: add anchors: {ANCHORS_EXAMPLE}")
+    if not isinstance(value, Mapping) or len(value) != 1 or next(iter(value)) not in ("file", "grid"):
+        raise SpecError(f"output.anchors is {value!r}; expected exactly one of {ANCHORS_EXAMPLE}")
+    if "file" in value:
+        if not isinstance(value["file"], str) or not value["file"]:
+            raise SpecError(f"output.anchors.file is {value['file']!r}; expected the path of a .npy file")
+        return load_anchor_file(spec.resolve_path(value["file"]))
+    return _grid_anchors_from_param(value["grid"], spec)
+
+
+class SsdRawParser(OutputParser):
+    """Decodes ``scores`` [B,A,C] and ``boxes`` [B,A,4] (or [B,A,1,4]) against anchors, then class-wise NMS."""
+
+    format = "ssd_raw"
+    roles = ("scores", "boxes")
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        check_roles(spec, self.roles)
+        params = check_params(spec, DEFAULTS)
+        self.anchors = anchors_from_param(params["anchors"], spec)
+        self.variances = param_numbers(params, "variances", 4, positive=True)
+        self.box_order = param_choice(params, "box_order", BOX_ORDERS)
+        self.score_activation = param_choice(params, "score_activation", ACTIVATIONS)
+        self.background_class = param_optional_int(params, "background_class", 0)
+        self.pre_nms_top_k = param_int(params, "pre_nms_top_k", 1)
+        self.input_size = (float(spec.input.width), float(spec.input.height))
+        # Regression columns to x/y order, and the decode factors precomputed per anchor.
+        self._to_xy = np.array([1, 0, 3, 2] if self.box_order == "yx" else [0, 1, 2, 3], np.intp)
+        variances_xy = np.asarray(self.variances, np.float32)[self._to_xy]
+        self._anchor_xy = np.ascontiguousarray(self.anchors[:, 0:2])
+        self._anchor_wh = np.ascontiguousarray(self.anchors[:, 2:4])
+        self._center_factor = self._anchor_wh * variances_xy[0:2]
+        self._size_variance = variances_xy[2:4]
+        self._mask: Optional[np.ndarray] = None
+        self._probabilities: Optional[np.ndarray] = None
+        self._columns_key: Optional[Tuple[int, Optional[FrozenSet[int]]]] = None
+        self._columns_ok = np.zeros((0,), bool)
+
+    @property
+    def num_anchors(self) -> int:
+        return int(self.anchors.shape[0])
+
+    def efficient_nms_anchors(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Anchors [1, A, 4] and variances (4,) in the model's regression order, for EfficientNMS_TRT.
+
+        The plugin's center-size decoder has no variances: multiply the box head by the returned variances
+        before the plugin, give it these anchors with ``box_coding=1``, and its output boxes come out in the
+        same order (xyxy for box_order xy, yxyx for yx).
+        """
+        anchors = self.anchors[:, [1, 0, 3, 2]] if self.box_order == "yx" else self.anchors
+        return anchors[None].astype(np.float32), np.asarray(self.variances, np.float32)
+
+    # --------------------------------------------------------------------------------------- load time
+
+    def check_outputs(self, outputs: Sequence[TensorSpec]) -> None:
+        scores = find_output(self.spec, outputs, "scores")
+        boxes = find_output(self.spec, outputs, "boxes")
+        s_shape = check_tensor(self.spec, scores, "scores", "[B, A, C] class scores (one row per anchor)", (2, 3))
+        b_shape = check_tensor(
+            self.spec, boxes, "boxes", "[B, A, 4] or [B, A, 1, 4] box regression (one row per anchor)", (2, 3, 4), 4
+        )
+        anchors_in_scores = s_shape[-2]
+        if len(b_shape) == 4:
+            if known(b_shape[2]) and int(b_shape[2]) != 1:
+                raise SpecError(
+                    f"model output {boxes.name!r} (output.tensors.boxes) has shape {list(b_shape)}: one box per "
+                    f"class per anchor; ssd_raw expects one shared box per anchor ([B, A, 4] or [B, A, 1, 4])"
+                )
+            anchors_in_boxes = b_shape[1]
+        elif len(b_shape) == 3 and known(b_shape[1]) and int(b_shape[1]) == 1 and anchors_in_scores != 1:
+            anchors_in_boxes = b_shape[0]  # implicit-batch [A, 1, 4]
+        else:
+            anchors_in_boxes = b_shape[-2]
+        same_dim(
+            self.spec,
+            "the anchor count",
+            [(f"{scores.name} (scores)", anchors_in_scores), (f"{boxes.name} (boxes)", anchors_in_boxes),
+             ("output.anchors", self.num_anchors)],
+            fix="make output.anchors describe the model's anchors (grid feature_maps, aspect_ratios, "
+            "reduce_boxes_in_lowest_layer, or the anchors file)",
+        )
+        classes = s_shape[-1]
+        if self.background_class is not None and known(classes) and self.background_class >= int(classes):
+            raise SpecError(
+                f"output.background_class is {self.background_class} but model output {scores.name!r} has "
+                f"{classes} score columns; fix: set background_class to a column index or null"
+            )
+
+    # ---------------------------------------------------------------------------------------- per frame
+
+    def _columns(self, classes: int, allowed: Optional[FrozenSet[int]]) -> np.ndarray:
+        """Which score columns may yield detections (background and allow-list applied), cached."""
+        key = (classes, allowed)
+        if key != self._columns_key:
+            ok = np.ones(classes, bool)
+            if self.background_class is not None and self.background_class < classes:
+                ok[self.background_class] = False
+            if allowed is not None:
+                ok &= np.isin(np.arange(classes), np.fromiter(allowed, np.int64))
+            self._columns_key, self._columns_ok = key, ok
+        return self._columns_ok
+
+    def _raw_threshold(self, threshold: float) -> float:
+        """The score threshold in the space the mask is computed in (logits for sigmoid)."""
+        if self.score_activation != "sigmoid":
+            return threshold
+        if threshold <= 0.0:
+            return -math.inf
+        if threshold >= 1.0:
+            return math.inf
+        return math.log(threshold / (1.0 - threshold))
+
+    def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> RawDetections:
+        anchors = self.num_anchors
+        raw_scores = np.asarray(outputs[self.tensor("scores")])
+        raw_boxes = np.asarray(outputs[self.tensor("boxes")])
+        classes = int(raw_scores.shape[-1])
+        if raw_scores.size < anchors * classes or raw_boxes.size < anchors * 4:
+            raise SpecError(
+                f"ssd_raw outputs {self.tensor('scores')!r} {raw_scores.shape} and {self.tensor('boxes')!r} "
+                f"{raw_boxes.shape} hold fewer than the {anchors} anchors of output.anchors; fix: check the anchors"
+            )
+        scores = raw_scores.reshape(-1, classes)[:anchors]  # batch item 0 (a view for contiguous outputs)
+        deltas = raw_boxes.reshape(-1, 4)[:anchors]
+        if self.score_activation == "softmax":
+            if self._probabilities is None or self._probabilities.shape != scores.shape:
+                self._probabilities = np.empty(scores.shape, np.float32)
+            probabilities = self._probabilities
+            np.subtract(scores, scores.max(axis=1, keepdims=True), out=probabilities)
+            np.exp(probabilities, out=probabilities)
+            probabilities /= probabilities.sum(axis=1, keepdims=True)
+            scores = probabilities
+        if self._mask is None or self._mask.shape != scores.shape:
+            self._mask = np.empty(scores.shape, bool)
+        np.greater_equal(scores, self._raw_threshold(settings.score_threshold), out=self._mask)
+        rows, cols = np.nonzero(self._mask)
+        keep = self._columns(classes, settings.allowed_class_ids)[cols]
+        if not keep.all():
+            rows, cols = rows[keep], cols[keep]
+        if rows.shape[0] == 0:
+            return RawDetections.empty()
+        candidate_scores = scores[rows, cols].astype(np.float32)
+        if rows.shape[0] > self.pre_nms_top_k:
+            top = np.argpartition(-candidate_scores, self.pre_nms_top_k - 1)[: self.pre_nms_top_k]
+            rows, cols, candidate_scores = rows[top], cols[top], candidate_scores[top]
+        if self.score_activation == "sigmoid":
+            candidate_scores = (1.0 / (1.0 + np.exp(-candidate_scores))).astype(np.float32)
+        boxes = self.decode(deltas, rows)
+        kept = batched_nms(boxes, candidate_scores, cols, settings.iou_threshold, settings.max_detections)
+        return finalize(boxes[kept], candidate_scores[kept], cols[kept], settings)
+
+    def decode(self, deltas: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """xyxy boxes in model-input pixels for the regression ``deltas`` (A, 4) of anchors ``rows``."""
+        d = np.asarray(deltas[rows[:, None], self._to_xy[None, :]], np.float32)
+        center = self._anchor_xy[rows] + d[:, 0:2] * self._center_factor[rows]
+        half = self._anchor_wh[rows] * np.exp(d[:, 2:4] * self._size_variance) * 0.5
+        boxes = np.concatenate([center - half, center + half], axis=1)
+        boxes *= np.asarray(self.input_size * 2, np.float32)
+        return boxes

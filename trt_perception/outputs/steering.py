@@ -1,0 +1,144 @@
+"""``steering_linear`` and ``steering_categorical``: DonkeyCar-style drive heads -> ``SteeringPrediction``.
+
+Values pass through as the model gives them: no clamping, and NaN stays NaN. Limits and the NaN stop are
+the pilot's job (heads.py), which must see what the model really said.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Sequence, Tuple
+
+import numpy as np
+
+from trt_perception.backends.base import TensorSpec
+from trt_perception.errors import SpecError
+from trt_perception.outputs.base import DetectionSettings, OutputParser
+from trt_perception.outputs.checks import (
+    bad_param,
+    batch0,
+    check_params,
+    check_roles,
+    check_tensor,
+    find_output,
+    known,
+    param_int,
+    param_range,
+)
+from trt_perception.results import SteeringPrediction
+from trt_perception.spec import ModelSpec
+
+HEADS = ("angle", "throttle")
+
+
+def _first_value(array: np.ndarray) -> float:
+    """The scalar of batch item 0 from a [B, 1], [B] or [1] output."""
+    return float(np.asarray(array).reshape(-1)[0])
+
+
+class LinearSteeringParser(OutputParser):
+    """KerasLinear heads: ``angle`` and ``throttle`` tensors ([B,1] or [B]), or one ``combined`` [B,2].
+
+    ``order`` says which column of ``combined`` is which (default [angle, throttle]; the legacy UFF
+    DonkeyCar engines packed [throttle, angle]).
+    """
+
+    format = "steering_linear"
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        self.combined = "combined" in spec.output.tensors
+        check_roles(spec, ("combined",) if self.combined else HEADS)
+        params = check_params(spec, {"order": list(HEADS)})
+        order = params["order"]
+        if not isinstance(order, (list, tuple)) or sorted(order) != sorted(HEADS):
+            raise bad_param("order", order, "[angle, throttle] or [throttle, angle]")
+        if not self.combined and list(order) != list(HEADS):
+            raise bad_param("order", order, "no order with separate angle/throttle tensors",
+                            "order applies only to a single 'combined' tensor; remove it")
+        self.angle_column = list(order).index("angle")
+        self.throttle_column = list(order).index("throttle")
+
+    def check_outputs(self, outputs: Sequence[TensorSpec]) -> None:
+        if self.combined:
+            tensor = find_output(self.spec, outputs, "combined")
+            check_tensor(self.spec, tensor, "combined", "[B, 2] (angle and throttle columns)", (1, 2), 2)
+            return
+        for role in HEADS:
+            tensor = find_output(self.spec, outputs, role)
+            check_tensor(self.spec, tensor, role, f"[B, 1] or [B] {role} value", (1, 2), 1)
+
+    def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> SteeringPrediction:
+        if self.combined:
+            row = batch0(np.asarray(outputs[self.tensor("combined")]), 1)
+            return SteeringPrediction(float(row[self.angle_column]), float(row[self.throttle_column]))
+        return SteeringPrediction(
+            _first_value(outputs[self.tensor("angle")]), _first_value(outputs[self.tensor("throttle")])
+        )
+
+
+class CategoricalSteeringParser(OutputParser):
+    """KerasCategorical heads: softmax bins for ``angle`` and ``throttle``, unbinned at the argmax.
+
+    As DonkeyCar's ``utils.linear_unbin`` does it (``b * R / (N + offset) + offset``):
+    angle = lo + b * (hi - lo) / (N - 1) (both range ends are bin centres: offset -1, R 2 gives b * 2/14 - 1
+    for 15 bins over [-1, 1]); throttle = lo + b * (hi - lo) / N (offset 0, R = hi: the top bin is
+    hi * (N - 1) / N, e.g. 0.95 for 20 bins over [0, 1]). DonkeyCar trains throttle over
+    [0, MODEL_CATEGORICAL_MAX_THROTTLE_RANGE] (0.8 in its config templates, 0.5 in the class default): set
+    ``throttle_range`` to match. Any NaN in a head gives NaN (argmax would hide it).
+    """
+
+    format = "steering_categorical"
+    defaults: Dict[str, Any] = {
+        "angle_bins": 15,
+        "angle_range": [-1.0, 1.0],
+        "throttle_bins": 20,
+        "throttle_range": [0.0, 1.0],
+    }
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        check_roles(spec, HEADS)
+        params = check_params(spec, self.defaults)
+        self.angle_bins = param_int(params, "angle_bins", 2)
+        self.throttle_bins = param_int(params, "throttle_bins", 1)
+        self.angle_range = param_range(params, "angle_range")
+        self.throttle_range = param_range(params, "throttle_range")
+        low, high = self.angle_range
+        self.angle_values = low + np.arange(self.angle_bins) * ((high - low) / (self.angle_bins - 1))
+        low, high = self.throttle_range
+        self.throttle_values = low + np.arange(self.throttle_bins) * ((high - low) / self.throttle_bins)
+
+    def _bins(self, role: str) -> Tuple[int, np.ndarray]:
+        if role == "angle":
+            return self.angle_bins, self.angle_values
+        return self.throttle_bins, self.throttle_values
+
+    def check_outputs(self, outputs: Sequence[TensorSpec]) -> None:
+        for role in HEADS:
+            bins, _ = self._bins(role)
+            tensor = find_output(self.spec, outputs, role)
+            shape = check_tensor(self.spec, tensor, role, f"[B, N] {role} bin scores", (1, 2))
+            if known(shape[-1]) and int(shape[-1]) != bins:
+                raise SpecError(
+                    f"model output {tensor.name!r} (output.tensors.{role}) has {shape[-1]} bins but "
+                    f"output.{role}_bins is {bins}; fix: set {role}_bins: {shape[-1]} in the spec"
+                )
+
+    def _unbin(self, role: str, array: np.ndarray) -> float:
+        bins, values = self._bins(role)
+        scores = batch0(np.asarray(array), 1)
+        if scores.shape[0] != bins:
+            raise SpecError(
+                f"model output {self.tensor(role)!r} gave {scores.shape[0]} {role} bins; output.{role}_bins is "
+                f"{bins}; fix: set {role}_bins: {scores.shape[0]}"
+            )
+        if np.isnan(scores).any():
+            return float("nan")
+        return float(values[int(np.argmax(scores))])
+
+    def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> SteeringPrediction:
+        return SteeringPrediction(
+            self._unbin("angle", outputs[self.tensor("angle")]),
+            self._unbin("throttle", outputs[self.tensor("throttle")]),
+        )
+
