@@ -1,0 +1,441 @@
+"""Image messages <-> numpy arrays, without ROS.
+
+Messages are duck-typed: anything with ``height/width/encoding/step/data/is_bigendian`` is a
+``sensor_msgs/Image`` and anything with ``format/data`` is a ``sensor_msgs/CompressedImage``, so rclpy
+messages, ``rosbags`` messages and test doubles all work. Layouts that numpy can describe (rgb8, bgr8, mono8,
+little-endian mono16, with or without row padding) become zero-copy strided views of the message buffer;
+the rest (alpha, YUV 4:2:2, NV12/21, Bayer, big-endian mono16) take exactly one OpenCV conversion, written
+into a reusable ``BufferPool`` array when the caller passes one (the per-frame path does).
+
+Every bad input raises ``ImageError`` naming the field, its value, what was expected and the fix, before
+numpy or OpenCV see it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from trt_perception.errors import ImageError
+
+COLORS = ("rgb", "bgr", "gray", "gray16")
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded frame: a numpy array (possibly a read-only view of the message) and its color order."""
+
+    array: np.ndarray  # HxWx3 uint8 ('rgb'/'bgr'), HxW uint8 ('gray'), HxW uint16 ('gray16')
+    color: str
+
+    def __post_init__(self) -> None:
+        array, color = self.array, self.color
+        if color not in COLORS:
+            raise ImageError(f"DecodedImage color is {color!r}; expected one of {list(COLORS)}")
+        if color in ("rgb", "bgr"):
+            ok = array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8
+            expected = "an HxWx3 uint8 array"
+        elif color == "gray":
+            ok = array.ndim == 2 and array.dtype == np.uint8
+            expected = "an HxW uint8 array"
+        else:
+            ok = array.ndim == 2 and array.dtype == np.uint16
+            expected = "an HxW uint16 array in native byte order"
+        if not ok:
+            raise ImageError(
+                f"DecodedImage array has shape {array.shape} dtype {array.dtype} for color {color!r}; "
+                f"expected {expected}; fix: convert the array or pass the matching color"
+            )
+        if array.shape[0] == 0 or array.shape[1] == 0:
+            raise ImageError(f"DecodedImage array has shape {array.shape}; expected a non-empty image")
+
+    @property
+    def height(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.array.shape[1])
+
+
+class BufferPool:
+    """Reusable output arrays for conversions, one per (shape, dtype): no frame allocated per frame.
+
+    An array handed out is overwritten by the next decode of the same size: a caller that keeps a frame past
+    the next decode (a queue of frames, a recorder) must copy it or decode without a pool.
+    """
+
+    def __init__(self, max_arrays: int = 4) -> None:
+        self.max_arrays = max_arrays
+        self._arrays: Dict[Tuple[Tuple[int, ...], str], np.ndarray] = {}
+
+    def array(self, shape: Tuple[int, ...], dtype: Any = np.uint8) -> np.ndarray:
+        key = (tuple(int(d) for d in shape), np.dtype(dtype).str)
+        found = self._arrays.get(key)
+        if found is None:
+            if len(self._arrays) >= self.max_arrays:  # the stream changed size: forget the oldest
+                self._arrays.pop(next(iter(self._arrays)))
+            found = np.empty(key[0], dtype)
+            self._arrays[key] = found
+        return found
+
+
+def _out(pool: Optional[BufferPool], shape: Tuple[int, ...], dtype: Any = np.uint8) -> Optional[np.ndarray]:
+    return pool.array(shape, dtype) if pool is not None else None
+
+
+# ---------------------------------------------------------------------------------------------- raw images
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    kind: str  # 'direct' (strided view), 'alpha', 'yuv422', 'nv', 'bayer'
+    channels: int  # bytes of one pixel in a row of the message (mono16: 2)
+    color: str  # color of the decoded array
+    cv_code: int = -1  # cv2.cvtColor code, for the converted kinds
+
+
+# sensor_msgs/image_encodings.hpp spellings. 'yuv422' (fourcc UYVY) and 'yuv422_yuy2' (fourcc YUYV) are the
+# deprecated names of 'uyvy' and 'yuyv'. OpenCV names Bayer patterns by the 2x2 block starting at pixel
+# (1, 1), so ROS's 'rggb' (pattern starting at (0, 0)) is OpenCV's 'BG' (test_images checks this on a
+# known mosaic).
+ENCODINGS: Dict[str, _Encoding] = {
+    "rgb8": _Encoding("direct", 3, "rgb"),
+    "bgr8": _Encoding("direct", 3, "bgr"),
+    "8uc3": _Encoding("direct", 3, "bgr"),  # OpenCV convention for untyped 3-channel images
+    "mono8": _Encoding("direct", 1, "gray"),
+    "8uc1": _Encoding("direct", 1, "gray"),
+    "mono16": _Encoding("direct", 2, "gray16"),
+    "16uc1": _Encoding("direct", 2, "gray16"),
+    "rgba8": _Encoding("alpha", 4, "rgb", cv2.COLOR_RGBA2RGB),
+    "bgra8": _Encoding("alpha", 4, "bgr", cv2.COLOR_BGRA2BGR),
+    "8uc4": _Encoding("alpha", 4, "bgr", cv2.COLOR_BGRA2BGR),
+    "uyvy": _Encoding("yuv422", 2, "bgr", cv2.COLOR_YUV2BGR_UYVY),
+    "yuv422": _Encoding("yuv422", 2, "bgr", cv2.COLOR_YUV2BGR_UYVY),
+    "yuyv": _Encoding("yuv422", 2, "bgr", cv2.COLOR_YUV2BGR_YUYV),
+    "yuv422_yuy2": _Encoding("yuv422", 2, "bgr", cv2.COLOR_YUV2BGR_YUYV),
+    "nv12": _Encoding("nv", 1, "bgr", cv2.COLOR_YUV2BGR_NV12),
+    "nv21": _Encoding("nv", 1, "bgr", cv2.COLOR_YUV2BGR_NV21),
+    "bayer_rggb8": _Encoding("bayer", 1, "bgr", cv2.COLOR_BayerBG2BGR),
+    "bayer_bggr8": _Encoding("bayer", 1, "bgr", cv2.COLOR_BayerRG2BGR),
+    "bayer_gbrg8": _Encoding("bayer", 1, "bgr", cv2.COLOR_BayerGR2BGR),
+    "bayer_grbg8": _Encoding("bayer", 1, "bgr", cv2.COLOR_BayerGB2BGR),
+}
+SUPPORTED_ENCODINGS = (*tuple(k for k in ENCODINGS if not k[0].isdigit()), "8UC1", "8UC3", "8UC4", "16UC1")
+
+
+def _as_uint8_buffer(data: Any, field: str = "data") -> np.ndarray:
+    """A flat uint8 array over the message's bytes, copying only when the container has no buffer (a list)."""
+    if isinstance(data, np.ndarray):
+        if data.dtype == np.uint8 and data.ndim == 1 and data.flags.c_contiguous:
+            return data
+        if data.flags.c_contiguous:
+            return data.reshape(-1).view(np.uint8)
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    if isinstance(data, str):
+        raise ImageError(
+            f"{field} is a str ({data[:20]!r}...); expected bytes-like pixel data "
+            "(bytes, bytearray, memoryview, array.array('B'), list of ints or a numpy uint8 array)"
+        )
+    try:
+        return np.frombuffer(data, np.uint8)  # bytes, bytearray, memoryview, array.array: no copy
+    except (TypeError, ValueError, BufferError):
+        pass
+    try:
+        array = np.asarray(data)
+    except (TypeError, ValueError) as exc:
+        raise ImageError(f"{field} of type {type(data).__name__} cannot be read as bytes ({exc})") from None
+    if array.size == 0:
+        return np.empty(0, np.uint8)
+    if array.ndim != 1 or array.dtype.kind not in "iub":
+        raise ImageError(
+            f"{field} is {type(data).__name__} holding {array.dtype} of shape {array.shape}; "
+            "expected a flat sequence of byte values 0..255"
+        )
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ImageError(
+            f"{field} holds values {int(array.min())}..{int(array.max())}; expected bytes 0..255; "
+            "fix: fill the message data with uint8 pixel bytes"
+        )
+    return array.astype(np.uint8)
+
+
+def _positive_int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ImageError(f"Image.{field} is {value!r} ({type(value).__name__}); expected a positive integer")
+    if value <= 0:
+        raise ImageError(
+            f"Image.{field} is {value}; expected a positive integer; fix: the publisher sent an empty image "
+            "(check the camera driver's resolution settings)"
+        )
+    return int(value)
+
+
+def decode_raw(
+    height: int,
+    width: int,
+    encoding: str,
+    step: int,
+    data: Any,
+    is_bigendian: Any = 0,
+    pool: Optional[BufferPool] = None,
+) -> DecodedImage:
+    """Decode the fields of a ``sensor_msgs/Image``: a view of ``data`` where the layout allows."""
+    height = _positive_int(height, "height")
+    width = _positive_int(width, "width")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ImageError(f"Image.step is {step!r}; expected a non-negative integer (bytes per row)")
+    step = int(step)
+    if not isinstance(encoding, str):
+        raise ImageError(f"Image.encoding is {encoding!r}; expected a string such as 'bgr8'")
+    info = ENCODINGS.get(encoding.strip().lower())
+    if info is None:
+        raise ImageError(
+            f"Image.encoding is {encoding!r}; expected one of {list(SUPPORTED_ENCODINGS)}; "
+            "fix: set the camera driver to publish one of these (e.g. bgr8 or yuyv) "
+            "or republish with image_proc"
+        )
+    row_bytes = width * info.channels
+    if step < row_bytes:
+        raise ImageError(
+            f"Image.step is {step} for width {width} and encoding {encoding!r}; expected at least "
+            f"{row_bytes} (width x {info.channels} bytes per pixel); fix: the publisher must set step to "
+            "the row length in bytes"
+        )
+    rows = height * 3 // 2 if info.kind == "nv" else height
+    if info.kind in ("yuv422", "nv") and width % 2:
+        raise ImageError(
+            f"Image.width is {width} for encoding {encoding!r}; expected an even width (4:2:x chroma)"
+        )
+    if info.kind == "nv" and height % 2:
+        raise ImageError(
+            f"Image.height is {height} for encoding {encoding!r}; expected an even height (4:2:0)"
+        )
+    if info.kind == "bayer" and (height < 2 or width < 2):
+        raise ImageError(
+            f"Image is {width}x{height} with encoding {encoding!r}; a Bayer mosaic needs >= 2x2 pixels"
+        )
+    buf = _as_uint8_buffer(data, "Image.data")
+    if buf.size < step * rows:
+        raise ImageError(
+            f"Image.data has {buf.size} bytes; expected at least step x rows = "
+            f"{step} x {rows} = {step * rows} "
+            f"for a {width}x{height} {encoding!r} image; fix: the message is truncated (check the publisher "
+            "and the transport, e.g. a bag recorded with a message size limit)"
+        )
+
+    if info.kind == "direct" and info.channels == 2:
+        return _decode_mono16(buf, height, width, step, bool(is_bigendian), pool)
+    if info.kind == "nv":
+        planes = np.ndarray((rows, width), np.uint8, buffer=buf, strides=(step, 1))
+        out = _out(pool, (height, width, 3))
+        return DecodedImage(cv2.cvtColor(planes, info.cv_code, dst=out), "bgr")
+    pixel = info.channels
+    if pixel == 1:
+        view = np.ndarray((height, width), np.uint8, buffer=buf, strides=(step, 1))
+    else:
+        view = np.ndarray((height, width, pixel), np.uint8, buffer=buf, strides=(step, pixel, 1))
+    if info.kind == "direct":
+        return DecodedImage(view, info.color)
+    out = _out(pool, (height, width, 3))
+    return DecodedImage(cv2.cvtColor(view, info.cv_code, dst=out), info.color)
+
+
+def _decode_mono16(
+    buf: np.ndarray, height: int, width: int, step: int, big_endian: bool, pool: Optional[BufferPool]
+) -> DecodedImage:
+    """mono16: a native-order view when byte order and alignment allow, else one converting copy."""
+    stored = np.dtype(">u2" if big_endian else "<u2")
+    view = np.ndarray((height, width), stored, buffer=buf, strides=(step, 2))
+    aligned = step % 2 == 0 and view.__array_interface__["data"][0] % 2 == 0
+    if stored == np.dtype(np.uint16) and aligned:
+        return DecodedImage(view, "gray16")
+    out = _out(pool, (height, width), np.uint16)
+    if out is None:
+        out = np.empty((height, width), np.uint16)
+    np.copyto(out, view)  # byte swap (or realignment) in one pass
+    return DecodedImage(out, "gray16")
+
+
+# ----------------------------------------------------------------------------------------- compressed images
+
+
+def _compressed_color(fmt: str) -> str:
+    """'bgr' unless the format says the compressed pixels are RGB ('rgb8; jpeg compressed rgb8')."""
+    _, _, target = fmt.partition("compressed")
+    return "rgb" if target.strip().lower().startswith("rgb") else "bgr"
+
+
+def decode_compressed(fmt: str, data: Any, pool: Optional[BufferPool] = None) -> DecodedImage:
+    """Decode a ``sensor_msgs/CompressedImage`` (jpeg/png; the format string only refines the color order)."""
+    if not isinstance(fmt, str):
+        raise ImageError(f"CompressedImage.format is {fmt!r}; expected a string such as 'jpeg'")
+    if "compresseddepth" in fmt.lower().replace(" ", ""):
+        raise ImageError(
+            f"CompressedImage.format is {fmt!r}: a compressedDepth depth image; expected a camera image "
+            "(jpeg or png); fix: subscribe to the color image topic"
+        )
+    buf = _as_uint8_buffer(data, "CompressedImage.data")
+    if buf.size == 0:
+        raise ImageError(
+            "CompressedImage.data is empty; expected jpeg or png bytes; fix: check the publisher"
+        )
+    try:
+        array = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        array = None
+        reason = str(exc).strip().splitlines()[-1]
+    else:
+        reason = "OpenCV could not decode it"
+    if array is None:
+        raise ImageError(
+            f"CompressedImage.data ({buf.size} bytes, format {fmt!r}, starting {bytes(buf[:4])!r}) is not a "
+            f"decodable jpeg/png image ({reason}); fix: check the publisher's compression format"
+        )
+    if array.ndim == 2:
+        return DecodedImage(array, "gray16" if array.dtype == np.uint16 else "gray")
+    if array.dtype == np.uint16:  # 16-bit color png: keep the high byte, as for mono16 frames
+        array = (array >> 8).astype(np.uint8)
+    color = _compressed_color(fmt)
+    if array.shape[2] == 4:
+        out = _out(pool, (*array.shape[:2], 3))
+        array = cv2.cvtColor(array, cv2.COLOR_BGRA2BGR, dst=out)
+    elif array.shape[2] != 3:
+        raise ImageError(f"CompressedImage.data decodes to {array.shape[2]} channels; expected 1, 3 or 4")
+    return DecodedImage(array, color)
+
+
+def decode_image(msg: Any, pool: Optional[BufferPool] = None) -> DecodedImage:
+    """Decode an Image (it has ``encoding``) or a CompressedImage (it has ``format``) message."""
+    if hasattr(msg, "encoding"):
+        return decode_raw(
+            msg.height, msg.width, msg.encoding, msg.step, msg.data, getattr(msg, "is_bigendian", 0), pool
+        )
+    if hasattr(msg, "format"):
+        return decode_compressed(msg.format, msg.data, pool)
+    raise ImageError(
+        f"message of type {type(msg).__name__} has neither 'encoding' (sensor_msgs/Image) nor 'format' "
+        "(sensor_msgs/CompressedImage); fix: subscribe to an image topic"
+    )
+
+
+class ImageDecoder:
+    """``decode_image`` with a private ``BufferPool``: the per-frame decoder of one image stream.
+
+    A converted frame (YUV, Bayer, alpha) lives in the pool until the next frame of the same size.
+    """
+
+    def __init__(self) -> None:
+        self.pool = BufferPool()
+
+    def __call__(self, msg: Any) -> DecodedImage:
+        return decode_image(msg, self.pool)
+
+
+# -------------------------------------------------------------------------------------- arrays -> messages
+
+
+@dataclass(frozen=True)
+class ImageFields:
+    """The fields of a ``sensor_msgs/Image`` for an array; ``data`` is a flat memoryview (no ``tobytes``).
+
+    rclpy: ``a = array.array('B'); a.frombytes(fields.data); msg.data = a`` (one memcpy; assigning a
+    memoryview directly makes rclpy check every byte in Python).
+    rosbags: ``np.frombuffer(fields.data, np.uint8)``.
+    The memoryview keeps the array alive and reflects later writes into it.
+    """
+
+    height: int
+    width: int
+    encoding: str
+    is_bigendian: int
+    step: int
+    data: memoryview
+
+
+_FIELD_LAYOUTS = {  # encoding: (ndim, channels, dtype)
+    "rgb8": (3, 3, np.uint8),
+    "bgr8": (3, 3, np.uint8),
+    "rgba8": (3, 4, np.uint8),
+    "bgra8": (3, 4, np.uint8),
+    "mono8": (2, 1, np.uint8),
+    "mono16": (2, 1, np.uint16),
+}
+
+
+def image_fields(array: np.ndarray, encoding: str) -> ImageFields:
+    """Describe ``array`` as Image fields for publishing (an overlay); copies only a non-contiguous array."""
+    layout = _FIELD_LAYOUTS.get(encoding)
+    if layout is None:
+        raise ImageError(f"image_fields encoding is {encoding!r}; expected one of {list(_FIELD_LAYOUTS)}")
+    ndim, channels, dtype = layout
+    shape_ok = array.ndim == ndim and (ndim == 2 or array.shape[2] == channels)
+    if (
+        not shape_ok
+        or array.dtype.kind != np.dtype(dtype).kind
+        or array.dtype.itemsize != np.dtype(dtype).itemsize
+    ):
+        want = "HxW" if ndim == 2 else f"HxWx{channels}"
+        raise ImageError(
+            f"image_fields got an array of shape {array.shape} dtype {array.dtype} "
+            f"for encoding {encoding!r}; "
+            f"expected {want} {np.dtype(dtype).name}"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(
+            f"image_fields got an empty array of shape {array.shape}; expected a non-empty image"
+        )
+    array = np.ascontiguousarray(array)
+    order = array.dtype.byteorder
+    big = order == ">" or (order == "=" and sys.byteorder == "big")
+    height, width = array.shape[:2]
+    return ImageFields(
+        height=int(height),
+        width=int(width),
+        encoding=encoding,
+        is_bigendian=int(big and array.dtype.itemsize > 1),
+        step=int(array.strides[0]),
+        data=memoryview(array).cast("B"),
+    )
+
+
+_IMENCODE_EXT = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png"}
+_ENCODING_OF_COLOR = {"rgb": "rgb8", "bgr": "bgr8", "gray": "mono8", "gray16": "mono16"}
+
+
+def encode_compressed(
+    array: np.ndarray, color: str, fmt: str = "jpeg", quality: int = 90
+) -> Tuple[str, np.ndarray]:
+    """Compress an image as image_transport's compressed plugin does; returns (format string, uint8 bytes).
+
+    Color images are compressed as BGR (format ``"<encoding>; jpeg compressed bgr8"``); mono16 goes to 8 bits
+    for jpeg (high byte) and stays 16-bit in png.
+    """
+    ext = _IMENCODE_EXT.get(str(fmt).lower())
+    if ext is None:
+        raise ImageError(f"encode_compressed fmt is {fmt!r}; expected 'jpeg' or 'png'")
+    image = DecodedImage(array, color)  # validates shape/dtype against color
+    name = "jpeg" if ext == ".jpg" else "png"
+    pixels = image.array
+    if color == "rgb":
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+        target = "bgr8"
+    elif color == "bgr":
+        target = "bgr8"
+    elif color == "gray16" and name == "jpeg":
+        pixels = (pixels >> 8).astype(np.uint8)
+        target = "mono8"
+    else:
+        target = _ENCODING_OF_COLOR[color]
+    if name == "jpeg":
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    else:
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    ok, encoded = cv2.imencode(ext, pixels, params)
+    if not ok:
+        raise ImageError(f"OpenCV could not encode a {pixels.shape} {pixels.dtype} image as {name}")
+    return f"{_ENCODING_OF_COLOR[color]}; {name} compressed {target}", encoded.reshape(-1)
