@@ -1,0 +1,326 @@
+"""config.py: the one param table, params YAML loading, validation, path resolution, opening the heads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from trt_perception import config as cfg
+from trt_perception.config import (
+    PARAM_BY_NAME,
+    PARAMS,
+    USE_SPEC,
+    PerceptionConfig,
+    SafetyConfig,
+    check_value,
+    create_frame_processor,
+    format_param_table,
+    load_params_file,
+    param_defaults,
+    resolve_path,
+    validate_param_change,
+)
+from trt_perception.errors import BackendError, ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_FILES = sorted((REPO / "config").glob("*.yaml"))
+
+
+def write_params(path: Path, params: dict, node: str = "trt_perception") -> Path:
+    path.write_text(yaml.safe_dump({node: {"ros__parameters": params}}), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------- the table
+
+
+def test_table_names_are_unique_and_defaults_valid():
+    assert len(PARAM_BY_NAME) == len(PARAMS)
+    for param in PARAMS:
+        _, reason = check_value(param, param.default, strict_double=True)
+        assert reason is None, reason
+        assert param.read_only != param.dynamic, param.name  # every param is either live or start-only
+        assert param.description
+
+
+def test_model_paths_are_read_only():
+    for head in ("detector", "pilot"):
+        for key in ("model", "spec", "backend", "providers", "plugin_libraries", "cuda", "auto_build"):
+            assert PARAM_BY_NAME[f"{head}.{key}"].read_only
+
+
+def test_defaults_give_the_dataclass_defaults():
+    config = PerceptionConfig.from_params({"detector.model": "/x.onnx"})
+    assert config.pilot.safety == SafetyConfig()
+    assert config.qos_reliability == "best_effort" and config.qos_depth == 1
+    assert config.detector.score_threshold is None  # -1 = the spec decides
+    assert config.detector.classes is None
+
+
+def test_param_table_markdown_lists_every_param():
+    table = format_param_table()
+    for param in PARAMS:
+        assert f"`{param.name}`" in table
+
+
+# ------------------------------------------------------------------------------------------- the files
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    flat = load_params_file(path)
+    config = PerceptionConfig.from_params(flat)
+    assert config.params_file == str(path.resolve())
+    assert config.detector.enabled or config.pilot.enabled
+
+
+def test_shipped_configs_exist():
+    assert {p.name for p in CONFIG_FILES} >= {"car.yaml", "detector.yaml", "pilot.yaml", "demo.yaml"}
+
+
+def test_car_yaml_documents_every_param():
+    text = (REPO / "config" / "car.yaml").read_text(encoding="utf-8")
+    config = PerceptionConfig.from_params(load_params_file(REPO / "config" / "car.yaml"))
+    assert config.detector.enabled and config.pilot.enabled
+    for param in PARAMS:
+        if param.name == "params_file":
+            continue  # set by the launch file
+        leaf = param.name.rsplit(".", 1)[-1]
+        assert f"{leaf}:" in text, f"{param.name} missing from car.yaml"
+
+
+def test_demo_yaml_points_at_the_packaged_demo_models():
+    config = PerceptionConfig.from_params(load_params_file(REPO / "config" / "demo.yaml"))
+    package_dir = Path(cfg.__file__).resolve().parent
+    assert Path(config.detector.model.model) == package_dir / "data" / "demo" / "detector.onnx"
+    assert Path(config.pilot.model.model) == package_dir / "data" / "demo" / "steering.onnx"
+    assert config.image_transport == "compressed" and config.pilot.output == "twist"
+
+
+def test_nested_and_dotted_keys_flatten(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "trt_perception:\n  ros__parameters:\n    detector:\n      score_threshold: 0.3\n"
+        "    pilot.max_throttle: 0.2\n    use_sim_time: true\n",
+        encoding="utf-8",
+    )
+    flat = load_params_file(path)
+    assert flat["detector.score_threshold"] == 0.3
+    assert flat["pilot.max_throttle"] == 0.2
+    assert "use_sim_time" not in flat
+
+
+def test_wildcard_and_namespaced_sections(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "/**": {"ros__parameters": {"qos_depth": 3, "image_topic": "/a"}},
+                "/car1/trt_perception": {"ros__parameters": {"image_topic": "/b"}},
+                "camera_node": {"ros__parameters": {"fps": 30}},  # other nodes' sections are ignored
+            }
+        ),
+        encoding="utf-8",
+    )
+    flat = load_params_file(path)
+    assert flat["qos_depth"] == 3 and flat["image_topic"] == "/b"  # node section wins over /**
+
+
+def test_unknown_key_names_close_matches(tmp_path):
+    path = write_params(tmp_path / "p.yaml", {"pilot": {"max_throtle": 0.3}})
+    with pytest.raises(ConfigError) as info:
+        load_params_file(path)
+    text = str(info.value)
+    assert "pilot.max_throtle" in text and "pilot.max_throttle" in text and str(path) in text
+
+
+def test_integer_for_double_is_refused_like_ros(tmp_path):
+    path = write_params(tmp_path / "p.yaml", {"pilot": {"max_throttle": 1}})
+    with pytest.raises(ConfigError, match=r"pilot.max_throttle.*write 1.0"):
+        load_params_file(path)
+    assert PerceptionConfig.from_params({"pilot.max_throttle": 1, "detector.model": "m.onnx"})  # code: fine
+
+
+def test_missing_node_section_and_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="no section for node 'trt_perception'"):
+        load_params_file(write_params(tmp_path / "a.yaml", {"x": 1}, node="other"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_params_file(tmp_path / "missing.yaml")
+    bad = tmp_path / "b.yaml"
+    bad.write_text("trt_perception: [1, 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params_file(bad)
+    nop = tmp_path / "c.yaml"
+    nop.write_text("trt_perception:\n  image_topic: /x\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="ros__parameters"):
+        load_params_file(nop)
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize(
+    "name, value, fragment",
+    [
+        ("detector.score_threshold", 1.5, "in [0, 1]"),
+        ("detector.score_threshold", -0.5, "-1 (use the model spec's value)"),
+        ("qos_depth", 0, "in [1, 100]"),
+        ("qos_reliability", "fast", "one of ['best_effort', 'reliable']"),
+        ("pilot.throttle_mode", "turbo", "one of ['model', 'constant', 'capped']"),
+        ("pilot.max_steering", "a lot", "expected a number"),
+        ("pilot.enabled", "yes", "true or false"),
+        ("detector.classes", "person", "list of labels"),
+        ("pilot.smoothing", float("nan"), "finite"),
+    ],
+)
+def test_from_params_refusals_name_param_value_and_range(name, value, fragment):
+    with pytest.raises(ConfigError) as info:
+        PerceptionConfig.from_params({name: value, "detector.model": "m.onnx"})
+    text = str(info.value)
+    assert name in text and fragment in text and "fix" in text
+
+
+def test_sentinels_and_overrides():
+    config = PerceptionConfig.from_params(
+        {
+            "detector.model": "m.onnx",
+            "detector.score_threshold": 0.25,
+            "detector.iou_threshold": USE_SPEC,
+            "detector.max_detections": 7,
+            "detector.classes": ["cone", 3],
+        }
+    )
+    assert config.detector.settings_update() == {
+        "score_threshold": 0.25,
+        "max_detections": 7,
+        "classes": ["cone", "3"],
+    }
+
+
+def test_cross_parameter_rule():
+    with pytest.raises(ConfigError, match="min_throttle .* above pilot.max_throttle"):
+        PerceptionConfig.from_params({"detector.model": "m.onnx", "pilot.min_throttle": 0.6})
+    current = param_defaults()
+    assert validate_param_change("pilot.min_throttle", 0.6, current) is not None
+    assert validate_param_change("pilot.min_throttle", 0.4, current) is None
+
+
+def test_heads_need_models():
+    with pytest.raises(ConfigError, match="detector.model is empty"):
+        PerceptionConfig.from_params({})
+    with pytest.raises(ConfigError, match="both false"):
+        PerceptionConfig.from_params({"detector.enabled": False})
+    with pytest.raises(ConfigError, match="pilot.model is empty"):
+        PerceptionConfig.from_params({"detector.enabled": False, "pilot.enabled": True})
+
+
+def test_validate_param_change():
+    assert validate_param_change("detector.score_threshold", 0.4) is None
+    assert validate_param_change("detector.score_threshold", -1.0) is None
+    assert "in [0, 1]" in validate_param_change("detector.score_threshold", 2.0)
+    assert "restart" in validate_param_change("detector.model", "/other.onnx")
+    assert "restart" in validate_param_change("image_topic", "/other")
+    assert "did you mean" in validate_param_change("pilot.max_throtle", 0.2)
+    assert validate_param_change("pilot.drive_enabled", True) is None
+    assert validate_param_change("pilot.throttle_mode", "constant") is None
+    assert validate_param_change("pilot.throttle_mode", "warp") is not None
+
+
+# ------------------------------------------------------------------------------------------------ paths
+
+
+def test_paths_resolve_against_the_params_file(tmp_path):
+    path = write_params(tmp_path / "p.yaml", {"detector": {"model": "models/d.onnx", "spec": "/abs/d.yaml"}})
+    config = PerceptionConfig.from_params(load_params_file(path))
+    assert config.detector.model.model == str(tmp_path.resolve() / "models" / "d.onnx")
+    assert config.detector.model.spec == "/abs/d.yaml"
+    explicit = PerceptionConfig.from_params({"detector.model": "d.onnx"}, base_dir=tmp_path)
+    assert explicit.detector.model.model == str(tmp_path / "d.onnx")
+
+
+def test_pkg_urls():
+    package_dir = Path(cfg.__file__).resolve().parent
+    assert resolve_path("pkg://trt_perception/data/demo/x.onnx") == package_dir / "data" / "demo" / "x.onnx"
+    with pytest.raises(ConfigError, match="not importable"):
+        resolve_path("pkg://no_such_package_xyz/a.onnx", param="detector.model")
+    with pytest.raises(ConfigError, match="expected pkg://<package>/<path"):
+        resolve_path("pkg://trt_perception", param="detector.model")
+
+
+def test_home_is_expanded():
+    assert resolve_path("~/m.onnx") == Path.home() / "m.onnx"
+
+
+# -------------------------------------------------------------------------------------------- pipelines
+
+
+@pytest.fixture
+def models(tmp_path):
+    from onnx_factory import brightness_pilot, grid_detector
+
+    return grid_detector(tmp_path), brightness_pilot(tmp_path)
+
+
+def test_create_frame_processor_opens_both_heads(models):
+    detector, pilot = models
+    config = PerceptionConfig.from_params(
+        {
+            "detector.model": str(detector),
+            "detector.score_threshold": 0.3,
+            "detector.max_detections": 3,
+            "pilot.enabled": True,
+            "pilot.model": str(pilot),
+            "pilot.drive_enabled": True,
+            "pilot.max_throttle": 0.25,
+        }
+    )
+    processor = create_frame_processor(config)
+    try:
+        assert processor.detector.settings.score_threshold == pytest.approx(0.3)
+        assert processor.detector.settings.max_detections == 3
+        assert processor.detector.settings.iou_threshold == pytest.approx(0.45)  # the spec's
+        image = np.full((120, 160, 3), 255, np.uint8)
+        from trt_perception.images import DecodedImage
+
+        result = processor.process_image(DecodedImage(image, "rgb"), 1.0)
+        assert result.command is not None and result.command.throttle == pytest.approx(0.25)
+        assert processor.safety.enabled
+    finally:
+        processor.close()
+
+
+def test_create_frame_processor_errors_name_the_param(models, tmp_path):
+    detector, pilot = models
+    with pytest.raises(ConfigError, match=r"detector.model is .*does not exist; fix: set detector.model"):
+        create_frame_processor(PerceptionConfig.from_params({"detector.model": str(tmp_path / "none.onnx")}))
+    with pytest.raises(ConfigError, match="detector.model .* is a steering model"):
+        create_frame_processor(PerceptionConfig.from_params({"detector.model": str(pilot)}))
+    with pytest.raises(ConfigError, match="detector.spec"):
+        create_frame_processor(
+            PerceptionConfig.from_params({"detector.model": str(detector), "detector.spec": "/no/spec.yaml"})
+        )
+    with pytest.raises(ConfigError, match="detector.classes"):
+        create_frame_processor(
+            PerceptionConfig.from_params({"detector.model": str(detector), "detector.classes": ["zebra"]})
+        )
+
+
+def test_providers_reach_onnxruntime_and_missing_ones_fail(models):
+    detector, _ = models
+    config = PerceptionConfig.from_params(
+        {"detector.model": str(detector), "detector.providers": ["NoSuchExecutionProvider"]}
+    )
+    with pytest.raises(BackendError, match="NoSuchExecutionProvider"):
+        create_frame_processor(config)
+
+
+def test_option_the_backend_does_not_take_is_refused(models):
+    detector, _ = models
+    config = PerceptionConfig.from_params(
+        {"detector.model": str(detector), "detector.plugin_libraries": ["/x/libplugin.so"]}
+    )
+    with pytest.raises(ConfigError, match="detector.plugin_libraries .* onnxruntime backend takes no"):
+        create_frame_processor(config)
