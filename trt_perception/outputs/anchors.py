@@ -66,7 +66,8 @@ def grid_anchors(
     """SSD grid anchors as (A, 4) float32 normalized [cx, cy, w, h].
 
     Algorithm of TF Object Detection API ``anchor_generators/multiple_grid_anchor_generator.py``
-    (``create_ssd_anchors`` + ``MultipleGridAnchorGenerator._generate`` + ``grid_anchor_generator.tile_anchors``),
+    (``create_ssd_anchors`` + ``MultipleGridAnchorGenerator._generate`` +
+    ``grid_anchor_generator.tile_anchors``),
     which TensorRT's GridAnchor_TRT plugin reproduces for the UFF SSD engines
     (``plugin/gridAnchorPlugin/gridAnchorPlugin.cpp`` and ``plugin/common/kernels/gridAnchorLayer.cu``):
 
@@ -92,8 +93,13 @@ def grid_anchors(
             height, width = item
             shapes.append((int(height), int(width)))
     specs = layer_box_specs(
-        len(shapes), min_scale, max_scale, aspect_ratios, reduce_boxes_in_lowest_layer,
-        interpolated_scale_aspect_ratio, scales,
+        len(shapes),
+        min_scale,
+        max_scale,
+        aspect_ratios,
+        reduce_boxes_in_lowest_layer,
+        interpolated_scale_aspect_ratio,
+        scales,
     )
     scale_h = scale_w = 1.0
     if image_size is not None:
@@ -105,7 +111,9 @@ def grid_anchors(
         ratios = np.sqrt(np.array([r for _, r in layer_specs], np.float64))
         box_h = box_scales / ratios * scale_h
         box_w = box_scales * ratios * scale_w
-        cy, cx = np.meshgrid((np.arange(height) + 0.5) / height, (np.arange(width) + 0.5) / width, indexing="ij")
+        cy, cx = np.meshgrid(
+            (np.arange(height) + 0.5) / height, (np.arange(width) + 0.5) / width, indexing="ij"
+        )
         k = len(layer_specs)
         layer = np.empty((height, width, k, 4), np.float64)
         layer[..., 0] = cx[..., None]
@@ -119,19 +127,27 @@ def grid_anchors(
 def load_anchor_file(path: Path, key: str = "output.anchors.file") -> np.ndarray:
     """A ``.npy`` of normalized [cx, cy, w, h] anchors, (A, 4) or (1, A, 4), checked for shape and values."""
     if not path.is_file():
-        raise SpecError(f"{key} is {str(path)!r}, which does not exist; fix: give the .npy anchors file "
-                        "(relative paths are resolved from the spec file's folder)")
+        raise SpecError(
+            f"{key} is {str(path)!r}, which does not exist; fix: give the .npy anchors file "
+            "(relative paths are resolved from the spec file's folder)"
+        )
     try:
         anchors = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise SpecError(f"{key}: {path} is not a readable .npy file ({exc}); fix: save it with numpy.save") from None
+        raise SpecError(
+            f"{key}: {path} is not a readable .npy file ({exc}); fix: save it with numpy.save"
+        ) from None
     if anchors.ndim == 3 and anchors.shape[0] == 1:
         anchors = anchors[0]
     if anchors.ndim != 2 or anchors.shape[1] != 4 or anchors.shape[0] == 0 or anchors.dtype.kind not in "fiu":
-        raise SpecError(f"{key}: {path} holds a {anchors.dtype} array of shape {anchors.shape}; expected "
-                        "(A, 4) numbers: normalized [cx, cy, w, h] per anchor")
+        raise SpecError(
+            f"{key}: {path} holds a {anchors.dtype} array of shape {anchors.shape}; expected "
+            "(A, 4) numbers: normalized [cx, cy, w, h] per anchor"
+        )
     anchors = anchors.astype(np.float32)
     if not np.isfinite(anchors).all() or (anchors[:, 2:] <= 0).any():
-        raise SpecError(f"{key}: {path} has non-finite values or non-positive widths/heights; expected "
-                        "normalized [cx, cy, w, h] rows with w, h > 0 (corner boxes need converting first)")
+        raise SpecError(
+            f"{key}: {path} has non-finite values or non-positive widths/heights; expected "
+            "normalized [cx, cy, w, h] rows with w, h > 0 (corner boxes need converting first)"
+        )
     return anchors

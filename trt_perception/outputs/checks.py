@@ -28,7 +28,8 @@ def check_params(spec: ModelSpec, defaults: Mapping[str, Any]) -> Dict[str, Any]
     for key in sorted(set(params) - set(defaults)):
         raise SpecError(
             f"output.{key} = {params[key]!r} is not a parameter of output format {spec.output.format!r}; "
-            f"allowed keys: {[*sorted(defaults), 'format', 'tensors']}; fix: remove it or correct its spelling"
+            f"allowed keys: {[*sorted(defaults), 'format', 'tensors']}; "
+            "fix: remove it or correct its spelling"
         )
     merged = dict(defaults)
     merged.update(params)
@@ -133,7 +134,9 @@ def find_output(spec: ModelSpec, outputs: Sequence[TensorSpec], role: str) -> Te
 
 
 def _shape_text(shape: Sequence[Optional[int]]) -> str:
-    return "[" + ", ".join("?" if d is None or (isinstance(d, int) and d < 0) else str(d) for d in shape) + "]"
+    return (
+        "[" + ", ".join("?" if d is None or (isinstance(d, int) and d < 0) else str(d) for d in shape) + "]"
+    )
 
 
 def known(dim: Optional[int]) -> bool:
@@ -154,14 +157,15 @@ def check_tensor(
     where = f"model output {tensor.name!r} (output.tensors.{role}, format {spec.output.format!r})"
     if len(shape) not in ranks or (last_dim is not None and known(shape[-1]) and int(shape[-1]) != last_dim):
         raise SpecError(
-            f"{where} has shape {_shape_text(shape)}; the format expects {expected}; fix: map {role} to the "
-            "right tensor in output.tensors or pick the output.format this model speaks (trt-perception inspect)"
+            f"{where} has shape {_shape_text(shape)}; the format expects {expected}; fix: map {role} to "
+            "the right tensor in output.tensors or pick the output.format this model speaks "
+            "(trt-perception inspect)"
         )
     dtype = np.dtype(tensor.dtype).name
     if dtype not in dtypes:
         raise SpecError(
-            f"{where} has dtype {dtype}; the format expects {' or '.join(dtypes)}; fix: map {role} to the right "
-            "tensor or pick the output.format this model speaks (trt-perception inspect)"
+            f"{where} has dtype {dtype}; the format expects {' or '.join(dtypes)}; fix: map {role} to "
+            "the right tensor or pick the output.format this model speaks (trt-perception inspect)"
         )
     return shape
 

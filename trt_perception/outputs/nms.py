@@ -7,9 +7,9 @@
 - ``finalize``: score threshold, class allow-list, sort by score, cap, scale to model-input pixels.
 - ``efficient_nms_reference``: what the EfficientNMS_TRT plugin computes (TensorRT plugin/efficientNMSPlugin
   at v8.6: fused center-size box decoder, per-class greedy NMS, IoU >= threshold suppresses, sigmoid applied
-  to the kept scores, top 4096 candidates, outputs padded with zeros). It is a test oracle, written for clarity
-  rather than speed, so the graph-surgery tests can check that an inserted plugin and the ``ssd_raw`` decoder
-  agree on the same heads.
+  to the kept scores, top 4096 candidates, outputs padded with zeros). It is a test oracle, written for
+  clarity rather than speed, so the graph-surgery tests can check that an inserted plugin and the
+  ``ssd_raw`` decoder agree on the same heads.
 """
 
 from __future__ import annotations
@@ -110,22 +110,29 @@ def batched_nms(
     xywh = np.array(boxes, np.float64)  # OpenCV takes Rect2d (x, y, w, h); a copy, so boxes stay untouched
     xywh[:, 2:] -= xywh[:, :2]
     scores32 = np.ascontiguousarray(scores, np.float32)
+    # OpenCV keeps scores > score_threshold and asserts a threshold >= 0 (NMSBoxes); NMS itself only uses the
+    # score order, so non-positive scores (score_activation none) are shifted into (0, inf) first.
+    lowest = float(scores32.min())
+    nms_scores = scores32 if lowest > 0 else (scores32.astype(np.float64) - lowest + 1.0).astype(np.float32)
+    # top_k is NOT passed: OpenCV applies it to the candidates before NMS, not to the boxes it keeps.
     if backend == "opencv":
         if _NMS_BATCHED is None:
             raise ConfigError("NMS backend 'opencv' needs cv2.dnn.NMSBoxesBatched (OpenCV >= 4.7 with dnn)")
-        kept = _NMS_BATCHED(xywh, scores32, np.ascontiguousarray(class_ids, np.int32), -np.inf,
-                            float(iou_threshold), 1.0, int(top_k))
+        kept = _NMS_BATCHED(
+            xywh, nms_scores, np.ascontiguousarray(class_ids, np.int32), 0.0, float(iou_threshold)
+        )
     elif backend == "offset":
         if _NMS_BOXES is None:
             raise ConfigError("NMS backend 'offset' needs cv2.dnn.NMSBoxes (an OpenCV build with dnn)")
         # Shift each class into its own region so boxes of different classes can never overlap.
         span = float(np.abs(np.asarray(boxes, np.float64)).max()) * 2.0 + 1.0
         xywh[:, :2] += np.asarray(class_ids, np.float64)[:, None] * span
-        kept = _NMS_BOXES(xywh, scores32, -np.inf, float(iou_threshold), 1.0, int(top_k))
+        kept = _NMS_BOXES(xywh, nms_scores, 0.0, float(iou_threshold))
     else:
         raise ConfigError(f"NMS backend {backend!r} is unknown; expected auto, opencv, offset or numpy")
     kept = np.asarray(kept, np.int64).reshape(-1)
-    return kept[np.argsort(-scores32[kept], kind="stable")]
+    kept = kept[np.argsort(-scores32[kept], kind="stable")]
+    return kept[:top_k] if top_k > 0 else kept
 
 
 # ------------------------------------------------------------------------------------------- finishing
@@ -206,7 +213,9 @@ def efficient_nms_reference(
         anchors = np.broadcast_to(np.asarray(anchors, np.float64), (batch, count, 4))
     threshold = score_threshold
     if score_activation:
-        threshold = -float(1 << 15) if score_threshold <= 0 else math.log(score_threshold / (1 - score_threshold))
+        threshold = (
+            -float(1 << 15) if score_threshold <= 0 else math.log(score_threshold / (1 - score_threshold))
+        )
 
     out_num = np.zeros((batch, 1), np.int32)
     out_boxes = np.zeros((batch, max_output_boxes, 4), np.float32)
@@ -232,7 +241,8 @@ def efficient_nms_reference(
             half = decoded[:, 2:4] * 0.5
             decoded = np.concatenate([decoded[:, 0:2] - half, decoded[:, 0:2] + half], axis=1)
         ordered = np.concatenate(  # corner order for IoU only; the output keeps the decoded order
-            [np.minimum(decoded[:, 0:2], decoded[:, 2:4]), np.maximum(decoded[:, 0:2], decoded[:, 2:4])], axis=1
+            [np.minimum(decoded[:, 0:2], decoded[:, 2:4]), np.maximum(decoded[:, 0:2], decoded[:, 2:4])],
+            axis=1,
         )
         kept = []
         dropped = np.zeros(candidates.shape[0], bool)

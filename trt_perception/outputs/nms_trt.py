@@ -63,13 +63,18 @@ class NmsTrtParser(OutputParser):
         count = find_output(self.spec, outputs, "count")
         check_tensor(self.spec, detections, "detections", f"[1, K, 7] rows {ROW_LAYOUT}", (2, 3, 4), 7)
         shape = check_tensor(
-            self.spec, count, "count", "[1, 1, 1] float32 holding the int32 count bits", (1, 2, 3, 4), None,
+            self.spec,
+            count,
+            "count",
+            "[1, 1, 1] float32 holding the int32 count bits",
+            (1, 2, 3, 4),
+            None,
             ("float32", "int32"),
         )
         if any(known(d) and int(d) != 1 for d in shape[1:]):
             raise SpecError(
-                f"model output {count.name!r} (output.tensors.count) has shape {list(shape)}; the nms_trt format "
-                "expects one count per image ([1, 1, 1]); fix: map count to the NMS_1 output"
+                f"model output {count.name!r} (output.tensors.count) has shape {list(shape)}; the nms_trt "
+                "format expects one count per image ([1, 1, 1]); fix: map count to the NMS_1 output"
             )
 
     def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> RawDetections:
@@ -81,4 +86,3 @@ class NmsTrtParser(OutputParser):
         rows = rows[rows[:, 1] >= 0]  # unused rows carry label -1
         labels = np.rint(rows[:, 1]).astype(np.int64)
         return finalize(rows[:, 3:7], rows[:, 2], labels, settings, self.scale)
-

@@ -63,7 +63,9 @@ class _PluginNmsParser(OutputParser):
         boxes = find_output(self.spec, outputs, "boxes")
         scores = find_output(self.spec, outputs, "scores")
         classes = find_output(self.spec, outputs, "classes")
-        check_tensor(self.spec, count, "num_detections", "[B, 1] or [B] int32 detection counts", (1, 2), 1, INT_KINDS)
+        check_tensor(
+            self.spec, count, "num_detections", "[B, 1] or [B] int32 detection counts", (1, 2), 1, INT_KINDS
+        )
         b_shape = check_tensor(self.spec, boxes, "boxes", "[B, N, 4] boxes", (2, 3), 4)
         s_shape = check_tensor(self.spec, scores, "scores", "[B, N] scores", (1, 2))
         c_shape = check_tensor(
@@ -72,8 +74,11 @@ class _PluginNmsParser(OutputParser):
         same_dim(
             self.spec,
             "the number of detection rows N",
-            [(f"{boxes.name} (boxes)", b_shape[-2]), (f"{scores.name} (scores)", s_shape[-1]),
-             (f"{classes.name} (classes)", c_shape[-1])],
+            [
+                (f"{boxes.name} (boxes)", b_shape[-2]),
+                (f"{scores.name} (scores)", s_shape[-1]),
+                (f"{classes.name} (classes)", c_shape[-1]),
+            ],
         )
 
     def _classes(self, classes: np.ndarray) -> np.ndarray:

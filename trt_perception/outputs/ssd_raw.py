@@ -1,4 +1,4 @@
-"""``ssd_raw``: undecoded SSD heads (class scores + box regression) decoded against anchors and NMS'd on the CPU.
+"""``ssd_raw``: undecoded SSD heads (class scores + box regression), decoded and NMS'd on the CPU.
 
 Per frame, cost is driven by the few (anchor, class) pairs above the score threshold, not by the anchor
 matrix: threshold first (on logits for sigmoid, so no exp over the whole matrix), then top-k, then decode
@@ -70,8 +70,10 @@ def _grid_anchors_from_param(grid: Any, spec: ModelSpec) -> np.ndarray:
     if not isinstance(grid, Mapping):
         raise SpecError(f"{key} is {grid!r}; expected a mapping such as {ANCHORS_EXAMPLE}")
     for name in sorted(set(grid) - set(GRID_DEFAULTS)):
-        raise SpecError(f"{key}.{name} = {grid[name]!r} is not a grid-anchor parameter; allowed keys: "
-                        f"{sorted(GRID_DEFAULTS)}")
+        raise SpecError(
+            f"{key}.{name} = {grid[name]!r} is not a grid-anchor parameter; allowed keys: "
+            f"{sorted(GRID_DEFAULTS)}"
+        )
     params = dict(GRID_DEFAULTS)
     params.update(grid)
     maps = params["feature_maps"]
@@ -79,12 +81,19 @@ def _grid_anchors_from_param(grid: Any, spec: ModelSpec) -> np.ndarray:
     def is_size(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
-    maps_ok = isinstance(maps, (list, tuple)) and len(maps) > 0 and all(
-        is_size(m) or (isinstance(m, (list, tuple)) and len(m) == 2 and all(is_size(d) for d in m)) for m in maps
+    maps_ok = (
+        isinstance(maps, (list, tuple))
+        and len(maps) > 0
+        and all(
+            is_size(m) or (isinstance(m, (list, tuple)) and len(m) == 2 and all(is_size(d) for d in m))
+            for m in maps
+        )
     )
     if not maps_ok:
-        raise SpecError(f"{key}.feature_maps is {maps!r}; expected feature map sizes finest first, e.g. "
-                        "[19, 10, 5, 3, 2, 1] or [[19, 19], [10, 10], ...]")
+        raise SpecError(
+            f"{key}.feature_maps is {maps!r}; expected feature map sizes finest first, e.g. "
+            "[19, 10, 5, 3, 2, 1] or [[19, 19], [10, 10], ...]"
+        )
     for name in ("min_scale", "max_scale"):
         if not is_number(params[name]) or params[name] <= 0:
             raise SpecError(f"{key}.{name} is {params[name]!r}; expected a positive number")
@@ -92,20 +101,25 @@ def _grid_anchors_from_param(grid: Any, spec: ModelSpec) -> np.ndarray:
     if not isinstance(ratios, (list, tuple)) or not ratios or not all(is_number(r) and r > 0 for r in ratios):
         raise SpecError(f"{key}.aspect_ratios is {ratios!r}; expected a list of positive numbers")
     if not isinstance(params["reduce_boxes_in_lowest_layer"], bool):
-        raise SpecError(f"{key}.reduce_boxes_in_lowest_layer is {params['reduce_boxes_in_lowest_layer']!r}; "
-                        "expected true or false")
+        raise SpecError(
+            f"{key}.reduce_boxes_in_lowest_layer is {params['reduce_boxes_in_lowest_layer']!r}; "
+            "expected true or false"
+        )
     interpolated = params["interpolated_scale_aspect_ratio"]
     if not is_number(interpolated) or interpolated < 0:
-        raise SpecError(f"{key}.interpolated_scale_aspect_ratio is {interpolated!r}; expected a number >= 0 "
-                        "(0 leaves the interpolated-scale anchor out)")
+        raise SpecError(
+            f"{key}.interpolated_scale_aspect_ratio is {interpolated!r}; expected a number >= 0 "
+            "(0 leaves the interpolated-scale anchor out)"
+        )
     scales = params["scales"]
     if scales is not None and (
         not isinstance(scales, (list, tuple))
         or len(scales) != len(maps)
         or not all(is_number(s) and s > 0 for s in scales)
     ):
-        raise SpecError(f"{key}.scales is {scales!r}; expected null or one positive scale per feature map "
-                        f"({len(maps)})")
+        raise SpecError(
+            f"{key}.scales is {scales!r}; expected null or one positive scale per feature map ({len(maps)})"
+        )
     return grid_anchors(
         [m if isinstance(m, int) else tuple(m) for m in maps],
         min_scale=float(params["min_scale"]),
@@ -121,8 +135,10 @@ def _grid_anchors_from_param(grid: Any, spec: ModelSpec) -> np.ndarray:
 def anchors_from_param(value: Any, spec: ModelSpec) -> np.ndarray:
     """The (A, 4) normalized cx, cy, w, h anchors an ``output.anchors`` value describes."""
     if value is None:
-        raise SpecError(f"output.anchors is missing; the ssd_raw format needs the anchors the heads predict "
-                        f"against; fix: add anchors: {ANCHORS_EXAMPLE}")
+        raise SpecError(
+            f"output.anchors is missing; the ssd_raw format needs the anchors the heads predict "
+            f"against; fix: add anchors: {ANCHORS_EXAMPLE}"
+        )
     if not isinstance(value, Mapping) or len(value) != 1 or next(iter(value)) not in ("file", "grid"):
         raise SpecError(f"output.anchors is {value!r}; expected exactly one of {ANCHORS_EXAMPLE}")
     if "file" in value:
@@ -133,7 +149,7 @@ def anchors_from_param(value: Any, spec: ModelSpec) -> np.ndarray:
 
 
 class SsdRawParser(OutputParser):
-    """Decodes ``scores`` [B,A,C] and ``boxes`` [B,A,4] (or [B,A,1,4]) against anchors, then class-wise NMS."""
+    """Decodes ``scores`` [B,A,C] and ``boxes`` [B,A,4] or [B,A,1,4] against anchors; class-wise NMS."""
 
     format = "ssd_raw"
     roles = ("scores", "boxes")
@@ -180,16 +196,24 @@ class SsdRawParser(OutputParser):
     def check_outputs(self, outputs: Sequence[TensorSpec]) -> None:
         scores = find_output(self.spec, outputs, "scores")
         boxes = find_output(self.spec, outputs, "boxes")
-        s_shape = check_tensor(self.spec, scores, "scores", "[B, A, C] class scores (one row per anchor)", (2, 3))
+        s_shape = check_tensor(
+            self.spec, scores, "scores", "[B, A, C] class scores (one row per anchor)", (2, 3)
+        )
         b_shape = check_tensor(
-            self.spec, boxes, "boxes", "[B, A, 4] or [B, A, 1, 4] box regression (one row per anchor)", (2, 3, 4), 4
+            self.spec,
+            boxes,
+            "boxes",
+            "[B, A, 4] or [B, A, 1, 4] box regression (one row per anchor)",
+            (2, 3, 4),
+            4,
         )
         anchors_in_scores = s_shape[-2]
         if len(b_shape) == 4:
             if known(b_shape[2]) and int(b_shape[2]) != 1:
                 raise SpecError(
-                    f"model output {boxes.name!r} (output.tensors.boxes) has shape {list(b_shape)}: one box per "
-                    f"class per anchor; ssd_raw expects one shared box per anchor ([B, A, 4] or [B, A, 1, 4])"
+                    f"model output {boxes.name!r} (output.tensors.boxes) has shape {list(b_shape)}: one box "
+                    "per class per anchor; ssd_raw expects one shared box per anchor "
+                    "([B, A, 4] or [B, A, 1, 4])"
                 )
             anchors_in_boxes = b_shape[1]
         elif len(b_shape) == 3 and known(b_shape[1]) and int(b_shape[1]) == 1 and anchors_in_scores != 1:
@@ -199,8 +223,11 @@ class SsdRawParser(OutputParser):
         same_dim(
             self.spec,
             "the anchor count",
-            [(f"{scores.name} (scores)", anchors_in_scores), (f"{boxes.name} (boxes)", anchors_in_boxes),
-             ("output.anchors", self.num_anchors)],
+            [
+                (f"{scores.name} (scores)", anchors_in_scores),
+                (f"{boxes.name} (boxes)", anchors_in_boxes),
+                ("output.anchors", self.num_anchors),
+            ],
             fix="make output.anchors describe the model's anchors (grid feature_maps, aspect_ratios, "
             "reduce_boxes_in_lowest_layer, or the anchors file)",
         )
@@ -243,7 +270,8 @@ class SsdRawParser(OutputParser):
         if raw_scores.size < anchors * classes or raw_boxes.size < anchors * 4:
             raise SpecError(
                 f"ssd_raw outputs {self.tensor('scores')!r} {raw_scores.shape} and {self.tensor('boxes')!r} "
-                f"{raw_boxes.shape} hold fewer than the {anchors} anchors of output.anchors; fix: check the anchors"
+                f"{raw_boxes.shape} hold fewer than the {anchors} anchors of output.anchors; "
+                "fix: check the anchors"
             )
         scores = raw_scores.reshape(-1, classes)[:anchors]  # batch item 0 (a view for contiguous outputs)
         deltas = raw_boxes.reshape(-1, 4)[:anchors]

@@ -53,8 +53,12 @@ class LinearSteeringParser(OutputParser):
         if not isinstance(order, (list, tuple)) or sorted(order) != sorted(HEADS):
             raise bad_param("order", order, "[angle, throttle] or [throttle, angle]")
         if not self.combined and list(order) != list(HEADS):
-            raise bad_param("order", order, "no order with separate angle/throttle tensors",
-                            "order applies only to a single 'combined' tensor; remove it")
+            raise bad_param(
+                "order",
+                order,
+                "no order with separate angle/throttle tensors",
+                "order applies only to a single 'combined' tensor; remove it",
+            )
         self.angle_column = list(order).index("angle")
         self.throttle_column = list(order).index("throttle")
 
@@ -129,8 +133,8 @@ class CategoricalSteeringParser(OutputParser):
         scores = batch0(np.asarray(array), 1)
         if scores.shape[0] != bins:
             raise SpecError(
-                f"model output {self.tensor(role)!r} gave {scores.shape[0]} {role} bins; output.{role}_bins is "
-                f"{bins}; fix: set {role}_bins: {scores.shape[0]}"
+                f"model output {self.tensor(role)!r} gave {scores.shape[0]} {role} bins; "
+                f"output.{role}_bins is {bins}; fix: set {role}_bins: {scores.shape[0]}"
             )
         if np.isnan(scores).any():
             return float("nan")
@@ -141,4 +145,3 @@ class CategoricalSteeringParser(OutputParser):
             self._unbin("angle", outputs[self.tensor("angle")]),
             self._unbin("throttle", outputs[self.tensor("throttle")]),
         )
-
