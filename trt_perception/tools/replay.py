@@ -1,0 +1,906 @@
+"""`trt-perception replay`: run the node's exact per-frame pipeline over a rosbag2 recording, offline.
+
+Same params YAML as the node, same ``FrameProcessor``, same message builders, so what is tuned on a bag is
+what runs on the car. Reads sqlite3 and mcap bags (Humble and Jazzy) with rosbags, no ROS needed; writes an
+output bag with the camera topic copied and the messages the node would publish (header stamp and frame_id
+of the input frame), and a report: latency per stage, detections, and errors against recorded ground truth.
+
+``--realtime`` replays on the bag's clock without sleeping: frames arrive at their recorded times, each
+processed frame keeps the model busy for the wall time it really took, and a frame arriving while the model is
+busy waits in a one-slot mailbox, replacing (dropping) the one waiting there - the node's latest-frame policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from trt_perception.errors import BagError, ConfigError, ImageError, TrtPerceptionError
+from trt_perception.results import Detections, DriveCommand
+from trt_perception.tools.report import (
+    IOU_THRESHOLD,
+    ClassScore,
+    DetectionEval,
+    DriveError,
+    LatencyStats,
+    ReplayReport,
+    SampleFrame,
+    mae_rmse,
+    nearest_within,
+    score_frame,
+    write_report_files,
+)
+
+PathLike = Union[str, Path]
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE, COMPRESSED)
+DETECTIONS = "vision_msgs/msg/Detection2DArray"
+TWIST = "geometry_msgs/msg/Twist"
+TWIST_STAMPED = "geometry_msgs/msg/TwistStamped"
+ACKERMANN = "ackermann_msgs/msg/AckermannDrive"
+ACKERMANN_STAMPED = "ackermann_msgs/msg/AckermannDriveStamped"
+DRIVE_TYPES = (TWIST, TWIST_STAMPED, ACKERMANN, ACKERMANN_STAMPED)
+HEADS = ("detector", "pilot")
+STORAGES = ("mcap", "sqlite3")
+BAG_VERSION = 8  # rosbag2 metadata version: what Jazzy writes; Humble's rosbag2 reads it too
+
+DRIVE_MATCH_TOLERANCE_S = 0.25  # a recorded command further than this from a frame is not its ground truth
+DETECTION_MATCH_TOLERANCE_S = 0.005  # ground-truth boxes carry the image's stamp; allow rounding only
+SAMPLE_FRAMES = 6
+SAMPLE_WIDTH = 320
+MAX_BAD_REASONS = 5
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+def _format_topics(topics: Mapping[str, Any]) -> str:
+    if not topics:
+        return "(the bag has no topics)"
+    return ", ".join(f"{name} [{info.msgtype}]" for name, info in sorted(topics.items()))
+
+
+@contextmanager
+def open_bag(bag: PathLike, typestore: Any) -> Iterator[Any]:
+    """An open ``rosbags.highlevel.AnyReader`` on ``bag``; every way a bag can be unreadable is a BagError.
+
+    Types the bag does not define (Humble sqlite3 bags carry no definitions, and none carry vision_msgs or
+    ackermann_msgs for rosbags) are filled in from ``typestore``.
+    """
+    from rosbags.highlevel import AnyReader, AnyReaderError
+
+    path = Path(bag).expanduser()
+    if not path.exists():
+        raise BagError(f"bag {path} does not exist; fix: pass the rosbag2 folder (with metadata.yaml) or its "
+                       ".mcap/.db3 file")
+    try:
+        reader = AnyReader([path], default_typestore=typestore)
+        reader.open()
+    except (AnyReaderError, FileNotFoundError) as exc:
+        raise BagError(f"cannot open bag {path}: {exc}; expected a rosbag2 folder with metadata.yaml and "
+                       "its .mcap/.db3 file(s), or one .mcap/.db3 file") from None
+    except Exception as exc:  # corrupt storage: sqlite3.DatabaseError, mcap record errors, yaml errors...
+        raise BagError(f"cannot read bag {path}: {type(exc).__name__}: {exc}; the file looks truncated or "
+                       "corrupt (was the recording stopped cleanly? `ros2 bag reindex` can repair sqlite3 "
+                       "bags)") from None
+    try:
+        _complete_typestore(reader, typestore)
+        yield reader
+    finally:
+        reader.close()
+
+
+def _complete_typestore(reader: Any, typestore: Any) -> None:
+    """Register the types the bag lacks definitions for (our typestore has them, or they stay unknown)."""
+    have = reader.typestore.fielddefs
+    missing = {k: v for k, v in typestore.fielddefs.items() if k not in have}
+    if missing:
+        reader.typestore.register(missing)
+
+
+def _resolve_image_topic(topics: Mapping[str, Any], wanted: str, transport: str) -> Tuple[str, str]:
+    """The topic (and type) holding the camera frames: ``wanted``, or ``wanted/compressed`` for that transport."""
+    candidates = [wanted]
+    if transport == "compressed" and not wanted.endswith("/compressed"):
+        candidates.insert(0, wanted.rstrip("/") + "/compressed")
+    for topic in candidates:
+        if topic in topics:
+            msgtype = topics[topic].msgtype
+            if msgtype not in IMAGE_TYPES:
+                raise BagError(f"topic {topic} has type {msgtype}; expected {IMAGE} or {COMPRESSED}; "
+                               f"image topics in this bag: {_image_topics(topics)}; fix: pass --image-topic")
+            return topic, msgtype
+    raise BagError(f"image topic {wanted} is not in the bag; image topics in this bag: {_image_topics(topics)}; "
+                   f"all topics: {_format_topics(topics)}; fix: pass --image-topic TOPIC (or set image_topic "
+                   "in the params file)")
+
+
+def _image_topics(topics: Mapping[str, Any]) -> str:
+    found = [f"{t} [{i.msgtype}]" for t, i in sorted(topics.items()) if i.msgtype in IMAGE_TYPES]
+    return ", ".join(found) if found else "none"
+
+
+def _check_topic(topics: Mapping[str, Any], topic: str, allowed: Sequence[str], flag: str) -> str:
+    if topic not in topics:
+        raise BagError(f"topic {topic} ({flag}) is not in the bag; topics: {_format_topics(topics)}")
+    msgtype = topics[topic].msgtype
+    if msgtype not in allowed:
+        raise BagError(f"topic {topic} ({flag}) has type {msgtype}; expected one of {list(allowed)}")
+    return msgtype
+
+
+def _check_known(reader: Any, topic: str, msgtype: str) -> None:
+    if msgtype not in reader.typestore.fielddefs:
+        raise BagError(f"topic {topic} has type {msgtype}, which the bag does not define and trt_perception "
+                       "does not know; fix: record with a rosbag2 that stores message definitions (mcap, "
+                       "Jazzy) or pick another topic")
+
+
+def _stamp_ns(msg: Any) -> int:
+    stamp = msg.header.stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+class _OutputBag:
+    """The output bag, written under a temporary name and renamed into place when complete."""
+
+    def __init__(self, path: Path, storage: str, typestore: Any, force: bool) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        self.path = path
+        self.typestore = typestore
+        _check_output(path, force)
+        self.partial = path.with_name(f".{path.name}.partial")
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+        plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
+        self.writer = Writer(self.partial, version=BAG_VERSION, storage_plugin=plugin)
+        self.writer.open()
+        self.connections: Dict[str, Any] = {}
+        self.types: Dict[str, str] = {}
+
+    def add(self, topic: str, msgtype: str, msgdef: Optional[str] = None, digest: Optional[str] = None) -> Any:
+        if msgdef and digest:
+            conn = self.writer.add_connection(topic, msgtype, msgdef=msgdef, rihs01=digest)
+        else:
+            conn = self.writer.add_connection(topic, msgtype, typestore=self.typestore)
+        self.connections[topic] = conn
+        self.types[topic] = msgtype
+        return conn
+
+    def write(self, topic: str, timestamp: int, data: Any) -> None:
+        self.writer.write(self.connections[topic], int(timestamp), data)
+
+    def commit(self, force: bool) -> None:
+        self.writer.close()
+        if self.path.exists():
+            _check_output(self.path, force)
+            _remove_bag(self.path)
+        self.partial.rename(self.path)
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def _looks_like_bag(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix in (".mcap", ".db3")
+    if not path.is_dir():
+        return False
+    entries = list(path.iterdir())
+    return (path / "metadata.yaml").is_file() and all(
+        e.is_file() and (e.name == "metadata.yaml" or e.suffix in (".mcap", ".db3", ".zstd")) for e in entries
+    )
+
+
+def _check_output(path: Path, force: bool) -> None:
+    if not path.exists():
+        return
+    if not force:
+        raise BagError(f"output {path} exists; refusing to overwrite it; fix: pass --force to replace it, "
+                       "--out to write elsewhere, or --no-out to write no bag")
+    if not _looks_like_bag(path):
+        raise BagError(f"output {path} exists and is not a rosbag2 bag (metadata.yaml + .mcap/.db3 files only); "
+                       "refusing to delete it even with --force; fix: pass another --out")
+
+
+def _remove_bag(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+# ------------------------------------------------------------------------------------------- config
+
+
+def load_config(params: PathLike, heads: Optional[Sequence[str]] = None, node_name: str = "trt_perception") -> Any:
+    """A ``PerceptionConfig`` from a node params YAML, with the heads switched as asked (None: as the file says)."""
+    from trt_perception.config import PerceptionConfig, load_params_file
+
+    flat = dict(load_params_file(params, node_name=node_name))
+    if heads is not None:
+        for head in HEADS:
+            flat[f"{head}.enabled"] = head in heads
+    return PerceptionConfig.from_params(flat)
+
+
+def replay_config(config: Any, heads: Optional[Sequence[str]] = None) -> Tuple[Any, List[str]]:
+    """The config replay runs: heads as asked, and the pilot's drive switch on (offline there are no motors,
+    and with it off every command would be a stop). Returns the config and notes for the report."""
+    notes: List[str] = []
+    if heads is not None:
+        changes = {}
+        for head in HEADS:
+            sub = getattr(config, head)
+            if bool(sub.enabled) != (head in heads):
+                changes[head] = dataclasses.replace(sub, enabled=head in heads)
+        if changes:
+            config = dataclasses.replace(config, **changes)
+            config.check_heads()
+    pilot = config.pilot
+    if pilot.enabled and not pilot.drive_enabled:
+        config = dataclasses.replace(config, pilot=dataclasses.replace(pilot, drive_enabled=True))
+        notes.append("pilot.drive_enabled is false in the params; replay turns it on to show the commands the "
+                     "pilot would send")
+    return config, notes
+
+
+def parse_heads(text: Optional[str]) -> Optional[List[str]]:
+    """`--heads detector,pilot` -> ['detector', 'pilot']; None keeps the params file's choice."""
+    if text is None:
+        return None
+    heads = [h.strip() for h in text.split(",") if h.strip()]
+    unknown = [h for h in heads if h not in HEADS]
+    if unknown or not heads:
+        raise ConfigError(f"--heads {text!r}: expected a comma-separated subset of {list(HEADS)}, "
+                          "e.g. --heads detector or --heads detector,pilot")
+    return heads
+
+
+class BagClock:
+    """The bag's clock for the pilot's safety logic (watchdog, slew limit): seconds of recorded time."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ------------------------------------------------------------------------------------------- replay
+
+
+@dataclass
+class _Frame:
+    index: int
+    t_ns: int  # log (receive) time in the bag
+    raw: Any
+    msg: Any = None
+    error: str = ""
+
+
+class _Collector:
+    """Accumulates what the report needs; one small append per frame, no frame-sized copies."""
+
+    def __init__(self, report: ReplayReport, t0_ns: int, sample_indices: Sequence[int]) -> None:
+        self.report = report
+        self.t0_ns = t0_ns
+        self.stage_seconds: Dict[str, List[float]] = {}
+        self.frame_t: List[float] = []
+        self.frame_stamp: List[int] = []
+        self.steering: List[float] = []
+        self.throttle: List[float] = []
+        self.commands: List[Optional[DriveCommand]] = []
+        self.detections: List[Optional[Detections]] = []
+        self.output_latency: List[float] = []
+        self.sample_indices = set(int(i) for i in sample_indices)
+        self.samples: List[Tuple[SampleFrame, int]] = []
+
+    def bad(self, frame: _Frame, reason: str) -> None:
+        self.report.bad_frames += 1
+        if len(self.report.bad_frame_reasons) < MAX_BAD_REASONS:
+            self.report.bad_frame_reasons.append(f"frame {frame.index} at t={frame.t_ns * 1e-9:.3f}: {reason}")
+
+    def timings(self, timings: Mapping[str, float]) -> None:
+        for stage, seconds in timings.items():
+            self.stage_seconds.setdefault(stage, []).append(float(seconds))
+
+
+def replay_bag(
+    bag: PathLike,
+    config: Any,
+    out: Optional[PathLike] = None,
+    report_dir: Optional[PathLike] = None,
+    image_topic: Optional[str] = None,
+    heads: Optional[Sequence[str]] = None,
+    truth_drive_topic: Optional[str] = None,
+    truth_detections_topic: Optional[str] = None,
+    realtime: bool = False,
+    force: bool = False,
+    storage: str = "mcap",
+    distro: Optional[str] = None,
+    limit: Optional[int] = None,
+    progress: bool = False,
+    plots: bool = True,
+    processor: Any = None,
+) -> ReplayReport:
+    """Replay ``bag`` through the pipeline ``config`` describes (a ``PerceptionConfig`` or a params YAML path).
+
+    ``out``: output bag path (None: write none). ``report_dir``: report.json + plots (None: none).
+    ``heads``: subset of ('detector', 'pilot'), None keeps the config's. ``distro``: typestore for the
+    output bag's message definitions (None: the bag's own distro where it records one, else jazzy).
+    ``processor``: an already built ``FrameProcessor`` (tests, benchmarks); it is not closed here.
+    """
+    from trt_perception.rosbag_types import DISTROS, get_typestore
+
+    if storage not in STORAGES:
+        raise ConfigError(f"--storage {storage!r}: expected one of {list(STORAGES)}")
+    if limit is not None and limit <= 0:
+        raise ConfigError(f"--limit {limit}: expected a positive number of frames")
+    if isinstance(config, (str, Path)):
+        config = load_config(config, heads)
+    config, notes = replay_config(config, heads)
+    bag_path = Path(bag).expanduser()
+    out_path = Path(out).expanduser() if out is not None else None
+    if out_path is not None:
+        _check_output(out_path, force)  # before any work: an hour-long replay must not fail at the end
+        if out_path.resolve() == bag_path.resolve():
+            raise BagError(f"--out {out_path} is the input bag; fix: pass another --out")
+
+    read_distro = distro or "jazzy"
+    read_store = get_typestore(read_distro)
+    with open_bag(bag_path, read_store) as reader:
+        bag_distro = _bag_distro(reader)
+        write_distro = distro or (bag_distro if bag_distro in DISTROS else "jazzy")
+        write_store = read_store if write_distro == read_distro else get_typestore(write_distro)
+        topics = reader.topics
+        topic, image_type = _resolve_image_topic(
+            topics, image_topic or config.image_topic, "raw" if image_topic else config.image_transport
+        )
+        _check_known(reader, topic, image_type)
+        if truth_drive_topic:
+            drive_type = _check_topic(topics, truth_drive_topic, DRIVE_TYPES, "--truth-drive-topic")
+            _check_known(reader, truth_drive_topic, drive_type)
+        if truth_detections_topic:
+            det_type = _check_topic(topics, truth_detections_topic, (DETECTIONS,), "--truth-detections-topic")
+            _check_known(reader, truth_detections_topic, det_type)
+
+        clock = BagClock(reader.start_time * 1e-9)
+        owns_processor = processor is None
+        if processor is None:
+            from trt_perception.config import create_frame_processor
+
+            processor = create_frame_processor(config, clock=clock)
+        active = [h for h in HEADS if getattr(processor, h, None) is not None]
+        report = ReplayReport(bag=str(bag_path), image_topic=topic, image_type=image_type, heads=active,
+                              realtime=realtime, notes=notes)
+        try:
+            run = _Run(reader, processor, config, report, topic, write_store, clock, truth_drive_topic,
+                       truth_detections_topic, realtime, limit, progress)
+            output = None
+            if out_path is not None:
+                output = _OutputBag(out_path, storage, write_store, force)
+            try:
+                run.execute(output)
+            except BaseException:
+                if output is not None:
+                    output.abort()
+                raise
+            if output is not None:
+                output.commit(force)
+                report.out_bag = str(out_path)
+                report.output_topics = dict(output.types)
+        finally:
+            if owns_processor:
+                processor.close()
+    if report_dir is not None:
+        write_report_files(report, Path(report_dir).expanduser(), plots=plots)
+    return report
+
+
+def _bag_distro(reader: Any) -> Optional[str]:
+    for sub in getattr(reader, "readers", []):
+        distro = getattr(sub, "ros_distro", None)
+        if distro:
+            return str(distro)
+    return None
+
+
+class _Run:
+    """One pass over the bag: frames in, pipeline, outputs written, ground truth collected."""
+
+    def __init__(self, reader: Any, processor: Any, config: Any, report: ReplayReport, topic: str,
+                 typestore: Any, clock: BagClock, truth_drive_topic: Optional[str],
+                 truth_detections_topic: Optional[str], realtime: bool, limit: Optional[int],
+                 progress: bool) -> None:
+        from trt_perception.messages import MessageTypes
+
+        self.reader = reader
+        self.processor = processor
+        self.config = config
+        self.report = report
+        self.topic = topic
+        self.typestore = typestore
+        self.clock = clock
+        self.types = MessageTypes.from_typestore(typestore)
+        self.truth_drive_topic = truth_drive_topic
+        self.truth_detections_topic = truth_detections_topic
+        self.realtime = realtime
+        self.limit = limit
+        self.progress = progress
+        self.pilot_config = config.pilot
+        self.class_id_mode = config.detector.class_id_mode
+        self.pilot_output = config.pilot.output
+        # The node's topics are relative (namespace and remapping apply); in the bag they sit at the root.
+        topics = config.topics
+        self.detections_topic = "/" + topics.get("detections", "detections").lstrip("/")
+        self.drive_topic = "/" + topics.get("command", "drive" if self.pilot_output == "ackermann" else "cmd_vel")
+        self.safety = getattr(processor, "safety", None)
+        self.processed_any = False
+        self.watchdog_stops = 0
+        self.last_frame_id = ""
+        self.drive_truth: List[Tuple[int, float, float]] = []
+        self.drive_truth_type: Optional[str] = None
+        self.detection_truth: Dict[int, Tuple[np.ndarray, List[str]]] = {}
+        self.output: Optional[_OutputBag] = None
+        self.busy_until = -math.inf
+
+    # ---------------------------------------------------------------- driving the pass
+
+    def execute(self, output: Optional[_OutputBag]) -> None:
+        from tqdm import tqdm
+
+        reader = self.reader
+        self.output = output
+        image_conns = [c for c in reader.connections if c.topic == self.topic]
+        truth_conns = [c for c in reader.connections
+                       if c.topic in (self.truth_drive_topic, self.truth_detections_topic)]
+        total = sum(c.msgcount for c in image_conns)
+        if self.limit is not None:
+            total = min(total, self.limit)
+        if output is not None:
+            conn = image_conns[0]
+            msgdef = conn.msgdef.data if getattr(conn.msgdef, "data", "") else None
+            output.add(self.topic, conn.msgtype, msgdef=msgdef, digest=conn.digest or None)
+            if self.processor.detector is not None:
+                output.add(self.detections_topic, DETECTIONS)
+            if self.processor.pilot is not None:
+                output.add(self.drive_topic, ACKERMANN_STAMPED if self.pilot_output == "ackermann" else TWIST)
+        self._warm_up()
+        t0 = reader.start_time
+        samples = np.unique(np.linspace(0, max(total - 1, 0), SAMPLE_FRAMES).round().astype(int)) if total else []
+        collect = _Collector(self.report, t0, samples)
+        self.collect = collect
+        waiting: Optional[_Frame] = None
+        index = 0
+        first_t = last_t = None
+        started = time.perf_counter()
+        bar = tqdm(total=total, unit="frame", desc="replay", disable=not self.progress, dynamic_ncols=True,
+                   file=sys.stderr)
+        try:
+            for conn, t_ns, raw in self._messages(image_conns + truth_conns):
+                if conn.topic != self.topic:
+                    self._truth(conn, t_ns, raw)
+                    continue
+                if self.limit is not None and index >= self.limit:
+                    continue  # keep reading truth messages up to the end of the last frame's neighbourhood
+                frame = _Frame(index, t_ns, raw)
+                index += 1
+                first_t = t_ns if first_t is None else first_t
+                last_t = t_ns
+                self.report.frames_in += 1
+                if output is not None:
+                    output.write(self.topic, t_ns, raw)
+                self._watchdog(t_ns)
+                if not self.realtime:
+                    self._process(frame, t_ns)
+                else:
+                    waiting = self._arrive(frame, waiting)
+                bar.update(1)
+                if index % 50 == 0:
+                    bar.set_postfix(bad=self.report.bad_frames, dropped=self.report.dropped_frames, refresh=False)
+            if waiting is not None:
+                self._process(waiting, max(self.busy_until, waiting.t_ns))
+        finally:
+            bar.close()
+        self.report.wall_s = time.perf_counter() - started
+        self.report.bag_duration_s = (last_t - first_t) * 1e-9 if first_t is not None else 0.0
+        self._finish(first_t if first_t is not None else t0)
+
+    def _warm_up(self) -> None:
+        """First calls are slow (ONNX Runtime allocations, rosbags compiling its serializers): pay them before
+        the first frame so the latency table shows steady-state numbers, as a warmed-up node would."""
+        for pipeline in self.processor.pipelines():
+            pipeline.backend.warmup(1)
+        from trt_perception.messages import detection_array, drive_message, make_header
+
+        header = make_header(self.types, 0, 0, "")
+        if self.processor.detector is not None:
+            self.typestore.serialize_cdr(detection_array(self.types, header, Detections.empty()), DETECTIONS)
+        if self.processor.pilot is not None:
+            msg = drive_message(self.types, header, DriveCommand(0.0, 0.0), self.pilot_config)
+            self.typestore.serialize_cdr(msg, ACKERMANN_STAMPED if self.pilot_output == "ackermann" else TWIST)
+
+    def _messages(self, connections: Sequence[Any]) -> Iterator[Tuple[Any, int, Any]]:
+        """The bag's messages in time order; a storage error mid-file is a BagError naming where it stopped."""
+        iterator = self.reader.messages(connections=connections)
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            except TrtPerceptionError:
+                raise
+            except Exception as exc:  # rosbags/mcap/sqlite3 raise their own types for a damaged file
+                raise BagError(f"bag {self.report.bag} is damaged after {self.report.frames_in} frames: "
+                               f"{type(exc).__name__}: {exc}; the file looks truncated (was the recording "
+                               "stopped cleanly?); pass --limit to replay the part before the damage") from None
+            yield item
+
+    def _watchdog(self, t_ns: int) -> None:
+        """The node's watchdog timer, checked at each frame arrival: a gap in the recording longer than
+        pilot.watchdog_timeout publishes one stop, as on the car."""
+        if self.safety is None or not self.processed_any or self.processor.pilot is None:
+            return
+        self.clock.now = t_ns * 1e-9
+        stop = self.safety.check_watchdog(self.clock.now)
+        if stop is not None:
+            self.watchdog_stops += 1
+            self._write_command(stop, None, t_ns)
+
+    def _arrive(self, frame: _Frame, waiting: Optional[_Frame]) -> Optional[_Frame]:
+        """The latest-frame policy on the bag clock: returns the frame now waiting in the one-slot mailbox."""
+        while waiting is not None and self.busy_until <= frame.t_ns:
+            ready, waiting = waiting, None
+            self._process(ready, max(self.busy_until, ready.t_ns))
+        if waiting is None and self.busy_until <= frame.t_ns:
+            self._process(frame, frame.t_ns)
+            return None
+        if waiting is not None:
+            self.report.dropped_frames += 1  # a newer frame replaces the one that waited
+        return frame
+
+    # ---------------------------------------------------------------- one frame
+
+    def _process(self, frame: _Frame, start_ns: float) -> None:
+        collect = self.collect
+        began = time.perf_counter()
+        try:
+            msg = self.reader.deserialize(frame.raw, self._image_type())
+        except Exception as exc:  # a message the type's CDR layout cannot hold: counted, skipped
+            collect.bad(frame, f"cannot deserialize {self._image_type()}: {exc}")
+            self.busy_until = start_ns + (time.perf_counter() - began) * 1e9
+            return
+        self.clock.now = start_ns * 1e-9
+        try:
+            result = self.processor.process(msg, self.clock.now)
+        except ImageError as exc:
+            collect.bad(frame, str(exc))
+            self.busy_until = start_ns + (time.perf_counter() - began) * 1e9
+            return
+        t_msgs = time.perf_counter()
+        done_ns = start_ns + (t_msgs - began) * 1e9
+        stamp = _stamp_ns(msg)
+        log_ns = round(done_ns) if self.realtime else frame.t_ns
+        header = self._header(msg)
+        command = result.command
+        if command is None and result.steering is not None:
+            command = DriveCommand(float(result.steering.angle), float(result.steering.throttle))
+        if result.detections is not None and self.output is not None:
+            from trt_perception.messages import detection_array
+
+            out_msg = detection_array(self.types, header, result.detections, self.class_id_mode)
+            self.output.write(self.detections_topic, log_ns, self.typestore.serialize_cdr(out_msg, DETECTIONS))
+        if command is not None and self.processor.pilot is not None:
+            self._write_command(command, header, log_ns)
+        end = time.perf_counter()
+        timings = dict(result.timings)
+        timings["messages"] = end - t_msgs
+        collect.timings(timings)
+        self.busy_until = start_ns + (end - began) * 1e9
+        if self.realtime:
+            collect.output_latency.append((self.busy_until - frame.t_ns) * 1e-9)
+        self.report.frames_processed += 1
+        self.processed_any = True
+        collect.frame_t.append(frame.t_ns)
+        collect.frame_stamp.append(stamp)
+        collect.commands.append(command)
+        collect.detections.append(_copy_detections(result.detections))
+        if frame.index in collect.sample_indices and result.detections is not None:
+            collect.samples.append((_sample(frame, result), stamp))
+
+    def _write_command(self, command: DriveCommand, header: Any, log_ns: int) -> None:
+        if self.output is None:
+            return
+        from trt_perception.messages import drive_message
+
+        if header is None:  # a watchdog stop: no frame behind it, stamped with the bag clock
+            sec, nsec = divmod(int(log_ns), 1_000_000_000)
+            header = self._make_header(sec, nsec, self.last_frame_id)
+        msg = drive_message(self.types, header, command, self.pilot_config)
+        msgtype = ACKERMANN_STAMPED if self.pilot_output == "ackermann" else TWIST
+        self.output.write(self.drive_topic, log_ns, self.typestore.serialize_cdr(msg, msgtype))
+
+    def _image_type(self) -> str:
+        return self.report.image_type
+
+    def _header(self, msg: Any) -> Any:
+        """The input frame's stamp AND frame_id, in the output typestore's classes."""
+        stamp = msg.header.stamp
+        self.last_frame_id = str(msg.header.frame_id)
+        return self._make_header(stamp.sec, stamp.nanosec, self.last_frame_id)
+
+    def _make_header(self, sec: int, nanosec: int, frame_id: str) -> Any:
+        from trt_perception.messages import make_header
+
+        return make_header(self.types, sec, nanosec, frame_id)
+
+    # ---------------------------------------------------------------- ground truth
+
+    def _truth(self, conn: Any, t_ns: int, raw: Any) -> None:
+        try:
+            msg = self.reader.deserialize(raw, conn.msgtype)
+        except Exception as exc:  # a damaged ground-truth message is noted, not fatal
+            if len(self.report.notes) < MAX_BAD_REASONS:
+                self.report.notes.append(f"skipped a {conn.topic} message at t={t_ns * 1e-9:.3f}: {exc}")
+            return
+        if conn.topic == self.truth_drive_topic:
+            self.drive_truth_type = conn.msgtype
+            steering, throttle = _drive_values(msg, conn.msgtype)
+            self.drive_truth.append((t_ns, steering, throttle))
+        else:
+            boxes, labels = self._truth_boxes(msg)
+            self.detection_truth[_stamp_ns(msg)] = (boxes, labels)
+
+    def _truth_boxes(self, msg: Any) -> Tuple[np.ndarray, List[str]]:
+        count = len(msg.detections)
+        boxes = np.zeros((count, 4), np.float64)
+        labels: List[str] = []
+        for i, det in enumerate(msg.detections):  # ground truth: a few boxes per frame
+            cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
+            w, h = det.bbox.size_x, det.bbox.size_y
+            boxes[i] = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+            class_id = det.results[0].hypothesis.class_id if det.results else ""
+            labels.append(self._truth_label(str(class_id)))
+        return boxes, labels
+
+    def _truth_label(self, class_id: str) -> str:
+        """Ground truth may name classes by label or by numeric id; compare by label where we know it."""
+        detector = self.processor.detector
+        if detector is not None and class_id.strip().lstrip("-").isdigit():
+            return detector.spec.detection.label_for(int(class_id))
+        return class_id
+
+    # ---------------------------------------------------------------- report
+
+    def _finish(self, t0_ns: int) -> None:
+        report, collect = self.report, self.collect
+        series = report.series
+        report.latency = {k: LatencyStats.from_seconds(v) for k, v in collect.stage_seconds.items()}
+        series.stage_seconds = collect.stage_seconds
+        if self.realtime:
+            report.output_latency = LatencyStats.from_seconds(collect.output_latency)
+        counts: Dict[str, int] = {}
+        for det in collect.detections:
+            if det is None:
+                continue
+            report.detections_total += len(det)
+            report.detections_max_per_frame = max(report.detections_max_per_frame, len(det))
+            for label in det.labels:
+                counts[label] = counts.get(label, 0) + 1
+        report.detections_per_class = counts
+        frame_t = np.asarray(collect.frame_t, np.float64)
+        rel = (frame_t - t0_ns) * 1e-9
+        if self.processor.pilot is not None:
+            self._drive_report(rel, t0_ns)
+        if self.truth_detections_topic is not None and self.processor.detector is not None:
+            self._detection_report()
+        for sample, stamp in collect.samples:
+            truth = self.detection_truth.get(stamp)
+            if truth is not None:
+                sample.truth_boxes = truth[0] * sample.scale
+                sample.truth_labels = list(truth[1])
+        series.samples = [s for s, _ in collect.samples]
+
+    def _drive_report(self, rel: np.ndarray, t0_ns: int) -> None:
+        report, collect, series = self.report, self.collect, self.report.series
+        commands = collect.commands
+        report.drive_outputs = sum(1 for c in commands if c is not None) + self.watchdog_stops
+        report.drive_stops = sum(1 for c in commands if c is not None and c.stop) + self.watchdog_stops
+        if self.watchdog_stops:
+            report.notes.append(f"{self.watchdog_stops} watchdog stop(s): gaps in the recording longer than "
+                                f"pilot.watchdog_timeout ({self.pilot_config.safety.watchdog_timeout:g} s)")
+        truth_kind = None
+        if self.drive_truth:
+            truth_kind = "ackermann" if self.drive_truth_type in (ACKERMANN, ACKERMANN_STAMPED) else "twist"
+        kind = truth_kind or self.pilot_output
+        steer_field, throttle_field = _FIELDS[kind]
+        series.steering_units = (steer_field, throttle_field)
+        predicted = np.full((len(commands), 2), np.nan)
+        for i, command in enumerate(commands):  # one small message per frame, the way the node builds it
+            if command is not None:
+                predicted[i] = self._command_values(command, kind)
+        series.frame_times = rel.tolist()
+        series.predicted_steering = predicted[:, 0].tolist()
+        series.predicted_throttle = predicted[:, 1].tolist()
+        if not self.drive_truth:
+            return
+        truth = np.asarray(sorted(self.drive_truth), np.float64)
+        series.recorded_times = ((truth[:, 0] - t0_ns) * 1e-9).tolist()
+        series.recorded_steering = truth[:, 1].tolist()
+        series.recorded_throttle = truth[:, 2].tolist()
+        pick = nearest_within(np.asarray(collect.frame_t, np.float64), truth[:, 0],
+                              DRIVE_MATCH_TOLERANCE_S * 1e9)
+        ok = (pick >= 0) & np.isfinite(predicted[:, 0])
+        steer_mae, steer_rmse = mae_rmse(predicted[ok, 0], truth[pick[ok], 1])
+        thr_mae, thr_rmse = mae_rmse(predicted[ok, 1], truth[pick[ok], 2])
+        report.drive = DriveError(
+            topic=str(self.truth_drive_topic), msgtype=str(self.drive_truth_type), matched=int(ok.sum()),
+            steering_mae=steer_mae, steering_rmse=steer_rmse, throttle_mae=thr_mae, throttle_rmse=thr_rmse,
+            steering_field=steer_field, throttle_field=throttle_field,
+        )
+
+    def _command_values(self, command: DriveCommand, kind: str) -> Tuple[float, float]:
+        """A command in the units of a recorded topic: built into that message exactly as the node would."""
+        from trt_perception import messages
+
+        if kind == "ackermann":
+            header = self.typestore.types["std_msgs/msg/Header"](
+                stamp=self.typestore.types["builtin_interfaces/msg/Time"](sec=0, nanosec=0), frame_id="")
+            msg = messages.ackermann(self.types, header, command, self.pilot_config)
+            return float(msg.drive.steering_angle), float(msg.drive.speed)
+        msg = messages.twist(self.types, command, self.pilot_config)
+        return float(msg.angular.z), float(msg.linear.x)
+
+    def _detection_report(self) -> None:
+        collect = self.collect
+        stamps = np.asarray(sorted(self.detection_truth), np.int64)
+        pick = nearest_within(np.asarray(collect.frame_stamp, np.float64), stamps.astype(np.float64),
+                              DETECTION_MATCH_TOLERANCE_S * 1e9)
+        evaluation = DetectionEval(topic=str(self.truth_detections_topic), frames=0, iou_threshold=IOU_THRESHOLD)
+        for det, index in zip(collect.detections, pick.tolist()):
+            if index < 0 or det is None:
+                continue
+            truth_boxes, truth_labels = self.detection_truth[int(stamps[index])]
+            evaluation.frames += 1
+            for name, score in score_frame(det.boxes, det.scores, det.labels, truth_boxes, truth_labels).items():
+                evaluation.per_class.setdefault(name, ClassScore()).add(score)
+        self.report.detection_eval = evaluation
+        if evaluation.frames == 0:
+            self.report.notes.append(
+                f"no ground-truth message on {self.truth_detections_topic} carries the stamp of a processed "
+                "frame; precision/recall need boxes stamped like the images they describe")
+
+
+_FIELDS = {"twist": ("angular.z", "linear.x"), "ackermann": ("steering_angle", "speed")}
+
+
+def _drive_values(msg: Any, msgtype: str) -> Tuple[float, float]:
+    """(steering, throttle) of a recorded drive command, in its own units."""
+    if msgtype == TWIST_STAMPED:
+        msg = msg.twist
+    if msgtype in (TWIST, TWIST_STAMPED):
+        return float(msg.angular.z), float(msg.linear.x)
+    if msgtype == ACKERMANN_STAMPED:
+        msg = msg.drive
+    return float(msg.steering_angle), float(msg.speed)
+
+
+def _copy_detections(detections: Optional[Detections]) -> Optional[Detections]:
+    """Detections survive the frame: parsers may reuse their arrays for the next one."""
+    if detections is None:
+        return None
+    return Detections(np.array(detections.boxes, np.float32), np.array(detections.scores, np.float32),
+                      np.array(detections.class_ids, np.int64), list(detections.labels))
+
+
+def _to_bgr(image: Any) -> np.ndarray:
+    """A BGR uint8 copy-or-view of a DecodedImage (rgb, bgr, gray, gray16), for drawing."""
+    import cv2
+
+    if image.color == "bgr":
+        return image.array
+    if image.color == "rgb":
+        return cv2.cvtColor(image.array, cv2.COLOR_RGB2BGR)
+    gray = image.array if image.color == "gray" else (image.array >> 8).astype(np.uint8)
+    return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+
+
+def _sample(frame: _Frame, result: Any) -> SampleFrame:
+    """A downscaled BGR copy of a frame with its detections, for the report's grid."""
+    import cv2
+
+    image = _to_bgr(result.image)
+    height, width = image.shape[:2]
+    scale = min(1.0, SAMPLE_WIDTH / float(width))
+    small = cv2.resize(image, (max(1, int(width * scale)), max(1, int(height * scale))),
+                       interpolation=cv2.INTER_AREA) if scale < 1.0 else image.copy()
+    det = result.detections
+    sample = SampleFrame(index=frame.index, time_s=frame.t_ns * 1e-9, image_bgr=small,
+                         boxes=np.asarray(det.boxes, np.float32) * scale, labels=list(det.labels),
+                         scores=np.asarray(det.scores, np.float32), scale=scale)
+    return sample
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bag", help="rosbag2 recording: its folder (metadata.yaml + .mcap/.db3) or one .mcap/.db3")
+    parser.add_argument("--params", required=True,
+                        help="node params YAML (the file the node uses on the car, e.g. config/car.yaml)")
+    parser.add_argument("--out", default=None,
+                        help="output bag (default: ./<BAG name>_replay); holds the image topic and the node's "
+                             "outputs, for Foxglove or `ros2 bag play`")
+    parser.add_argument("--no-out", action="store_true", help="write no output bag (report only)")
+    parser.add_argument("--report", metavar="DIR", default=None,
+                        help="write report.json and plots (steering.png, latency.png, detections.png) into DIR")
+    parser.add_argument("--image-topic", default=None, help="camera topic in the bag (default: the params' one)")
+    parser.add_argument("--heads", default=None, help="which heads run: detector, pilot or detector,pilot "
+                                                       "(default: those enabled in the params)")
+    parser.add_argument("--truth-drive-topic", default=None,
+                        help="recorded drive commands (Twist, TwistStamped, AckermannDrive[Stamped]) to compare "
+                             "steering/throttle against, e.g. /teleop/cmd_vel")
+    parser.add_argument("--truth-detections-topic", default=None,
+                        help="ground-truth Detection2DArray topic for precision/recall at IoU 0.5")
+    parser.add_argument("--realtime", action="store_true",
+                        help="honour the recorded timing with the node's latest-frame policy: count the frames "
+                             "a live node at this model speed would drop (default: process every frame)")
+    parser.add_argument("--force", action="store_true", help="replace an existing output bag")
+    parser.add_argument("--storage", choices=STORAGES, default="mcap", help="output bag storage (default mcap)")
+    parser.add_argument("--distro", choices=("humble", "jazzy"), default=None,
+                        help="message definitions for the output bag (default: the input bag's distro, else jazzy)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="replay only the first N frames")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def default_out(bag: PathLike) -> Path:
+    """./<bag name>_replay: next to where the user is, never inside the recording."""
+    name = Path(bag).expanduser().resolve().name
+    for suffix in (".mcap", ".db3"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return Path.cwd() / f"{name}_replay"
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    out = None if args.no_out else (Path(args.out) if args.out else default_out(args.bag))
+    report = replay_bag(
+        args.bag,
+        args.params,
+        out=out,
+        report_dir=args.report,
+        image_topic=args.image_topic,
+        heads=parse_heads(args.heads),
+        truth_drive_topic=args.truth_drive_topic,
+        truth_detections_topic=args.truth_detections_topic,
+        realtime=args.realtime,
+        force=args.force,
+        storage=args.storage,
+        distro=args.distro,
+        limit=args.limit,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    from trt_perception.tools.report import format_report
+
+    print(format_report(report))
+    return 0

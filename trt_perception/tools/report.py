@@ -1,0 +1,522 @@
+"""The replay report: metrics against ground truth, the printed table, and the files (JSON + PNG plots).
+
+Kept apart from ``replay`` so the numbers can be computed and checked without a bag: replay collects series
+(per-frame timings, predicted and recorded commands, detections) and this module turns them into the figures
+people look at. matplotlib is an optional extra (``pip install trt_perception[report]``); without it the
+numbers are still printed and ``report.json`` is still written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from trt_perception.outputs.nms import iou_matrix
+
+# Stages in the order a frame goes through them; any other timing key is listed after these.
+STAGE_ORDER = (
+    "decode",
+    "detector.preprocess",
+    "detector.infer",
+    "detector.postprocess",
+    "pilot.preprocess",
+    "pilot.infer",
+    "pilot.postprocess",
+    "messages",
+    "total",
+)
+IOU_THRESHOLD = 0.5
+MATPLOTLIB_MISSING = (
+    "matplotlib is not installed, so no plots were drawn (the numbers above are complete); "
+    "fix: pip install 'trt_perception[report]' (or pip install matplotlib) and run again"
+)
+
+
+# ----------------------------------------------------------------------------------------- data types
+
+
+@dataclass
+class LatencyStats:
+    """Summary of one stage's per-frame times, in milliseconds."""
+
+    count: int
+    p50_ms: float
+    p95_ms: float
+    max_ms: float
+    mean_ms: float
+
+    @classmethod
+    def from_seconds(cls, seconds: Sequence[float]) -> LatencyStats:
+        values = np.asarray(seconds, np.float64) * 1000.0
+        if values.size == 0:
+            return cls(0, math.nan, math.nan, math.nan, math.nan)
+        p50, p95 = np.percentile(values, [50.0, 95.0])
+        return cls(int(values.size), float(p50), float(p95), float(values.max()), float(values.mean()))
+
+
+@dataclass
+class DriveError:
+    """Predicted commands against recorded ones, in the recorded topic's units (Twist or Ackermann)."""
+
+    topic: str
+    msgtype: str
+    matched: int  # frames with a recorded command close enough in time
+    steering_mae: float
+    steering_rmse: float
+    throttle_mae: float
+    throttle_rmse: float
+    steering_field: str  # e.g. "angular.z"
+    throttle_field: str  # e.g. "linear.x"
+
+
+@dataclass
+class ClassScore:
+    """Detection matches of one class at IoU >= 0.5 over the frames that had ground truth."""
+
+    true_positives: int = 0
+    false_positives: int = 0
+    false_negatives: int = 0
+
+    @property
+    def precision(self) -> float:
+        found = self.true_positives + self.false_positives
+        return self.true_positives / found if found else math.nan
+
+    @property
+    def recall(self) -> float:
+        present = self.true_positives + self.false_negatives
+        return self.true_positives / present if present else math.nan
+
+    def add(self, other: ClassScore) -> None:
+        self.true_positives += other.true_positives
+        self.false_positives += other.false_positives
+        self.false_negatives += other.false_negatives
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "true_positives": self.true_positives,
+            "false_positives": self.false_positives,
+            "false_negatives": self.false_negatives,
+            "precision": _finite(self.precision),
+            "recall": _finite(self.recall),
+        }
+
+
+@dataclass
+class DetectionEval:
+    """Precision/recall against a ground-truth Detection2DArray topic, per class and overall."""
+
+    topic: str
+    frames: int  # processed frames that had a ground-truth message
+    iou_threshold: float
+    per_class: Dict[str, ClassScore] = field(default_factory=dict)
+
+    @property
+    def overall(self) -> ClassScore:
+        total = ClassScore()
+        for score in self.per_class.values():
+            total.add(score)
+        return total
+
+
+@dataclass
+class SampleFrame:
+    """A small copy of one frame (BGR) with its detections and ground truth, for the detections grid."""
+
+    index: int
+    time_s: float
+    image_bgr: np.ndarray
+    boxes: np.ndarray  # (N, 4) xyxy in this (possibly downscaled) image's pixels
+    labels: List[str]
+    scores: np.ndarray
+    scale: float = 1.0  # this image's size / the source frame's
+    truth_boxes: Optional[np.ndarray] = None
+    truth_labels: Optional[List[str]] = None
+
+
+@dataclass
+class ReplaySeries:
+    """Per-frame data behind the plots (not written to report.json: it can be long)."""
+
+    stage_seconds: Dict[str, List[float]] = field(default_factory=dict)
+    frame_times: List[float] = field(default_factory=list)  # seconds since the first frame, processed frames
+    predicted_steering: List[float] = field(default_factory=list)
+    predicted_throttle: List[float] = field(default_factory=list)
+    recorded_times: List[float] = field(default_factory=list)  # every recorded command, seconds since start
+    recorded_steering: List[float] = field(default_factory=list)
+    recorded_throttle: List[float] = field(default_factory=list)
+    steering_units: Tuple[str, str] = ("steering", "throttle")
+    samples: List[SampleFrame] = field(default_factory=list)
+
+
+@dataclass
+class ReplayReport:
+    """What a replay did and measured. ``to_dict`` is what report.json holds."""
+
+    bag: str
+    image_topic: str
+    image_type: str
+    heads: List[str]
+    realtime: bool
+    frames_in: int = 0
+    frames_processed: int = 0
+    bad_frames: int = 0
+    bad_frame_reasons: List[str] = field(default_factory=list)  # the first few, for the log
+    dropped_frames: int = 0  # realtime mode: replaced in the one-slot mailbox before the model got to them
+    bag_duration_s: float = 0.0
+    wall_s: float = 0.0
+    latency: Dict[str, LatencyStats] = field(default_factory=dict)
+    output_latency: Optional[LatencyStats] = None  # realtime mode: frame arrival -> outputs, on the bag clock
+    detections_total: int = 0
+    detections_max_per_frame: int = 0
+    detections_per_class: Dict[str, int] = field(default_factory=dict)
+    drive_outputs: int = 0
+    drive_stops: int = 0
+    drive: Optional[DriveError] = None
+    detection_eval: Optional[DetectionEval] = None
+    out_bag: Optional[str] = None
+    output_topics: Dict[str, str] = field(default_factory=dict)  # topic -> message type written
+    report_dir: Optional[str] = None
+    files: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    series: ReplaySeries = field(default_factory=ReplaySeries, repr=False)
+
+    @property
+    def detections_per_frame(self) -> float:
+        return self.detections_total / self.frames_processed if self.frames_processed else math.nan
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames_processed / self.wall_s if self.wall_s > 0 else math.nan
+
+    def to_dict(self) -> Dict[str, Any]:
+        data: Dict[str, Any] = {
+            "bag": self.bag,
+            "image_topic": self.image_topic,
+            "image_type": self.image_type,
+            "heads": list(self.heads),
+            "realtime": self.realtime,
+            "frames": {
+                "in": self.frames_in,
+                "processed": self.frames_processed,
+                "bad": self.bad_frames,
+                "dropped": self.dropped_frames,
+                "bad_reasons": list(self.bad_frame_reasons),
+            },
+            "bag_duration_s": _finite(self.bag_duration_s),
+            "wall_s": _finite(self.wall_s),
+            "frames_per_second": _finite(self.frames_per_second),
+            "latency_ms": {k: _clean(asdict(v)) for k, v in self.latency.items()},
+            "output_latency_ms": _clean(asdict(self.output_latency)) if self.output_latency else None,
+            "detections": {
+                "total": self.detections_total,
+                "per_frame": _finite(self.detections_per_frame),
+                "max_per_frame": self.detections_max_per_frame,
+                "per_class": dict(self.detections_per_class),
+            },
+            "drive": {"outputs": self.drive_outputs, "safety_stops": self.drive_stops},
+            "drive_error": _clean(asdict(self.drive)) if self.drive else None,
+            "detection_eval": None,
+            "out_bag": self.out_bag,
+            "output_topics": dict(self.output_topics),
+            "report_dir": self.report_dir,
+            "files": list(self.files),
+            "notes": list(self.notes),
+        }
+        if self.detection_eval is not None:
+            ev = self.detection_eval
+            data["detection_eval"] = {
+                "topic": ev.topic,
+                "frames": ev.frames,
+                "iou_threshold": ev.iou_threshold,
+                "overall": ev.overall.to_dict(),
+                "per_class": {k: v.to_dict() for k, v in sorted(ev.per_class.items())},
+            }
+        return data
+
+
+def _finite(value: float) -> Optional[float]:
+    """JSON has no NaN: missing numbers become null."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _clean(mapping: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: _finite(v) if isinstance(v, float) else v for k, v in mapping.items()}
+
+
+# --------------------------------------------------------------------------------------------- metrics
+
+
+def nearest_within(times: np.ndarray, reference: np.ndarray, tolerance: float) -> np.ndarray:
+    """For each of ``times``, the index of the nearest ``reference`` time (sorted), or -1 beyond ``tolerance``."""
+    times = np.asarray(times, np.float64)
+    reference = np.asarray(reference, np.float64)
+    if reference.size == 0 or times.size == 0:
+        return np.full(times.shape, -1, np.int64)
+    right = np.clip(np.searchsorted(reference, times), 0, reference.size - 1)
+    left = np.clip(right - 1, 0, reference.size - 1)
+    pick = np.where(np.abs(reference[left] - times) <= np.abs(reference[right] - times), left, right)
+    return np.where(np.abs(reference[pick] - times) <= tolerance, pick, -1).astype(np.int64)
+
+
+def mae_rmse(predicted: Sequence[float], recorded: Sequence[float]) -> Tuple[float, float]:
+    """Mean absolute and root-mean-square error over the finite pairs (NaN when there are none)."""
+    p = np.asarray(predicted, np.float64)
+    r = np.asarray(recorded, np.float64)
+    ok = np.isfinite(p) & np.isfinite(r)
+    if not ok.any():
+        return math.nan, math.nan
+    diff = p[ok] - r[ok]
+    return float(np.mean(np.abs(diff))), float(np.sqrt(np.mean(diff * diff)))
+
+
+def score_frame(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: Sequence[str],
+    truth_boxes: np.ndarray,
+    truth_labels: Sequence[str],
+    iou_threshold: float = IOU_THRESHOLD,
+) -> Dict[str, ClassScore]:
+    """Greedy matching per class (highest score first, each truth box used once), as VOC/COCO evaluate.
+
+    Evaluation code, not the hot path: a loop over the few detections of one frame.
+    """
+    result: Dict[str, ClassScore] = {}
+    labels_arr = np.asarray(list(labels), dtype=object)
+    truth_arr = np.asarray(list(truth_labels), dtype=object)
+    for name in sorted(set(labels_arr.tolist()) | set(truth_arr.tolist())):
+        mine = np.flatnonzero(labels_arr == name) if labels_arr.size else np.zeros(0, np.int64)
+        theirs = np.flatnonzero(truth_arr == name) if truth_arr.size else np.zeros(0, np.int64)
+        score = result.setdefault(str(name), ClassScore())
+        if mine.size == 0 or theirs.size == 0:
+            score.false_positives += int(mine.size)
+            score.false_negatives += int(theirs.size)
+            continue
+        order = mine[np.argsort(-np.asarray(scores, np.float64)[mine], kind="stable")]
+        ious = iou_matrix(np.asarray(boxes)[order], np.asarray(truth_boxes)[theirs])
+        used = np.zeros(theirs.size, bool)
+        for row in ious:
+            candidates = np.where(used, -1.0, row)
+            best = int(np.argmax(candidates))
+            if candidates[best] >= iou_threshold:
+                used[best] = True
+                score.true_positives += 1
+            else:
+                score.false_positives += 1
+        score.false_negatives += int((~used).sum())
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- table
+
+
+def _ms(value: float) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:8.2f}"
+
+
+def _num(value: float, digits: int = 3) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _pct(value: float) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{100.0 * value:5.1f}%"
+
+
+def ordered_stages(names: Sequence[str]) -> List[str]:
+    known = [s for s in STAGE_ORDER if s in names]
+    return known + sorted(s for s in names if s not in STAGE_ORDER)
+
+
+def format_report(report: ReplayReport) -> str:
+    """The printed report: plain text, aligned, readable in a terminal or a CI log."""
+    lines: List[str] = []
+    mode = "realtime (recorded timing, latest-frame policy)" if report.realtime else "every frame"
+    lines.append(f"Replay of {report.bag}")
+    lines.append(f"  image topic   {report.image_topic} ({report.image_type})")
+    lines.append(f"  heads         {', '.join(report.heads)}    mode: {mode}")
+    lines.append(
+        f"  frames        in {report.frames_in}   processed {report.frames_processed}   "
+        f"bad {report.bad_frames}   dropped {report.dropped_frames}"
+    )
+    lines.append(
+        f"  time          bag {report.bag_duration_s:.1f} s   replay {report.wall_s:.1f} s   "
+        f"{_num(report.frames_per_second, 1)} frames/s"
+    )
+    for reason in report.bad_frame_reasons:
+        lines.append(f"  bad frame     {reason}")
+    if report.latency:
+        lines.append("")
+        lines.append(f"  {'latency (ms)':<24}{'p50':>8}{'p95':>9}{'max':>9}")
+        for stage in ordered_stages(list(report.latency)):
+            stats = report.latency[stage]
+            lines.append(f"  {stage:<24}{_ms(stats.p50_ms)} {_ms(stats.p95_ms)} {_ms(stats.max_ms)}")
+        if report.output_latency is not None:
+            stats = report.output_latency
+            lines.append(
+                f"  {'arrival->output':<24}{_ms(stats.p50_ms)} {_ms(stats.p95_ms)} {_ms(stats.max_ms)}"
+                "   (bag clock, with waiting)"
+            )
+    if "detector" in report.heads:
+        lines.append("")
+        lines.append(
+            f"  detections    {report.detections_total} in all, {_num(report.detections_per_frame, 2)} per frame, "
+            f"max {report.detections_max_per_frame} in one frame"
+        )
+        if report.detections_per_class:
+            per_class = ", ".join(f"{k}: {v}" for k, v in sorted(report.detections_per_class.items()))
+            lines.append(f"  per class     {per_class}")
+    if "pilot" in report.heads:
+        lines.append("")
+        lines.append(f"  drive         {report.drive_outputs} commands, {report.drive_stops} safety stops")
+    if report.drive is not None:
+        d = report.drive
+        lines.append(f"  vs {d.topic} ({d.msgtype}, {d.matched} frames matched by time)")
+        lines.append(f"  {'':<14}{'MAE':>8}{'RMSE':>9}")
+        lines.append(f"  {'steering':<14}{_num(d.steering_mae):>8}{_num(d.steering_rmse):>9}   ({d.steering_field})")
+        lines.append(f"  {'throttle':<14}{_num(d.throttle_mae):>8}{_num(d.throttle_rmse):>9}   ({d.throttle_field})")
+    if report.detection_eval is not None:
+        ev = report.detection_eval
+        lines.append("")
+        lines.append(
+            f"  vs {ev.topic} ({ev.frames} frames with ground truth, IoU >= {ev.iou_threshold:g})"
+        )
+        lines.append(f"  {'class':<14}{'TP':>6}{'FP':>6}{'FN':>6}{'precision':>11}{'recall':>9}")
+        rows = [*sorted(ev.per_class.items()), ("all", ev.overall)]
+        for name, score in rows:
+            lines.append(
+                f"  {name:<14}{score.true_positives:>6}{score.false_positives:>6}{score.false_negatives:>6}"
+                f"{_pct(score.precision):>11}{_pct(score.recall):>9}"
+            )
+    if report.out_bag:
+        lines.append("")
+        topics = ", ".join(f"{t} ({m.rsplit('/', 1)[-1]})" for t, m in report.output_topics.items())
+        lines.append(f"  output bag    {report.out_bag}")
+        if topics:
+            lines.append(f"                {topics}")
+    if report.files:
+        lines.append(f"  report files  {report.report_dir}")
+        for path in report.files:
+            lines.append(f"                {Path(path).name}")
+    for note in report.notes:
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display needed), or None when not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_report_files(report: ReplayReport, directory: Path, plots: bool = True) -> List[Path]:
+    """Write report.json and, with matplotlib, steering.png / latency.png / detections.png into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    report.report_dir = str(directory)
+    written: List[Path] = []
+    plt = _pyplot() if plots else None
+    if plots and plt is None:
+        report.notes.append(MATPLOTLIB_MISSING)
+    if plt is not None:
+        series = report.series
+        if series.predicted_steering or series.recorded_steering:
+            written.append(_plot_steering(plt, report, directory / "steering.png"))
+        if series.stage_seconds:
+            written.append(_plot_latency(plt, report, directory / "latency.png"))
+        if series.samples:
+            written.append(_plot_samples(plt, series.samples, directory / "detections.png"))
+    json_path = directory / "report.json"
+    report.files = [str(p) for p in [*written, json_path]]
+    json_path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return [*written, json_path]
+
+
+def _plot_steering(plt: Any, report: ReplayReport, path: Path) -> Path:
+    series = report.series
+    fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    names = series.steering_units
+    for ax, title, predicted, recorded in (
+        (axes[0], f"steering ({names[0]})", series.predicted_steering, series.recorded_steering),
+        (axes[1], f"throttle ({names[1]})", series.predicted_throttle, series.recorded_throttle),
+    ):
+        if recorded:
+            ax.plot(series.recorded_times, recorded, color="0.35", linewidth=1.2, label="recorded")
+        if predicted:
+            ax.plot(series.frame_times, predicted, color="tab:red", linewidth=1.0, label="predicted")
+        ax.set_ylabel(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper right", fontsize=8)
+    axes[1].set_xlabel("time since first frame (s)")
+    title = "predicted vs recorded commands"
+    if report.drive is not None:
+        title += f"  (steering MAE {report.drive.steering_mae:.3f}, throttle MAE {report.drive.throttle_mae:.3f})"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_latency(plt: Any, report: ReplayReport, path: Path) -> Path:
+    stages = [s for s in ordered_stages(list(report.series.stage_seconds)) if report.series.stage_seconds[s]]
+    cols = min(3, len(stages)) or 1
+    rows = -(-len(stages) // cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.ravel()[len(stages):]:
+        ax.set_visible(False)
+    for ax, stage in zip(axes.ravel(), stages):
+        values = np.asarray(report.series.stage_seconds[stage], np.float64) * 1000.0
+        ax.hist(values, bins=40, color="tab:blue", alpha=0.8)
+        stats = report.latency.get(stage)
+        if stats is not None:
+            ax.axvline(stats.p50_ms, color="k", linewidth=1, label=f"p50 {stats.p50_ms:.2f}")
+            ax.axvline(stats.p95_ms, color="tab:red", linewidth=1, label=f"p95 {stats.p95_ms:.2f}")
+            ax.legend(fontsize=7)
+        ax.set_title(stage, fontsize=9)
+        ax.set_xlabel("ms", fontsize=8)
+    fig.suptitle("per-stage latency per frame", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_samples(plt: Any, samples: Sequence[SampleFrame], path: Path) -> Path:
+    import cv2
+
+    cols = min(3, len(samples))
+    rows = -(-len(samples) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, sample in zip(axes.ravel(), samples):
+        image = sample.image_bgr.copy()
+        if sample.truth_boxes is not None:
+            for box in np.round(sample.truth_boxes).astype(int):
+                cv2.rectangle(image, (box[0], box[1]), (box[2], box[3]), (0, 220, 0), 1)
+        for box, label, score in zip(np.round(sample.boxes).astype(int), sample.labels, sample.scores):
+            cv2.rectangle(image, (box[0], box[1]), (box[2], box[3]), (0, 200, 255), 1)
+            cv2.putText(image, f"{label} {score:.2f}", (box[0], max(8, box[1] - 2)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.3, (0, 200, 255), 1, cv2.LINE_AA)
+        ax.imshow(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        ax.set_title(f"frame {sample.index}  t={sample.time_s:.1f}s  {len(sample.labels)} det", fontsize=8)
+    fig.suptitle("detections (orange) and ground truth (green)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
