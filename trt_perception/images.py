@@ -217,7 +217,8 @@ def decode_raw(
         )
     if info.kind == "bayer" and (height < 2 or width < 2):
         raise ImageError(
-            f"Image is {width}x{height} with encoding {encoding!r}; a Bayer mosaic needs >= 2x2 pixels"
+            f"Image.height/width is {height}x{width} with encoding {encoding!r}; expected at least 2x2 "
+            "for a Bayer mosaic"
         )
     buf = _as_uint8_buffer(data, "Image.data")
     if buf.size < step * rows:
