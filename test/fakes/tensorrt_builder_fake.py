@@ -316,12 +316,12 @@ def add_builder_api(module: types.ModuleType, version: Optional[str] = None) -> 
                 self._errors.append(ParserError("ONNX parser only supports networks with an explicit batch dimension"))
                 return False
             for index, node in enumerate(model.graph.node):
-                if node.op_type.endswith("_TRT"):
-                    if not state["plugins"] or node.op_type not in known_plugins:
-                        self._errors.append(ParserError(
-                            f"Assertion failed: creator && \"Plugin not found, are the plugin name, version, and "
-                            f"namespace correct?\" ({node.op_type})", index))
-                        return False
+                missing = not state["plugins"] or node.op_type not in known_plugins
+                if node.op_type.endswith("_TRT") and missing:
+                    self._errors.append(ParserError(
+                        f"Assertion failed: creator && \"Plugin not found, are the plugin name, version, and "
+                        f"namespace correct?\" ({node.op_type})", index))
+                    return False
             initializers = {t.name for t in model.graph.initializer}
             for value, is_input in [(v, True) for v in model.graph.input if v.name not in initializers] + [
                 (v, False) for v in model.graph.output
@@ -595,7 +595,7 @@ def add_builder_api(module: types.ModuleType, version: Optional[str] = None) -> 
                     return None
             plan = {
                 "version": module.__version__,
-                "flags": sorted(f for f in module.BuilderFlag.__members__ if config.get_flag(getattr(module.BuilderFlag, f))),
+                "flags": sorted(f for f, v in module.BuilderFlag.__members__.items() if config.get_flag(v)),
                 "inputs": [t.name for t in network._inputs],
                 "outputs": [t.name for t in network._outputs],
                 "calibration": calibration,
@@ -645,3 +645,38 @@ def add_builder_api(module: types.ModuleType, version: Optional[str] = None) -> 
         Builder.get_plugin_registry = lambda self: None
     module.Builder = Builder
     return module
+
+
+def make_builder_module(version: str) -> types.ModuleType:
+    """A fake ``tensorrt`` module of ``version`` with the builder API (base from tensorrt_fake when present)."""
+    try:
+        from fakes.tensorrt_fake import make_tensorrt_module
+    except ImportError:  # the runtime double is not in this checkout: the builder double stands alone
+        module = types.ModuleType("tensorrt")
+        module.__version__ = version
+    else:
+        module = make_tensorrt_module(version)
+    return add_builder_api(module, version)
+
+
+class FakeDeviceMemory:
+    """The calibrator's device-memory interface (alloc, copy_htod, free), recording every batch copied."""
+
+    def __init__(self) -> None:
+        self.allocations: Dict[int, int] = {}
+        self.copies: List[Any] = []
+        self.freed: List[int] = []
+
+    def alloc(self, nbytes: int) -> int:
+        pointer = 0x10000 * (len(self.allocations) + 1)
+        self.allocations[pointer] = int(nbytes)
+        return pointer
+
+    def copy_htod(self, pointer: int, array: Any) -> None:
+        if array.nbytes != self.allocations[pointer]:
+            raise ValueError(f"copy of {array.nbytes} bytes into a {self.allocations[pointer]}-byte buffer")
+        self.copies.append(array.copy())
+
+    def free(self, pointer: int) -> None:
+        self.allocations.pop(pointer)
+        self.freed.append(pointer)
