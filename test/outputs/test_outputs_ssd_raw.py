@@ -237,3 +237,27 @@ def test_agrees_with_the_efficient_nms_reference(box_order: str, seed: int) -> N
     np.testing.assert_allclose(ours.boxes, ref_boxes * 300, atol=2e-3)
     np.testing.assert_allclose(ours.scores, scores[0, :n], rtol=1e-5)
     assert ours.class_ids.tolist() == labels[0, :n].tolist()
+
+
+@pytest.mark.parametrize("background", [0, None])
+def test_softmax_candidates_match_a_full_softmax(background: Optional[int]) -> None:
+    """The pruned softmax (bound by one column, exact on candidate rows) equals softmax over everything."""
+    rng = np.random.default_rng(5)
+    parser = make_parser(score_activation="softmax", background_class=background, pre_nms_top_k=4096)
+    logits = rng.normal(0.0, 2.0, (1, parser.num_anchors, 6)).astype(np.float32)
+    if background is not None:
+        logits[0, :, 0] += 3.0
+    deltas = rng.normal(0.0, 0.5, (1, parser.num_anchors, 4)).astype(np.float32)
+    ours = parser.parse({"scores": logits, "boxes": deltas}, DetectionSettings(0.3, 0.5, 200))
+    exp = np.exp(logits.astype(np.float64) - logits.max(axis=2, keepdims=True))
+    probabilities = exp / exp.sum(axis=2, keepdims=True)
+    anchors, variances = parser.efficient_nms_anchors()
+    num, boxes, scores, labels = efficient_nms_reference(
+        deltas * variances, probabilities, anchors, score_threshold=0.3, iou_threshold=0.5,
+        max_output_boxes=200, background_class=-1 if background is None else background, box_coding=1,
+    )
+    n = int(num[0, 0])
+    assert n == len(ours.scores) > 20
+    np.testing.assert_allclose(ours.scores, scores[0, :n], rtol=1e-5)
+    np.testing.assert_allclose(ours.boxes, boxes[0, :n] * 300, atol=2e-3)
+    assert ours.class_ids.tolist() == labels[0, :n].tolist()

@@ -1,8 +1,10 @@
 """``ssd_raw``: undecoded SSD heads (class scores + box regression), decoded and NMS'd on the CPU.
 
 Per frame, cost is driven by the few (anchor, class) pairs above the score threshold, not by the anchor
-matrix: threshold first (on logits for sigmoid, so no exp over the whole matrix), then top-k, then decode
-only the survivors, then OpenCV's batched NMS. The threshold mask is preallocated once per output shape.
+matrix: threshold first (on logits for sigmoid; for softmax against a bound from one column, since
+logsumexp(row) >= any entry, then exact probabilities on the candidate rows only), then the global
+``pre_nms_top_k``, then decode only the survivors, then OpenCV's batched NMS. The threshold mask is
+preallocated once per output shape. Softmax is fastest with a background class (its column is the bound).
 
 Box decoding (TF OD API ``faster_rcnn_box_coder``, Caffe SSD ``CENTER_SIZE``), with (dx, dy, dw, dh) the
 regression in x/y order and v the variances::
@@ -173,7 +175,7 @@ class SsdRawParser(OutputParser):
         self._center_factor = self._anchor_wh * variances_xy[0:2]
         self._size_variance = variances_xy[2:4]
         self._mask: Optional[np.ndarray] = None
-        self._probabilities: Optional[np.ndarray] = None
+        self._softmax_reference = self.background_class or 0  # any column bounds the row's logsumexp
         self._columns_key: Optional[Tuple[int, Optional[FrozenSet[int]]]] = None
         self._columns_ok = np.zeros((0,), bool)
 
@@ -275,24 +277,29 @@ class SsdRawParser(OutputParser):
             )
         scores = raw_scores.reshape(-1, classes)[:anchors]  # batch item 0 (a view for contiguous outputs)
         deltas = raw_boxes.reshape(-1, 4)[:anchors]
-        if self.score_activation == "softmax":
-            if self._probabilities is None or self._probabilities.shape != scores.shape:
-                self._probabilities = np.empty(scores.shape, np.float32)
-            probabilities = self._probabilities
-            np.subtract(scores, scores.max(axis=1, keepdims=True), out=probabilities)
-            np.exp(probabilities, out=probabilities)
-            probabilities /= probabilities.sum(axis=1, keepdims=True)
-            scores = probabilities
         if self._mask is None or self._mask.shape != scores.shape:
             self._mask = np.empty(scores.shape, bool)
-        np.greater_equal(scores, self._raw_threshold(settings.score_threshold), out=self._mask)
-        rows, cols = np.nonzero(self._mask)
+        threshold = settings.score_threshold
+        if self.score_activation == "softmax":
+            # p = exp(x - logsumexp(row)) and logsumexp(row) >= any entry of the row, so
+            # x >= x[:, ref] + log(threshold) keeps every candidate (and a few more) without an exp or a
+            # row-wise max over the whole matrix; exact probabilities follow for the candidate rows only.
+            log_threshold = math.log(threshold) if threshold > 0.0 else -math.inf
+            bound = scores[:, self._softmax_reference] + log_threshold
+            np.greater_equal(scores, bound[:, None], out=self._mask)
+        else:
+            np.greater_equal(scores, self._raw_threshold(threshold), out=self._mask)
+        rows, cols = np.divmod(np.flatnonzero(self._mask), classes)  # far faster than a 2-D np.nonzero
         keep = self._columns(classes, settings.allowed_class_ids)[cols]
         if not keep.all():
             rows, cols = rows[keep], cols[keep]
+        candidate_scores = scores[rows, cols].astype(np.float32)
+        if self.score_activation == "softmax" and rows.shape[0] > 0:
+            candidate_scores = self._softmax(scores, rows, candidate_scores)
+            keep = candidate_scores >= threshold
+            rows, cols, candidate_scores = rows[keep], cols[keep], candidate_scores[keep]
         if rows.shape[0] == 0:
             return RawDetections.empty()
-        candidate_scores = scores[rows, cols].astype(np.float32)
         if rows.shape[0] > self.pre_nms_top_k:
             top = np.argpartition(-candidate_scores, self.pre_nms_top_k - 1)[: self.pre_nms_top_k]
             rows, cols, candidate_scores = rows[top], cols[top], candidate_scores[top]
@@ -301,6 +308,15 @@ class SsdRawParser(OutputParser):
         boxes = self.decode(deltas, rows)
         kept = batched_nms(boxes, candidate_scores, cols, settings.iou_threshold, settings.max_detections)
         return finalize(boxes[kept], candidate_scores[kept], cols[kept], settings)
+
+    @staticmethod
+    def _softmax(scores: np.ndarray, rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """Softmax probabilities of the candidates (``logits`` at ``rows``), over their whole rows."""
+        unique_rows, inverse = np.unique(rows, return_inverse=True)
+        block = scores[unique_rows].astype(np.float64)
+        peak = block.max(axis=1)
+        log_sum = peak + np.log(np.exp(block - peak[:, None]).sum(axis=1))
+        return np.exp(logits.astype(np.float64) - log_sum[inverse.reshape(-1)]).astype(np.float32)
 
     def decode(self, deltas: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """xyxy boxes in model-input pixels for the regression ``deltas`` (A, 4) of anchors ``rows``."""
