@@ -307,6 +307,8 @@ def check_value(param: ParamDef, value: Any, strict_double: bool = False) -> Tup
         return value, None
     elif param.type == STRING_LIST:
         allow_ints = param.name == "detector.classes"
+        if not isinstance(value, (str, bytes, list, tuple)) and hasattr(value, "__iter__"):
+            value = list(value)  # rclpy hands integer arrays over as array.array
         if isinstance(value, (list, tuple)) and all(
             isinstance(v, str) or (allow_ints and isinstance(v, int) and not isinstance(v, bool)) for v in value
         ):
@@ -824,12 +826,36 @@ def create_frame_processor(config: PerceptionConfig, clock: Optional[Any] = None
         raise
 
 
-def apply_detector_settings(pipeline: ModelPipeline, detector: DetectorConfig) -> None:
-    """Push threshold overrides into a detector pipeline; a bad class label names the param."""
+def apply_detector_settings(pipeline: ModelPipeline, detector: DetectorConfig, reset: bool = False) -> None:
+    """Push threshold overrides into a detector pipeline; a bad class label names the param.
+
+    ``reset`` also puts back the spec's value for every threshold left to the spec (a live change from
+    0.3 back to -1 must restore the spec's threshold, not keep 0.3).
+    """
+    update = detector.settings_update()
+    if reset:
+        spec = pipeline.spec.detection
+        update.setdefault("score_threshold", spec.score_threshold)
+        update.setdefault("iou_threshold", spec.iou_threshold)
+        update.setdefault("max_detections", spec.max_detections)
+        update.setdefault("classes", list(spec.classes))
     try:
-        pipeline.update_settings(**detector.settings_update())
+        pipeline.update_settings(**update)
     except TrtPerceptionError as exc:
         raise ConfigError(f"detector.classes: {exc}") from exc
+
+
+def check_classes(pipeline: ModelPipeline, classes: Sequence[str]) -> Optional[str]:
+    """Why an allow-list does not fit the detector's labels (for the live on-set check), or None."""
+    from trt_perception.spec import DetectionSpec
+
+    spec = pipeline.spec.detection
+    items = tuple(int(c) if str(c).strip().lstrip("-").isdigit() else c for c in classes)
+    try:
+        DetectionSpec(labels=spec.labels, first_label_id=spec.first_label_id, classes=items).allowed_class_ids()
+    except TrtPerceptionError as exc:
+        return f"detector.classes: {exc}"
+    return None
 
 
 def describe_params(params: Iterable[ParamDef] = PARAMS) -> List[Dict[str, str]]:

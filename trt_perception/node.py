@@ -1,0 +1,560 @@
+"""The ROS 2 node: camera in, detections and drive commands out. Wiring only.
+
+The node owns subscriptions, publishers, parameters, timers and the worker thread; every per-frame decision
+is ``FrameProcessor``'s (the pipeline plus the pilot's safety), which the replay tool runs too. rclpy and the
+message packages are imported only inside ``main`` and ``PerceptionNode``, so this module imports without ROS.
+
+    ros2 run trt_perception perception --ros-args --params-file config/car.yaml
+    ros2 launch trt_perception car.launch.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import threading
+from typing import Any, Dict, List, Optional
+
+from trt_perception.config import (
+    BOOL,
+    DOUBLE,
+    INT,
+    NODE_NAME,
+    PARAM_BY_NAME,
+    PARAMS,
+    STRING_LIST,
+    PerceptionConfig,
+    apply_detector_settings,
+    check_classes,
+    check_value,
+    create_frame_processor,
+    detector_overrides,
+    is_ros_param,
+    safety_config,
+    validate_param_change,
+)
+from trt_perception.errors import ConfigError, ImageError, TrtPerceptionError
+from trt_perception.mailbox import LatestFrameMailbox
+from trt_perception.messages import (
+    MessageTypes,
+    copy_header,
+    detection_array,
+    diagnostic_array,
+    drive_message,
+    make_header,
+    overlay_image,
+    stamp_seconds,
+)
+from trt_perception.results import DriveCommand
+from trt_perception.safety import REASON_DISABLED, REASON_NONFINITE, REASON_SHUTDOWN
+from trt_perception.stats import RollingStats
+
+WATCHDOG_PERIOD = 0.05  # seconds between watchdog checks (ROS clock)
+WORKER_POLL = 0.2  # seconds the worker waits for a frame before checking for shutdown
+_OVERLAY_ENCODING = {"rgb": "rgb8", "bgr": "bgr8"}
+
+
+class PerceptionNode:
+    """Wraps an rclpy ``Node`` (composition keeps rclpy out of module import).
+
+    Construction raises ``TrtPerceptionError`` (ConfigError, SpecError, BackendError...) for anything a user
+    can fix: ``main`` logs it as one line and exits 1.
+    """
+
+    def __init__(self, node: Any) -> None:
+        from rcl_interfaces.msg import SetParametersResult
+        from rclpy.parameter import Parameter
+
+        self.node = node
+        self.logger = node.get_logger()
+        self._Parameter = Parameter
+        self._SetParametersResult = SetParametersResult
+        self.processor: Any = None
+        self._worker: Optional[threading.Thread] = None
+        self._lock = threading.Lock()  # pending detector settings
+        self._pending_detector: Optional[Any] = None
+        self._last_frame_id = ""
+        self._reported = {"errors": 0.0, "bad_frames": 0.0, "nonfinite": 0}
+
+        self._check_overrides()
+        self._values = self._declare_parameters()
+        self.config = PerceptionConfig.from_params(self._values)
+        self.types = MessageTypes.from_rclpy()
+        self._require_messages()
+        self.stats = RollingStats(window=5.0, samples=300)
+        self.mailbox: LatestFrameMailbox = LatestFrameMailbox()
+        self.processor = create_frame_processor(self.config, clock=self.now)
+        self.safety = self.processor.safety
+        try:
+            self._create_interfaces()
+        except BaseException:
+            self.processor.close()
+            raise
+        node.add_on_set_parameters_callback(self._on_set_parameters)
+        if self.config.frame_policy == "latest":
+            self._worker = threading.Thread(target=self._worker_loop, name="trt_perception_worker", daemon=True)
+            self._worker.start()
+        self.logger.info(self._startup_line())
+
+    # --------------------------------------------------------------------------------------- parameters
+
+    def _check_overrides(self) -> None:
+        """Refuse unknown or ill-typed params from the params file / command line before declaring them.
+
+        ROS would silently ignore a misspelled name (a typo in pilot.max_throttle must not pass) and refuse a
+        wrong type with a generic message; here each gets the parameter name, the value and the fix.
+        """
+        overrides = getattr(self.node, "_parameter_overrides", {}) or {}
+        for name, parameter in overrides.items():
+            if is_ros_param(name):
+                continue
+            param = PARAM_BY_NAME.get(name)
+            if param is None:
+                raise ConfigError(validate_param_change(name, None) or name)
+            _, reason = check_value(param, parameter.value, strict_double=True)
+            if reason:
+                raise ConfigError(f"{reason}; fix: correct it in the params file")
+
+    def _declare_parameters(self) -> Dict[str, Any]:
+        from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+        values: Dict[str, Any] = {}
+        for param in PARAMS:
+            descriptor = ParameterDescriptor(description=param.description, read_only=param.read_only)
+            constraints = param.describe_range() if (param.range or param.choices) else ""
+            if param.dynamic:
+                constraints = (constraints + "; " if constraints else "") + "changeable at run time"
+            descriptor.additional_constraints = constraints
+            if param.type == STRING_LIST:
+                descriptor.dynamic_typing = True  # rclpy would type an empty default list as byte[]
+            elif param.range is not None:
+                lo, hi = param.range
+                if param.special is not None:
+                    lo, hi = min(lo, param.special), max(hi, param.special)
+                if param.type == DOUBLE:
+                    descriptor.floating_point_range = [
+                        FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)
+                    ]
+                elif param.type == INT:
+                    descriptor.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+            default = list(param.default) if isinstance(param.default, list) else param.default
+            declared = self.node.declare_parameter(param.name, default, descriptor)
+            value = declared.value
+            if param.type == STRING_LIST and value is None:
+                value = []
+            if param.type == BOOL and value is None:
+                value = bool(param.default)
+            values[param.name] = list(value) if param.type == STRING_LIST else value
+        return values
+
+    def _on_set_parameters(self, params: List[Any]) -> Any:
+        """Validate a batch of changes (all or nothing), then apply them; a refusal says why."""
+        current = dict(self._values)
+        changed: Dict[str, Any] = {}
+        for parameter in params:
+            name = parameter.name
+            if name not in PARAM_BY_NAME:
+                continue  # ROS' own (use_sim_time, qos_overrides...)
+            reason = validate_param_change(name, parameter.value, current)
+            if reason is None and name == "detector.classes" and self.processor.detector is not None:
+                reason = check_classes(self.processor.detector, list(parameter.value or []))
+            if reason is not None:
+                self.logger.warning(f"refused: {reason}")
+                return self._SetParametersResult(successful=False, reason=reason)
+            value, _ = check_value(PARAM_BY_NAME[name], parameter.value)
+            current[name] = value
+            changed[name] = value
+        if changed:
+            self._values = current
+            self._apply(changed)
+        return self._SetParametersResult(successful=True)
+
+    def _apply(self, changed: Dict[str, Any]) -> None:
+        values = self._values
+        config = self.config
+        detector = dataclasses.replace(
+            config.detector,
+            **detector_overrides(values),
+            class_id_mode=values["detector.class_id_mode"],
+            publish_overlay=values["detector.publish_overlay"],
+        )
+        pilot = dataclasses.replace(
+            config.pilot,
+            safety=safety_config(values),
+            **{
+                name: values[f"pilot.{name}"]
+                for name in ("steering_scale", "throttle_scale", "max_steering_angle", "max_speed", "drive_enabled")
+            },
+        )
+        self.config = dataclasses.replace(config, detector=detector, pilot=pilot)
+        if any(n in changed for n in ("detector.score_threshold", "detector.iou_threshold",
+                                      "detector.max_detections", "detector.classes")):
+            with self._lock:
+                self._pending_detector = detector  # applied by the worker between frames
+        if self.safety is not None:
+            self.safety.update_config(pilot.safety)
+            if "pilot.drive_enabled" in changed:
+                stop = self.safety.set_enabled(pilot.drive_enabled, self.now())
+                if stop is not None:
+                    self._publish_command(stop, self._stamp_now(), force=True)
+                self.logger.info("drive enabled" if pilot.drive_enabled else "drive disabled: stop published")
+        self.logger.info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()))
+
+    # ------------------------------------------------------------------------------------- interfaces
+
+    def _require_messages(self) -> None:
+        types, config = self.types, self.config
+        image_type = "CompressedImage" if config.image_transport == "compressed" else "Image"
+        types.require("Header", image_type, param="image_transport")
+        if config.detector.enabled:
+            types.require("Detection2DArray", "Image", param="detector.enabled")
+        if config.pilot.enabled:
+            needed = "AckermannDriveStamped" if config.pilot.output == "ackermann" else "Twist"
+            types.require(needed, param="pilot.output")
+        if config.diagnostics_period > 0:
+            types.require("DiagnosticArray", param="diagnostics_period")
+
+    def _create_interfaces(self) -> None:
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        try:
+            from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+        except ImportError:  # Humble
+            from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks
+
+        node, config, types = self.node, self.config, self.types
+        reliability = (
+            ReliabilityPolicy.BEST_EFFORT if config.qos_reliability == "best_effort" else ReliabilityPolicy.RELIABLE
+        )
+        camera_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=config.qos_depth,
+            reliability=reliability,
+            durability=DurabilityPolicy.VOLATILE,
+        )
+        output_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        overlay_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        image_type = types.CompressedImage if config.image_transport == "compressed" else types.Image
+        self.subscription = node.create_subscription(
+            image_type,
+            config.image_topic,
+            self._on_image,
+            camera_qos,
+            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_subscription),
+        )
+        publisher_events = PublisherEventCallbacks(incompatible_qos=self._on_incompatible_publisher)
+        topics = config.topics
+        self.detections_pub = self.overlay_pub = self.command_pub = self.diagnostics_pub = None
+        if config.detector.enabled:
+            self.detections_pub = node.create_publisher(
+                types.Detection2DArray, topics["detections"], output_qos, event_callbacks=publisher_events
+            )
+            self.overlay_pub = node.create_publisher(
+                types.Image, topics["overlay"], overlay_qos, event_callbacks=publisher_events
+            )
+            self._overlay_buffer: Any = None
+        if config.pilot.enabled:
+            command_type = types.AckermannDriveStamped if config.pilot.output == "ackermann" else types.Twist
+            self.command_pub = node.create_publisher(
+                command_type, topics["command"], output_qos, event_callbacks=publisher_events
+            )
+            self.watchdog_timer = node.create_timer(WATCHDOG_PERIOD, self._on_watchdog)
+        from std_srvs.srv import SetBool
+
+        self.enable_service = node.create_service(SetBool, "~/set_enabled", self._on_set_enabled)
+        if config.diagnostics_period > 0:
+            self.diagnostics_pub = node.create_publisher(types.DiagnosticArray, "/diagnostics", output_qos)
+            self.diagnostics_timer = node.create_timer(config.diagnostics_period, self._on_diagnostics)
+
+    def _on_incompatible_subscription(self, event: Any) -> None:
+        policy = getattr(getattr(event, "last_policy_kind", None), "name", str(getattr(event, "last_policy_kind", "")))
+        topic = self.subscription.topic_name
+        if "RELIABILITY" in policy:
+            fix = (
+                f"the camera on {topic} publishes best effort while qos_reliability is "
+                f"'{self.config.qos_reliability}'; fix: set qos_reliability: best_effort (works with any camera)"
+            )
+        elif "DURABILITY" in policy:
+            fix = "the camera publishes volatile while this subscription asks for more; fix: restart with defaults"
+        else:
+            fix = f"fix: match the camera's QoS (see `ros2 topic info -v {topic}`)"
+        self.logger.error(f"camera subscription {topic}: a publisher has incompatible QoS (policy {policy}); {fix}")
+
+    def _on_incompatible_publisher(self, event: Any) -> None:
+        policy = getattr(getattr(event, "last_policy_kind", None), "name", str(getattr(event, "last_policy_kind", "")))
+        self.logger.error(
+            f"a subscriber asks for QoS our outputs do not offer (policy {policy}); outputs are reliable and "
+            "volatile; fix: subscribe with reliability reliable or best_effort and durability volatile"
+        )
+
+    # -------------------------------------------------------------------------------------- per frame
+
+    def now(self) -> float:
+        """ROS time in seconds (sim time when use_sim_time is set)."""
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def _stamp_now(self) -> Any:
+        nanoseconds = self.node.get_clock().now().nanoseconds
+        return make_header(self.types, nanoseconds // 1_000_000_000, nanoseconds % 1_000_000_000,
+                           self._last_frame_id)
+
+    def _on_image(self, msg: Any) -> None:
+        self.stats.frame_in(self.now())
+        if self._worker is None:
+            self._process(msg)
+        elif self.mailbox.put(msg):
+            self.stats.dropped()
+
+    def _worker_loop(self) -> None:
+        while True:
+            msg = self.mailbox.get(timeout=WORKER_POLL)
+            if msg is None:
+                if self.mailbox.closed:
+                    return
+                continue
+            self._process(msg)
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            pending, self._pending_detector = self._pending_detector, None
+        if pending is not None and self.processor.detector is not None:
+            try:
+                apply_detector_settings(self.processor.detector, pending, reset=True)
+            except ConfigError as exc:  # validated in the on-set callback; kept for safety
+                self.logger.error(str(exc))
+
+    def _process(self, msg: Any) -> None:
+        """One frame: the pipeline, then publishing. A bad frame is counted and skipped, never fatal."""
+        self._apply_pending()
+        period = self.config.bad_frame_log_period
+        try:
+            result = self.processor.process(msg, self.now())
+        except ImageError as exc:
+            self.stats.bad_frame()
+            self.logger.warning(f"bad frame skipped: {exc}", throttle_duration_sec=period)
+            return
+        except Exception as exc:  # an inference failure must not kill the node: count, log, go on
+            self.stats.error()
+            self.logger.error(
+                f"frame failed ({type(exc).__name__}: {exc}); skipped", throttle_duration_sec=period
+            )
+            return
+        header = copy_header(self.types, msg.header)
+        self._last_frame_id = header.frame_id
+        try:
+            self._publish(result, header)
+        except Exception as exc:  # a message-building bug: same policy as a failed frame
+            self.stats.error()
+            self.logger.error(
+                f"publishing failed ({type(exc).__name__}: {exc})", throttle_duration_sec=period
+            )
+            return
+        done = self.now()
+        stamp = stamp_seconds(msg.header)
+        latency = done - stamp if stamp > 0 else None
+        self.stats.frame_out(done, latency, result.timings)
+
+    def _publish(self, result: Any, header: Any) -> None:
+        config = self.config
+        if result.detections is not None and self.detections_pub is not None:
+            self.detections_pub.publish(
+                detection_array(self.types, header, result.detections, config.detector.class_id_mode)
+            )
+            if config.detector.publish_overlay and self.overlay_pub.get_subscription_count() > 0:
+                self._publish_overlay(result, header)
+        if result.command is not None:
+            self._publish_command(result.command, header)
+
+    def _publish_overlay(self, result: Any, header: Any) -> None:
+        from trt_perception.overlay import draw_detections, draw_steering
+
+        image = result.image
+        order = "bgr" if image.color not in ("rgb", "bgr") else image.color
+        shape = (image.height, image.width, 3)
+        if self._overlay_buffer is None or self._overlay_buffer.shape != shape:
+            import numpy as np
+
+            self._overlay_buffer = np.empty(shape, np.uint8)  # once per stream size
+        canvas = draw_detections(image.array, result.detections, order, out=self._overlay_buffer)
+        if result.steering is not None:
+            draw_steering(canvas, result.steering.angle, result.steering.throttle, order, out=canvas)
+        self.overlay_pub.publish(overlay_image(self.types, header, canvas, _OVERLAY_ENCODING[order]))
+
+    def _publish_command(self, command: DriveCommand, header: Any, force: bool = False) -> None:
+        """Publish a drive command. Per-frame 'disabled' stops are not published: while the pilot is off,
+        others (teleop) may drive; the one stop of switching off is published with ``force``."""
+        if self.command_pub is None:
+            return
+        if command.stop and command.reason == REASON_DISABLED and not force:
+            return
+        if command.stop and command.reason.startswith(REASON_NONFINITE):
+            self.logger.error(f"stopping the car: {command.reason}", throttle_duration_sec=1.0)
+        self.command_pub.publish(drive_message(self.types, header, command, self.config.pilot))
+
+    def _on_watchdog(self) -> None:
+        stop = self.safety.check_watchdog(self.now())
+        if stop is not None:
+            self.logger.warning(f"stopping the car: {stop.reason} on {self.subscription.topic_name}")
+            self._publish_command(stop, self._stamp_now())
+
+    def _on_set_enabled(self, request: Any, response: Any) -> Any:
+        if self.safety is None:
+            response.success = False
+            response.message = "the pilot is off (pilot.enabled: false); nothing to enable"
+            return response
+        parameter = self._Parameter("pilot.drive_enabled", self._Parameter.Type.BOOL, bool(request.data))
+        result = self.node.set_parameters([parameter])[0]
+        response.success = bool(result.successful)
+        if result.successful:
+            response.message = "drive enabled" if request.data else "drive disabled: stop published"
+        else:
+            response.message = result.reason
+        return response
+
+    # ------------------------------------------------------------------------------------ diagnostics
+
+    def _on_diagnostics(self) -> None:
+        now = self.now()
+        snap = self.stats.snapshot(now)
+        values: Dict[str, Any] = {}
+        for key, value in snap.items():
+            if key.endswith((".p50", ".p95", ".max")):
+                values[f"{key} (ms)"] = value * 1000.0
+            else:
+                values[key] = value if not float(value).is_integer() else int(value)
+        backends = []
+        for head, pipeline in (("detector", self.processor.detector), ("pilot", self.processor.pilot)):
+            if pipeline is None:
+                continue
+            facts = pipeline.describe()
+            backends.append(facts.get("backend", "?"))
+            values[f"{head}.model"] = getattr(self.config, head).model.model
+            for key, value in facts.items():
+                values[f"{head}.{key}"] = value
+        level, problems = "OK", []
+        if snap["errors"] > self._reported["errors"]:
+            level = "ERROR"
+            problems.append(f"{int(snap['errors'] - self._reported['errors'])} frames failed")
+        if self.safety is not None:
+            values["drive_enabled"] = self.safety.enabled
+            values["watchdog"] = "stopped (no frames)" if self.safety.watchdog_fired else "ok"
+            values["nonfinite_outputs"] = self.safety.error_count
+            if self.safety.error_count > self._reported["nonfinite"]:
+                level = "ERROR"
+                problems.append(f"model output NaN/inf: {self.safety.last_error}")
+            self._reported["nonfinite"] = self.safety.error_count
+        if snap["fps_in"] == 0.0:
+            level = "ERROR" if level == "ERROR" else "WARN"
+            problems.append(f"no frames on {self.subscription.topic_name} (check the topic and QoS)")
+        if snap["bad_frames"] > self._reported["bad_frames"]:
+            level = "ERROR" if level == "ERROR" else "WARN"
+            problems.append(f"{int(snap['bad_frames'] - self._reported['bad_frames'])} bad frames")
+        self._reported["errors"], self._reported["bad_frames"] = snap["errors"], snap["bad_frames"]
+        summary = (
+            f"in {snap['fps_in']:.1f} fps, out {snap['fps_out']:.1f} fps, "
+            f"latency p95 {snap.get('latency.p95', 0.0) * 1000:.0f} ms, dropped {int(snap['dropped'])}"
+        )
+        message = "; ".join([*problems, summary])
+        header = make_header(self.types, int(now), int((now % 1.0) * 1e9), "")
+        name = f"{self.node.get_name()}: perception"
+        self.diagnostics_pub.publish(
+            diagnostic_array(self.types, header, name, level, message, ",".join(backends), values)
+        )
+
+    # ---------------------------------------------------------------------------------------- lifetime
+
+    def _startup_line(self) -> str:
+        config = self.config
+        heads = []
+        for head in ("detector", "pilot"):
+            pipeline = getattr(self.processor, head)
+            if pipeline is not None:
+                backend = pipeline.describe().get("backend", "?")
+                heads.append(f"{head} {getattr(config, head).model.model} ({backend})")
+        outputs = ", ".join(self._resolved(t) for t in config.topics.values())
+        drive = ""
+        if config.pilot.enabled:
+            drive = "; drive ENABLED" if config.pilot.drive_enabled else (
+                "; drive disabled (enable: ros2 service call "
+                f"{self._resolved('~/set_enabled')} std_srvs/srv/SetBool '{{data: true}}')"
+            )
+        return (
+            f"running {' and '.join(heads)} on {self.subscription.topic_name} ({config.image_transport}, "
+            f"{config.qos_reliability}, depth {config.qos_depth}, policy {config.frame_policy}); "
+            f"publishing {outputs}{drive}"
+        )
+
+    def _resolved(self, name: str) -> str:
+        try:
+            return self.node.resolve_topic_name(name)
+        except Exception:  # older rclpy without resolve_topic_name: the relative name is still right
+            return name
+
+    def shutdown(self) -> None:
+        """Stop the worker (it finishes its frame), then publish a stop if the pilot may be driving."""
+        self.mailbox.close()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+        if self.safety is not None and self.safety.enabled and self.command_pub is not None:
+            try:
+                self._publish_command(self.safety.stop_command(REASON_SHUTDOWN), self._stamp_now())
+                self.logger.info("shutdown: stop command published")
+            except Exception as exc:  # the context may already be gone (SIGKILL-like teardown)
+                self.logger.error(f"shutdown: could not publish the stop command: {exc}")
+        if self.processor is not None:
+            self.processor.close()
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Entry point of `ros2 run trt_perception perception`; returns the exit code."""
+    try:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+    except ImportError as exc:
+        print(
+            f"trt_perception node needs ROS 2 (cannot import rclpy: {exc}); fix: source your ROS 2 setup "
+            "(source /opt/ros/$ROS_DISTRO/setup.bash && source install/setup.bash). Without ROS, use "
+            "`trt-perception replay` on a bag.",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        from rclpy.signals import SignalHandlerOptions
+
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except (ImportError, TypeError):  # rclpy without signal options: its handler shuts the context down
+        rclpy.init(args=args)
+    stop = threading.Event()
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, lambda *_: stop.set())  # keep the context up to publish a stop
+    node = rclpy.create_node(NODE_NAME)
+    app: Optional[PerceptionNode] = None
+    code = 0
+    try:
+        try:
+            app = PerceptionNode(node)
+        except TrtPerceptionError as exc:
+            node.get_logger().fatal(f"cannot start: {exc}")
+            return 1
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        if app is not None:
+            app.shutdown()
+        node.destroy_node()
+        try:
+            rclpy.try_shutdown()
+        except AttributeError:  # very old rclpy
+            if rclpy.ok():
+                rclpy.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
