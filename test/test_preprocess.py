@@ -81,7 +81,8 @@ def random_specs(count: int, seed: int = 7):
         spec = spec_of(
             layout=layout, color=color, resize=resize, dtype=dtype, interpolation=interpolation,
             scale=scale, offset=offset, pad_value=float(rng.choice([0.0, 114.0, 127.5])),
-            crop_top=crop[0], crop_bottom=crop[1], height=int(rng.integers(8, 40)), width=int(rng.integers(8, 40)),
+            crop_top=crop[0], crop_bottom=crop[1],
+            height=int(rng.integers(8, 40)), width=int(rng.integers(8, 40)),
         )  # fmt: skip
         yield spec, source
 

@@ -68,6 +68,7 @@ def draw_detections(
     canvas = _canvas(image, out)
     order = "bgr" if image.ndim == 2 else color_order
     font_scale, thickness = _text_scale(canvas.shape[0])
+    line = max(1, round(canvas.shape[0] / 240))
     boxes = np.round(np.asarray(detections.boxes, np.float64)).astype(np.int64)
     for i in range(len(detections)):
         x1, y1, x2, y2 = (int(v) for v in boxes[i])
@@ -75,7 +76,7 @@ def draw_detections(
         color = class_color(class_id, order)
         label = detections.labels[i] if i < len(detections.labels) and detections.labels[i] else str(class_id)
         text = f"{label} {float(detections.scores[i]):.2f}"
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, line)  # crisp: axis-aligned
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         top = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else y1  # above the box, or inside at the top
         cv2.rectangle(canvas, (x1, top), (x1 + tw + 4, top + th + base + 2), color, cv2.FILLED)
@@ -145,14 +146,7 @@ def draw_steering(
         canvas, (x0, min(middle, end)), (x1, max(middle, end)), green if speed >= 0 else red, cv2.FILLED
     )
     text = f"steer {float(angle):+.2f} thr {float(throttle):+.2f}"
-    cv2.putText(
-        canvas,
-        text,
-        (4, 4 + int(20 * font_scale)),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        font_scale,
-        white,
-        thickness,
-        cv2.LINE_AA,
-    )
+    origin = (4, 4 + int(20 * font_scale))
+    for color, width_ in (((0, 0, 0), thickness + 2), (white, thickness)):  # dark outline, readable anywhere
+        cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, color, width_, cv2.LINE_AA)
     return canvas
