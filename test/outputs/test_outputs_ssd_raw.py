@@ -261,3 +261,16 @@ def test_softmax_candidates_match_a_full_softmax(background: Optional[int]) -> N
     np.testing.assert_allclose(ours.scores, scores[0, :n], rtol=1e-5)
     np.testing.assert_allclose(ours.boxes, boxes[0, :n] * 300, atol=2e-3)
     assert ours.class_ids.tolist() == labels[0, :n].tolist()
+
+
+def test_float16_heads_from_fp16_engines() -> None:
+    parser = make_parser()
+    anchors = parser.anchors.astype(np.float64)
+    out = heads(parser.num_anchors, 3)
+    truth = np.array([[0.5, 0.5, 0.3, 0.4]])
+    out["boxes"][0, 700] = encode(truth, anchors[700:701], [0.1, 0.1, 0.2, 0.2], "xy")
+    out["scores"][0, 700, 2] = 4.0
+    half = {name: array.astype(np.float16) for name, array in out.items()}
+    result = parser.parse(half, ALL)
+    assert result.class_ids.tolist() == [2] and result.boxes.dtype == np.float32
+    np.testing.assert_allclose(result.boxes, [[105, 90, 195, 210]], atol=0.5)
