@@ -13,9 +13,10 @@ Order of operations (the same in the fast path and in ``preprocess_reference``):
 The fast path resizes into a small uint8 buffer and then writes the tensor with OpenCV at model size
 (``split`` + ``addWeighted`` per plane for NCHW; a cast + float ``transform`` holding scale, offset and
 channel order in one matrix for NHWC; a ``LUT`` of float16 bit patterns for float16); the letterbox
-border is written only when the frame geometry changes. OpenCV rather than numpy because numpy's strided
-and broadcast float paths measured 2-10x slower for these shapes (640x480 -> 300x300 NCHW: resize 115 us, whole fast path 170 us,
-numpy per-channel multiply/add 220 us, the naive copy/resize/cvtColor/astype/divide/transpose 0.35-2 ms).
+border is written only when the frame geometry changes. OpenCV rather than numpy because numpy's
+strided and broadcast float paths measured 2-10x slower for these shapes (640x480 -> 300x300 NCHW:
+resize 115 us, whole fast path 170 us, numpy per-channel multiply/add 220 us, the naive
+copy/resize/cvtColor/astype/divide/transpose 0.35-2 ms).
 """
 
 from __future__ import annotations
