@@ -72,6 +72,13 @@ def _format_topics(topics: Mapping[str, Any]) -> str:
     return ", ".join(f"{name} [{info.msgtype}]" for name, info in sorted(topics.items()))
 
 
+_DAMAGED = (
+    "the file is truncated, corrupt or not a rosbag2 recording (expected a folder with metadata.yaml and its "
+    ".mcap/.db3 files, or one .mcap/.db3 file); a recording whose recorder was killed can usually be repaired: "
+    "`mcap recover FILE.mcap -o fixed.mcap` (mcap CLI) or `ros2 bag reindex BAG` (sqlite3)"
+)
+
+
 @contextmanager
 def open_bag(bag: PathLike, typestore: Any) -> Iterator[Any]:
     """An open ``rosbags.highlevel.AnyReader`` on ``bag``; every way a bag can be unreadable is a BagError.
@@ -89,12 +96,9 @@ def open_bag(bag: PathLike, typestore: Any) -> Iterator[Any]:
         reader = AnyReader([path], default_typestore=typestore)
         reader.open()
     except (AnyReaderError, FileNotFoundError) as exc:
-        raise BagError(f"cannot open bag {path}: {exc}; expected a rosbag2 folder with metadata.yaml and "
-                       "its .mcap/.db3 file(s), or one .mcap/.db3 file") from None
-    except Exception as exc:  # corrupt storage: sqlite3.DatabaseError, mcap record errors, yaml errors...
-        raise BagError(f"cannot read bag {path}: {type(exc).__name__}: {exc}; the file looks truncated or "
-                       "corrupt (was the recording stopped cleanly? `ros2 bag reindex` can repair sqlite3 "
-                       "bags)") from None
+        raise BagError(f"cannot open bag {path}: {exc}; {_DAMAGED}") from None
+    except Exception as exc:  # storage libraries raise their own types: sqlite3/apsw errors, mcap records...
+        raise BagError(f"cannot read bag {path}: {type(exc).__name__}: {exc}; {_DAMAGED}") from None
     try:
         _complete_typestore(reader, typestore)
         yield reader
@@ -103,11 +107,29 @@ def open_bag(bag: PathLike, typestore: Any) -> Iterator[Any]:
 
 
 def _complete_typestore(reader: Any, typestore: Any) -> None:
-    """Register the types the bag lacks definitions for (our typestore has them, or they stay unknown)."""
+    """Register the types the bag lacks definitions for, from ``typestore`` (only those its topics need,
+    with their nested types: generating all ~200 classes would cost more than a short replay)."""
     have = reader.typestore.fielddefs
-    missing = {k: v for k, v in typestore.fielddefs.items() if k not in have}
+    wanted = [c.msgtype for c in reader.connections if c.msgtype not in have]
+    missing: Dict[str, Any] = {}
+    while wanted:
+        name = wanted.pop()
+        if name in missing or name in have or name not in typestore.fielddefs:
+            continue
+        missing[name] = typestore.fielddefs[name]
+        wanted.extend(_type_names(missing[name]))
     if missing:
         reader.typestore.register(missing)
+
+
+def _type_names(definition: Any) -> Iterator[str]:
+    """Message type names nested in a rosbags field definition (tuples of node types and names)."""
+    if isinstance(definition, str):
+        if "/msg/" in definition:
+            yield definition
+    elif isinstance(definition, (tuple, list)):
+        for item in definition:
+            yield from _type_names(item)
 
 
 def _resolve_image_topic(topics: Mapping[str, Any], wanted: str, transport: str) -> Tuple[str, str]:
@@ -139,13 +161,6 @@ def _check_topic(topics: Mapping[str, Any], topic: str, allowed: Sequence[str], 
     if msgtype not in allowed:
         raise BagError(f"topic {topic} ({flag}) has type {msgtype}; expected one of {list(allowed)}")
     return msgtype
-
-
-def _check_known(reader: Any, topic: str, msgtype: str) -> None:
-    if msgtype not in reader.typestore.fielddefs:
-        raise BagError(f"topic {topic} has type {msgtype}, which the bag does not define and trt_perception "
-                       "does not know; fix: record with a rosbag2 that stores message definitions (mcap, "
-                       "Jazzy) or pick another topic")
 
 
 def _stamp_ns(msg: Any) -> int:
@@ -350,7 +365,7 @@ def replay_bag(
     output bag's message definitions (None: the bag's own distro where it records one, else jazzy).
     ``processor``: an already built ``FrameProcessor`` (tests, benchmarks); it is not closed here.
     """
-    from trt_perception.rosbag_types import DISTROS, get_typestore
+    from trt_perception.rosbag_types import DISTROS
 
     if storage not in STORAGES:
         raise ConfigError(f"--storage {storage!r}: expected one of {list(STORAGES)}")
@@ -367,22 +382,19 @@ def replay_bag(
             raise BagError(f"--out {out_path} is the input bag; fix: pass another --out")
 
     read_distro = distro or "jazzy"
-    read_store = get_typestore(read_distro)
+    read_store = _typestore(read_distro)
     with open_bag(bag_path, read_store) as reader:
         bag_distro = _bag_distro(reader)
         write_distro = distro or (bag_distro if bag_distro in DISTROS else "jazzy")
-        write_store = read_store if write_distro == read_distro else get_typestore(write_distro)
+        write_store = read_store if write_distro == read_distro else _typestore(write_distro)
         topics = reader.topics
         topic, image_type = _resolve_image_topic(
             topics, image_topic or config.image_topic, "raw" if image_topic else config.image_transport
         )
-        _check_known(reader, topic, image_type)
         if truth_drive_topic:
-            drive_type = _check_topic(topics, truth_drive_topic, DRIVE_TYPES, "--truth-drive-topic")
-            _check_known(reader, truth_drive_topic, drive_type)
+            _check_topic(topics, truth_drive_topic, DRIVE_TYPES, "--truth-drive-topic")
         if truth_detections_topic:
-            det_type = _check_topic(topics, truth_detections_topic, (DETECTIONS,), "--truth-detections-topic")
-            _check_known(reader, truth_detections_topic, det_type)
+            _check_topic(topics, truth_detections_topic, (DETECTIONS,), "--truth-detections-topic")
 
         clock = BagClock(reader.start_time * 1e-9)
         owns_processor = processor is None
@@ -415,6 +427,18 @@ def replay_bag(
     if report_dir is not None:
         write_report_files(report, Path(report_dir).expanduser(), plots=plots)
     return report
+
+
+_TYPESTORES: Dict[str, Any] = {}
+
+
+def _typestore(distro: str) -> Any:
+    """One typestore per distro per process: rosbags compiles a serializer per type and store, once."""
+    if distro not in _TYPESTORES:
+        from trt_perception.rosbag_types import get_typestore
+
+        _TYPESTORES[distro] = get_typestore(distro)
+    return _TYPESTORES[distro]
 
 
 def _bag_distro(reader: Any) -> Optional[str]:
@@ -498,11 +522,14 @@ class _Run:
                    file=sys.stderr)
         try:
             for conn, t_ns, raw in self._messages(image_conns + truth_conns):
+                if self.limit is not None and index >= self.limit:
+                    if t_ns > last_t + DRIVE_MATCH_TOLERANCE_S * 1e9:
+                        break  # --limit: past the last frame's neighbourhood, no truth left to match
+                    if conn.topic == self.topic:
+                        continue
                 if conn.topic != self.topic:
                     self._truth(conn, t_ns, raw)
                     continue
-                if self.limit is not None and index >= self.limit:
-                    continue  # keep reading truth messages up to the end of the last frame's neighbourhood
                 frame = _Frame(index, t_ns, raw)
                 index += 1
                 first_t = t_ns if first_t is None else first_t
@@ -552,8 +579,8 @@ class _Run:
                 raise
             except Exception as exc:  # rosbags/mcap/sqlite3 raise their own types for a damaged file
                 raise BagError(f"bag {self.report.bag} is damaged after {self.report.frames_in} frames: "
-                               f"{type(exc).__name__}: {exc}; the file looks truncated (was the recording "
-                               "stopped cleanly?); pass --limit to replay the part before the damage") from None
+                               f"{type(exc).__name__}: {exc}; {_DAMAGED}; or pass --limit "
+                               f"{max(1, self.report.frames_in)} to replay the part before the damage") from None
             yield item
 
     def _watchdog(self, t_ns: int) -> None:

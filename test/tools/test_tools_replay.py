@@ -1,0 +1,385 @@
+"""`trt-perception replay` on bags the tests record with rosbags, through the real pipeline and tiny ONNX models.
+
+Checked: one output per input frame with the input's stamp and frame_id, detections where squares were drawn,
+commands equal to what the brightness pilot must say, the output bag readable with the Humble and Jazzy
+definitions, every input encoding and both storages, Humble bags without definitions, the latest-frame
+drops of --realtime, bad frames counted and skipped, and every bad-bag error naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bagfixtures import (
+    SEC,
+    brightness_command,
+    frames_with_squares,
+    read_messages,
+    write_bag,
+    write_params,
+)
+from onnx_factory import brightness_pilot, grid_detector
+
+from trt_perception.cli import main as cli_main
+from trt_perception.errors import BagError, ConfigError
+from trt_perception.tools import report as report_module
+from trt_perception.tools.replay import replay_bag
+
+SQUARE = (48.0, 32.0, 64.0, 48.0)  # one 16x16 cell of the 128x128 frame (8x8 cells of the 64x64 model)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    grid_detector(folder, resize="stretch")
+    brightness_pilot(folder)
+    return folder
+
+
+def make_params(folder: Path, models: Path, **extra: object) -> Path:
+    values: Dict[str, object] = {
+        "detector__model": str(models / "grid.onnx"),
+        "pilot__model": str(models / "pilot.onnx"),
+        "pilot__throttle_mode": "model",
+    }
+    values.update(extra)
+    return write_params(folder, **values)
+
+
+def detections_by_stamp(messages: List) -> Dict[int, np.ndarray]:
+    out = {}
+    for _, msg in messages:
+        boxes = [
+            (d.bbox.center.position.x - d.bbox.size_x / 2, d.bbox.center.position.y - d.bbox.size_y / 2,
+             d.bbox.center.position.x + d.bbox.size_x / 2, d.bbox.center.position.y + d.bbox.size_y / 2)
+            for d in msg.detections
+        ]
+        out[msg.header.stamp.sec * SEC + msg.header.stamp.nanosec] = np.asarray(boxes).reshape(-1, 4)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- happy path
+
+
+def test_both_heads_one_output_per_frame_with_stamps_and_ground_truth(tmp_path: Path, models: Path) -> None:
+    frames = frames_with_squares(8)
+    for frame in frames:
+        frame.drive = brightness_command(frame.image_bgr)
+    bag = write_bag(tmp_path / "drive", frames, encoding="bgr8", drive_topic="/teleop/cmd_vel",
+                    truth_topic="/ground_truth/detections")
+    params = make_params(tmp_path, models, pilot__enabled=True)
+
+    report = replay_bag(bag, params, out=tmp_path / "out", report_dir=tmp_path / "report",
+                        truth_drive_topic="/teleop/cmd_vel", truth_detections_topic="/ground_truth/detections")
+
+    assert (report.frames_in, report.frames_processed, report.bad_frames, report.dropped_frames) == (8, 8, 0, 0)
+    assert report.heads == ["detector", "pilot"]
+    assert report.detections_total == 4 and report.detections_per_class == {"blob": 4}
+    assert report.drive is not None and report.drive.matched == 8
+    assert report.drive.steering_mae < 0.01 and report.drive.throttle_mae < 0.01
+    assert report.detection_eval is not None and report.detection_eval.frames == 8
+    overall = report.detection_eval.overall
+    assert (overall.true_positives, overall.false_positives, overall.false_negatives) == (4, 0, 0)
+    for stage in ("decode", "detector.infer", "pilot.infer", "total", "messages"):
+        assert report.latency[stage].count == 8
+
+    for distro in ("humble", "jazzy"):  # the bytes decode with the real definitions of both distros
+        bag_out = read_messages(tmp_path / "out", distro)
+        assert bag_out["__types__"] == {
+            "/camera/image_raw": "sensor_msgs/msg/Image",
+            "/detections": "vision_msgs/msg/Detection2DArray",
+            "/cmd_vel": "geometry_msgs/msg/Twist",
+        }
+        for topic in ("/camera/image_raw", "/detections", "/cmd_vel"):
+            assert len(bag_out[topic]) == 8
+        images = bag_out["/camera/image_raw"]
+        assert [t for t, _ in images] == [f.t_ns for f in frames]
+        assert np.array_equal(np.asarray(images[3][1].data).reshape(128, 128, 3), frames[3].image_bgr)
+        for (t_img, image), (t_det, det) in zip(images, bag_out["/detections"]):
+            assert t_det == t_img
+            assert det.header.stamp == image.header.stamp and det.header.frame_id == "camera_optical"
+            assert all(d.header.frame_id == "camera_optical" for d in det.detections)
+        boxes = detections_by_stamp(bag_out["/detections"])
+        for frame in frames:
+            found = boxes[frame.t_ns]
+            if frame.boxes:
+                assert found.shape == (1, 4)
+                np.testing.assert_allclose(found[0], SQUARE, atol=0.5)
+                label = next(m for t, m in bag_out["/detections"] if t == frame.t_ns).detections[0]
+                assert label.results[0].hypothesis.class_id == "blob"
+            else:
+                assert found.shape == (0, 4)
+        for frame, (_, twist) in zip(frames, bag_out["/cmd_vel"]):
+            steer, throttle = brightness_command(frame.image_bgr)
+            assert twist.angular.z == pytest.approx(steer, abs=0.01)
+            assert twist.linear.x == pytest.approx(throttle, abs=0.01)
+
+    files = {Path(p).name for p in report.files}
+    assert files == {"report.json", "steering.png", "latency.png", "detections.png"}
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["frames"] == {"in": 8, "processed": 8, "bad": 0, "dropped": 0, "bad_reasons": []}
+    assert data["detection_eval"]["overall"]["recall"] == 1.0
+    assert data["output_topics"]["/cmd_vel"] == "geometry_msgs/msg/Twist"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "storage"),
+    [("rgb8", "mcap"), ("mono8", "sqlite3"), ("yuyv", "mcap"), ("jpeg", "sqlite3"), ("png", "mcap")],
+)
+def test_every_encoding_and_storage_finds_the_squares(tmp_path: Path, models: Path, encoding: str,
+                                                      storage: str) -> None:
+    frames = frames_with_squares(4)
+    topic = "/camera/image_raw/compressed" if encoding in ("jpeg", "png") else "/camera/image_raw"
+    bag = write_bag(tmp_path / "bag", frames, encoding=encoding, storage=storage, topic=topic)
+    params = make_params(tmp_path, models, image_topic=topic)
+
+    report = replay_bag(bag, params, out=tmp_path / "out", storage=storage, heads=["detector"])
+
+    assert report.frames_processed == 4 and report.bad_frames == 0
+    out = read_messages(tmp_path / "out")
+    assert out["__types__"][topic] == report.image_type
+    boxes = detections_by_stamp(out["/detections"])
+    for frame in frames:
+        if frame.boxes:
+            assert boxes[frame.t_ns].shape == (1, 4)
+            np.testing.assert_allclose(boxes[frame.t_ns][0], SQUARE, atol=0.5)
+        else:
+            assert boxes[frame.t_ns].shape == (0, 4)
+    assert list((tmp_path / "out").glob("*.mcap" if storage == "mcap" else "*.db3"))
+
+
+def test_humble_sqlite3_bag_without_message_definitions(tmp_path: Path, models: Path) -> None:
+    frames = frames_with_squares(4)
+    bag = write_bag(tmp_path / "humble", frames, storage="sqlite3", truth_topic="/truth",
+                    humble_without_definitions=True)
+    report = replay_bag(bag, make_params(tmp_path, models), out=tmp_path / "out", distro="humble",
+                        truth_detections_topic="/truth")
+    assert report.frames_processed == 4
+    assert report.detection_eval is not None and report.detection_eval.overall.recall == 1.0
+    assert len(read_messages(tmp_path / "out", "humble")["/detections"]) == 4
+
+
+def test_ackermann_output_watchdog_stop_and_recorded_ackermann(tmp_path: Path, models: Path) -> None:
+    frames = frames_with_squares(6)
+    for frame in frames[3:]:
+        frame.t_ns += 2 * SEC  # the camera stalls for 2 s: longer than pilot.watchdog_timeout (0.5 s)
+    for frame in frames:
+        steer, throttle = brightness_command(frame.image_bgr)
+        frame.drive = (steer * 0.35, throttle * 2.0)  # what Ackermann with the params below must say
+    bag = write_bag(tmp_path / "bag", frames, drive_topic="/teleop/drive", drive_type="ackermann")
+    params = make_params(tmp_path, models, detector__enabled=False, pilot__enabled=True,
+                         pilot__output="ackermann", pilot__max_speed=2.0)
+
+    report = replay_bag(bag, params, out=tmp_path / "out", truth_drive_topic="/teleop/drive")
+
+    assert report.heads == ["pilot"]
+    assert report.drive_outputs == 7 and report.drive_stops == 1  # 6 frames + 1 watchdog stop
+    assert report.drive is not None and report.drive.steering_field == "steering_angle"
+    assert report.drive.steering_mae < 0.01 and report.drive.throttle_mae < 0.01
+    out = read_messages(tmp_path / "out")
+    assert "/detections" not in out
+    drive = out["/drive"]
+    assert len(drive) == 7
+    frame_msgs = [m for _, m in drive if m.drive.speed != 0.0]
+    assert [m.header.stamp.sec * SEC + m.header.stamp.nanosec for m in frame_msgs] == [f.t_ns for f in frames]
+    stop_time, stop = next((t, m) for t, m in drive if m.drive.speed == 0.0)
+    assert stop_time == frames[3].t_ns and stop.drive.steering_angle == 0.0
+    assert stop.header.frame_id == "camera_optical"
+
+
+# ---------------------------------------------------------------------------------------------- realtime
+
+
+def test_realtime_counts_the_frames_a_live_node_would_drop(tmp_path: Path, models: Path) -> None:
+    burst = frames_with_squares(10, period_ns=1)  # 10 frames within 10 ns: the model is always busy
+    bag = write_bag(tmp_path / "burst", burst)
+    params = make_params(tmp_path, models, pilot__enabled=True)
+    report = replay_bag(bag, params, out=tmp_path / "out", realtime=True)
+    # The first frame runs at once; each later one replaces the waiting one; the last one runs at the end.
+    assert (report.frames_in, report.frames_processed, report.dropped_frames) == (10, 2, 8)
+    assert report.output_latency is not None and report.output_latency.count == 2
+    out = read_messages(tmp_path / "out")
+    assert len(out["/camera/image_raw"]) == 10  # the camera topic is copied whole
+    assert len(out["/detections"]) == len(out["/cmd_vel"]) == 2
+    stamps = [m.header.stamp.sec * SEC + m.header.stamp.nanosec for _, m in out["/detections"]]
+    assert stamps == [burst[0].t_ns, burst[-1].t_ns]
+    assert all(t > s for (t, _), s in zip(out["/detections"], stamps))  # published after processing
+
+    slow = frames_with_squares(5, period_ns=SEC)  # 1 Hz camera: the model always keeps up
+    report = replay_bag(write_bag(tmp_path / "slow", slow), params, realtime=True)
+    assert (report.frames_processed, report.dropped_frames) == (5, 0)
+
+
+# -------------------------------------------------------------------------------------------- bad frames
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "jpeg"])
+def test_bad_frames_are_counted_and_skipped(tmp_path: Path, models: Path, encoding: str) -> None:
+    frames = frames_with_squares(6)
+    frames[2].corrupt = frames[4].corrupt = True
+    topic = "/camera/image_raw/compressed" if encoding == "jpeg" else "/camera/image_raw"
+    bag = write_bag(tmp_path / "bag", frames, encoding=encoding, topic=topic)
+    report = replay_bag(bag, make_params(tmp_path, models, image_topic=topic), out=tmp_path / "out")
+    assert (report.frames_in, report.frames_processed, report.bad_frames) == (6, 4, 2)
+    assert len(report.bad_frame_reasons) == 2 and "frame 2" in report.bad_frame_reasons[0]
+    out = read_messages(tmp_path / "out")
+    assert len(out[topic]) == 6 and len(out["/detections"]) == 4
+
+
+# ------------------------------------------------------------------------------------------ bad bags
+
+
+@pytest.fixture
+def small_bag(tmp_path: Path) -> Path:
+    return write_bag(tmp_path / "small", frames_with_squares(3), drive_topic="/teleop/cmd_vel")
+
+
+def test_nonexistent_bag(tmp_path: Path, models: Path) -> None:
+    with pytest.raises(BagError, match=r"does not exist"):
+        replay_bag(tmp_path / "nope", make_params(tmp_path, models))
+
+
+def test_missing_image_topic_lists_what_is_there(tmp_path: Path, models: Path, small_bag: Path) -> None:
+    params = make_params(tmp_path, models, image_topic="/front/image")
+    with pytest.raises(BagError) as err:
+        replay_bag(small_bag, params)
+    text = str(err.value)
+    assert "/front/image" in text and "/camera/image_raw [sensor_msgs/msg/Image]" in text
+    assert "/teleop/cmd_vel [geometry_msgs/msg/Twist]" in text and "--image-topic" in text
+
+
+def test_wrong_types_are_named(tmp_path: Path, models: Path, small_bag: Path) -> None:
+    params = make_params(tmp_path, models)
+    with pytest.raises(BagError, match=r"/teleop/cmd_vel has type geometry_msgs/msg/Twist; expected"):
+        replay_bag(small_bag, params, image_topic="/teleop/cmd_vel")
+    with pytest.raises(BagError, match=r"/camera/image_raw \(--truth-drive-topic\) has type sensor_msgs/msg/Image"):
+        replay_bag(small_bag, params, truth_drive_topic="/camera/image_raw")
+    with pytest.raises(BagError, match=r"/gt \(--truth-detections-topic\) is not in the bag"):
+        replay_bag(small_bag, params, truth_detections_topic="/gt")
+
+
+def test_truncated_and_corrupt_files(tmp_path: Path, models: Path) -> None:
+    params = make_params(tmp_path, models)
+    bag = write_bag(tmp_path / "cut", frames_with_squares(20))
+    (mcap,) = bag.glob("*.mcap")
+    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])  # the recorder died mid-file
+    with pytest.raises(BagError, match=r"cut") as err:
+        replay_bag(bag, params)
+    assert "truncated" in str(err.value) or "corrupt" in str(err.value) or "cannot" in str(err.value)
+
+    garbage = tmp_path / "garbage.mcap"
+    garbage.write_bytes(b"\x89MCAP0\r\n" + b"\x00" * 64)
+    with pytest.raises(BagError, match=r"garbage\.mcap"):
+        replay_bag(garbage, params)
+
+    broken = write_bag(tmp_path / "meta", frames_with_squares(2))
+    (broken / "metadata.yaml").write_text("rosbag2_bagfile_information: [not, a, mapping")
+    with pytest.raises(BagError, match=r"meta"):
+        replay_bag(broken, params)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_damage_anywhere_is_a_bag_error_or_bad_frames_never_a_crash(tmp_path: Path, models: Path,
+                                                                     storage: str) -> None:
+    params = make_params(tmp_path, models)
+    for fraction in (0.05, 0.4, 0.95):
+        bag = write_bag(tmp_path / f"{storage}{fraction}", frames_with_squares(20), storage=storage)
+        (path,) = bag.glob("*.mcap" if storage == "mcap" else "*.db3")
+        data = bytearray(path.read_bytes())
+        at = int(len(data) * fraction)
+        data[at:at + 2000] = b"\xa5" * min(2000, len(data) - at)
+        path.write_bytes(bytes(data))
+        try:
+            report = replay_bag(bag, params, heads=["detector"])
+        except BagError as exc:
+            assert str(bag) in str(exc)
+        else:
+            assert report.frames_processed + report.bad_frames == report.frames_in
+
+
+def test_output_is_never_overwritten_without_force(tmp_path: Path, models: Path, small_bag: Path) -> None:
+    params = make_params(tmp_path, models)
+    out = tmp_path / "out"
+    replay_bag(small_bag, params, out=out)
+    with pytest.raises(BagError, match=r"exists; refusing to overwrite it.*--force"):
+        replay_bag(small_bag, params, out=out)
+    report = replay_bag(small_bag, params, out=out, force=True, storage="sqlite3")
+    assert report.out_bag == str(out) and list(out.glob("*.db3")) and not list(out.glob("*.mcap"))
+    assert not list(tmp_path.glob(".*partial"))
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(BagError, match=r"not a rosbag2 bag"):
+        replay_bag(small_bag, params, out=precious, force=True)
+    assert (precious / "thesis.tex").exists()
+
+
+def test_failed_replay_leaves_no_partial_output(tmp_path: Path, models: Path) -> None:
+    bag = write_bag(tmp_path / "cut", frames_with_squares(40))
+    (mcap,) = bag.glob("*.mcap")
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(BagError):
+        replay_bag(bag, make_params(tmp_path, models), out=tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial"))
+
+
+def test_bad_arguments(tmp_path: Path, models: Path, small_bag: Path) -> None:
+    params = make_params(tmp_path, models)
+    with pytest.raises(ConfigError, match=r"--storage 'rosbag1'"):
+        replay_bag(small_bag, params, storage="rosbag1")
+    with pytest.raises(ConfigError, match=r"--limit 0"):
+        replay_bag(small_bag, params, limit=0)
+    with pytest.raises(ConfigError, match=r"pilot.model is empty"):
+        replay_bag(small_bag, write_params(tmp_path, detector__model=str(models / "grid.onnx")), heads=["pilot"])
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_prints_the_report(tmp_path: Path, models: Path, capsys: pytest.CaptureFixture,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_module, "_pyplot", lambda: None)  # as without matplotlib (and faster)
+    frames = frames_with_squares(6)
+    for frame in frames:
+        frame.drive = brightness_command(frame.image_bgr)
+    bag = write_bag(tmp_path / "bag", frames, drive_topic="/teleop/cmd_vel", truth_topic="/gt")
+    params = make_params(tmp_path, models, pilot__enabled=True)
+    rc = cli_main(["replay", str(bag), "--params", str(params), "--out", str(tmp_path / "out"),
+                   "--report", str(tmp_path / "rep"), "--truth-drive-topic", "/teleop/cmd_vel",
+                   "--truth-detections-topic", "/gt", "--limit", "4", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "frames        in 4   processed 4   bad 0   dropped 0" in printed
+    assert "steering" in printed and "angular.z" in printed and "blob" in printed
+    assert "report.json" in printed and (tmp_path / "rep" / "report.json").is_file()
+    assert "matplotlib is not installed" in printed and not list((tmp_path / "rep").glob("*.png"))
+
+    rc = cli_main(["replay", str(bag), "--params", str(params), "--no-out", "--heads", "pilot,wheels"])
+    assert rc == 2 and "--heads 'pilot,wheels'" in capsys.readouterr().err
+
+    rc = cli_main(["replay", str(bag), "--params", str(params), "--no-out", "--image-topic", "/nope"])
+    assert rc == 2 and "image topic /nope is not in the bag" in capsys.readouterr().err
+
+
+def test_cli_default_output_goes_to_the_working_directory(tmp_path: Path, models: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    bag = write_bag(tmp_path / "run1", frames_with_squares(2))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    params = make_params(tmp_path, models)
+    assert cli_main(["replay", str(bag), "--params", str(params), "--no-progress"]) == 0
+    assert (work / "run1_replay" / "metadata.yaml").is_file()
+    assert cli_main(["replay", str(bag), "--params", str(params), "--no-progress"]) == 2
+    assert "--force" in capsys.readouterr().err
