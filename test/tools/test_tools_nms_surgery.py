@@ -288,6 +288,8 @@ def test_insert_nms_in_memory_and_output_elsewhere(tmp_path: Path) -> None:
     model, data = insert_nms(onnx.load(str(source)), load_spec(source), "efficient",
                              NmsSettings(score_threshold=0.3, iou_threshold=0.6, max_detections=10))
     assert data["output"]["format"] == "efficient_nms" and data["detection"]["max_detections"] == 10
+    attrs = {a.name: helper.get_attribute_value(a) for a in plugin_node(model).attribute}
+    assert attrs["score_threshold"] == pytest.approx(0.3) and attrs["iou_threshold"] == pytest.approx(0.6)
     assert data["detection"]["score_threshold"] == 0.4  # the spec's run-time threshold is above the plugin's
     (tmp_path / "out").mkdir()
     out, spec_path = add_nms_to_file(source, tmp_path / "out" / "ssd.onnx", kind="batched")
