@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, 
 import numpy as np
 
 from trt_perception.backends.base import Backend, open_backend
-from trt_perception.errors import SpecError
+from trt_perception.errors import BackendError, SpecError
 from trt_perception.images import DecodedImage, decode_image
 from trt_perception.outputs import DetectionSettings, RawDetections, create_parser
 from trt_perception.preprocess import Preprocessor
@@ -60,6 +60,8 @@ class ModelPipeline:
         spec_overrides: Optional[Mapping[str, Any]] = None,
     ) -> ModelPipeline:
         """Load a model file with its spec (found beside it unless given) on the chosen backend."""
+        if not Path(model).is_file():
+            raise BackendError(f"model file {model} does not exist; fix: check the model path (param or flag)")
         model_spec = load_spec(model, spec, overrides=spec_overrides)
         options = dict(backend_options or {})
         if Path(model).suffix.lower() != ".onnx" and model_spec.build and backend in ("auto", "tensorrt"):
