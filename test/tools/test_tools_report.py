@@ -1,0 +1,139 @@
+"""The replay report's numbers (matching, errors, percentiles), its table and its files, without a bag."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trt_perception.tools import report as report_module
+from trt_perception.tools.report import (
+    ClassScore,
+    DetectionEval,
+    DriveError,
+    LatencyStats,
+    ReplayReport,
+    SampleFrame,
+    format_report,
+    mae_rmse,
+    nearest_within,
+    score_frame,
+    write_report_files,
+)
+
+
+def test_score_frame_matches_greedily_per_class_at_iou_half() -> None:
+    truth = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]], float)
+    truth_labels = ["cone", "cone", "box"]
+    boxes = np.array([
+        [0, 0, 10, 11],  # cone, matches truth 0 (IoU 0.91)
+        [1, 0, 10, 10],  # cone, a duplicate of truth 0 with a lower score: false positive
+        [20, 20, 26, 30],  # cone, IoU 0.6 with truth 1: match
+        [50, 50, 60, 60],  # labelled cone but truth says box: FP for cone, FN for box
+        [80, 80, 90, 90],  # person nowhere in the truth: FP
+    ], float)
+    scores = np.array([0.9, 0.8, 0.7, 0.95, 0.5])
+    labels = ["cone", "cone", "cone", "cone", "person"]
+    result = score_frame(boxes, scores, labels, truth, truth_labels)
+    assert (result["cone"].true_positives, result["cone"].false_positives, result["cone"].false_negatives) == (2, 2, 0)
+    assert (result["box"].true_positives, result["box"].false_negatives) == (0, 1)
+    assert (result["person"].false_positives, result["person"].false_negatives) == (1, 0)
+
+
+def test_score_frame_below_threshold_and_empty_inputs() -> None:
+    truth = np.array([[0, 0, 10, 10]], float)
+    half = np.array([[5, 0, 15, 10]], float)  # IoU 1/3
+    assert score_frame(half, np.array([0.9]), ["a"], truth, ["a"])["a"].true_positives == 0
+    empty = score_frame(np.zeros((0, 4)), np.zeros(0), [], truth, ["a"])
+    assert empty["a"].false_negatives == 1 and math.isnan(empty["a"].precision) and empty["a"].recall == 0.0
+    assert score_frame(np.zeros((0, 4)), np.zeros(0), [], np.zeros((0, 4)), []) == {}
+
+
+def test_nearest_within_picks_the_closest_time_inside_the_tolerance() -> None:
+    reference = np.array([0.0, 10.0, 20.0])
+    picked = nearest_within(np.array([-1.0, 4.0, 6.0, 14.9, 30.0, 100.0]), reference, tolerance=5.0)
+    assert picked.tolist() == [0, 0, 1, 1, -1, -1]
+    assert nearest_within(np.array([1.0]), np.array([]), 5.0).tolist() == [-1]
+
+
+def test_mae_rmse_skips_missing_pairs() -> None:
+    mae, rmse = mae_rmse([1.0, 2.0, np.nan, 4.0], [1.0, 1.0, 3.0, 2.0])
+    assert mae == pytest.approx(1.0) and rmse == pytest.approx(math.sqrt(5 / 3))
+    assert all(math.isnan(v) for v in mae_rmse([np.nan], [1.0]))
+
+
+def test_latency_stats_in_milliseconds() -> None:
+    stats = LatencyStats.from_seconds([0.001 * i for i in range(1, 101)])
+    assert stats.count == 100 and stats.max_ms == pytest.approx(100.0)
+    assert stats.p50_ms == pytest.approx(50.5) and stats.p95_ms == pytest.approx(95.05)
+    assert math.isnan(LatencyStats.from_seconds([]).p50_ms)
+
+
+def sample_report() -> ReplayReport:
+    report = ReplayReport(bag="/bags/drive", image_topic="/camera/image_raw/compressed",
+                          image_type="sensor_msgs/msg/CompressedImage", heads=["detector", "pilot"], realtime=True,
+                          frames_in=100, frames_processed=90, bad_frames=1, dropped_frames=9,
+                          bag_duration_s=3.3, wall_s=1.5, detections_total=45, detections_max_per_frame=2,
+                          detections_per_class={"cone": 30, "box": 15}, drive_outputs=90)
+    report.bad_frame_reasons = ["frame 7 at t=1.000: CompressedImage data is not a jpeg"]
+    report.latency = {"total": LatencyStats.from_seconds([0.004, 0.005, 0.006]),
+                      "decode": LatencyStats.from_seconds([0.001, 0.001, 0.002])}
+    report.output_latency = LatencyStats.from_seconds([0.01, 0.02])
+    report.drive = DriveError("/teleop/cmd_vel", "geometry_msgs/msg/Twist", 90, 0.05, 0.07, 0.02, 0.03,
+                              "angular.z", "linear.x")
+    report.detection_eval = DetectionEval("/ground_truth/detections", 90, 0.5,
+                                          {"cone": ClassScore(28, 2, 4), "box": ClassScore(0, 0, 0)})
+    series = report.series
+    series.stage_seconds = {"total": [0.004, 0.005, 0.006], "decode": [0.001, 0.001, 0.002]}
+    series.frame_times = [0.0, 0.1, 0.2]
+    series.predicted_steering = [0.1, 0.2, np.nan]
+    series.predicted_throttle = [0.3, 0.3, np.nan]
+    series.recorded_times = [0.0, 0.1, 0.2]
+    series.recorded_steering = [0.1, 0.25, 0.2]
+    series.recorded_throttle = [0.3, 0.3, 0.3]
+    series.samples = [SampleFrame(3, 0.3, np.zeros((24, 32, 3), np.uint8), np.array([[2, 2, 10, 10]], np.float32),
+                                  ["cone"], np.array([0.9], np.float32), truth_boxes=np.array([[2, 2, 11, 11]]),
+                                  truth_labels=["cone"])]
+    return report
+
+
+def test_table_shows_frames_latency_errors_and_precision_recall() -> None:
+    text = format_report(sample_report())
+    assert "frames        in 100   processed 90   bad 1   dropped 9" in text
+    assert "realtime" in text and "not a jpeg" in text
+    assert "decode" in text.split("total")[0]  # stages in pipeline order, total last
+    assert "arrival->output" in text
+    assert "45 in all, 0.50 per frame, max 2" in text and "box: 15, cone: 30" in text
+    assert "steering         0.050    0.070   (angular.z)" in text
+    assert "cone              28     2     4      93.3%    87.5%" in text
+    assert "box                0     0     0          -        -" in text
+    assert "all               28     2     4      93.3%    87.5%" in text
+
+
+def test_files_are_written_with_plots(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    report = sample_report()
+    written = write_report_files(report, tmp_path / "r")
+    assert sorted(p.name for p in written) == ["detections.png", "latency.png", "report.json", "steering.png"]
+    for path in written:
+        assert path.stat().st_size > 1000
+    assert report.report_dir == str(tmp_path / "r") and len(report.files) == 4
+
+
+def test_without_matplotlib_the_numbers_still_land_in_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
+    report = sample_report()
+    written = write_report_files(report, tmp_path)
+    assert [p.name for p in written] == ["report.json"]
+    assert any("pip install" in note and "matplotlib" in note for note in report.notes)
+    text = (tmp_path / "report.json").read_text()
+    assert "NaN" not in text  # strict JSON: missing numbers are null
+    data = json.loads(text)
+    assert data["frames"]["dropped"] == 9 and data["drive_error"]["steering_mae"] == 0.05
+    assert data["detection_eval"]["per_class"]["box"]["precision"] is None
+    assert data["detection_eval"]["overall"]["true_positives"] == 28
+    assert data["latency_ms"]["total"]["count"] == 3
+    assert "matplotlib" in format_report(report)
