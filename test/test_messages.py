@@ -1,4 +1,4 @@
-"""Message building against the real ROS 2 definitions (rosbags typestores for Humble and Jazzy), no ROS needed.
+"""Message building against real ROS 2 definitions (rosbags typestores, Humble and Jazzy), no ROS needed.
 
 Every builder's output is serialized to CDR with the distro's definitions and read back, so a wrong field
 name, type or nesting fails here exactly as it would fail in rclpy.
@@ -117,12 +117,16 @@ def test_ackermann_radians_and_speed(store):
     assert back.header.stamp.sec == 1700000000 and back.header.frame_id == "camera_optical"
     assert back.drive.steering_angle == pytest.approx(0.2)  # left = positive
     assert back.drive.speed == pytest.approx(1.0)
-    assert drive_message(types, header, DriveCommand(0, 0), pilot).__msgtype__.endswith("AckermannDriveStamped")
+    assert drive_message(types, header, DriveCommand(0, 0), pilot).__msgtype__.endswith(
+        "AckermannDriveStamped"
+    )
     assert drive_message(types, header, DriveCommand(0, 0), PilotConfig()).__msgtype__.endswith("/Twist")
 
 
-@pytest.mark.parametrize("encoding, shape, dtype", [("rgb8", (4, 5, 3), np.uint8), ("mono8", (3, 7), np.uint8),
-                                                   ("mono16", (2, 3), np.uint16)])
+@pytest.mark.parametrize(
+    "encoding, shape, dtype",
+    [("rgb8", (4, 5, 3), np.uint8), ("mono8", (3, 7), np.uint8), ("mono16", (2, 3), np.uint16)],
+)
 def test_overlay_image_roundtrip(store, encoding, shape, dtype):
     typestore, types = store
     array = np.arange(np.prod(shape), dtype=dtype).reshape(shape)
@@ -145,13 +149,26 @@ def test_overlay_image_data_is_a_view_not_a_copy():
 def test_diagnostics(store):
     typestore, types = store
     msg = diagnostic_array(
-        types, input_header(types), "trt_perception: perception", "WARN", "no frames", "onnxruntime",
+        types,
+        input_header(types),
+        "trt_perception: perception",
+        "WARN",
+        "no frames",
+        "onnxruntime",
         {"fps_in": 29.97, "dropped": 3, "backend": "onnxruntime"},
     )
     back = roundtrip(typestore, msg)
     status = back.status[0]
-    assert status.level == 1 and status.name == "trt_perception: perception" and status.hardware_id == "onnxruntime"
-    assert {kv.key: kv.value for kv in status.values} == {"fps_in": "29.97", "dropped": "3", "backend": "onnxruntime"}
+    assert (
+        status.level == 1
+        and status.name == "trt_perception: perception"
+        and status.hardware_id == "onnxruntime"
+    )
+    assert {kv.key: kv.value for kv in status.values} == {
+        "fps_in": "29.97",
+        "dropped": "3",
+        "backend": "onnxruntime",
+    }
     with pytest.raises(ValueError):
         diagnostic_array(types, input_header(types), "n", "BAD", "", "", {})
 
@@ -168,7 +185,9 @@ def test_from_rclpy_without_ros_reports_missing_packages():
     except ImportError:
         types = MessageTypes.from_rclpy()
         assert types.kind == "rclpy"
-        assert types.classes["Detection2DArray"] is None and "vision_msgs" in types.missing["Detection2DArray"]
+        assert (
+            types.classes["Detection2DArray"] is None and "vision_msgs" in types.missing["Detection2DArray"]
+        )
     else:  # with ROS sourced the classes resolve (vision_msgs/ackermann_msgs may still be absent)
         types = MessageTypes.from_rclpy()
         assert types.classes["Header"] is not None

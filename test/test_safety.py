@@ -68,7 +68,9 @@ def test_constant_mode_still_stops_on_nan_steering():
 
 
 def test_invert_steering():
-    assert make(invert_steering=True).command_from(SteeringPrediction(0.3, 0), 1).steering == pytest.approx(-0.3)
+    assert make(invert_steering=True).command_from(SteeringPrediction(0.3, 0), 1).steering == pytest.approx(
+        -0.3
+    )
 
 
 def test_smoothing_is_an_ema_of_outputs():

@@ -32,7 +32,9 @@ def test_rate_decays_when_frames_stop():
 def test_latency_and_stage_percentiles():
     stats = RollingStats(samples=100)
     for i in range(1, 101):
-        stats.frame_out(float(i), latency=i / 1000.0, timings={"decode": 0.001, "detector.infer": i / 10000.0})
+        stats.frame_out(
+            float(i), latency=i / 1000.0, timings={"decode": 0.001, "detector.infer": i / 10000.0}
+        )
     snap = stats.snapshot(100.0)
     assert snap["latency.p50"] == pytest.approx(np.percentile(np.arange(1, 101) / 1000.0, 50))
     assert snap["latency.p95"] == pytest.approx(np.percentile(np.arange(1, 101) / 1000.0, 95))

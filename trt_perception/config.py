@@ -3,8 +3,8 @@
 Every parameter lives in ``PARAMS`` (name, default, type, description, range, read-only, dynamic). The node
 turns each entry into a ROS ``ParameterDescriptor``; ``load_params_file`` reads the standard
 ``trt_perception: ros__parameters:`` YAML without ROS; ``PerceptionConfig.from_params`` validates a flat
-``{dotted.name: value}`` mapping into dataclasses; ``validate_param_change`` is the node's on-set check. So the
-car, the replay tool and the docs cannot disagree about a name, a default or a range.
+``{dotted.name: value}`` mapping into dataclasses; ``validate_param_change`` is the node's on-set check.
+So the car, the replay tool and the docs cannot disagree about a name, a default or a range.
 """
 
 from __future__ import annotations
@@ -88,37 +88,51 @@ def _dyn(name: str, default: Any, kind: str, description: str, **kw: Any) -> Par
 def _model_params(head: str, what: str) -> List[ParamDef]:
     return [
         ParamDef(
-            f"{head}.model", "", STRING,
+            f"{head}.model",
+            "",
+            STRING,
             f"{what} model file (.onnx, .engine/.plan/.trt/.bin): absolute, relative to the params file, "
             "or pkg://trt_perception/<path> for files shipped in the Python package",
         ),
         ParamDef(
-            f"{head}.spec", "", STRING,
+            f"{head}.spec",
+            "",
+            STRING,
             "model spec YAML; empty = the spec beside the model (model.engine.yaml, then model.yaml)",
         ),
         ParamDef(
-            f"{head}.backend", "auto", STRING,
+            f"{head}.backend",
+            "auto",
+            STRING,
             "inference runtime; auto = by file suffix (.onnx -> onnxruntime, engines -> tensorrt)",
             choices=BACKENDS,
         ),
         ParamDef(
-            f"{head}.providers", [], STRING_LIST,
+            f"{head}.providers",
+            [],
+            STRING_LIST,
             "ONNX Runtime execution providers in order, e.g. [TensorrtExecutionProvider, "
             "CUDAExecutionProvider, CPUExecutionProvider]; empty = CPU. A missing provider is an error",
         ),
         ParamDef(
-            f"{head}.plugin_libraries", [], STRING_LIST,
+            f"{head}.plugin_libraries",
+            [],
+            STRING_LIST,
             "TensorRT plugin .so files loaded before the engine (custom plugins, FlattenConcat)",
         ),
         ParamDef(
-            f"{head}.cuda", "auto", STRING,
+            f"{head}.cuda",
+            "auto",
+            STRING,
             "CUDA binding the TensorRT backend uses; auto = whichever is installed",
             choices=CUDA_LIBRARIES,
         ),
         ParamDef(
-            f"{head}.auto_build", False, BOOL,
-            "build (or rebuild) the TensorRT engine from the ONNX beside it when it is missing or was built for "
-            "another TensorRT/GPU (minutes on a Nano)",
+            f"{head}.auto_build",
+            False,
+            BOOL,
+            "build (or rebuild) the TensorRT engine from the ONNX beside it when it is missing or was built "
+            "for another TensorRT/GPU (minutes on a Nano)",
         ),
     ]
 
@@ -126,23 +140,31 @@ def _model_params(head: str, what: str) -> List[ParamDef]:
 PARAMS: Tuple[ParamDef, ...] = (
     # ---------------------------------------------------------------------------------------------- input
     ParamDef(
-        "image_topic", "/camera/image_raw", STRING,
+        "image_topic",
+        "/camera/image_raw",
+        STRING,
         "camera topic; for compressed transport the CompressedImage topic itself (…/image_raw/compressed)",
     ),
     ParamDef(
-        "image_transport", "raw", STRING,
+        "image_transport",
+        "raw",
+        STRING,
         "raw = sensor_msgs/Image, compressed = sensor_msgs/CompressedImage (jpeg/png)",
         choices=("raw", "compressed"),
     ),
     ParamDef(
-        "qos_reliability", "best_effort", STRING,
+        "qos_reliability",
+        "best_effort",
+        STRING,
         "camera subscription reliability; best_effort (REP 2003 sensor data) connects to reliable and "
         "best-effort cameras alike, reliable connects to reliable cameras only",
         choices=("best_effort", "reliable"),
     ),
     ParamDef("qos_depth", 1, INT, "camera subscription queue depth (keep last N)", range=(1, 100)),
     ParamDef(
-        "frame_policy", "latest", STRING,
+        "frame_policy",
+        "latest",
+        STRING,
         "latest = a worker thread runs the models on the newest frame, a newer frame replaces a waiting one "
         "(bounded latency, drops counted); inline = run in the subscription callback (no extra thread)",
         choices=("latest", "inline"),
@@ -151,12 +173,16 @@ PARAMS: Tuple[ParamDef, ...] = (
         "diagnostics_period", 1.0, DOUBLE, "seconds between /diagnostics reports; 0 = off", range=(0.0, 60.0)
     ),
     ParamDef(
-        "bad_frame_log_period", 5.0, DOUBLE,
+        "bad_frame_log_period",
+        5.0,
+        DOUBLE,
         "at most one log line per this many seconds about undecodable frames (all are counted)",
         range=(0.0, 3600.0),
     ),
     ParamDef(
-        "params_file", "", STRING,
+        "params_file",
+        "",
+        STRING,
         "the params YAML this node was started with (car.launch.py sets it); relative model paths resolve "
         "against its folder",
     ),
@@ -164,88 +190,127 @@ PARAMS: Tuple[ParamDef, ...] = (
     ParamDef("detector.enabled", True, BOOL, "run the detector head and publish detections"),
     *_model_params("detector", "detector"),
     _dyn(
-        "detector.score_threshold", USE_SPEC, DOUBLE,
-        "minimum detection score; -1 = the model spec's value", range=(0.0, 1.0), special=USE_SPEC,
+        "detector.score_threshold",
+        USE_SPEC,
+        DOUBLE,
+        "minimum detection score; -1 = the model spec's value",
+        range=(0.0, 1.0),
+        special=USE_SPEC,
     ),
     _dyn(
-        "detector.iou_threshold", USE_SPEC, DOUBLE,
+        "detector.iou_threshold",
+        USE_SPEC,
+        DOUBLE,
         "NMS IoU threshold (formats decoded on the CPU); -1 = the model spec's value",
-        range=(0.0, 1.0), special=USE_SPEC,
+        range=(0.0, 1.0),
+        special=USE_SPEC,
     ),
     _dyn(
-        "detector.max_detections", 0, INT, "most detections per frame; 0 = the model spec's value",
+        "detector.max_detections",
+        0,
+        INT,
+        "most detections per frame; 0 = the model spec's value",
         range=(0, 1000),
     ),
     _dyn(
-        "detector.classes", [], STRING_LIST,
+        "detector.classes",
+        [],
+        STRING_LIST,
         "class allow-list by label ('cone') or id ('3'); empty = the spec's allow-list (or all classes)",
     ),
     _dyn(
-        "detector.class_id_mode", "label", STRING,
+        "detector.class_id_mode",
+        "label",
+        STRING,
         "what results[].hypothesis.class_id carries: label = the label text, id = the numeric class id",
         choices=("label", "id"),
     ),
     _dyn(
-        "detector.publish_overlay", True, BOOL,
+        "detector.publish_overlay",
+        True,
+        BOOL,
         "publish detections/overlay (annotated image); drawn only while someone subscribes",
     ),
     # ---------------------------------------------------------------------------------------------- pilot
     ParamDef("pilot.enabled", False, BOOL, "run the steering head and publish drive commands"),
     *_model_params("pilot", "steering"),
     ParamDef(
-        "pilot.output", "twist", STRING,
+        "pilot.output",
+        "twist",
+        STRING,
         "twist = geometry_msgs/Twist on cmd_vel; ackermann = ackermann_msgs/AckermannDriveStamped on drive",
         choices=("twist", "ackermann"),
     ),
     _dyn(
-        "pilot.drive_enabled", False, BOOL,
+        "pilot.drive_enabled",
+        False,
+        BOOL,
         "send drive commands; turning it off publishes one stop (also: service ~/set_enabled)",
     ),
     _dyn(
-        "pilot.steering_scale", 1.0, DOUBLE,
+        "pilot.steering_scale",
+        1.0,
+        DOUBLE,
         "Twist angular.z (rad/s) at full steering; steering +1 (right) gives angular.z = -scale (REP 103)",
         range=(0.0, 100.0),
     ),
+    _dyn("pilot.throttle_scale", 1.0, DOUBLE, "Twist linear.x (m/s) at full throttle", range=(0.0, 100.0)),
     _dyn(
-        "pilot.throttle_scale", 1.0, DOUBLE, "Twist linear.x (m/s) at full throttle", range=(0.0, 100.0)
-    ),
-    _dyn(
-        "pilot.max_steering_angle", 0.35, DOUBLE,
+        "pilot.max_steering_angle",
+        0.35,
+        DOUBLE,
         "Ackermann steering_angle (rad) at full steering; steering +1 (right) gives -angle (REP 103)",
         range=(0.0, 1.6),
     ),
     _dyn("pilot.max_speed", 1.0, DOUBLE, "Ackermann speed (m/s) at full throttle", range=(0.0, 100.0)),
     _dyn(
-        "pilot.max_steering", 1.0, DOUBLE, "steering is clamped to [-max_steering, max_steering]",
+        "pilot.max_steering",
+        1.0,
+        DOUBLE,
+        "steering is clamped to [-max_steering, max_steering]",
         range=(0.0, 1.0),
     ),
     _dyn(
-        "pilot.max_throttle", 0.5, DOUBLE, "upper throttle limit (capped and constant modes)",
+        "pilot.max_throttle",
+        0.5,
+        DOUBLE,
+        "upper throttle limit (capped and constant modes)",
         range=(-1.0, 1.0),
     ),
     _dyn(
-        "pilot.min_throttle", 0.0, DOUBLE,
-        "lower throttle limit (capped and constant modes); negative allows reverse", range=(-1.0, 1.0),
+        "pilot.min_throttle",
+        0.0,
+        DOUBLE,
+        "lower throttle limit (capped and constant modes); negative allows reverse",
+        range=(-1.0, 1.0),
     ),
     _dyn(
-        "pilot.throttle_mode", "capped", STRING,
+        "pilot.throttle_mode",
+        "capped",
+        STRING,
         "capped = model throttle clamped to [min_throttle, max_throttle]; model = model throttle as is "
         "(only clamped to [-1, 1]); constant = constant_throttle (clamped to the limits)",
         choices=("model", "constant", "capped"),
     ),
+    _dyn("pilot.constant_throttle", 0.2, DOUBLE, "throttle used in constant mode", range=(-1.0, 1.0)),
     _dyn(
-        "pilot.constant_throttle", 0.2, DOUBLE, "throttle used in constant mode", range=(-1.0, 1.0)
+        "pilot.steering_slew_rate",
+        0.0,
+        DOUBLE,
+        "largest steering change per second (full range is 2.0); 0 = no limit",
+        range=(0.0, 1000.0),
     ),
     _dyn(
-        "pilot.steering_slew_rate", 0.0, DOUBLE,
-        "largest steering change per second (full range is 2.0); 0 = no limit", range=(0.0, 1000.0),
+        "pilot.smoothing",
+        0.0,
+        DOUBLE,
+        "steering EMA weight of the previous value (0 = off, 0.9 = heavy smoothing)",
+        range=(0.0, 0.99),
     ),
     _dyn(
-        "pilot.smoothing", 0.0, DOUBLE,
-        "steering EMA weight of the previous value (0 = off, 0.9 = heavy smoothing)", range=(0.0, 0.99),
-    ),
-    _dyn(
-        "pilot.watchdog_timeout", 0.5, DOUBLE,
+        "pilot.watchdog_timeout",
+        0.5,
+        DOUBLE,
         "no processed frame for this many seconds (ROS clock) -> publish one stop; 0 = off",
         range=(0.0, 60.0),
     ),
@@ -310,7 +375,8 @@ def check_value(param: ParamDef, value: Any, strict_double: bool = False) -> Tup
         if not isinstance(value, (str, bytes, list, tuple)) and hasattr(value, "__iter__"):
             value = list(value)  # rclpy hands integer arrays over as array.array
         if isinstance(value, (list, tuple)) and all(
-            isinstance(v, str) or (allow_ints and isinstance(v, int) and not isinstance(v, bool)) for v in value
+            isinstance(v, str) or (allow_ints and isinstance(v, int) and not isinstance(v, bool))
+            for v in value
         ):
             return [v if isinstance(v, str) else str(v) for v in value], None
         what = "a list of labels or class ids" if allow_ints else "a list of strings"
@@ -391,7 +457,9 @@ def _node_sections(data: Mapping[str, Any], node_name: str) -> List[Tuple[str, M
         if params is None:
             params = {}
         if not isinstance(params, Mapping):
-            raise ConfigError(f"params file section {key_text}.ros__parameters is {params!r}; expected a mapping")
+            raise ConfigError(
+                f"params file section {key_text}.ros__parameters is {params!r}; expected a mapping"
+            )
         sections.append((key_text, params))
     sections.sort(key=lambda item: 0 if item[0] in wildcard_keys else 1)
     return sections
@@ -403,7 +471,8 @@ def load_params_file(
     """Read a ROS 2 params YAML and return this node's parameters as ``{dotted.name: value}``.
 
     Accepts ``<node_name>: ros__parameters:`` (with or without a leading slash or namespace) and ``/**:``;
-    nested mappings become dotted names (``detector: {score_threshold: 0.4}`` -> ``detector.score_threshold``).
+    nested mappings become dotted names (``detector: {score_threshold: 0.4}`` ->
+    ``detector.score_threshold``).
     Unknown names are refused with close matches (a typo in ``pilot.max_throttle`` must not pass silently),
     and values are checked as the node checks them. ``params_file`` is set to the file's absolute path, so
     relative model paths resolve against its folder. ROS-owned parameters (use_sim_time...) are dropped.
@@ -417,13 +486,15 @@ def load_params_file(
         raise ConfigError(f"params file {file_path} is not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(
-            f"params file {file_path} holds {type(data).__name__}; expected '{node_name}: ros__parameters: ...'"
+            f"params file {file_path} holds {type(data).__name__}; "
+            f"expected '{node_name}: ros__parameters: ...'"
         )
     sections = _node_sections(data, node_name)
     if not sections:
         raise ConfigError(
-            f"params file {file_path} has no section for node {node_name!r} (sections: {sorted(map(str, data))}); "
-            f"fix: put the parameters under '{node_name}:\\n  ros__parameters:' or '/**:\\n  ros__parameters:'"
+            f"params file {file_path} has no section for node {node_name!r} "
+            f"(sections: {sorted(map(str, data))}); fix: put the parameters under "
+            f"'{node_name}:\\n  ros__parameters:' or '/**:\\n  ros__parameters:'"
         )
     flat: Dict[str, Any] = {}
     for _, params in sections:
@@ -515,7 +586,14 @@ class PilotConfig:
 
 
 SAFETY_FIELDS = tuple(SafetyConfig.__dataclass_fields__)
-PILOT_FIELDS = ("output", "steering_scale", "throttle_scale", "max_steering_angle", "max_speed", "drive_enabled")
+PILOT_FIELDS = (
+    "output",
+    "steering_scale",
+    "throttle_scale",
+    "max_steering_angle",
+    "max_speed",
+    "drive_enabled",
+)
 MODEL_FIELDS = tuple(ModelConfig.__dataclass_fields__)
 
 
@@ -616,8 +694,8 @@ class PerceptionConfig:
         ):
             if enabled and not model.model:
                 raise ConfigError(
-                    f"{head}.enabled is true but {head}.model is empty; fix: set {head}.model to a model file "
-                    f"(.onnx or a TensorRT engine) or set {head}.enabled: false"
+                    f"{head}.enabled is true but {head}.model is empty; fix: set {head}.model to a model "
+                    f"file (.onnx or a TensorRT engine) or set {head}.enabled: false"
                 )
 
     @property
@@ -673,14 +751,16 @@ def resolve_path(value: str, base: Optional[Union[str, Path]] = None, param: str
     text = str(value)
     for scheme in (PKG_SCHEME, PACKAGE_SCHEME):
         if text.startswith(scheme):
-            package, _, rest = text[len(scheme):].partition("/")
+            package, _, rest = text[len(scheme) :].partition("/")
             if not package or not rest:
                 raise ConfigError(
                     f"{param} is {text!r}; expected {scheme}<package>/<path inside it>, "
                     f"e.g. {PKG_SCHEME}trt_perception/data/demo/detector.onnx"
                 )
-            root = _python_package_dir(package, param, text) if scheme == PKG_SCHEME else _share_dir(
-                package, param, text
+            root = (
+                _python_package_dir(package, param, text)
+                if scheme == PKG_SCHEME
+                else _share_dir(package, param, text)
             )
             return root / rest
     path = Path(os.path.expanduser(text))
@@ -774,18 +854,19 @@ def open_head(head: str, model: ModelConfig) -> ModelPipeline:
     path = Path(model.model)
     if not path.is_file():
         raise ConfigError(
-            f"{head}.model is {model.model!r} but that file does not exist; fix: set {head}.model to an existing "
-            ".onnx/.engine file (absolute, relative to the params file, or pkg://trt_perception/...)"
+            f"{head}.model is {model.model!r} but that file does not exist; fix: set {head}.model to an "
+            "existing .onnx/.engine file (absolute, relative to the params file, or pkg://trt_perception/...)"
         )
     if model.spec and not Path(model.spec).is_file():
         raise ConfigError(
-            f"{head}.spec is {model.spec!r} but that file does not exist; fix: set {head}.spec to the model's "
-            "spec YAML, or leave it empty to use the spec beside the model"
+            f"{head}.spec is {model.spec!r} but that file does not exist; fix: set {head}.spec to the "
+            "model's spec YAML, or leave it empty to use the spec beside the model"
         )
     options = backend_options(head, model)
     try:
-        return ModelPipeline.open(model.model, spec=model.spec or None, backend=model.backend,
-                                  backend_options=options)
+        return ModelPipeline.open(
+            model.model, spec=model.spec or None, backend=model.backend, backend_options=options
+        )
     except TrtPerceptionError as exc:
         raise type(exc)(f"{head}.model {model.model}: {exc}") from exc
 
@@ -852,7 +933,9 @@ def check_classes(pipeline: ModelPipeline, classes: Sequence[str]) -> Optional[s
     spec = pipeline.spec.detection
     items = tuple(int(c) if str(c).strip().lstrip("-").isdigit() else c for c in classes)
     try:
-        DetectionSpec(labels=spec.labels, first_label_id=spec.first_label_id, classes=items).allowed_class_ids()
+        DetectionSpec(
+            labels=spec.labels, first_label_id=spec.first_label_id, classes=items
+        ).allowed_class_ids()
     except TrtPerceptionError as exc:
         return f"detector.classes: {exc}"
     return None

@@ -93,7 +93,9 @@ class PerceptionNode:
             raise
         node.add_on_set_parameters_callback(self._on_set_parameters)
         if self.config.frame_policy == "latest":
-            self._worker = threading.Thread(target=self._worker_loop, name="trt_perception_worker", daemon=True)
+            self._worker = threading.Thread(
+                target=self._worker_loop, name="trt_perception_worker", daemon=True
+            )
             self._worker.start()
         self.logger.info(self._startup_line())
 
@@ -184,12 +186,25 @@ class PerceptionNode:
             safety=safety_config(values),
             **{
                 name: values[f"pilot.{name}"]
-                for name in ("steering_scale", "throttle_scale", "max_steering_angle", "max_speed", "drive_enabled")
+                for name in (
+                    "steering_scale",
+                    "throttle_scale",
+                    "max_steering_angle",
+                    "max_speed",
+                    "drive_enabled",
+                )
             },
         )
         self.config = dataclasses.replace(config, detector=detector, pilot=pilot)
-        if any(n in changed for n in ("detector.score_threshold", "detector.iou_threshold",
-                                      "detector.max_detections", "detector.classes")):
+        if any(
+            n in changed
+            for n in (
+                "detector.score_threshold",
+                "detector.iou_threshold",
+                "detector.max_detections",
+                "detector.classes",
+            )
+        ):
             with self._lock:
                 self._pending_detector = detector  # applied by the worker between frames
         if self.safety is not None:
@@ -225,7 +240,9 @@ class PerceptionNode:
 
         node, config, types = self.node, self.config, self.types
         reliability = (
-            ReliabilityPolicy.BEST_EFFORT if config.qos_reliability == "best_effort" else ReliabilityPolicy.RELIABLE
+            ReliabilityPolicy.BEST_EFFORT
+            if config.qos_reliability == "best_effort"
+            else ReliabilityPolicy.RELIABLE
         )
         camera_qos = QoSProfile(
             history=HistoryPolicy.KEEP_LAST,
@@ -233,8 +250,12 @@ class PerceptionNode:
             reliability=reliability,
             durability=DurabilityPolicy.VOLATILE,
         )
-        output_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        overlay_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        output_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE
+        )
+        overlay_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE
+        )
         image_type = types.CompressedImage if config.image_transport == "compressed" else types.Image
         self.subscription = node.create_subscription(
             image_type,
@@ -268,21 +289,28 @@ class PerceptionNode:
             self.diagnostics_timer = node.create_timer(config.diagnostics_period, self._on_diagnostics)
 
     def _on_incompatible_subscription(self, event: Any) -> None:
-        policy = getattr(getattr(event, "last_policy_kind", None), "name", str(getattr(event, "last_policy_kind", "")))
+        policy = getattr(
+            getattr(event, "last_policy_kind", None), "name", str(getattr(event, "last_policy_kind", ""))
+        )
         topic = self.subscription.topic_name
         if "RELIABILITY" in policy:
             fix = (
                 f"the camera on {topic} publishes best effort while qos_reliability is "
-                f"'{self.config.qos_reliability}'; fix: set qos_reliability: best_effort (works with any camera)"
+                f"'{self.config.qos_reliability}'; fix: set qos_reliability: best_effort "
+                "(works with any camera)"
             )
         elif "DURABILITY" in policy:
-            fix = "the camera publishes volatile while this subscription asks for more; fix: restart with defaults"
+            fix = "the camera publishes volatile while this subscription asks for more; fix: use the defaults"
         else:
             fix = f"fix: match the camera's QoS (see `ros2 topic info -v {topic}`)"
-        self.logger.error(f"camera subscription {topic}: a publisher has incompatible QoS (policy {policy}); {fix}")
+        self.logger.error(
+            f"camera subscription {topic}: a publisher has incompatible QoS (policy {policy}); {fix}"
+        )
 
     def _on_incompatible_publisher(self, event: Any) -> None:
-        policy = getattr(getattr(event, "last_policy_kind", None), "name", str(getattr(event, "last_policy_kind", "")))
+        policy = getattr(
+            getattr(event, "last_policy_kind", None), "name", str(getattr(event, "last_policy_kind", ""))
+        )
         self.logger.error(
             f"a subscriber asks for QoS our outputs do not offer (policy {policy}); outputs are reliable and "
             "volatile; fix: subscribe with reliability reliable or best_effort and durability volatile"
@@ -296,8 +324,9 @@ class PerceptionNode:
 
     def _stamp_now(self) -> Any:
         nanoseconds = self.node.get_clock().now().nanoseconds
-        return make_header(self.types, nanoseconds // 1_000_000_000, nanoseconds % 1_000_000_000,
-                           self._last_frame_id)
+        return make_header(
+            self.types, nanoseconds // 1_000_000_000, nanoseconds % 1_000_000_000, self._last_frame_id
+        )
 
     def _on_image(self, msg: Any) -> None:
         self.stats.frame_in(self.now())
@@ -475,9 +504,13 @@ class PerceptionNode:
         outputs = ", ".join(self._resolved(t) for t in config.topics.values())
         drive = ""
         if config.pilot.enabled:
-            drive = "; drive ENABLED" if config.pilot.drive_enabled else (
-                "; drive disabled (enable: ros2 service call "
-                f"{self._resolved('~/set_enabled')} std_srvs/srv/SetBool '{{data: true}}')"
+            drive = (
+                "; drive ENABLED"
+                if config.pilot.drive_enabled
+                else (
+                    "; drive disabled (enable: ros2 service call "
+                    f"{self._resolved('~/set_enabled')} std_srvs/srv/SetBool '{{data: true}}')"
+                )
             )
         return (
             f"running {' and '.join(heads)} on {self.subscription.topic_name} ({config.image_transport}, "

@@ -152,7 +152,7 @@ class PilotSafety:
 
     def check_watchdog(self, now: Optional[float] = None) -> Optional[DriveCommand]:
         """A stop when no frame was processed within ``watchdog_timeout`` - once, then None until frames
-        return. None while disabled (a stop was already sent when it was switched off) or when the timeout is 0.
+        return. None while disabled (a stop was sent when it was switched off) or when the timeout is 0.
         """
         now = self._clock() if now is None else now
         with self._lock:
