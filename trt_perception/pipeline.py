@@ -16,7 +16,7 @@ import numpy as np
 
 from trt_perception.backends.base import Backend, open_backend
 from trt_perception.errors import BackendError, SpecError
-from trt_perception.images import DecodedImage, decode_image
+from trt_perception.images import DecodedImage, ImageDecoder
 from trt_perception.outputs import DetectionSettings, RawDetections, create_parser
 from trt_perception.preprocess import Preprocessor
 from trt_perception.results import Detections, DriveCommand, ModelOutput, SteeringPrediction
@@ -168,11 +168,14 @@ class FrameProcessor:
         self.detector = detector
         self.pilot = pilot
         self.safety = safety
+        # Frames that need a conversion (YUV, Bayer, alpha) decode into a reused buffer: FrameResult.image
+        # is valid until the next frame is processed.
+        self.decode = ImageDecoder()
 
     def process(self, msg: Any, now: float) -> FrameResult:
         """One Image/CompressedImage message (rclpy or rosbags) -> results. Bad frames raise ImageError."""
         t0 = perf_counter()
-        image = decode_image(msg)
+        image = self.decode(msg)
         t1 = perf_counter()
         result = self.process_image(image, now)
         result.timings["decode"] = t1 - t0

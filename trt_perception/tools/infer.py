@@ -106,7 +106,7 @@ def run_infer(args: argparse.Namespace) -> int:
                 if isinstance(output.result, Detections):
                     annotated = draw_detections(image.array, output.result, image.color)
                 else:
-                    annotated = draw_steering(image.array, output.result.angle, output.result.throttle)
+                    annotated = draw_steering(image.array, output.result.angle, output.result.throttle, image.color)
                 cv2.imwrite(str(target), annotated)
     finally:
         pipeline.close()
