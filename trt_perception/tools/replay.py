@@ -132,6 +132,12 @@ def _type_names(definition: Any) -> Iterator[str]:
             yield from _type_names(item)
 
 
+def bag_topics(bag: PathLike, distro: str = "jazzy") -> Dict[str, str]:
+    """topic -> message type of a bag (BagError when it cannot be read)."""
+    with open_bag(bag, _typestore(distro)) as reader:
+        return {name: str(info.msgtype) for name, info in reader.topics.items()}
+
+
 def _resolve_image_topic(topics: Mapping[str, Any], wanted: str, transport: str) -> Tuple[str, str]:
     """The topic (and type) holding the camera frames: ``wanted``, or ``wanted/compressed`` for that transport."""
     candidates = [wanted]
