@@ -63,7 +63,7 @@ _NUMPY_TYPES = (
     ("INT64", np.int64),
 )
 _PLUGIN_NAME_RE = re.compile(
-    r"could not find plugin:?\s*([\w.\-]+)|cannot deserialize plugin:?\s*([\w.\-]+)", re.I
+    r"could not find plugin:?\s*([\w.\-]+)|cannot deserialize plugin:?\s*(?!since\b)([\w.\-]+)", re.I
 )
 _VERSION_ERROR_RE = re.compile(
     r"version tag does not match|expecting library version|not compatible with this version|stdVersionRead",
