@@ -473,25 +473,40 @@ def _plot_steering(plt: Any, report: ReplayReport, path: Path) -> Path:
 
 
 def _plot_latency(plt: Any, report: ReplayReport, path: Path) -> Path:
-    stages = [s for s in ordered_stages(list(report.series.stage_seconds)) if report.series.stage_seconds[s]]
-    cols = min(3, len(stages)) or 1
-    rows = -(-len(stages) // cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 2.6 * rows), squeeze=False)
-    for ax in axes.ravel()[len(stages):]:
-        ax.set_visible(False)
-    for ax, stage in zip(axes.ravel(), stages):
-        values = np.asarray(report.series.stage_seconds[stage], np.float64) * 1000.0
-        ax.hist(values, bins=40, color="tab:blue", alpha=0.8)
+    """Per-stage histograms on one log-time axis (stages differ by 100x), and the whole frame on its own."""
+    series = report.series.stage_seconds
+    stages = [s for s in ordered_stages(list(series)) if series[s] and s != "total"]
+    fig, (ax_stages, ax_total) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
+    all_ms = np.concatenate([np.asarray(series[s], np.float64) for s in series if series[s]]) * 1000.0
+    positive = all_ms[all_ms > 0]
+    lo = max(float(positive.min()) if positive.size else 1e-3, 1e-3)
+    hi = max(float(all_ms.max()) if all_ms.size else 1.0, lo * 10)
+    bins = np.geomspace(lo, hi, 50)
+    for stage in stages:
+        values = np.clip(np.asarray(series[stage], np.float64) * 1000.0, lo, hi)
         stats = report.latency.get(stage)
+        label = f"{stage} (p50 {stats.p50_ms:.2f}, p95 {stats.p95_ms:.2f})" if stats else stage
+        ax_stages.hist(values, bins=bins, histtype="step", linewidth=1.4, label=label)
+    ax_stages.set_xscale("log")
+    ax_stages.set_xlabel("ms per frame (log scale)")
+    ax_stages.set_ylabel("frames")
+    ax_stages.set_title("per stage", fontsize=10)
+    if stages:
+        ax_stages.legend(fontsize=7)
+    total = series.get("total") or []
+    if total:
+        values = np.asarray(total, np.float64) * 1000.0
+        ax_total.hist(values, bins=40, color="tab:blue", alpha=0.8)
+        stats = report.latency.get("total")
         if stats is not None:
-            ax.axvline(stats.p50_ms, color="k", linewidth=1, label=f"p50 {stats.p50_ms:.2f}")
-            ax.axvline(stats.p95_ms, color="tab:red", linewidth=1, label=f"p95 {stats.p95_ms:.2f}")
-            ax.legend(fontsize=7)
-        ax.set_title(stage, fontsize=9)
-        ax.set_xlabel("ms", fontsize=8)
-    fig.suptitle("per-stage latency per frame", fontsize=10)
+            ax_total.axvline(stats.p50_ms, color="k", linewidth=1, label=f"p50 {stats.p50_ms:.2f} ms")
+            ax_total.axvline(stats.p95_ms, color="tab:red", linewidth=1, label=f"p95 {stats.p95_ms:.2f} ms")
+            ax_total.legend(fontsize=8)
+    ax_total.set_xlabel("ms per frame")
+    ax_total.set_title("total (decode + models)", fontsize=10)
+    fig.suptitle(f"latency per frame, {report.frames_processed} frames", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
