@@ -257,13 +257,23 @@ class PerceptionNode:
             history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE
         )
         image_type = types.CompressedImage if config.image_transport == "compressed" else types.Image
+        try:  # Jazzy also reports a publisher of another type on the topic (Image vs CompressedImage)
+            events = SubscriptionEventCallbacks(
+                incompatible_qos=self._on_incompatible_subscription,
+                incompatible_type=self._on_incompatible_type,
+            )
+        except TypeError:  # Humble
+            events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_subscription)
         self.subscription = node.create_subscription(
-            image_type,
-            config.image_topic,
-            self._on_image,
-            camera_qos,
-            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_subscription),
+            image_type, config.image_topic, self._on_image, camera_qos, event_callbacks=events
         )
+        compressed_topic = config.image_topic.rstrip("/").endswith("/compressed")
+        if (config.image_transport == "compressed") != compressed_topic:
+            self.logger.warning(
+                f"image_transport is '{config.image_transport}' but image_topic is {config.image_topic!r}: "
+                "image_transport's compressed topic is <camera topic>/compressed (CompressedImage), the raw "
+                "one has no suffix (Image); fix: make image_topic and image_transport agree"
+            )
         publisher_events = PublisherEventCallbacks(incompatible_qos=self._on_incompatible_publisher)
         topics = config.topics
         self.detections_pub = self.overlay_pub = self.command_pub = self.diagnostics_pub = None
@@ -305,6 +315,15 @@ class PerceptionNode:
             fix = f"fix: match the camera's QoS (see `ros2 topic info -v {topic}`)"
         self.logger.error(
             f"camera subscription {topic}: a publisher has incompatible QoS (policy {policy}); {fix}"
+        )
+
+    def _on_incompatible_type(self, event: Any) -> None:
+        expected = "CompressedImage" if self.config.image_transport == "compressed" else "Image"
+        self.logger.error(
+            f"camera subscription {self.subscription.topic_name}: a publisher sends another message type "
+            f"than sensor_msgs/{expected} (image_transport: {self.config.image_transport}); fix: point "
+            "image_topic at the raw topic with image_transport: raw, or at .../compressed with "
+            "image_transport: compressed"
         )
 
     def _on_incompatible_publisher(self, event: Any) -> None:
