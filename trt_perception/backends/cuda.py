@@ -104,7 +104,7 @@ def _import(module: str, package: str) -> ModuleType:
         raise BackendError(
             f"CUDA binding {package!r} is not installed (import {module} failed: {exc}); "
             f"fix: {_INSTALL_HINTS[package]}, or set the backend option cuda to "
-            f"{[p for p in CUDA_APIS if p != package]}"
+            f"'{next(p for p in CUDA_APIS if p != package)}'"
         ) from exc
 
 
