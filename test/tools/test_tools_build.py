@@ -204,7 +204,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(build_tool.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        build_tool._atomic_write(target, b"data")
+        build_tool.atomic_write(target, b"data")
     assert list(tmp_path.iterdir()) == []
 
 

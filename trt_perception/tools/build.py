@@ -200,7 +200,7 @@ def shape_ranges(
     return ranges
 
 
-class _Clock:
+class BuildClock:
     """Stage messages with the elapsed time since the build started."""
 
     def __init__(self, report: Progress) -> None:
@@ -220,13 +220,13 @@ class _Clock:
         self.say(stage)
 
 
-class _Heartbeat:
+class Heartbeat:
     """Prints a line every ``interval`` s while a long call (the TensorRT build) runs in this thread.
 
     The TensorRT bindings release the GIL inside ``build_serialized_network``, so this thread keeps running.
     """
 
-    def __init__(self, clock: _Clock, interval: float) -> None:
+    def __init__(self, clock: BuildClock, interval: float) -> None:
         self.clock = clock
         self.interval = interval
         self._stop = threading.Event()
@@ -236,7 +236,7 @@ class _Heartbeat:
         while not self._stop.wait(self.interval):
             self.clock.say(f"... still {self.clock.stage} (this can take many minutes on a Jetson; it is not hung)")
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> Heartbeat:
         if self.interval > 0:
             self._thread.start()
         return self
@@ -259,7 +259,7 @@ def _version_tuple(version: str) -> Tuple[int, ...]:
     return tuple(parts)
 
 
-def _import_tensorrt() -> Any:
+def import_tensorrt() -> Any:
     try:
         import tensorrt
     except ImportError as exc:
@@ -317,7 +317,7 @@ def _load_plugin_libraries(paths: Sequence[PathLike]) -> None:
             ) from exc
 
 
-def _atomic_write(path: Path, data: Any) -> None:
+def atomic_write(path: Path, data: Any) -> None:
     """Write bytes to ``path`` through a temporary file in the same folder and ``os.replace``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
@@ -331,7 +331,7 @@ def _atomic_write(path: Path, data: Any) -> None:
             tmp.unlink()
 
 
-def _rebase_paths(data: Dict[str, Any], old_dir: Path, new_dir: Path) -> Dict[str, Any]:
+def rebase_spec_paths(data: Dict[str, Any], old_dir: Path, new_dir: Path) -> Dict[str, Any]:
     """Spec values that name files next to the old spec (labels, anchors) keep pointing at them."""
 
     def rebase(value: Any) -> Any:
@@ -483,7 +483,7 @@ def build_engine_report(
         raise ConfigError(f"workspace {workspace_mb!r} MB is not valid; expected a positive number of MB")
     if dla_core is not None and int(dla_core) < 0:
         raise ConfigError(f"DLA core {dla_core!r} is not valid; expected 0 or 1 (Xavier/Orin have two)")
-    clock = _Clock(progress or _print_progress)
+    clock = BuildClock(progress or _print_progress)
     spec = _source_spec(onnx_path, spec_path)
     if spec is None:
         clock.say(
@@ -496,7 +496,7 @@ def build_engine_report(
             "(a few hundred frames like the ones the car sees), or build with --fp16"
         )
 
-    trt = trt_module if trt_module is not None else _import_tensorrt()
+    trt = trt_module if trt_module is not None else import_tensorrt()
     trt_version = str(trt.__version__)
     gpu = gpu if gpu is not None else gpu_facts()
     workspace = int(workspace_mb) if workspace_mb is not None else default_workspace_mb(gpu)
@@ -648,7 +648,7 @@ def build_engine_report(
     if precision == "int8":
         build_stage = "calibrating INT8 and building the engine"
     clock.enter(build_stage)
-    with _Heartbeat(clock, heartbeat_s):
+    with Heartbeat(clock, heartbeat_s):
         if hasattr(builder, "build_serialized_network"):
             serialized = builder.build_serialized_network(network, config)
         else:  # TensorRT 7.x
@@ -669,9 +669,9 @@ def build_engine_report(
     clock.enter(f"writing {engine_path}")
     if engine_path.exists() and not force:  # appeared while we built: still never overwrite it
         raise BuildError(f"engine {engine_path} appeared during the build; refusing to overwrite it (pass --force)")
-    _atomic_write(engine_path, serialized)
+    atomic_write(engine_path, serialized)
     if cache_file is not None:
-        _atomic_write(cache_file, config.get_timing_cache().serialize())
+        atomic_write(cache_file, config.get_timing_cache().serialize())
 
     metadata: Dict[str, Any] = {
         "tensorrt_version": trt_version,
@@ -695,7 +695,7 @@ def build_engine_report(
     if spec is not None:
         data = spec.to_dict()
         if spec.source is not None:
-            data = _rebase_paths(data, spec.source.parent, engine_path.parent)
+            data = rebase_spec_paths(data, spec.source.parent, engine_path.parent)
         data["build"] = metadata
         sidecar = save_spec(data, engine_path.with_name(engine_path.name + ".yaml"), overwrite=True)
     size_mb = engine_path.stat().st_size / 1e6
@@ -704,7 +704,7 @@ def build_engine_report(
     return BuildReport(engine_path, sidecar, metadata)
 
 
-def _progress_monitor(trt: Any, clock: _Clock) -> Any:
+def _progress_monitor(trt: Any, clock: BuildClock) -> Any:
     """An ``IProgressMonitor`` (TensorRT 9/10) that reports phase starts and ends as build stages."""
 
     class _Monitor(trt.IProgressMonitor):

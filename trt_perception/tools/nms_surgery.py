@@ -216,7 +216,9 @@ def insert_nms(
     else:
         corners = _decode_corners(op, const, deltas, heads, batch, count)
         top_k = settings.top_k or min(count, BATCHED_TOP_K_LIMIT)
-        if k > top_k:
+        if k > top_k and settings.top_k is None:
+            k = top_k  # fewer anchors than detections asked for: every anchor fits
+        elif k > top_k:
             raise ConfigError(f"BatchedNMS keepTopK ({k} detections) must not exceed topK ({top_k}); lower "
                               "--max-detections or raise --top-k")
         attrs = {
@@ -366,9 +368,9 @@ def add_nms_to_file(
     settings = NmsSettings.from_spec(spec, score_threshold, iou_threshold, max_detections, top_k)
     new_model, data = insert_nms(model, spec, kind, settings, plugin_op)
     if spec.source is not None and spec.source.parent.resolve() != output.parent.resolve():
-        from trt_perception.tools.build import _rebase_paths
+        from trt_perception.tools.build import rebase_spec_paths
 
-        data = _rebase_paths(data, spec.source.parent, output.parent)
+        data = rebase_spec_paths(data, spec.source.parent, output.parent)
     data["source"]["model"] = str(onnx_path.name if onnx_path.parent == output.parent else onnx_path.resolve())
     parse_spec(copy.deepcopy(data), source=spec_out)  # validate before writing anything
     try:
