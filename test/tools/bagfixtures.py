@@ -117,7 +117,7 @@ def write_bag(
     path: Path,
     frames: Sequence[RecordedFrame],
     encoding: str = "bgr8",
-    storage: str = "mcap",
+    storage: Optional[str] = None,
     topic: str = "/camera/image_raw",
     frame_id: str = "camera_optical",
     drive_topic: Optional[str] = None,
@@ -125,14 +125,16 @@ def write_bag(
     truth_topic: Optional[str] = None,
     humble_without_definitions: bool = False,
 ) -> Path:
-    """Record ``frames`` (and, per frame, its drive command and ground-truth boxes) into a rosbag2 bag."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
+    """Record ``frames`` (and, per frame, its drive command and ground-truth boxes) into a rosbag2 bag.
 
-    ts = get_typestore("humble" if humble_without_definitions else "jazzy")
+    ``storage`` None: mcap where the installed rosbags writes it, else sqlite3.
+    """
+    if storage is None:
+        storage = "mcap" if _writes_mcap() else "sqlite3"
+    ts = get_typestore("humble" if humble_without_definitions else available_distros()[-1])
     t = ts.types
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     image_type = "sensor_msgs/msg/CompressedImage" if encoding in ("jpeg", "png") else "sensor_msgs/msg/Image"
-    with Writer(path, version=8, storage_plugin=plugin) as writer:
+    with _writer(path, storage) as writer:
         cam = writer.add_connection(topic, image_type, typestore=ts)
         drive_conn = truth_conn = None
         drive_msgtype = {
@@ -159,6 +161,42 @@ def write_bag(
     if humble_without_definitions:
         _strip_definitions(path)
     return path
+
+
+def available_distros() -> Tuple[str, ...]:
+    """The distros the installed rosbags has typestores for (rosbags 0.9.x, on Python 3.8, has no Jazzy)."""
+    from rosbags.typesys import Stores
+
+    return ("humble", "jazzy") if hasattr(Stores, "ROS2_JAZZY") else ("humble",)
+
+
+def _writes_mcap() -> bool:
+    import inspect
+
+    from rosbags.rosbag2 import Writer
+
+    return "storage_plugin" in inspect.signature(Writer.__init__).parameters
+
+
+def storage_file(bag: Path) -> Path:
+    """The one .mcap or .db3 file of a bag folder."""
+    (path,) = [p for p in bag.iterdir() if p.suffix in (".mcap", ".db3")]
+    return path
+
+
+def _writer(path: Path, storage: str):
+    """A rosbags Writer for ``storage``; older rosbags (0.9.x, Python 3.8) write sqlite3 only."""
+    import pytest
+    from rosbags.rosbag2 import Writer
+
+    if not _writes_mcap():
+        if storage != "sqlite3":
+            pytest.skip(f"this rosbags writes sqlite3 bags only; cannot record a {storage} test bag")
+        return Writer(path)
+    from rosbags.rosbag2 import StoragePlugin
+
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    return Writer(path, version=8, storage_plugin=plugin)
 
 
 def _drive_message(t: dict, header: object, values: Tuple[float, float], kind: str):
@@ -211,7 +249,7 @@ def _strip_definitions(path: Path) -> None:
     meta_path.write_text(yaml.safe_dump(meta))
 
 
-def read_messages(path: Path, distro: str = "jazzy") -> dict:
+def read_messages(path: Path, distro: str = "humble") -> dict:
     """topic -> [(log time, message)] of a bag, deserialized with OUR typestore for ``distro`` (not the
     bag's embedded definitions), so a test checks the bytes against the real Humble/Jazzy definitions."""
     from rosbags.highlevel import AnyReader

@@ -20,9 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bagfixtures import (
     SEC,
+    available_distros,
     brightness_command,
     frames_with_squares,
     read_messages,
+    storage_file,
     write_bag,
     write_params,
 )
@@ -93,7 +95,7 @@ def test_both_heads_one_output_per_frame_with_stamps_and_ground_truth(tmp_path: 
     for stage in ("decode", "detector.infer", "pilot.infer", "total", "messages"):
         assert report.latency[stage].count == 8
 
-    for distro in ("humble", "jazzy"):  # the bytes decode with the real definitions of both distros
+    for distro in available_distros():  # the bytes decode with the real definitions of Humble and Jazzy
         bag_out = read_messages(tmp_path / "out", distro)
         assert bag_out["__types__"] == {
             "/camera/image_raw": "sensor_msgs/msg/Image",
@@ -270,8 +272,8 @@ def test_wrong_types_are_named(tmp_path: Path, models: Path, small_bag: Path) ->
 def test_truncated_and_corrupt_files(tmp_path: Path, models: Path) -> None:
     params = make_params(tmp_path, models)
     bag = write_bag(tmp_path / "cut", frames_with_squares(20))
-    (mcap,) = bag.glob("*.mcap")
-    mcap.write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])  # the recorder died mid-file
+    stored = storage_file(bag)
+    stored.write_bytes(stored.read_bytes()[: stored.stat().st_size // 2])  # the recorder died mid-file
     with pytest.raises(BagError, match=r"cut") as err:
         replay_bag(bag, params)
     assert "truncated" in str(err.value) or "corrupt" in str(err.value) or "cannot" in str(err.value)
@@ -293,7 +295,7 @@ def test_damage_anywhere_is_a_bag_error_or_bad_frames_never_a_crash(tmp_path: Pa
     params = make_params(tmp_path, models)
     for fraction in (0.05, 0.4, 0.95):
         bag = write_bag(tmp_path / f"{storage}{fraction}", frames_with_squares(20), storage=storage)
-        (path,) = bag.glob("*.mcap" if storage == "mcap" else "*.db3")
+        path = storage_file(bag)
         data = bytearray(path.read_bytes())
         at = int(len(data) * fraction)
         data[at:at + 2000] = b"\xa5" * min(2000, len(data) - at)
@@ -326,9 +328,9 @@ def test_output_is_never_overwritten_without_force(tmp_path: Path, models: Path,
 
 def test_failed_replay_leaves_no_partial_output(tmp_path: Path, models: Path) -> None:
     bag = write_bag(tmp_path / "cut", frames_with_squares(40))
-    (mcap,) = bag.glob("*.mcap")
-    data = mcap.read_bytes()
-    mcap.write_bytes(data[: len(data) * 2 // 3])
+    stored = storage_file(bag)
+    data = stored.read_bytes()
+    stored.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(BagError):
         replay_bag(bag, make_params(tmp_path, models), out=tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial"))

@@ -92,6 +92,9 @@ def open_bag(bag: PathLike, typestore: Any) -> Iterator[Any]:
     if not path.exists():
         raise BagError(f"bag {path} does not exist; fix: pass the rosbag2 folder (with metadata.yaml) or its "
                        ".mcap/.db3 file")
+    if path.suffix == ".bag":
+        raise BagError(f"{path} is a ROS 1 bag; replay reads rosbag2 (ROS 2) recordings; fix: convert it with "
+                       f"`rosbags-convert --src {path} --dst {path.with_suffix('')}_ros2` (installed with rosbags)")
     try:
         reader = AnyReader([path], default_typestore=typestore)
         reader.open()
@@ -109,17 +112,24 @@ def open_bag(bag: PathLike, typestore: Any) -> Iterator[Any]:
 def _complete_typestore(reader: Any, typestore: Any) -> None:
     """Register the types the bag lacks definitions for, from ``typestore`` (only those its topics need,
     with their nested types: generating all ~200 classes would cost more than a short replay)."""
-    have = reader.typestore.fielddefs
+    have = _fielddefs(reader.typestore)
+    ours = _fielddefs(typestore)
     wanted = [c.msgtype for c in reader.connections if c.msgtype not in have]
     missing: Dict[str, Any] = {}
     while wanted:
         name = wanted.pop()
-        if name in missing or name in have or name not in typestore.fielddefs:
+        if name in missing or name in have or name not in ours:
             continue
-        missing[name] = typestore.fielddefs[name]
+        missing[name] = ours[name]
         wanted.extend(_type_names(missing[name]))
     if missing:
         reader.typestore.register(missing)
+
+
+def _fielddefs(typestore: Any) -> Mapping[str, Any]:
+    """A typestore's type definitions: ``fielddefs`` in rosbags 0.10+, ``FIELDDEFS`` in 0.9.x (Python 3.8)."""
+    defs = getattr(typestore, "fielddefs", None)
+    return defs if defs is not None else typestore.FIELDDEFS
 
 
 def _type_names(definition: Any) -> Iterator[str]:
@@ -132,7 +142,7 @@ def _type_names(definition: Any) -> Iterator[str]:
             yield from _type_names(item)
 
 
-def bag_topics(bag: PathLike, distro: str = "jazzy") -> Dict[str, str]:
+def bag_topics(bag: PathLike, distro: str = "humble") -> Dict[str, str]:
     """topic -> message type of a bag (BagError when it cannot be read)."""
     with open_bag(bag, _typestore(distro)) as reader:
         return {name: str(info.msgtype) for name, info in reader.topics.items()}
@@ -181,7 +191,7 @@ class _OutputBag:
     """The output bag, written under a temporary name and renamed into place when complete."""
 
     def __init__(self, path: Path, storage: str, typestore: Any, force: bool) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2 import Writer
 
         self.path = path
         self.typestore = typestore
@@ -189,8 +199,13 @@ class _OutputBag:
         self.partial = path.with_name(f".{path.name}.partial")
         if self.partial.exists():
             shutil.rmtree(self.partial)
-        plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
-        self.writer = Writer(self.partial, version=BAG_VERSION, storage_plugin=plugin)
+        if writer_storages() == ("sqlite3",):  # older rosbags (0.9.x is the last for Python 3.8): sqlite3 only
+            self.writer = Writer(self.partial)
+        else:
+            from rosbags.rosbag2 import StoragePlugin
+
+            plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
+            self.writer = Writer(self.partial, version=BAG_VERSION, storage_plugin=plugin)
         self.writer.open()
         self.connections: Dict[str, Any] = {}
         self.types: Dict[str, str] = {}
@@ -219,6 +234,37 @@ class _OutputBag:
             self.writer.close()
         finally:
             shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def writer_storages() -> Tuple[str, ...]:
+    """The storages the installed rosbags can write (older releases, e.g. 0.9.x on Python 3.8: sqlite3 only)."""
+    import inspect
+
+    from rosbags.rosbag2 import Writer
+
+    return STORAGES if "storage_plugin" in inspect.signature(Writer.__init__).parameters else ("sqlite3",)
+
+
+def _rosbags_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rosbags")
+    except PackageNotFoundError:
+        return "(version unknown)"
+
+
+def _pick_storage(storage: Optional[str]) -> str:
+    can = writer_storages()
+    if storage is None:
+        return can[0]
+    if storage not in STORAGES:
+        raise ConfigError(f"--storage {storage!r}: expected one of {list(STORAGES)}")
+    if storage not in can:
+        raise ConfigError(f"--storage {storage}: the installed rosbags {_rosbags_version()} writes only "
+                          f"{list(can)} bags (newer releases, on Python 3.10+, write mcap too); fix: pass "
+                          "--storage sqlite3")
+    return storage
 
 
 def _looks_like_bag(path: Path) -> bool:
@@ -357,7 +403,7 @@ def replay_bag(
     truth_detections_topic: Optional[str] = None,
     realtime: bool = False,
     force: bool = False,
-    storage: str = "mcap",
+    storage: Optional[str] = None,
     distro: Optional[str] = None,
     limit: Optional[int] = None,
     progress: bool = False,
@@ -367,14 +413,15 @@ def replay_bag(
     """Replay ``bag`` through the pipeline ``config`` describes (a ``PerceptionConfig`` or a params YAML path).
 
     ``out``: output bag path (None: write none). ``report_dir``: report.json + plots (None: none).
-    ``heads``: subset of ('detector', 'pilot'), None keeps the config's. ``distro``: typestore for the
-    output bag's message definitions (None: the bag's own distro where it records one, else jazzy).
+    ``heads``: subset of ('detector', 'pilot'), None keeps the config's. ``storage``: 'mcap' or 'sqlite3'
+    (None: mcap where the installed rosbags can write it, else sqlite3). ``distro``: the ROS distro whose
+    message definitions read a bag that carries none (Humble sqlite3) and go into the output bag (None: the
+    bag's own where it records one, else humble; the messages replay uses are the same in both).
     ``processor``: an already built ``FrameProcessor`` (tests, benchmarks); it is not closed here.
     """
     from trt_perception.rosbag_types import DISTROS
 
-    if storage not in STORAGES:
-        raise ConfigError(f"--storage {storage!r}: expected one of {list(STORAGES)}")
+    storage = _pick_storage(storage)
     if limit is not None and limit <= 0:
         raise ConfigError(f"--limit {limit}: expected a positive number of frames")
     if isinstance(config, (str, Path)):
@@ -387,11 +434,11 @@ def replay_bag(
         if out_path.resolve() == bag_path.resolve():
             raise BagError(f"--out {out_path} is the input bag; fix: pass another --out")
 
-    read_distro = distro or "jazzy"
+    read_distro = distro or "humble"
     read_store = _typestore(read_distro)
     with open_bag(bag_path, read_store) as reader:
         bag_distro = _bag_distro(reader)
-        write_distro = distro or (bag_distro if bag_distro in DISTROS else "jazzy")
+        write_distro = distro or (bag_distro if bag_distro in DISTROS else "humble")
         write_store = read_store if write_distro == read_distro else _typestore(write_distro)
         topics = reader.topics
         topic, image_type = _resolve_image_topic(
@@ -899,9 +946,12 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
                         help="honour the recorded timing with the node's latest-frame policy: count the frames "
                              "a live node at this model speed would drop (default: process every frame)")
     parser.add_argument("--force", action="store_true", help="replace an existing output bag")
-    parser.add_argument("--storage", choices=STORAGES, default="mcap", help="output bag storage (default mcap)")
+    parser.add_argument("--storage", choices=STORAGES, default=None,
+                        help="output bag storage (default: mcap; sqlite3 where the installed rosbags cannot "
+                             "write mcap)")
     parser.add_argument("--distro", choices=("humble", "jazzy"), default=None,
-                        help="message definitions for the output bag (default: the input bag's distro, else jazzy)")
+                        help="message definitions for bags that carry none and for the output bag (default: "
+                             "the input bag's distro, else humble; replay's messages are the same in both)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="replay only the first N frames")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
