@@ -33,6 +33,8 @@ pool API), call by call:
 - ``OnnxParser``: python/src/parsers/pyOnnx.cpp: ``OnnxParser(network, logger)``, ``parse(model, path=None)``,
   ``parse_from_file(model)``, ``supports_operator``, ``num_errors``, ``get_error(index)``, ``clear_errors``;
   10.0 only: ``flags``, ``set_flag``, ``clear_flag``, ``get_flag``. ``ParserError.code/desc/node``.
+  8.x only: ``UffParser()`` with ``register_input(name, shape, order)``, ``register_output(name)``,
+  ``parse(file, network, weights_type)`` (python/src/parsers/pyUff.cpp at 8.2.1; gone in 9.0).
 - Calibrators: python/src/infer/pyInt8.cpp: ``IInt8Calibrator``, ``IInt8EntropyCalibrator2`` (and the
   legacy/entropy/minmax ones) with ``get_batch_size``, ``get_algorithm``, ``get_batch(names)`` (returns device
   pointers or None), ``read_calibration_cache()``, ``write_calibration_cache(cache)``; ``CalibrationAlgoType``.
@@ -640,6 +642,23 @@ def add_builder_api(module: types.ModuleType, version: Optional[str] = None) -> 
             return None if plan is None else ICudaEngine(bytes(plan))
 
         Builder.build_engine = build_engine
+
+        class UffParser:
+            """python/src/parsers/pyUff.cpp at 8.2.1 (deleted with UFF in 9.0): records what it is given."""
+
+            def register_input(self, name: str, shape: Sequence[int], order: int = 0) -> bool:
+                record("uff_register_input", name, tuple(shape))
+                return True
+
+            def register_output(self, name: str) -> bool:
+                record("uff_register_output", name)
+                return True
+
+            def parse(self, file: str, network: INetworkDefinition, weights_type: Any = None) -> bool:
+                record("uff_parse", file)
+                return False  # the double cannot read UFF files
+
+        module.UffParser = UffParser
     else:
         Builder.max_threads = 0
         Builder.get_plugin_registry = lambda self: None

@@ -435,3 +435,36 @@ def test_int8_without_calibration_is_refused(tmp_path: Path, pilot: Path) -> Non
     with pytest.raises(ConfigError, match="neither frames nor a cache"):
         build(make_builder_module("10.0.1.6"), pilot, tmp_path / "p.engine", precision="int8",
               calibration=CalibrationConfig(), device_memory=FakeDeviceMemory())
+
+
+# ------------------------------------------------------------------------------------------------ legacy UFF
+
+
+def test_uff_on_tensorrt_10_gives_the_onnx_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frozen = tmp_path / "frozen_inference_graph.pb"
+    frozen.write_bytes(b"graph")
+    monkeypatch.setitem(sys.modules, "tensorrt", make_builder_module("10.0.1.6"))
+    with pytest.raises(BuildError) as caught:
+        build_tool.run_build(_args(str(frozen)))
+    text = str(caught.value)
+    assert "TensorRT 10.0.1.6 has no UffParser (UFF was removed in TensorRT 9.0)" in text
+    assert f"trt-perception convert {frozen} --ssd tf1-ssd-300 --nms batched" in text
+    assert f"trt-perception build {tmp_path / 'frozen_inference_graph_batched_nms.onnx'} --fp16" in text
+    assert not (tmp_path / "frozen_inference_graph.engine").exists()
+
+
+def test_uff_on_tensorrt_8_without_the_uff_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trt_perception.tools.uff import build_uff_engine, uff_unavailable_reason
+
+    trt = make_builder_module("8.2.1.8")
+    assert hasattr(trt, "UffParser") and not hasattr(make_builder_module("10.0.1.6"), "UffParser")
+    monkeypatch.setitem(sys.modules, "uff", None)
+    assert "'uff' Python package does not import" in uff_unavailable_reason(trt)
+    frozen = tmp_path / "ssd.pb"
+    frozen.write_bytes(b"graph")
+    with pytest.raises(BuildError, match="(?s)python3-uff.*--nms batched"):
+        build_uff_engine(frozen, tmp_path / "ssd.engine", trt_module=trt)
+    with pytest.raises(ConfigError, match="FP32/FP16 engines only"):
+        build_tool.run_build(_args(str(frozen), "--int8"))
+    with pytest.raises(ConfigError, match="not a permutation"):
+        build_tool.run_build(_args(str(frozen), "--uff-input-order", "0,1,1"))

@@ -771,6 +771,8 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     uff.add_argument("--uff-min-scale", type=float, default=0.2, help="anchor min scale (pipeline.config)")
     uff.add_argument("--uff-max-scale", type=float, default=0.95, help="anchor max scale (pipeline.config)")
     uff.add_argument("--uff-feature-maps", default="19,10,5,3,2,1", help="feature map sizes (default 300x300)")
+    uff.add_argument("--uff-input-order", default="0,2,1",
+                     help="NMS_TRT inputOrder (loc, conf, priors): 0,2,1 for most; 1,0,2 for ssd_mobilenet_v2_coco")
 
 
 def _calibration_from_args(args: argparse.Namespace) -> Any:
@@ -799,8 +801,11 @@ def run_build(args: argparse.Namespace) -> int:
     if model.suffix.lower() in (".pb", ".uff"):
         from trt_perception.tools.uff import build_uff_engine, uff_options_from_args
 
+        if args.precision == "int8":
+            raise ConfigError("the legacy UFF path builds FP32/FP16 engines only; fix: --fp16 (or the ONNX path)")
         output = args.output or model.with_suffix(".engine")
-        build_uff_engine(model, output, uff_options_from_args(args), force=args.force, spec_path=args.spec)
+        build_uff_engine(model, output, uff_options_from_args(args), force=args.force, spec_path=args.spec,
+                         precision=args.precision, workspace_mb=args.workspace)
         return 0
     if model.suffix.lower() != ".onnx":
         raise ConfigError(
