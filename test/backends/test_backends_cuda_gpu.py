@@ -238,3 +238,53 @@ def test_backend_runs_frames_on_real_cuda_from_two_threads(
     )
     backend.close()
     backend.close()
+
+
+EXIT_SCRIPT = r"""
+import sys
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
+from fakes.cuda_fake import FakeGpu
+from fakes.tensorrt_fake import make_plan, make_tensorrt_module
+from trt_perception.backends import tensorrt as trt_backend
+from trt_perception.backends.cuda import select_cuda_api
+
+probe = select_cuda_api(sys.argv[1])
+with probe.activated():
+    cc = probe.compute_capability()
+probe.close()
+sys.modules["tensorrt"] = make_tensorrt_module("10.0.1", FakeGpu(compute_capability=cc))
+release = trt_backend._ResourceOwner.release
+
+def reporting_release(self):
+    release(self)
+    print("released", flush=True)
+
+trt_backend._ResourceOwner.release = reporting_release
+shape = [1, 3, 480, 640]
+tensors = [{"name": "x", "mode": "input", "shape": shape}, {"name": "y", "mode": "output", "shape": shape}]
+with open(sys.argv[4], "wb") as engine:
+    engine.write(make_plan(tensors, tensorrt_version="10.0.1", compute_capability=cc))
+KEEP = trt_backend.TensorRTBackend(sys.argv[4], cuda=sys.argv[1])  # never closed: released at exit
+KEEP.input_buffer("x")[...] = 1.0
+print("ok", flush=True)
+"""
+
+
+@pytest.mark.parametrize("name", ["cuda-python", "pycuda"])
+def test_unclosed_backend_exits_without_cuda_errors(name: str, tmp_path: Path) -> None:
+    import subprocess
+
+    _gpu_api(name).close()  # skips where this binding or a GPU is missing
+    repo = str(Path(__file__).resolve().parents[2])
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, name, repo, TEST_DIR, str(tmp_path / "exit.engine")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    print(
+        f"\n[{name}] exit code {result.returncode}, stdout {result.stdout.split()}, stderr {result.stderr!r}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ok", "released"]  # the weakref finalizer ran at interpreter exit
+    assert "error" not in result.stderr.lower() and "warning" not in result.stderr.lower()

@@ -733,3 +733,47 @@ def test_rebuild_command_and_metadata_sidecar(tmp_path: Path) -> None:
     assert load_build_metadata(engine) == {"precision": "fp16"}
     (engine.parent / "ssd.engine.yaml").write_text("task: [unclosed\n", encoding="utf-8")
     assert load_build_metadata(engine) is None  # unreadable spec: logged, the pipeline refuses it itself
+
+
+FAKE_EXIT_SCRIPT = r"""
+import sys
+import types
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from fakes.cuda_fake import FakeGpu, make_pycuda_driver
+from fakes.tensorrt_fake import make_plan, make_tensorrt_module
+gpu = FakeGpu()
+driver = make_pycuda_driver(gpu)
+package = types.ModuleType("pycuda")
+package.driver = driver
+sys.modules.update({"pycuda": package, "pycuda.driver": driver})
+sys.modules["tensorrt"] = make_tensorrt_module("8.2.1", gpu)
+from trt_perception.backends import tensorrt as trt_backend
+release = trt_backend._ResourceOwner.release
+
+def reporting_release(self):
+    release(self)
+    print("released", len(gpu.memory), gpu.count("detach"), driver.Context.get_current(), flush=True)
+
+trt_backend._ResourceOwner.release = reporting_release
+tensors = [{"name": "x", "mode": "input", "shape": [1, 4]}, {"name": "y", "mode": "output", "shape": [1, 4]}]
+with open(sys.argv[3], "wb") as engine:
+    engine.write(make_plan(tensors, tensorrt_version="8.2.1"))
+KEEP = trt_backend.TensorRTBackend(sys.argv[3], cuda="pycuda")
+KEEP.infer({"x": [[1.0, 2.0, 3.0, 4.0]]})
+print("ok", flush=True)
+"""
+
+
+def test_unclosed_backend_is_released_at_interpreter_exit(tmp_path: Path) -> None:
+    import subprocess
+
+    repo = str(Path(__file__).resolve().parents[2])
+    result = subprocess.run(
+        [sys.executable, "-c", FAKE_EXIT_SCRIPT, repo, TEST_DIR, str(tmp_path / "exit.engine")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    # at exit: every device buffer freed, the context detached once, no context left current
+    assert result.stdout.split() == ["ok", "released", "0", "1", "None"], result.stdout + result.stderr
