@@ -216,6 +216,10 @@ def test_realtime_counts_the_frames_a_live_node_would_drop(tmp_path: Path, model
     assert stamps == [burst[0].t_ns, burst[-1].t_ns]
     assert all(t > s for (t, _), s in zip(out["/detections"], stamps))  # published after processing
 
+    inline = make_params(tmp_path, models, frame_policy="inline", qos_depth=3)
+    report = replay_bag(bag, inline, realtime=True)  # inline: the subscription keeps the 3 newest waiting
+    assert (report.frames_processed, report.dropped_frames) == (4, 6)
+
     slow = frames_with_squares(5, period_ns=SEC)  # 1 Hz camera: the model always keeps up
     report = replay_bag(write_bag(tmp_path / "slow", slow), params, realtime=True)
     assert (report.frames_processed, report.dropped_frames) == (5, 0)

@@ -7,7 +7,9 @@ of the input frame), and a report: latency per stage, detections, and errors aga
 
 ``--realtime`` replays on the bag's clock without sleeping: frames arrive at their recorded times, each
 processed frame keeps the model busy for the wall time it really took, and a frame arriving while the model is
-busy waits in a one-slot mailbox, replacing (dropping) the one waiting there - the node's latest-frame policy.
+busy waits in a one-slot mailbox, replacing (dropping) the one waiting there - the node's latest-frame policy
+(``frame_policy: latest``). With ``frame_policy: inline`` the node works in the subscription callback and the
+waiting frames sit in the subscription's keep-last queue of ``qos_depth`` instead, the oldest dropped first.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import math
 import shutil
 import sys
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -58,7 +61,8 @@ BAG_VERSION = 8  # rosbag2 metadata version: what Jazzy writes; Humble's rosbag2
 
 DRIVE_MATCH_TOLERANCE_S = 0.25  # a recorded command further than this from a frame is not its ground truth
 DETECTION_MATCH_TOLERANCE_S = 0.005  # ground-truth boxes carry the image's stamp; allow rounding only
-SAMPLE_FRAMES = 6
+SAMPLE_FRAMES = 6  # frames in detections.png, picked among SAMPLE_CANDIDATES spread over the bag
+SAMPLE_CANDIDATES = 18
 SAMPLE_WIDTH = 320
 MAX_BAD_REASONS = 5
 
@@ -532,6 +536,9 @@ class _Run:
         self.detections_topic = "/" + topics.get("detections", "detections").lstrip("/")
         self.drive_topic = "/" + topics.get("command", "drive" if self.pilot_output == "ackermann" else "cmd_vel")
         self.safety = getattr(processor, "safety", None)
+        # Frames that may wait while the model is busy: the latest-frame mailbox holds one; inline processing
+        # leaves them in the subscription's keep-last queue.
+        self.queue_size = 1 if config.frame_policy == "latest" else max(1, int(config.qos_depth))
         self.processed_any = False
         self.watchdog_stops = 0
         self.last_frame_id = ""
@@ -564,10 +571,10 @@ class _Run:
                 output.add(self.drive_topic, ACKERMANN_STAMPED if self.pilot_output == "ackermann" else TWIST)
         self._warm_up()
         t0 = reader.start_time
-        samples = np.unique(np.linspace(0, max(total - 1, 0), SAMPLE_FRAMES).round().astype(int)) if total else []
+        samples = np.unique(np.linspace(0, max(total - 1, 0), SAMPLE_CANDIDATES).round().astype(int)) if total else []
         collect = _Collector(self.report, t0, samples)
         self.collect = collect
-        waiting: Optional[_Frame] = None
+        waiting: Deque[_Frame] = deque()
         index = 0
         first_t = last_t = None
         started = time.perf_counter()
@@ -594,12 +601,13 @@ class _Run:
                 if not self.realtime:
                     self._process(frame, t_ns)
                 else:
-                    waiting = self._arrive(frame, waiting)
+                    self._arrive(frame, waiting)
                 bar.update(1)
                 if index % 50 == 0:
                     bar.set_postfix(bad=self.report.bad_frames, dropped=self.report.dropped_frames, refresh=False)
-            if waiting is not None:
-                self._process(waiting, max(self.busy_until, waiting.t_ns))
+            while waiting:
+                ready = waiting.popleft()
+                self._process(ready, max(self.busy_until, ready.t_ns))
         finally:
             bar.close()
         self.report.wall_s = time.perf_counter() - started
@@ -647,17 +655,19 @@ class _Run:
             self.watchdog_stops += 1
             self._write_command(stop, None, t_ns)
 
-    def _arrive(self, frame: _Frame, waiting: Optional[_Frame]) -> Optional[_Frame]:
-        """The latest-frame policy on the bag clock: returns the frame now waiting in the one-slot mailbox."""
-        while waiting is not None and self.busy_until <= frame.t_ns:
-            ready, waiting = waiting, None
+    def _arrive(self, frame: _Frame, waiting: Deque[_Frame]) -> None:
+        """A frame arrives on the bag clock: the worker first takes what waited and is due, then the frame runs
+        at once if the worker is free, else it waits; a full queue drops its oldest frame (counted)."""
+        while waiting and self.busy_until <= frame.t_ns:
+            ready = waiting.popleft()
             self._process(ready, max(self.busy_until, ready.t_ns))
-        if waiting is None and self.busy_until <= frame.t_ns:
+        if not waiting and self.busy_until <= frame.t_ns:
             self._process(frame, frame.t_ns)
-            return None
-        if waiting is not None:
-            self.report.dropped_frames += 1  # a newer frame replaces the one that waited
-        return frame
+            return
+        if len(waiting) >= self.queue_size:
+            waiting.popleft()
+            self.report.dropped_frames += 1
+        waiting.append(frame)
 
     # ---------------------------------------------------------------- one frame
 
@@ -799,7 +809,7 @@ class _Run:
             if truth is not None:
                 sample.truth_boxes = truth[0] * sample.scale
                 sample.truth_labels = list(truth[1])
-        series.samples = [s for s, _ in collect.samples]
+        series.samples = _pick_samples([s for s, _ in collect.samples], SAMPLE_FRAMES)
 
     def _drive_report(self, rel: np.ndarray, t0_ns: int) -> None:
         report, collect, series = self.report, self.collect, self.report.series
@@ -903,6 +913,16 @@ def _to_bgr(image: Any) -> np.ndarray:
         return cv2.cvtColor(image.array, cv2.COLOR_RGB2BGR)
     gray = image.array if image.color == "gray" else (image.array >> 8).astype(np.uint8)
     return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+
+
+def _pick_samples(candidates: Sequence[SampleFrame], count: int) -> List[SampleFrame]:
+    """``count`` frames spread over the bag, preferring those with something to see (detections or truth)."""
+    busy = [s for s in candidates if len(s.labels) or (s.truth_labels and len(s.truth_labels))]
+    pool = busy if len(busy) >= count else list(candidates)
+    if len(pool) <= count:
+        return list(pool)
+    keep = np.unique(np.linspace(0, len(pool) - 1, count).round().astype(int))
+    return [pool[i] for i in keep]
 
 
 def _sample(frame: _Frame, result: Any) -> SampleFrame:
