@@ -937,7 +937,8 @@ def _sample(frame: _Frame, result: Any) -> SampleFrame:
     det = result.detections
     sample = SampleFrame(index=frame.index, time_s=frame.t_ns * 1e-9, image_bgr=small,
                          boxes=np.asarray(det.boxes, np.float32) * scale, labels=list(det.labels),
-                         scores=np.asarray(det.scores, np.float32), scale=scale)
+                         scores=np.asarray(det.scores, np.float32), class_ids=np.asarray(det.class_ids, np.int64),
+                         scale=scale)
     return sample
 
 

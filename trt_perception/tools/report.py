@@ -134,6 +134,7 @@ class SampleFrame:
     boxes: np.ndarray  # (N, 4) xyxy in this (possibly downscaled) image's pixels
     labels: List[str]
     scores: np.ndarray
+    class_ids: Optional[np.ndarray] = None
     scale: float = 1.0  # this image's size / the source frame's
     truth_boxes: Optional[np.ndarray] = None
     truth_labels: Optional[List[str]] = None
@@ -514,23 +515,25 @@ def _plot_latency(plt: Any, report: ReplayReport, path: Path) -> Path:
 def _plot_samples(plt: Any, samples: Sequence[SampleFrame], path: Path) -> Path:
     import cv2
 
+    from trt_perception.overlay import draw_detections
+    from trt_perception.results import Detections
+
     cols = min(3, len(samples))
     rows = -(-len(samples) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, sample in zip(axes.ravel(), samples):
-        image = sample.image_bgr.copy()
+        class_ids = sample.class_ids if sample.class_ids is not None else np.zeros(len(sample.labels), np.int64)
+        detections = Detections(np.asarray(sample.boxes, np.float32), np.asarray(sample.scores, np.float32),
+                                np.asarray(class_ids, np.int64), list(sample.labels))
+        image = draw_detections(sample.image_bgr, detections, "bgr")  # the node's overlay, on a copy
         if sample.truth_boxes is not None:
             for box in np.round(sample.truth_boxes).astype(int):
-                cv2.rectangle(image, (box[0], box[1]), (box[2], box[3]), (0, 220, 0), 1)
-        for box, label, score in zip(np.round(sample.boxes).astype(int), sample.labels, sample.scores):
-            cv2.rectangle(image, (box[0], box[1]), (box[2], box[3]), (0, 200, 255), 1)
-            cv2.putText(image, f"{label} {score:.2f}", (box[0], max(8, box[1] - 2)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.3, (0, 200, 255), 1, cv2.LINE_AA)
+                cv2.rectangle(image, (box[0], box[1]), (box[2], box[3]), (255, 255, 255), 1)
         ax.imshow(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         ax.set_title(f"frame {sample.index}  t={sample.time_s:.1f}s  {len(sample.labels)} det", fontsize=8)
-    fig.suptitle("detections (orange) and ground truth (green)", fontsize=10)
+    fig.suptitle("detections (colored, label score) and ground truth (thin white)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
