@@ -50,7 +50,8 @@ def demo_files(folder: Optional[PathLike] = None) -> DemoFiles:
         raise ConfigError(
             f"the demo files are missing from this installation: {missing}; expected them in {root}; "
             "fix: reinstall trt_perception from a full checkout (`pip install .` copies trt_perception/data/demo), "
-            "or regenerate them with the demo script (README 'The demo')"
+            "or regenerate them from a checkout: pip install torch && python scripts/make_demo.py --out "
+            "trt_perception/data/demo"
         )
     return DemoFiles(root, root / BAG_NAME, root / PARAMS_NAME)
 
@@ -107,6 +108,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     from trt_perception.tools.report import format_report
 
+    demo_files()  # a broken installation fails here, before the banner
     print("trt_perception demo: replaying the shipped drive (synthetic scenes) through the steering and "
           "detector models on ONNX Runtime, exactly as the node would run them", file=sys.stderr)
     report = run_demo_replay(args.report, out=args.out, progress=not args.no_progress and sys.stderr.isatty())
