@@ -77,7 +77,23 @@ BUILDER_FLAGS_10 = (
     "DISABLE_COMPILATION_CACHE", "WEIGHTLESS", "STRIP_PLAN", "REFIT_IDENTICAL", "WEIGHT_STREAMING",
 )
 # ONNX TensorProto element types -> TensorRT DataType names (INT64 inputs are cast to INT32 by the 8.x parser)
-ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 3: "INT8", 6: "INT32", 7: "INT32", 9: "BOOL", 2: "UINT8"}
+ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL", 2: "UINT8"}
+
+try:  # the runtime double's plan format, so engines built here load in the TensorRT backend's tests
+    from fakes.tensorrt_fake import PLAN_HEADER_SIZE, PLAN_MAGIC, make_plan
+except ImportError:  # the runtime double is not in this checkout
+    PLAN_HEADER_SIZE, PLAN_MAGIC, make_plan = 0, b"", None
+
+
+def plan_info(plan: bytes) -> Dict[str, Any]:
+    """What the builder double put into a plan: version, flags, inputs, outputs, calibration, plugins."""
+    plan = bytes(plan)
+    if plan.startswith(b"FAKEPLAN"):
+        return json.loads(plan[len(b"FAKEPLAN"):].decode())
+    if PLAN_MAGIC and plan.startswith(PLAN_MAGIC):
+        description = json.loads(plan[PLAN_HEADER_SIZE:].decode())
+        return dict(description["params"]["builder"], plugins=description["plugins"])
+    raise ValueError(f"not a plan of the builder double: {plan[:16]!r}")
 
 
 class _EnumValue:
@@ -138,7 +154,7 @@ def add_builder_api(module: types.ModuleType, version: Optional[str] = None) -> 
     # ---- base names, only where the base fake does not provide them
     if not hasattr(module, "__version__"):
         module.__version__ = version
-    if not hasattr(module, "DataType"):
+    if not hasattr(module, "DataType"):  # the runtime double's DataType (an IntEnum per version) when present
         module.DataType = _enum("DataType", ("FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "INT64"))
     if not hasattr(module, "Logger"):
 
@@ -185,16 +201,14 @@ def add_builder_api(module: types.ModuleType, version: Optional[str] = None) -> 
         module.MemoryPoolType = _enum("MemoryPoolType", pools)
 
     # ---- host memory, timing cache, profiles
-    class IHostMemory(bytes):
+    class _HostMemory(bytes):
         """Serialized data; the real one exposes the buffer protocol (memoryview / file.write work)."""
 
         @property
         def nbytes(self) -> int:
             return len(self)
 
-        @property
-        def dtype(self) -> Any:
-            return module.DataType.UINT8 if hasattr(module.DataType, "UINT8") else module.DataType.INT8
+    IHostMemory = getattr(module, "IHostMemory", _HostMemory)
 
     class ITimingCache:
         def __init__(self, data: bytes) -> None:
@@ -244,6 +258,7 @@ def add_builder_api(module: types.ModuleType, version: Optional[str] = None) -> 
             self._inputs: List[ITensor] = []
             self._outputs: List[ITensor] = []
             self.num_layers = 0
+            self.plugins: List[str] = []
 
         @property
         def num_inputs(self) -> int:
@@ -330,9 +345,13 @@ def add_builder_api(module: types.ModuleType, version: Optional[str] = None) -> 
             ]:
                 tensor_type = value.type.tensor_type
                 dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim)
-                dtype = getattr(module.DataType, ONNX_TO_TRT.get(tensor_type.elem_type, "FLOAT"))
+                name = ONNX_TO_TRT.get(tensor_type.elem_type, "FLOAT")
+                if not hasattr(module.DataType, name):  # 8.x: INT64 I/O becomes INT32, no UINT8 before 8.5
+                    name = "INT32" if name == "INT64" else "FLOAT"
                 target = self.network._inputs if is_input else self.network._outputs
-                target.append(ITensor(value.name, dims, dtype, is_input))
+                shape = module.Dims(dims) if hasattr(module, "Dims") else dims  # real shapes are trt.Dims
+                target.append(ITensor(value.name, shape, getattr(module.DataType, name), is_input))
+            self.network.plugins = sorted({n.op_type for n in model.graph.node if n.op_type.endswith("_TRT")})
             self.network.num_layers = len(model.graph.node)
             return True
 
@@ -602,7 +621,20 @@ def add_builder_api(module: types.ModuleType, version: Optional[str] = None) -> 
                 "outputs": [t.name for t in network._outputs],
                 "calibration": calibration,
             }
-            return IHostMemory(b"FAKEPLAN" + json.dumps(plan, sort_keys=True).encode())
+            if make_plan is None or not hasattr(module, "_fake"):
+                return IHostMemory(b"FAKEPLAN" + json.dumps(plan, sort_keys=True).encode())
+            tensors = [
+                {"name": t.name, "mode": "input" if t.is_network_input else "output", "shape": list(t.shape),
+                 "dtype": t.dtype.name}
+                for t in network._inputs + network._outputs
+            ]
+            first = config.profiles[0].shapes if config.profiles else {}
+            profiles = {name: [list(s) for s in shapes] for name, shapes in first.items()}
+            gpu = module._fake.gpu
+            return IHostMemory(make_plan(
+                tensors, tensorrt_version=module.__version__, compute_capability=gpu.compute_capability,
+                plugins=network.plugins, program="mean", params={"builder": plan}, profiles=profiles,
+            ))
 
         def _calibrate(self, network: INetworkDefinition, calibrator: Any) -> Optional[str]:
             """What TensorRT does with a calibrator: the cache if it gives one, else batches, then write."""

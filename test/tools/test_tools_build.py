@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import yaml
-from fakes.tensorrt_builder_fake import FakeDeviceMemory, make_builder_module
+from fakes.tensorrt_builder_fake import FakeDeviceMemory, make_builder_module, plan_info
 from onnx import TensorProto, helper
 from onnx_factory import brightness_pilot, grid_detector
 
@@ -58,7 +58,11 @@ def test_fp16_build_writes_engine_and_spec_with_metadata(tmp_path: Path, pilot: 
     trt = make_builder_module(version)
     engine = tmp_path / "pilot.engine"
     report = build(trt, pilot, engine, precision="fp16", gpu=NANO)
-    assert report.engine == engine and engine.read_bytes().startswith(b"FAKEPLAN")
+    assert report.engine == engine
+    info = plan_info(engine.read_bytes())
+    info.pop("plugins", None)
+    assert info == {"version": version, "flags": ["FP16"], "inputs": ["img_in"], "outputs": ["angle", "throttle"],
+                    "calibration": None}
     sidecar = tmp_path / "pilot.engine.yaml"
     assert report.spec == sidecar
     spec = load_spec(engine)  # the sidecar is found next to the engine and is a valid spec
@@ -159,7 +163,7 @@ def test_v7_style_builder_without_build_serialized_network(tmp_path: Path, pilot
     trt.Builder.build_engine = lambda self, n, c: type("E", (), {"serialize": lambda s: original(self, n, c)})()
     delattr(trt.Builder, "build_serialized_network")
     build(trt, pilot, tmp_path / "e.engine")
-    assert (tmp_path / "e.engine").read_bytes().startswith(b"FAKEPLAN")
+    assert plan_info((tmp_path / "e.engine").read_bytes())["inputs"] == ["img_in"]
 
 
 # ------------------------------------------------------------------------------------- files: atomic, force
@@ -173,7 +177,7 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path, pilot: Path) -> None
         build(trt, pilot, engine)
     assert engine.read_bytes() == b"old engine" and trt.builder_calls == []
     build(trt, pilot, engine, force=True)
-    assert engine.read_bytes().startswith(b"FAKEPLAN")
+    assert plan_info(engine.read_bytes())["version"] == "10.0.1.6"
 
 
 @pytest.mark.parametrize("failure", ["builder returns None", "interrupted"])
@@ -468,3 +472,70 @@ def test_uff_on_tensorrt_8_without_the_uff_package(tmp_path: Path, monkeypatch: 
         build_tool.run_build(_args(str(frozen), "--int8"))
     with pytest.raises(ConfigError, match="not a permutation"):
         build_tool.run_build(_args(str(frozen), "--uff-input-order", "0,1,1"))
+
+
+# -------------------------------------------------------------- with the runtime and CUDA doubles of the backend
+
+
+@pytest.mark.parametrize("version", ["8.2.1", "10.0.1"])
+def test_built_engine_loads_and_runs_in_the_tensorrt_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    cuda_fake = pytest.importorskip("fakes.cuda_fake")
+    from trt_perception.images import DecodedImage
+    from trt_perception.pipeline import ModelPipeline
+
+    trt = make_builder_module(version)
+    if not hasattr(trt, "_fake"):
+        pytest.skip("the TensorRT runtime double (fakes/tensorrt_fake.py) is not in this checkout")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    cuda_fake.install_cuda_python(monkeypatch, trt._fake.gpu)
+    model = brightness_pilot(tmp_path, "pilot")
+    engine = tmp_path / "pilot.engine"
+    build_engine(model, engine, progress=lambda m: None)  # GPU facts read through (fake) cuda-python
+    meta = load_spec(engine).build
+    assert (meta["gpu_name"], meta["compute_capability"]) == ("Orin (fake)", "8.7")
+    pipeline = ModelPipeline.open(engine, backend_options={"cuda": "cuda-python"})
+    try:
+        assert pipeline.describe()["backend"] == "tensorrt"
+        frame = DecodedImage(np.full((120, 160, 3), 51, np.uint8), "rgb")
+        result = pipeline.run(frame)
+        assert result.error is None
+        assert result.result.angle == pytest.approx(0.2, abs=1e-3)  # the double's engine outputs the input mean
+    finally:
+        pipeline.close()
+
+
+def test_int8_calibration_through_the_cuda_adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
+    cuda_fake = pytest.importorskip("fakes.cuda_fake")
+    trt = make_builder_module("8.2.1")
+    if not hasattr(trt, "_fake"):
+        pytest.skip("the TensorRT runtime double (fakes/tensorrt_fake.py) is not in this checkout")
+    gpu = trt._fake.gpu
+    cuda_fake.install_cuda_python(monkeypatch, gpu)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(frames / f"{i}.png"), np.full((60, 80, 3), 60 * i, np.uint8))
+    model = brightness_pilot(tmp_path, "pilot")
+    engine = tmp_path / "pilot.engine"
+    copies: List[bytes] = []
+    real_copy = gpu.copy_htod
+
+    def spy(address: int, host: Any, stream: Any) -> Any:
+        copies.append(bytes(host))
+        return real_copy(address, host, stream)
+
+    monkeypatch.setattr(gpu, "copy_htod", spy)
+    build(trt, model, engine, precision="int8", calibration=CalibrationConfig(frames))
+    nbytes = 120 * 160 * 3 * 4
+    assert [len(c) for c in copies] == [nbytes] * 4
+    np.testing.assert_allclose(np.frombuffer(copies[3], np.float32), 180 / 255, rtol=1e-6)  # x/255 of the frame
+    assert gpu.count("malloc") == gpu.count("free") == 1 and gpu.memory == {}
+    assert (tmp_path / "pilot.engine.calib.cache").is_file()
+    # a rebuild without frames (what auto_rebuild does) reuses the calibration cache next to the engine
+    copies.clear()
+    build(trt, model, engine, precision="int8", force=True)
+    assert copies == [] and plan_info(engine.read_bytes())["calibration"] == "cache"

@@ -103,7 +103,8 @@ def _facts_from_cuda_python(device: int) -> GpuFacts:
     name = props.name
     if isinstance(name, (bytes, bytearray)):
         name = bytes(name).split(b"\x00", 1)[0].decode("utf-8", "replace")
-    return GpuFacts(str(name), f"{props.major}.{props.minor}", int(props.totalGlobalMem))
+    total = getattr(props, "totalGlobalMem", None)
+    return GpuFacts(str(name), f"{props.major}.{props.minor}", None if total is None else int(total))
 
 
 def _facts_from_pycuda(device: int) -> GpuFacts:
@@ -490,6 +491,11 @@ def build_engine_report(
             f"warning: no model spec found for {onnx_path} (looked for {onnx_path.with_suffix('.yaml').name}); "
             "the engine gets no sidecar, so the node will need --spec; write one next to the ONNX to fix this"
         )
+    default_calibration_cache = engine_path.with_name(engine_path.name + CALIBRATION_CACHE_SUFFIX)
+    if precision == "int8" and calibration is None and default_calibration_cache.is_file():
+        from trt_perception.tools.calibration import CalibrationConfig
+
+        calibration = CalibrationConfig(cache_path=default_calibration_cache)  # a rebuild reuses the old table
     if precision == "int8" and calibration is None:
         raise BuildError(
             "INT8 needs calibration data; fix: pass --calib-images DIR or --calib-bag BAG --calib-topic TOPIC "

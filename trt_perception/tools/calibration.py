@@ -246,28 +246,40 @@ class CalibrationFeeder:
 
 
 class CudaDeviceMemory:
-    """The calibrator's device buffer through the TensorRT backend's CUDA adapter (pycuda or cuda-python)."""
+    """The calibrator's device buffer through the TensorRT backend's CUDA adapter (pycuda or cuda-python).
+
+    Batches go through a page-locked staging buffer (what async copies need), one synchronous copy each.
+    """
 
     def __init__(self, api: Any = "auto") -> None:
         from trt_perception.backends.cuda import select_cuda_api
 
         self.api = select_cuda_api(api)
         self._stream: Any = None
+        self._staging: Optional[np.ndarray] = None
 
     def alloc(self, nbytes: int) -> int:
         with self.api.activated():
             if self._stream is None:
                 self._stream = self.api.stream_create()
+            self._staging = self.api.pinned_empty(nbytes)
             return self.api.malloc(nbytes)
 
     def copy_htod(self, pointer: int, array: np.ndarray) -> None:
+        staging = self._staging
+        if staging is None or staging.nbytes != array.nbytes:
+            raise BuildError(f"calibration batch of {array.nbytes} bytes does not fit the {pointer:#x} buffer")
+        np.copyto(staging, np.ascontiguousarray(array).reshape(-1).view(np.uint8))
         with self.api.activated():
-            self.api.memcpy_htod_async(pointer, array, self._stream)
+            self.api.memcpy_htod_async(pointer, staging, self._stream)
             self.api.stream_synchronize(self._stream)  # the batch must be on the GPU before get_batch returns
 
     def free(self, pointer: int) -> None:
         with self.api.activated():
             self.api.free(pointer)
+            if self._staging is not None:
+                self.api.free_pinned(self._staging)
+                self._staging = None
             if self._stream is not None:
                 self.api.stream_destroy(self._stream)
                 self._stream = None
