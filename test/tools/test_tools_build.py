@@ -539,3 +539,14 @@ def test_int8_calibration_through_the_cuda_adapter(tmp_path: Path, monkeypatch: 
     copies.clear()
     build(trt, model, engine, precision="int8", force=True)
     assert copies == [] and plan_info(engine.read_bytes())["calibration"] == "cache"
+
+
+@pytest.mark.gpu
+def test_gpu_facts_on_a_real_gpu() -> None:
+    """What the build metadata records, read from a real GPU (skipped where cuda-python/pycuda see none)."""
+    facts = build_tool.gpu_facts()
+    if facts.name == "unknown":
+        pytest.skip(f"no CUDA GPU visible: {facts.note}")
+    major, minor = (int(v) for v in facts.compute_capability.split("."))
+    assert major >= 5 and minor >= 0 and facts.total_memory and facts.total_memory > 1 << 30
+    print(f"\n{facts}; default workspace {default_workspace_mb(facts)} MB")

@@ -189,3 +189,38 @@ def test_feeder_keeps_unexpected_errors_for_the_builder(tmp_path: Path) -> None:
     assert feeder.guarded(feeder.next_pointers, ["x"]) is None
     with pytest.raises(BuildError, match="INT8 calibration failed: RuntimeError: camera decoder exploded"):
         feeder.raise_error()
+
+
+@pytest.mark.gpu
+def test_cuda_device_memory_on_a_real_gpu() -> None:
+    """Calibration batches reach real device memory intact (cuda-python or pycuda; skipped without a GPU)."""
+    from trt_perception.backends.cuda import select_cuda_api
+    from trt_perception.errors import BackendError
+    from trt_perception.tools.calibration import CudaDeviceMemory
+
+    try:
+        api = select_cuda_api("auto")
+        with api.activated():
+            api.device_name()
+    except BackendError as exc:
+        pytest.skip(f"no CUDA binding: {exc}")
+    except Exception as exc:  # the bindings raise their own types where no driver/GPU exists
+        pytest.skip(f"no usable CUDA GPU: {type(exc).__name__}: {exc}")
+    device = CudaDeviceMemory(api)
+    batch = np.random.default_rng(0).random((2, 3, 300, 300)).astype(np.float32)
+    pointer = device.alloc(batch.nbytes)
+    try:
+        for scale in (1.0, -2.0):
+            device.copy_htod(pointer, batch * scale)
+            with api.activated():
+                back = api.pinned_empty(batch.nbytes)
+                stream = api.stream_create()
+                api.memcpy_dtoh_async(back, pointer, stream)
+                api.stream_synchronize(stream)
+                api.stream_destroy(stream)
+                got = back.view(np.float32).reshape(batch.shape).copy()
+                api.free_pinned(back)
+            np.testing.assert_array_equal(got, batch * scale)
+    finally:
+        device.free(pointer)
+    print(f"\n[{api.name}] calibration buffer round trip of {batch.nbytes} bytes OK")

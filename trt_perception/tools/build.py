@@ -127,10 +127,10 @@ def gpu_facts(device: int = 0) -> GpuFacts:
         try:
             facts = probe(device)
         except ImportError as exc:
-            reasons.append(f"{probe.__name__[11:]}: not installed ({exc.name})")
+            reasons.append(f"{probe.__name__[12:]}: not installed ({exc.name})")
             continue
         except Exception as exc:  # each binding raises its own error types; record why and try the next
-            reasons.append(f"{probe.__name__[11:]}: {type(exc).__name__}: {exc}")
+            reasons.append(f"{probe.__name__[12:]}: {type(exc).__name__}: {exc}")
             continue
         return GpuFacts(facts.name, facts.compute_capability, facts.total_memory, jetson)
     return GpuFacts(jetson_model=jetson, note="; ".join(reasons))
