@@ -266,7 +266,9 @@ def insert_nms(
     detection.setdefault("score_threshold", float(settings.score_threshold))
     detection["score_threshold"] = max(float(detection["score_threshold"]), float(settings.score_threshold))
     data["detection"] = detection
+    provenance = dict(data["source"]) if isinstance(data.get("source"), dict) else {}
     data["source"] = {
+        **provenance,
         "nms": {
             "plugin": op_type,
             "from_format": "ssd_raw",
