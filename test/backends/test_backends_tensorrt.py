@@ -725,7 +725,10 @@ def test_rebuild_command_and_metadata_sidecar(tmp_path: Path) -> None:
     assert rebuild_command(engine, build) == (
         f"trt-perception build '{engine.parent / 'ssd.onnx'}' --output '{engine}' --force --int8"
     )
-    assert rebuild_command(engine, BuildInfo()).endswith("--force")
+    assert rebuild_command(engine, BuildInfo()).endswith(
+        "--force"
+    )  # unknown precision: the builder's default
+    assert rebuild_command(engine, BuildInfo(precision="fp32")).endswith("--force --fp32")
     assert load_build_metadata(engine) is None
     (engine.parent / "ssd.engine.yaml").write_text(
         "task: detection\nbuild: {precision: fp16}\n", encoding="utf-8"

@@ -30,7 +30,8 @@ LOG = logging.getLogger("trt_perception.tensorrt")
 # does not describe the plan layout). Header bytes are only trusted when it matches.
 PLAN_MAGIC = b"ftrt"
 PLAN_VERSION_OFFSET = 24  # major, minor, patch at 24, 25, 26 (autoware_tensorrt_common, NVIDIA/TensorRT#3073)
-PRECISION_FLAGS = {"fp32": "", "fp16": " --fp16", "int8": " --int8"}
+# Always explicit: `trt-perception build` defaults to fp16, so an fp32 engine needs --fp32 to stay fp32.
+PRECISION_FLAGS = {"fp32": " --fp32", "fp16": " --fp16", "int8": " --int8"}
 
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 _CC_RE = re.compile(r"(\d+)\D+(\d+)")
@@ -213,7 +214,11 @@ def rebuild_command(engine_path: Union[str, Path], build: BuildInfo) -> str:
     """The exact ``trt-perception build`` command that rebuilds this engine here."""
     source = resolve_source_onnx(engine_path, build)
     onnx = shlex.quote(str(source)) if source is not None else "<model.onnx>"
-    flag = PRECISION_FLAGS.get(build.precision or "fp32", f" --{build.precision}")
+    flag = (
+        ""
+        if build.precision is None
+        else PRECISION_FLAGS.get(build.precision, f" --precision {build.precision}")
+    )
     return f"trt-perception build {onnx} --output {shlex.quote(str(engine_path))} --force{flag}"
 
 

@@ -393,6 +393,9 @@ class TensorRTBackend(Backend):
             if not auto_rebuild:
                 raise EngineMismatchError(message)
             plan = self._rebuild(message)
+            self._header = read_plan_header(plan)
+            if build_metadata is None:  # the builder rewrote the sidecar: describe() reports the new build
+                self._build = BuildInfo.from_mapping(load_build_metadata(self.model_path))
 
         self._logger = _make_logger(trt)
         self._plugin_handles = _load_plugin_libraries(trt, self._logger, self.plugin_libraries)
@@ -459,7 +462,7 @@ class TensorRTBackend(Backend):
         )
         try:
             build_engine(
-                str(source), str(self.model_path), precision=self._build.precision or "fp32", force=True
+                str(source), str(self.model_path), precision=self._build.precision or "fp16", force=True
             )
         except BuildError as exc:
             raise EngineMismatchError(f"{message}\nauto_rebuild failed: {exc}") from exc
