@@ -164,6 +164,8 @@ extern "C" __global__ void tp_preprocess_u16(TP_ARGS) { tp_preprocess<true>(TP_P
 KERNEL_NAMES = ("tp_preprocess_u8", "tp_preprocess_u16")
 # Argument kinds in kernel order: 'p' device pointer, 'i' int, 'f' float.
 ARG_KINDS = "pii" + "pp" + "iiii" + "piiiii" + "iiii" + "fffffffff"
+_COMPILED: Dict[Tuple[int, int], bytes] = {}  # (compute capability) -> cubin/PTX from NVRTC
+_COMPILED_LOCK = threading.Lock()
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -251,7 +253,10 @@ class _NvrtcLauncher:
         self._device = cuda.device
         self._ensure_context()
         major, minor = cuda.compute_capability()
-        image = self._compile(major, minor)
+        with _COMPILED_LOCK:  # NVRTC has no disk cache: compile once per process and architecture
+            image = _COMPILED.get((major, minor))
+            if image is None:
+                image = _COMPILED[(major, minor)] = self._compile(major, minor)
         module = self._check(self._driver.cuModuleLoadData(image), "cuModuleLoadData")
         self._module = module
         self._functions = {

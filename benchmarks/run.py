@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Run every trt_perception benchmark side by side: print the tables with targets and PASS/MISS, write JSON.
+
+    python benchmarks/run.py                 # everything (about 4-5 minutes on a 2-core machine)
+    python benchmarks/run.py --quick         # a few iterations of each, to check that it runs (~30 s)
+    python benchmarks/run.py --only overhead,postprocess --json out.json
+
+Benchmarks: overhead (1), postprocess (2), end_to_end (3), memory (4), latency (5), messages (6) and gpu (7,
+only where a CUDA GPU and cuda-python or pycuda are present). JSON goes to benchmarks/results/<time>.json
+unless --json names a file. Exit status: 0, also when targets are missed (the tables say so); 1 when a
+benchmark crashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+if str(HERE.parent) not in sys.path:  # a fresh checkout without `pip install -e .`
+    sys.path.insert(1, str(HERE.parent))
+
+BENCHMARKS = {  # name -> module; run in this order
+    "overhead": "bench_overhead",
+    "postprocess": "bench_postprocess",
+    "end_to_end": "bench_end_to_end",
+    "memory": "bench_memory",
+    "latency": "bench_latency",
+    "messages": "bench_messages",
+    "gpu": "bench_gpu",
+}
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="few iterations and short runs (smoke test)")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {list(BENCHMARKS)}")
+    parser.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")
+    parser.add_argument("--json", type=Path, default=None, help="write results here (default benchmarks/results/)")
+    args = parser.parse_args(argv)
+    for option in ("only", "skip"):
+        names = [n.strip() for n in getattr(args, option).split(",") if n.strip()]
+        unknown = [n for n in names if n not in BENCHMARKS]
+        if unknown:
+            parser.error(f"--{option}: unknown benchmark(s) {unknown}; expected names from {list(BENCHMARKS)}")
+        setattr(args, option, names)
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    from common import machine_info, write_json
+
+    names = [n for n in (args.only or list(BENCHMARKS)) if n not in args.skip]
+    info = machine_info()
+    print(
+        f"trt_perception benchmarks ({'quick' if args.quick else 'full'}) on {info['processor']}, "
+        f"{info['cpus']} CPUs, Python {info['python']}, numpy {info['numpy']}, OpenCV {info['opencv']} "
+        f"({info['opencv_threads']} threads), onnxruntime {info.get('onnxruntime', 'absent')}, {info['date']}\n"
+    )
+    results: Dict[str, Any] = {}
+    crashed = []
+    for name in names:
+        start = time.perf_counter()
+        try:
+            table = importlib.import_module(BENCHMARKS[name]).run(quick=args.quick)
+        except Exception as exc:  # one crashing benchmark must not hide the others' tables
+            crashed.append(name)
+            traceback.print_exc()
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"## {name}: CRASHED ({type(exc).__name__}: {exc})\n", flush=True)
+            continue
+        seconds = time.perf_counter() - start
+        print(table.render())
+        print(f"({seconds:.1f} s)\n", flush=True)
+        results[name] = {**table.to_json(), "seconds": round(seconds, 2)}
+    rows = [r for t in results.values() for r in t.get("rows", [])]
+    passed = sum(1 for r in rows if r.get("status") == "PASS")
+    missed = sum(1 for r in rows if r.get("status") == "MISS")
+    print(f"Summary: {passed} PASS, {missed} MISS, {len(crashed)} crashed {crashed if crashed else ''}".rstrip())
+    path = args.json
+    if path is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = HERE / "results" / f"{stamp}{'-quick' if args.quick else ''}.json"
+    write_json(path, {"machine": info, "quick": args.quick, "benchmarks": results})
+    print(f"JSON: {path}")
+    return 1 if crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
