@@ -334,7 +334,7 @@ class _NvrtcLauncher:
             supported = [int(a) for a in list(archs)[: int(count)]]
         except (AttributeError, BackendError):
             supported = [53]
-        usable = [a for a in supported if a <= wanted] or supported
+        usable = [a for a in supported if a <= wanted] or [min(supported)]  # none older: fails at load, named
         return f"compute_{max(usable)}"
 
     def _nvrtc_check(self, result: Any, what: str) -> Any:
@@ -358,9 +358,10 @@ class _NvrtcLauncher:
 
     def launch(self, name: str, grid: Tuple[int, int], packed: Any, stream: Any) -> None:
         self._ensure_context()
-        handle = self._streams.get(id(stream))
+        key = int(stream)
+        handle = self._streams.get(key)
         if handle is None:
-            handle = self._streams[id(stream)] = self._driver.CUstream(int(stream))
+            handle = self._streams[key] = self._driver.CUstream(key)
         result = self._driver.cuLaunchKernel(
             self._functions[name], grid[0], grid[1], 1, BLOCK[0], BLOCK[1], BLOCK[2], 0, handle, packed[2], 0
         )
@@ -413,7 +414,8 @@ class _PyCudaLauncher:
     def launch(self, name: str, grid: Tuple[int, int], packed: Any, stream: Any) -> None:
         self._functions[name].prepared_async_call((grid[0], grid[1], 1), BLOCK, stream, *packed)
 
-    def close(self) -> None:
+    def close(self) -> None:  # called with the context current: the module unloads now, not at exit
+        self._functions = {}
         self._module = None
 
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The GPU preprocessing checks and benchmark, as run on the `device` GPU machine (H100, CUDA 13, cuda-python,
+# no pycuda, no internet). Wheels travel in .whl/ (see /work/shared/notes/gpu-machine.md): pycuda's sdist and
+# its pure-Python dependencies, plus pytest/pyyaml. A pycuda wheel built on an earlier call may be carried in
+# .whl/ too; otherwise it is built here (about 2 minutes) and left in $OUT for the next call.
+# Usage there:  bash benchmarks/gpu_machine.sh   (writes pytest.log, bench.log, gpu.json to $OUT)
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PATH=/usr/local/cuda/bin:$PATH CUDA_ROOT=/usr/local/cuda CUDA_HOME=/usr/local/cuda
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD
+if ! python3 -c "import pycuda.driver" 2>/dev/null; then
+  start=$(date +%s)
+  MAKEFLAGS=-j16 python3 -m pip wheel -q --no-index --no-deps --no-build-isolation -w "$OUT" \
+    .whl/pycuda-*.tar.gz > "$OUT/pycuda-build.log" 2>&1 \
+    && python3 -m pip install -q --no-index --no-deps --target /tmp/site "$OUT"/pycuda-*.whl \
+    || echo "pycuda build failed (see pycuda-build.log); pycuda rows will be skipped"
+  echo "pycuda build: $(( $(date +%s) - start )) s"
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 - <<'EOF'
+import importlib
+for name in ("numpy", "cv2", "cuda.bindings", "pycuda", "cupy", "yaml", "pytest"):
+    try:
+        module = importlib.import_module(name)
+        print(f"{name} {getattr(module, '__version__', '?')}")
+    except Exception as exc:  # report what is missing and go on
+        print(f"{name} missing ({exc})")
+EOF
+python3 -m pytest test/test_gpu_preprocess.py -v -s -p no:cacheprovider -o addopts="" 2>&1 | tee "$OUT/pytest.log" \
+  | grep -E "PASS|FAIL|ERROR|SKIP|max \||passed|failed|error" | grep -v "PASSED" | tail -40
+grep -c PASSED "$OUT/pytest.log" | sed 's/^/tests PASSED: /'
+python3 benchmarks/run.py --only gpu --json "$OUT/gpu.json" 2>&1 | tee "$OUT/bench.log"
