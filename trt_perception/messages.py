@@ -185,7 +185,7 @@ def _identity_pose(types: MessageTypes) -> Any:
 def twist(types: MessageTypes, command: DriveCommand, pilot: PilotConfig) -> Any:
     """geometry_msgs/Twist: linear.x = throttle * throttle_scale (m/s), angular.z = -steering * scale."""
     linear = types.Vector3(x=float(command.throttle) * pilot.throttle_scale, y=0.0, z=0.0)
-    angular = types.Vector3(x=0.0, y=0.0, z=-float(command.steering) * pilot.steering_scale)
+    angular = types.Vector3(x=0.0, y=0.0, z=0.0 - float(command.steering) * pilot.steering_scale)  # no -0.0
     return types.Twist(linear=linear, angular=angular)
 
 
@@ -193,7 +193,7 @@ def ackermann(types: MessageTypes, header: Any, command: DriveCommand, pilot: Pi
     """AckermannDriveStamped: steering_angle = -steering * max_steering_angle (rad),
     speed = throttle * max_speed (m/s)."""
     drive = types.AckermannDrive(
-        steering_angle=-float(command.steering) * pilot.max_steering_angle,
+        steering_angle=0.0 - float(command.steering) * pilot.max_steering_angle,
         steering_angle_velocity=0.0,
         speed=float(command.throttle) * pilot.max_speed,
         acceleration=0.0,
