@@ -67,13 +67,13 @@ def run(quick: bool = False) -> Table:
     if not apis:
         table.skipped = "no CUDA GPU with cuda-python or pycuda here (run on the GPU machine)"
         return table
+    with apis[0].activated():
+        gpu_name = apis[0].device_name()
     for api in apis:
         try:
             _run_api(table, api, quick)
         finally:
             api.close()
-    with apis[0].activated():
-        gpu_name = apis[0].device_name()
     table.notes.append(
         f"GPU: {gpu_name}; OpenCV threads for cpu_path: {cv2.getNumThreads()}. cpu_path = Preprocessor into a "
         "pinned tensor + tensor H2D; gpu = GpuPreprocessor (pinned staging) + sync; h2d = the uint8 frame's copy."
