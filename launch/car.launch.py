@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction, Shutdown
 from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
@@ -61,6 +61,9 @@ def launch_node(context, *args, **kwargs):
             arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level").perform(context)],
             output="screen",
             emulate_tty=True,
+            # the car is this node: when it stops (a startup error is one clear log line and exit 1), stop the
+            # launch too, so performance_mode restores the clocks and nothing waits on a dead node
+            on_exit=Shutdown(reason="trt_perception exited"),
         )
     ]
 

@@ -116,7 +116,8 @@ class PerceptionNode:
                 raise ConfigError(validate_param_change(name, None) or name)
             _, reason = check_value(param, parameter.value, strict_double=True)
             if reason:
-                raise ConfigError(f"{reason}; fix: correct it in the params file")
+                fix = "" if "fix:" in reason else "; fix: correct it in the params file"
+                raise ConfigError(reason + fix)
 
     def _declare_parameters(self) -> Dict[str, Any]:
         from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
