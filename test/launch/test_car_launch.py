@@ -171,9 +171,11 @@ class TestCarLaunch(unittest.TestCase):
         self.assertTrue(self.spin_until(lambda: len(self.received["cmd_vel"]) >= 3))
 
     def test_live_parameters_are_validated(self):
-        refused = self.set_param("/ack/trt_perception", "detector.score_threshold", 2.0)
+        self.assertFalse(self.set_param("/ack/trt_perception", "detector.score_threshold", 2.0).successful)
+        refused = self.set_param("/ack/trt_perception", "detector.score_threshold", -0.5)  # in ROS' range
         self.assertFalse(refused.successful)
-        self.assertIn("[0, 1]", refused.reason)
+        self.assertIn("[0, 1]", refused.reason)  # our on-set check names the allowed values
+        self.assertFalse(self.set_param("/ack/trt_perception", "pilot.max_throttle", -0.5).successful)
         fixed = self.set_param("/ack/trt_perception", "detector.model", "/other.onnx")
         self.assertFalse(fixed.successful)
         accepted = self.set_param("/ack/trt_perception", "detector.score_threshold", 0.99)
@@ -193,6 +195,8 @@ class TestCarLaunch(unittest.TestCase):
         rclpy.spin_until_future_complete(self.node, future, timeout_sec=10.0)
         self.assertTrue(future.result().success, future.result().message)
         self.spin_until(lambda: False, timeout=1.0)  # frames keep coming: no commands while disabled
+        last = self.received["cmd_vel"][-1]
+        self.assertEqual((last.linear.x, last.angular.z), (0.0, 0.0))  # the stop
         self.received["cmd_vel"].clear()
         self.spin_until(lambda: False, timeout=1.5)
         self.assertEqual(self.received["cmd_vel"], [])
