@@ -90,10 +90,27 @@ def test_slew_limit_uses_elapsed_time():
     assert safety.command_from(SteeringPrediction(1.0, 0), 20.0).steering == pytest.approx(1.0)
 
 
-def test_slew_limit_does_not_move_backwards_in_time():
-    safety = make(steering_slew_rate=1.0)
+def test_clock_jumping_back_restarts_the_filters():
+    """A looping bag on sim time: the slew limit must not freeze steering until time catches up."""
+    safety = make(steering_slew_rate=1.0, smoothing=0.5)
     safety.command_from(SteeringPrediction(0.0, 0), 5.0)
-    assert safety.command_from(SteeringPrediction(1.0, 0), 4.0).steering == pytest.approx(0.0)
+    assert safety.command_from(SteeringPrediction(1.0, 0), 4.0).steering == pytest.approx(1.0)
+    assert safety.command_from(SteeringPrediction(1.0, 0), 4.1).steering == pytest.approx(1.0)
+
+
+def test_watchdog_after_clock_jumps_back():
+    safety = make(watchdog_timeout=0.5, clock=FakeClock(0.0))
+    safety.command_from(SteeringPrediction(0, 0), 100.0)
+    assert safety.check_watchdog(10.0) is None  # back in time: counts from 10.0
+    assert safety.check_watchdog(10.4) is None
+    assert safety.check_watchdog(10.6) is not None
+
+
+def test_restart_watchdog_when_sim_time_starts():
+    safety = make(watchdog_timeout=0.5, clock=FakeClock(0.0))  # created before /clock: time 0
+    safety.restart_watchdog(1.7e9)
+    assert safety.check_watchdog(1.7e9 + 0.4) is None
+    assert safety.check_watchdog(1.7e9 + 0.6) is not None
 
 
 def test_filters_reset_after_a_stop():

@@ -342,8 +342,8 @@ class PerceptionNode:
         """ROS time in seconds (sim time when use_sim_time is set)."""
         return self.node.get_clock().now().nanoseconds * 1e-9
 
-    def _stamp_now(self) -> Any:
-        nanoseconds = self.node.get_clock().now().nanoseconds
+    def _stamp_now(self, now: Optional[float] = None) -> Any:
+        nanoseconds = self.node.get_clock().now().nanoseconds if now is None else round(now * 1e9)
         return make_header(
             self.types, nanoseconds // 1_000_000_000, nanoseconds % 1_000_000_000, self._last_frame_id
         )
@@ -441,11 +441,19 @@ class PerceptionNode:
             self.logger.error(f"stopping the car: {command.reason}", throttle_duration_sec=1.0)
         self.command_pub.publish(drive_message(self.types, header, command, self.config.pilot))
 
+    _watchdog_started = False
+
     def _on_watchdog(self) -> None:
-        stop = self.safety.check_watchdog(self.now())
+        now = self.now()
+        if not self._watchdog_started:  # first tick with a running clock (sim time starts at 0)
+            if now > 0.0:
+                self.safety.restart_watchdog(now)
+                self._watchdog_started = True
+            return
+        stop = self.safety.check_watchdog(now)
         if stop is not None:
             self.logger.warning(f"stopping the car: {stop.reason} on {self.subscription.topic_name}")
-            self._publish_command(stop, self._stamp_now())
+            self._publish_command(stop, self._stamp_now(now))
 
     def _on_set_enabled(self, request: Any, response: Any) -> Any:
         if self.safety is None:

@@ -106,6 +106,8 @@ class PilotSafety:
             if not self._enabled:
                 self._reset_filters()
                 return self.stop_command(REASON_DISABLED)
+            if self._prev_time is not None and now < self._prev_time:
+                self._reset_filters()  # the clock jumped back (a looping bag on sim time): start afresh
             angle = float(prediction.angle)
             throttle = float(prediction.throttle)
             if not (math.isfinite(angle) and math.isfinite(throttle)):
@@ -159,12 +161,21 @@ class PilotSafety:
             timeout = self._config.watchdog_timeout
             if timeout <= 0.0 or not self._enabled or self._watchdog_fired:
                 return None
+            if now < self._last_frame:  # the clock jumped back (looping bag): count from now
+                self._last_frame = now
             if now - self._last_frame <= timeout:
                 return None
             self._watchdog_fired = True
             self._reset_filters()
             age = now - self._last_frame
             return self.stop_command(f"{REASON_WATCHDOG}: no frame for {age:.2f} s (timeout {timeout:g} s)")
+
+    def restart_watchdog(self, now: Optional[float] = None) -> None:
+        """Count the watchdog window from ``now`` (the node calls this once sim time has started, so the
+        jump from 0 to the bag's time is not taken for a long silence)."""
+        with self._lock:
+            self._last_frame = self._clock() if now is None else now
+            self._watchdog_fired = False
 
     @property
     def watchdog_fired(self) -> bool:
