@@ -299,11 +299,16 @@ class PerceptionNode:
             self.diagnostics_pub = node.create_publisher(types.DiagnosticArray, "/diagnostics", output_qos)
             self.diagnostics_timer = node.create_timer(config.diagnostics_period, self._on_diagnostics)
 
+    @property
+    def camera_topic(self) -> str:
+        """The resolved camera topic (namespace and remapping applied) for log lines."""
+        return str(getattr(self.subscription, "topic_name", self.config.image_topic))
+
     def _on_incompatible_subscription(self, event: Any) -> None:
         policy = getattr(
             getattr(event, "last_policy_kind", None), "name", str(getattr(event, "last_policy_kind", ""))
         )
-        topic = self.subscription.topic_name
+        topic = self.camera_topic
         if "RELIABILITY" in policy:
             fix = (
                 f"the camera on {topic} publishes best effort while qos_reliability is "
@@ -321,7 +326,7 @@ class PerceptionNode:
     def _on_incompatible_type(self, event: Any) -> None:
         expected = "CompressedImage" if self.config.image_transport == "compressed" else "Image"
         self.logger.error(
-            f"camera subscription {self.subscription.topic_name}: a publisher sends another message type "
+            f"camera subscription {self.camera_topic}: a publisher sends another message type "
             f"than sensor_msgs/{expected} (image_transport: {self.config.image_transport}); fix: point "
             "image_topic at the raw topic with image_transport: raw, or at .../compressed with "
             "image_transport: compressed"
@@ -452,7 +457,7 @@ class PerceptionNode:
             return
         stop = self.safety.check_watchdog(now)
         if stop is not None:
-            self.logger.warning(f"stopping the car: {stop.reason} on {self.subscription.topic_name}")
+            self.logger.warning(f"stopping the car: {stop.reason} on {self.camera_topic}")
             self._publish_command(stop, self._stamp_now(now))
 
     def _on_set_enabled(self, request: Any, response: Any) -> Any:
@@ -503,7 +508,7 @@ class PerceptionNode:
             self._reported["nonfinite"] = self.safety.error_count
         if snap["fps_in"] == 0.0:
             level = "ERROR" if level == "ERROR" else "WARN"
-            problems.append(f"no frames on {self.subscription.topic_name} (check the topic and QoS)")
+            problems.append(f"no frames on {self.camera_topic} (check the topic and QoS)")
         if snap["bad_frames"] > self._reported["bad_frames"]:
             level = "ERROR" if level == "ERROR" else "WARN"
             problems.append(f"{int(snap['bad_frames'] - self._reported['bad_frames'])} bad frames")
@@ -541,7 +546,7 @@ class PerceptionNode:
                 )
             )
         return (
-            f"running {' and '.join(heads)} on {self.subscription.topic_name} ({config.image_transport}, "
+            f"running {' and '.join(heads)} on {self.camera_topic} ({config.image_transport}, "
             f"{config.qos_reliability}, depth {config.qos_depth}, policy {config.frame_policy}); "
             f"publishing {outputs}{drive}"
         )
@@ -601,8 +606,14 @@ def main(args: Optional[List[str]] = None) -> int:
             return 1
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
+        try:
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=0.1)
+        except KeyboardInterrupt:  # rclpy without signal options raised it from inside spin
+            pass
+        except Exception as exc:  # ExternalShutdownException (context shut down by someone else)
+            if type(exc).__name__ != "ExternalShutdownException":
+                raise
     finally:
         if app is not None:
             app.shutdown()
