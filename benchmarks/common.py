@@ -17,7 +17,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import cv2
 import numpy as np
@@ -403,7 +403,3 @@ def demo_bag_frames(limit: int = 8) -> List[Any]:
 
 def scaled(quick: bool, full: int, small: int) -> int:
     return small if quick else full
-
-
-def pairs(values: Sequence[Any]) -> List[Tuple[Any, Any]]:
-    return [(a, b) for a in values for b in values]

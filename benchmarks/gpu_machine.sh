@@ -33,3 +33,7 @@ python3 -m pytest test/test_gpu_preprocess.py -v -s -p no:cacheprovider -o addop
   | grep -E "PASS|FAIL|ERROR|SKIP|max \||passed|failed|error" | grep -v "PASSED" | tail -40
 grep -c PASSED "$OUT/pytest.log" | sed 's/^/tests PASSED: /'
 python3 benchmarks/run.py --only gpu --json "$OUT/gpu.json" 2>&1 | tee "$OUT/bench.log"
+if [ "${CPU_BENCHMARKS:-0}" = 1 ]; then  # the CPU benchmarks on this machine's cores, for comparison
+  timeout 300 python3 benchmarks/run.py --skip gpu --json "$OUT/cpu.json" > "$OUT/cpu.log" 2>&1
+  grep -E "^## |PASS|MISS|Summary|CRASHED" "$OUT/cpu.log" | cut -c1-200 | tail -60
+fi

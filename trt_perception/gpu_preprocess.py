@@ -44,7 +44,9 @@ COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS
 COEF_ONE = 1 << COEF_BITS
 BLOCK = (32, 8, 1)
 OUT_TYPES = {np.dtype(np.float32): 0, np.dtype(np.float16): 1, np.dtype(np.uint8): 2}
-UPLOADS = ("pinned", "direct")
+UPLOADS = ("auto", "pinned", "direct")
+GATHER_FRACTION = 0.75  # upload only the rows the resize reads when they are at most this share of the frame
+CHUNK_BYTES = 1 << 21  # staged uploads go in chunks this big, so the bus copies one while the CPU fills the next
 
 # One source for every launcher. Tables are int4 per output column / row: (index0, index1, weight0, weight1);
 # uint8 frames use OpenCV's 11-bit fixed-point weights, uint16 frames float weights stored as their bits.
@@ -442,11 +444,18 @@ class GpuPreprocessor:
     ``spec`` and ``dtype`` mean what they mean for ``Preprocessor`` (``dtype``: the engine binding's real
     dtype). ``out``: the device address to write (the engine's input binding); None allocates one
     (``output_pointer``). ``stream``: a stream of ``cuda``'s kind to queue on (the backend's), else one is
-    made. ``cuda``: a ``CudaApi`` to share (the backend's) or a name for ``select_cuda_api``. ``upload``:
-    'pinned' copies the frame into page-locked memory and then to the device asynchronously; 'direct'
-    copies from the frame's own (pageable) memory, which the driver stages itself. ``launcher``: an object
-    with ``prepare(args)``, ``launch(name, grid, packed, stream)`` and ``close()`` (tests run the kernel's
-    arithmetic in numpy through one); None compiles ``KERNEL_SOURCE`` with the adapter's library.
+    made. ``cuda``: a ``CudaApi`` to share (the backend's) or a name for ``select_cuda_api``. ``upload``
+    says how the uint8 frame reaches the device:
+      * 'pinned': copied into page-locked staging memory in chunks, each chunk's async copy queued as soon as
+        it is filled (the bus works while the CPU fills the next); when the resize reads at most 3/4 of the
+        frame's rows (downscaling), only those rows are gathered and sent;
+      * 'direct': one copy from the frame's own pageable memory (the driver stages and pipelines it; a frame
+        with row padding is staged as in 'pinned');
+      * 'auto' (default): row gathering when it applies, else 'direct' - what measured fastest on the
+        benchmark machine (benchmarks/README.md).
+    ``launcher``: an object with ``prepare(args)``, ``launch(name, grid, packed, stream)`` and ``close()``
+    (tests run the kernel's arithmetic in numpy through one); None compiles ``KERNEL_SOURCE`` with the
+    adapter's library.
 
     ``__call__`` queues the work and returns the ``ImageTransform`` (identical to the CPU path's); the
     tensor is ready once the stream is synchronized (the backend's per-frame sync, or ``synchronize()``).
@@ -459,7 +468,7 @@ class GpuPreprocessor:
         out: Optional[int] = None,
         stream: Any = None,
         cuda: Union[str, CudaApi] = "auto",
-        upload: str = "pinned",
+        upload: str = "auto",
         device: int = 0,
         launcher: Any = None,
     ) -> None:
@@ -537,26 +546,35 @@ class GpuPreprocessor:
         wide = color == "gray16"
         channels = 3 if color in ("rgb", "bgr") else 1
         itemsize = 2 if wide else 1
-        nbytes = rows * width * channels * itemsize
+        row_bytes = width * channels * itemsize
+        xtab, ytab = resize_tables(
+            spec.interpolation, width, rows, geo.content_width, geo.content_height, wide
+        )
+        needed = np.unique(ytab[:, :2])  # source rows the resize reads
+        if self.upload != "direct" and len(needed) <= GATHER_FRACTION * rows:
+            self._row_index: Optional[np.ndarray] = needed.astype(np.intp)
+            ytab[:, 0] = np.searchsorted(needed, ytab[:, 0])  # rows of the gathered buffer
+            ytab[:, 1] = np.searchsorted(needed, ytab[:, 1])
+            upload_rows = len(needed)
+        else:
+            self._row_index = None
+            upload_rows = rows
+        nbytes = upload_rows * row_bytes
         if nbytes > self._frame_capacity:
             if self._frame_device:
                 self._free(self._frame_device)
                 self._frame_device = 0
-            if self.upload == "pinned" and self._staging is not None:
+            if self._staging is not None:
                 self._free_pinned(self._staging)
                 self._staging = None
             self._frame_device = self._malloc(nbytes)
-            if self.upload == "pinned":
-                self._staging = self._pinned_empty(nbytes)
+            self._staging = self._pinned_empty(nbytes)
             self._frame_capacity = nbytes
-        frame_shape: Tuple[int, ...] = (rows, width, channels) if channels == 3 else (rows, width)
+        frame_shape: Tuple[int, ...] = (upload_rows, width, channels) if channels == 3 else (upload_rows, width)
         frame_dtype = np.uint16 if wide else np.uint8
-        self._staging_view = (
-            self._staging[:nbytes].view(frame_dtype).reshape(frame_shape) if self.upload == "pinned" else None
-        )
-        xtab, ytab = resize_tables(
-            spec.interpolation, width, rows, geo.content_width, geo.content_height, wide
-        )
+        self._staging_view = self._staging[:nbytes].view(frame_dtype).reshape(frame_shape)  # type: ignore[index]
+        step = max(1, CHUNK_BYTES // row_bytes)
+        self._chunks = [(a, min(a + step, upload_rows), a * row_bytes) for a in range(0, upload_rows, step)]
         tables = self._tables_host[: 16 * (len(xtab) + len(ytab))].view(np.int32).reshape(-1, 4)
         tables[: len(xtab)] = xtab
         tables[len(xtab) :] = ytab
@@ -574,7 +592,7 @@ class GpuPreprocessor:
         pads = [float(p) for p in _pad_values(spec, self.dtype).astype(np.float32)]
         pads += [pads[0]] * (3 - len(pads))
         args = [
-            self._frame_device, width * channels * itemsize, channels,
+            self._frame_device, row_bytes, channels,
             self._tables_device, self._tables_device + 16 * len(xtab),
             geo.content_width, geo.content_height, geo.pad_x, geo.pad_y,
             self.output_pointer, spec.width, spec.height, spec.channels, int(spec.layout == "NCHW"),
@@ -596,22 +614,32 @@ class GpuPreprocessor:
         array = image.array
         key = (int(array.shape[0]), int(array.shape[1]), image.color)
         with self._lock, self.cuda.activated():
-            if self._in_flight:  # the staging buffer may still be read by the last frame's copy
+            if self._in_flight:  # staging memory may still be read by the last frame's copies
                 self.cuda.stream_synchronize(self.stream)
             if key != self._key:
                 self._configure(*key)
             geo = self._geo
             if geo.crop_top or geo.crop_bottom:
                 array = array[geo.crop_top : key[0] - geo.crop_bottom]
-            if self.upload == "pinned":
-                np.copyto(self._staging_view, array)  # the one CPU pass: uint8 frame -> page-locked memory
-                source = self._staging_view
-            else:
-                source = np.ascontiguousarray(array)  # a view unless the frame has row padding
-            self.cuda.memcpy_htod_async(self._frame_device, source, self.stream)
+            self._upload(array)
             self.launcher.launch(self._kernel, self._grid, self._packed, self.stream)
             self._in_flight = True
         return self.transform  # type: ignore[return-value]
+
+    def _upload(self, array: np.ndarray) -> None:
+        """Queue the frame's rows (all, or the ones the resize reads) to the device buffer."""
+        cuda, stream, device = self.cuda, self.stream, self._frame_device
+        if self._row_index is None and self.upload != "pinned" and array.flags.c_contiguous:
+            cuda.memcpy_htod_async(device, array, stream)  # pageable: the driver stages and pipelines it
+            return
+        staging, rows = self._staging_view, self._row_index
+        for start, end, offset in self._chunks:  # fill a chunk, queue its copy, fill the next meanwhile
+            target = staging[start:end]
+            if rows is None:
+                np.copyto(target, array[start:end])
+            else:  # mode='clip': no hidden frame-sized buffer (numpy buffers `out` for mode='raise')
+                np.take(array, rows[start:end], axis=0, out=target, mode="clip")
+            cuda.memcpy_htod_async(device + offset, target, stream)
 
     def synchronize(self) -> None:
         """Wait until the tensor of the last call is written."""
