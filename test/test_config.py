@@ -324,3 +324,35 @@ def test_option_the_backend_does_not_take_is_refused(models):
     )
     with pytest.raises(ConfigError, match="detector.plugin_libraries .* onnxruntime backend takes no"):
         create_frame_processor(config)
+
+
+def test_auto_build_builds_a_missing_engine_from_the_onnx_beside_it(models, monkeypatch):
+    detector, _ = models
+    engine = detector.with_suffix(".engine")
+    calls = []
+
+    def fake_build(onnx_path, engine_path, precision="fp16", **kw):
+        calls.append((onnx_path, engine_path, precision))
+        raise RuntimeError("stop here: no TensorRT in this test")
+
+    monkeypatch.setattr("trt_perception.tools.build.build_engine", fake_build)
+    config = PerceptionConfig.from_params({"detector.model": str(engine), "detector.auto_build": True})
+    with pytest.raises(RuntimeError, match="stop here"):
+        create_frame_processor(config)
+    assert calls == [(str(detector), str(engine), "fp16")]
+
+
+def test_auto_build_without_an_onnx_names_the_fix(tmp_path):
+    config = PerceptionConfig.from_params(
+        {"detector.model": str(tmp_path / "x.engine"), "detector.auto_build": True}
+    )
+    with pytest.raises(ConfigError, match=r"detector.auto_build has nothing to build it from .*x.onnx"):
+        create_frame_processor(config)
+
+
+def test_auto_build_maps_to_the_tensorrt_rebuild_option(tmp_path):
+    from trt_perception.config import ModelConfig, backend_options
+
+    options = backend_options("pilot", ModelConfig(model=str(tmp_path / "p.engine"), auto_build=True))
+    assert options == {"auto_rebuild": True}
+    assert backend_options("pilot", ModelConfig(model=str(tmp_path / "p.onnx"), auto_build=True)) == {}

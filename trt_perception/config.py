@@ -819,8 +819,8 @@ def backend_options(head: str, model: ModelConfig) -> Dict[str, Any]:
         wanted["plugin_libraries"] = (f"{head}.plugin_libraries", list(model.plugin_libraries))
     if model.cuda != "auto":
         wanted["cuda"] = (f"{head}.cuda", model.cuda)
-    if model.auto_build:
-        wanted["auto_build"] = (f"{head}.auto_build", True)
+    if model.auto_build and name == "tensorrt":
+        wanted["auto_rebuild"] = (f"{head}.auto_build", True)
     if not wanted:
         return {}
     accepted = _constructor_params(backend_class(name))
@@ -852,6 +852,8 @@ def open_head(head: str, model: ModelConfig) -> ModelPipeline:
     from trt_perception.pipeline import ModelPipeline
 
     path = Path(model.model)
+    if not path.is_file() and model.auto_build:
+        build_missing_engine(head, path)
     if not path.is_file():
         raise ConfigError(
             f"{head}.model is {model.model!r} but that file does not exist; fix: set {head}.model to an "
@@ -869,6 +871,28 @@ def open_head(head: str, model: ModelConfig) -> ModelPipeline:
         )
     except TrtPerceptionError as exc:
         raise type(exc)(f"{head}.model {model.model}: {exc}") from exc
+
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt", ".bin")
+
+
+def build_missing_engine(head: str, engine: Path) -> None:
+    """``<head>.auto_build``: build a missing engine from the ONNX beside it (same name, .onnx) in FP16."""
+    source = engine.with_suffix(".onnx")
+    if engine.suffix.lower() not in ENGINE_SUFFIXES or not source.is_file():
+        raise ConfigError(
+            f"{head}.model {engine} does not exist and {head}.auto_build has nothing to build it from "
+            f"(expected {source}); fix: put the ONNX there or build the engine: "
+            f"trt-perception build {source} (README 'Building engines')"
+        )
+    import logging
+
+    from trt_perception.tools.build import build_engine
+
+    logging.getLogger("trt_perception").warning(
+        "%s.auto_build: %s is missing; building it from %s (minutes on a Jetson)", head, engine, source
+    )
+    build_engine(str(source), str(engine), precision="fp16")
 
 
 def create_frame_processor(config: PerceptionConfig, clock: Optional[Any] = None) -> FrameProcessor:
