@@ -45,6 +45,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help=f"comma-separated subset of {list(BENCHMARKS)}")
     parser.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")
     parser.add_argument("--json", type=Path, default=None, help="write results here (default benchmarks/results/)")
+    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
+                        help="print the tables of an earlier run's JSON as markdown (for README) and exit")  # fmt: skip
     args = parser.parse_args(argv)
     for option in ("only", "skip"):
         names = [n.strip() for n in getattr(args, option).split(",") if n.strip()]
@@ -55,9 +57,36 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+def render(path: Path) -> str:
+    """Markdown of a results JSON: the machine line, then every table."""
+    import json
+
+    from common import Table
+
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    info = payload["machine"]
+    lines = [
+        f"{info['date']}, {info['processor']}, {info['cpus']} CPUs, Python {info['python']}, numpy "
+        f"{info['numpy']}, OpenCV {info['opencv']} ({info['opencv_threads']} threads), onnxruntime "
+        f"{info.get('onnxruntime', 'absent')}{' (quick run)' if payload.get('quick') else ''}",
+        "",
+    ]
+    for key, data in payload["benchmarks"].items():
+        if "error" in data:
+            lines += [f"## {key}: CRASHED ({data['error']})", ""]
+            continue
+        table = Table(key, data["title"], data["columns"], data["rows"], data["notes"], data["skipped"])
+        lines += [table.render(), ""]
+    return "\n".join(lines)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     from common import machine_info, write_json
+
+    if args.render is not None:
+        print(render(args.render))
+        return 0
 
     names = [n for n in (args.only or list(BENCHMARKS)) if n not in args.skip]
     info = machine_info()
