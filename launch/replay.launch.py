@@ -41,7 +41,9 @@ def bag_player(context, *args, **kwargs):
     from trt_perception.config import resolve_path
 
     bag = str(resolve_path(LaunchConfiguration("bag").perform(context), param="bag"))
-    command = ["ros2", "bag", "play", bag, "--clock", "--rate", LaunchConfiguration("rate").perform(context)]
+    # /clock at 100 Hz: sim time (and so the node's latency and watchdog) is only as fine as this rate
+    rate = LaunchConfiguration("rate").perform(context)
+    command = ["ros2", "bag", "play", bag, "--clock", "100", "--rate", rate]
     if LaunchConfiguration("loop").perform(context).lower() in ("true", "1"):
         command.append("--loop")
     delay = float(LaunchConfiguration("start_delay").perform(context))

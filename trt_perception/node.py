@@ -406,7 +406,8 @@ class PerceptionNode:
             return
         done = self.now()
         stamp = stamp_seconds(msg.header)
-        latency = done - stamp if stamp > 0 else None
+        # on sim time the clock ticks at /clock's rate, so it can lag an exact image stamp: clamp at 0
+        latency = max(0.0, done - stamp) if stamp > 0 else None
         self.stats.frame_out(done, latency, result.timings)
 
     def _publish(self, result: Any, header: Any) -> None:
