@@ -156,7 +156,7 @@ def test_every_encoding_and_storage_finds_the_squares(tmp_path: Path, models: Pa
             np.testing.assert_allclose(boxes[frame.t_ns][0], SQUARE, atol=0.5)
         else:
             assert boxes[frame.t_ns].shape == (0, 4)
-    assert list((tmp_path / "out").glob("*.mcap" if storage == "mcap" else "*.db3"))
+    assert storage_file(tmp_path / "out").name == ("out.mcap" if storage == "mcap" else "out.db3")
 
 
 def test_humble_sqlite3_bag_without_message_definitions(tmp_path: Path, models: Path) -> None:

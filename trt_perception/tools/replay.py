@@ -192,7 +192,9 @@ def _stamp_ns(msg: Any) -> int:
 
 
 class _OutputBag:
-    """The output bag, written under a temporary name and renamed into place when complete."""
+    """The output bag, written in a hidden staging folder beside it and moved into place when complete, so an
+    interrupted replay leaves no half-written bag. rosbags names the storage file after the bag folder, so the
+    bag is written under its final name inside the staging folder."""
 
     def __init__(self, path: Path, storage: str, typestore: Any, force: bool) -> None:
         from rosbags.rosbag2 import Writer
@@ -203,13 +205,15 @@ class _OutputBag:
         self.partial = path.with_name(f".{path.name}.partial")
         if self.partial.exists():
             shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True)
+        staged = self.partial / path.name
         if writer_storages() == ("sqlite3",):  # older rosbags (0.9.x is the last for Python 3.8): sqlite3 only
-            self.writer = Writer(self.partial)
+            self.writer = Writer(staged)
         else:
             from rosbags.rosbag2 import StoragePlugin
 
             plugin = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}[storage]
-            self.writer = Writer(self.partial, version=BAG_VERSION, storage_plugin=plugin)
+            self.writer = Writer(staged, version=BAG_VERSION, storage_plugin=plugin)
         self.writer.open()
         self.connections: Dict[str, Any] = {}
         self.types: Dict[str, str] = {}
@@ -231,7 +235,8 @@ class _OutputBag:
         if self.path.exists():
             _check_output(self.path, force)
             _remove_bag(self.path)
-        self.partial.rename(self.path)
+        (self.partial / self.path.name).rename(self.path)
+        self.partial.rmdir()
 
     def abort(self) -> None:
         try:
@@ -716,7 +721,7 @@ class _Run:
         collect.commands.append(command)
         collect.detections.append(_copy_detections(result.detections))
         if frame.index in collect.sample_indices and result.detections is not None:
-            collect.samples.append((_sample(frame, result), stamp))
+            collect.samples.append((_sample(frame, result, collect.t0_ns), stamp))
 
     def _write_command(self, command: DriveCommand, header: Any, log_ns: int) -> None:
         if self.output is None:
@@ -925,7 +930,7 @@ def _pick_samples(candidates: Sequence[SampleFrame], count: int) -> List[SampleF
     return [pool[i] for i in keep]
 
 
-def _sample(frame: _Frame, result: Any) -> SampleFrame:
+def _sample(frame: _Frame, result: Any, t0_ns: int) -> SampleFrame:
     """A downscaled BGR copy of a frame with its detections, for the report's grid."""
     import cv2
 
@@ -935,7 +940,7 @@ def _sample(frame: _Frame, result: Any) -> SampleFrame:
     small = cv2.resize(image, (max(1, int(width * scale)), max(1, int(height * scale))),
                        interpolation=cv2.INTER_AREA) if scale < 1.0 else image.copy()
     det = result.detections
-    sample = SampleFrame(index=frame.index, time_s=frame.t_ns * 1e-9, image_bgr=small,
+    sample = SampleFrame(index=frame.index, time_s=(frame.t_ns - t0_ns) * 1e-9, image_bgr=small,
                          boxes=np.asarray(det.boxes, np.float32) * scale, labels=list(det.labels),
                          scores=np.asarray(det.scores, np.float32), class_ids=np.asarray(det.class_ids, np.int64),
                          scale=scale)
