@@ -115,7 +115,9 @@ def run_demo(args: argparse.Namespace) -> int:
     print(format_report(report))
     print()
     print("Next:")
-    print(f"  the plots:           {report.report_dir}")
+    plots = [Path(f).name for f in report.files if f.endswith(".png")]
+    what = ", ".join([*plots, "report.json"])
+    print(f"  the report files:    {report.report_dir}  ({what})")
     if report.out_bag:
         print(f"  the output bag:      {report.out_bag}  (Foxglove, or `ros2 bag play` next to the camera)")
     print("  your own recording:  trt-perception replay YOUR_BAG --params YOUR_PARAMS.yaml --report my_report "
