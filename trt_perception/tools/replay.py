@@ -658,7 +658,7 @@ class _Run:
         stop = self.safety.check_watchdog(self.clock.now)
         if stop is not None:
             self.watchdog_stops += 1
-            self._write_command(stop, None, t_ns)
+            self._write_stop(stop, t_ns)
 
     def _arrive(self, frame: _Frame, waiting: Deque[_Frame]) -> None:
         """A frame arrives on the bag clock: the worker first takes what waited and is due, then the frame runs
@@ -692,22 +692,27 @@ class _Run:
             collect.bad(frame, str(exc))
             self.busy_until = start_ns + (time.perf_counter() - began) * 1e9
             return
+        # What the node does next: build the output messages and serialize them (rclpy's publish does);
+        # timed as the "messages" stage. Writing them into the output bag is replay's own cost, not timed.
         t_msgs = time.perf_counter()
-        done_ns = start_ns + (t_msgs - began) * 1e9
         stamp = _stamp_ns(msg)
-        log_ns = round(done_ns) if self.realtime else frame.t_ns
         header = self._header(msg)
         command = result.command
         if command is None and result.steering is not None:
             command = DriveCommand(float(result.steering.angle), float(result.steering.throttle))
-        if result.detections is not None and self.output is not None:
+        payloads = []
+        if result.detections is not None:
             from trt_perception.messages import detection_array
 
             out_msg = detection_array(self.types, header, result.detections, self.class_id_mode)
-            self.output.write(self.detections_topic, log_ns, self.typestore.serialize_cdr(out_msg, DETECTIONS))
+            payloads.append((self.detections_topic, self.typestore.serialize_cdr(out_msg, DETECTIONS)))
         if command is not None and self.processor.pilot is not None:
-            self._write_command(command, header, log_ns)
+            payloads.append((self.drive_topic, self._drive_payload(command, header)))
         end = time.perf_counter()
+        log_ns = round(start_ns + (end - began) * 1e9) if self.realtime else frame.t_ns
+        if self.output is not None:
+            for topic, data in payloads:
+                self.output.write(topic, log_ns, data)
         timings = dict(result.timings)
         timings["messages"] = end - t_msgs
         collect.timings(timings)
@@ -723,17 +728,20 @@ class _Run:
         if frame.index in collect.sample_indices and result.detections is not None:
             collect.samples.append((_sample(frame, result, collect.t0_ns), stamp))
 
-    def _write_command(self, command: DriveCommand, header: Any, log_ns: int) -> None:
-        if self.output is None:
-            return
+    def _drive_payload(self, command: DriveCommand, header: Any) -> Any:
+        """The pilot's output message (Twist or AckermannDriveStamped), serialized."""
         from trt_perception.messages import drive_message
 
-        if header is None:  # a watchdog stop: no frame behind it, stamped with the bag clock
-            sec, nsec = divmod(int(log_ns), 1_000_000_000)
-            header = self._make_header(sec, nsec, self.last_frame_id)
         msg = drive_message(self.types, header, command, self.pilot_config)
-        msgtype = ACKERMANN_STAMPED if self.pilot_output == "ackermann" else TWIST
-        self.output.write(self.drive_topic, log_ns, self.typestore.serialize_cdr(msg, msgtype))
+        return self.typestore.serialize_cdr(msg, ACKERMANN_STAMPED if self.pilot_output == "ackermann" else TWIST)
+
+    def _write_stop(self, command: DriveCommand, log_ns: int) -> None:
+        """A watchdog stop: no frame behind it, so it is stamped with the bag clock."""
+        if self.output is None:
+            return
+        sec, nsec = divmod(int(log_ns), 1_000_000_000)
+        header = self._make_header(sec, nsec, self.last_frame_id)
+        self.output.write(self.drive_topic, log_ns, self._drive_payload(command, header))
 
     def _image_type(self) -> str:
         return self.report.image_type

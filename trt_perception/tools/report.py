@@ -30,6 +30,10 @@ STAGE_ORDER = (
     "messages",
     "total",
 )
+STAGE_NOTES = {
+    "messages": "   (build + serialize outputs)",
+    "total": "   (decode + models)",
+}
 IOU_THRESHOLD = 0.5
 MATPLOTLIB_MISSING = (
     "matplotlib is not installed, so no plots were drawn (the numbers above are complete); "
@@ -356,7 +360,8 @@ def format_report(report: ReplayReport) -> str:
         lines.append(f"  {'latency (ms)':<24}{'p50':>8}{'p95':>9}{'max':>9}")
         for stage in ordered_stages(list(report.latency)):
             stats = report.latency[stage]
-            lines.append(f"  {stage:<24}{_ms(stats.p50_ms)} {_ms(stats.p95_ms)} {_ms(stats.max_ms)}")
+            note = STAGE_NOTES.get(stage, "")
+            lines.append(f"  {stage:<24}{_ms(stats.p50_ms)} {_ms(stats.p95_ms)} {_ms(stats.max_ms)}{note}")
         if report.output_latency is not None:
             stats = report.output_latency
             lines.append(
