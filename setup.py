@@ -25,6 +25,7 @@ setup(
         "onnxruntime",
         "rosbags>=0.9.20",
         "tqdm",
+        "matplotlib",  # replay/demo report plots: people look at pictures, not numbers
     ],
     extras_require={
         # A Jetson gets TensorRT and pycuda from JetPack; these extras are for desktops.

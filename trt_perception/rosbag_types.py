@@ -8,6 +8,7 @@ Foxglove read, and tests can check our messages against real ROS definitions wit
 
 from __future__ import annotations
 
+import warnings
 from typing import Dict
 
 from trt_perception.errors import BagError
@@ -41,10 +42,20 @@ def get_typestore(distro: str = "jazzy"):  # -> rosbags.typesys.store.Typestore
     from rosbags.typesys import Stores, get_types_from_msg
     from rosbags.typesys import get_typestore as rosbags_typestore
 
-    stores = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
-    if distro not in stores:
+    if distro not in DISTROS:
         raise BagError(f"ROS distro {distro!r} is not supported; expected one of {list(DISTROS)}")
-    typestore = rosbags_typestore(stores[distro])
+    store = getattr(Stores, f"ROS2_{distro.upper()}", None)
+    if store is None:
+        # rosbags 0.9.x (the last release for Python 3.8) has no Jazzy store. Every message this package
+        # reads or writes (sensor_msgs, geometry_msgs, vision_msgs, ackermann_msgs) has the same definition in
+        # Humble and Jazzy, so Humble's store serializes the same bytes.
+        warnings.warn(
+            f"the installed rosbags has no {distro} message store; using Humble's (identical definitions for "
+            "the messages trt_perception uses); upgrade rosbags to silence this",
+            stacklevel=2,
+        )
+        store = Stores.ROS2_HUMBLE
+    typestore = rosbags_typestore(store)
     types = {}
     for name, text in MESSAGE_DEFINITIONS.items():
         types.update(get_types_from_msg(text, name))
