@@ -1,0 +1,144 @@
+"""The synthetic world renders deterministic frames whose truth (boxes, steering) matches the pixels."""
+
+from __future__ import annotations
+
+import math
+from typing import List
+
+import cv2
+import numpy as np
+import pytest
+
+from trt_perception.tools.synthetic_world import (
+    CLASSES,
+    MIN_BOX_PX,
+    CarPose,
+    Drive,
+    Frame,
+    World,
+    render_frame,
+)
+
+
+@pytest.fixture(scope="module")
+def frames() -> List[Frame]:
+    """Six seconds through a world with curves both ways and several objects in view."""
+    return list(Drive(World(3), fps=10.0, duration_s=6.0))
+
+
+def _orange_fraction(image_bgr: np.ndarray, box: np.ndarray) -> float:
+    x0, y0, x1, y1 = (round(float(v)) for v in box)
+    hsv = cv2.cvtColor(image_bgr[y0:y1, x0:x1], cv2.COLOR_BGR2HSV)
+    hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    orange = (hue <= 22) & (sat >= 120) & (val >= 90)
+    return float(orange.mean()) if orange.size else 0.0
+
+
+def test_same_seed_same_frames_and_truth() -> None:
+    first = list(Drive(World(11), fps=10.0, duration_s=1.5))
+    second = list(Drive(World(11), fps=10.0, duration_s=1.5))
+    assert len(first) == len(second) == 15
+    for a, b in zip(first, second):
+        assert a.image_bgr.tobytes() == b.image_bgr.tobytes()
+        assert (a.steering, a.throttle, a.t, a.labels) == (b.steering, b.throttle, b.t, b.labels)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+
+
+def test_other_seeds_give_other_worlds_and_paths() -> None:
+    a = next(iter(Drive(World(11), duration_s=0.2)))
+    b = next(iter(Drive(World(12), duration_s=0.2)))
+    c = list(Drive(World(11), duration_s=1.0, seed=99))[-1]
+    d = list(Drive(World(11), duration_s=1.0))[-1]
+    assert a.image_bgr.tobytes() != b.image_bgr.tobytes()
+    assert c.lateral_offset != d.lateral_offset  # same world, another drive seed: another path
+
+
+def test_frame_types_and_ranges(frames: List[Frame]) -> None:
+    for frame in frames:
+        assert frame.image_bgr.shape == (240, 320, 3) and frame.image_bgr.dtype == np.uint8
+        assert -1.0 <= frame.steering <= 1.0
+        assert 0.0 <= frame.throttle <= 1.0
+        assert frame.boxes.dtype == np.float32 and frame.boxes.shape == (len(frame.labels), 4)
+        assert set(frame.labels) <= set(CLASSES)
+    assert np.diff([f.t for f in frames]) == pytest.approx(0.1)
+    assert max(abs(f.lateral_offset) for f in frames) < World(3).track.half_width  # the car stays on the road
+
+
+def test_truth_boxes_lie_inside_the_image_and_are_big_enough(frames: List[Frame]) -> None:
+    boxes = np.concatenate([f.boxes for f in frames])
+    assert len(boxes) > 20  # the world has objects in view
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 2] <= 320).all() and (boxes[:, 3] <= 240).all()
+    assert (boxes[:, 2] - boxes[:, 0] >= MIN_BOX_PX).all() and (boxes[:, 3] - boxes[:, 1] >= MIN_BOX_PX).all()
+
+
+def test_cones_are_drawn_inside_their_boxes(frames: List[Frame]) -> None:
+    checked = 0
+    for frame in frames:
+        for i, (box, label) in enumerate(zip(frame.boxes, frame.labels)):
+            others = np.delete(frame.boxes, i, axis=0)
+            overlaps = (
+                (others[:, 0] < box[2])
+                & (others[:, 2] > box[0])
+                & (others[:, 1] < box[3])
+                & (others[:, 3] > box[1])
+            )
+            if overlaps.any() or box[3] - box[1] < 10:
+                continue
+            fraction = _orange_fraction(frame.image_bgr, box)
+            if label == "cone":
+                assert fraction > 0.2, (frame.index, box, fraction)
+                checked += 1
+            else:
+                assert fraction < 0.1, (frame.index, box, fraction)  # boxes are brown/blue, not cone orange
+    assert checked >= 5
+
+
+def test_boxes_follow_the_resolution() -> None:
+    """The same pose at 640x480 gives the same boxes at twice the size (a pinhole camera)."""
+    world = World(3)
+    track = world.track
+    s, lateral = track.locate(*track.point(np.asarray(20.0)), s_hint=20.0)
+    assert s == pytest.approx(20.0, abs=0.3) and abs(lateral) < 0.05
+    x, y = track.point(np.asarray(20.0))
+    pose = CarPose(float(x), float(y), track.heading_at(20.0))
+    _, small, small_labels = render_frame(world, pose, 320, 240)
+    image, large, large_labels = render_frame(world, pose, 640, 480)
+    assert image.shape == (480, 640, 3)
+    assert len(small_labels) > 0 and len(large_labels) >= len(small_labels)  # more objects pass the size cut
+    for box, label in zip(small, small_labels):
+        error = np.abs(large - box * 2).max(axis=1)
+        match = int(np.argmin(error))
+        assert error[match] < 2.5 and large_labels[match] == label
+
+
+def test_steering_turns_into_the_curve() -> None:
+    """Track curvature > 0 is a left turn; the human steers left (negative) there, right in right curves."""
+    lefts, rights = [], []
+    for seed in (3, 4):  # world 3 starts with a left curve, world 4 with a right one
+        world = World(seed)
+        limit = 0.5 * world.track.max_curvature
+        for frame in Drive(world, fps=5.0, duration_s=12.0):
+            if frame.curvature > limit:
+                lefts.append(frame.steering)
+            elif frame.curvature < -limit:
+                rights.append(frame.steering)
+    assert len(lefts) >= 5 and len(rights) >= 5
+    assert np.mean(lefts) < -0.2 and np.mean(rights) > 0.2
+    assert np.mean(np.asarray(lefts) < 0) > 0.9 and np.mean(np.asarray(rights) > 0) > 0.9
+
+
+def test_car_off_the_line_steers_back() -> None:
+    """Left of the centre line on a straight, heading along it: steer right (positive), and vice versa."""
+    world = World(3)
+    track = world.track
+    heading = track.heading_at(5.0)  # the first 12 m are straight
+    for lateral, sign in ((0.6, 1.0), (-0.6, -1.0)):
+        x, y = track.point(np.asarray(5.0), np.asarray(lateral))
+        drive = Drive(world)
+        state = type("State", (), {})()
+        state.x, state.y, state.heading, state.speed, state.s = float(x), float(y), heading, 5.0, 5.0
+        steering, throttle, offset, heading_error = drive.command(state)  # type: ignore[arg-type]
+        assert math.copysign(1.0, steering) == sign and abs(steering) > 0.1
+        assert offset == pytest.approx(lateral, abs=0.01) and abs(heading_error) < 1e-6
+        assert drive.driver.curve_throttle <= throttle <= drive.driver.straight_throttle
