@@ -42,7 +42,6 @@ setup(
     maintainer_email="maintainers@trt-perception.invalid",
     description="TensorRT / ONNX Runtime perception for small cars on ROS 2.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "trt-perception = trt_perception.cli:main",
