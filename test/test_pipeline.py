@@ -150,3 +150,12 @@ def test_frame_processor_refuses_swapped_heads(tmp_path: Path) -> None:
         FrameProcessor(detector=pilot)
     with pytest.raises(SpecError, match="nothing to run"):
         FrameProcessor()
+
+
+def test_missing_onnxruntime_is_a_clear_backend_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trt_perception.errors import BackendError
+
+    model = brightness_pilot(tmp_path)
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # import now raises ImportError
+    with pytest.raises(BackendError, match="pip install onnxruntime"):
+        ModelPipeline.open(model)

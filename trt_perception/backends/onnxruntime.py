@@ -41,7 +41,13 @@ class OnnxRuntimeBackend(Backend):
         self, model_path: Union[str, Path], providers: Optional[Sequence[str]] = None, threads: int = 0
     ) -> None:
         super().__init__()
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendError(
+                f"the onnxruntime package is not installed ({exc}), so {model_path} cannot run; fix: "
+                "pip install onnxruntime (or onnxruntime-gpu), or run a TensorRT engine (.engine) instead"
+            ) from None
 
         wanted = [_PROVIDER_ALIASES.get(p.lower(), p) for p in (providers or ["CPUExecutionProvider"])]
         available = ort.get_available_providers()
