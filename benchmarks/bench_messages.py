@@ -47,7 +47,7 @@ def run(quick: bool = False) -> Table:
         "6. ROS message paths vs naive twins (median us)",
         ["path", "size", "ours_us", "twin", "twin_us", "twin/ours"],
     )
-    iterations = scaled(quick, 400, 10)
+    iterations = scaled(quick, 1500, 10)
     for width, height in ((640, 480), (1280, 720)):
         msg = image_message(camera_frame(width, height), "bgr8")
         view = decode_image(msg).array

@@ -119,7 +119,7 @@ def run(quick: bool = False) -> Table:
          "decode+pre/floor", "parse_us"],
     )
     types = message_types()
-    iterations = scaled(quick, 300, 12)
+    iterations = scaled(quick, 800, 12)
     for model in MODELS:
         ours = Ours(model, types)
         parser = ours.pipeline.parser
