@@ -245,6 +245,77 @@ def test_preprocessor_can_write_straight_into_the_pinned_input(
     backend.close()
 
 
+
+def _queue_device_write(env: Env, backend: TensorRTBackend, name: str, value: np.ndarray) -> None:
+    """What GPU preprocessing does: work on the backend's stream writes the input's device buffer."""
+    pointer, stream, cuda = backend.device_input(name)
+    handle = cuda.stream_handle(stream)
+    data = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
+
+    def kernel() -> None:
+        env.gpu.view(pointer, data.nbytes)[:] = data
+
+    env.gpu.stream(handle).enqueue(kernel)
+
+
+@pytest.mark.parametrize("cuda", CUDA_APIS)
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_on_device_input_skips_staging_and_h2d_and_keeps_one_sync_per_frame(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, version: str, cuda: str
+) -> None:
+    env = make_env(monkeypatch, tmp_path, version, cuda)
+    backend = TensorRTBackend(env.engine(env.plan(AFFINE, params={"scale": 2.0, "offset": 1.0})), cuda=cuda)
+    pointer, stream, api = backend.device_input("images")
+    assert pointer == backend._inputs[0].device and stream is backend._res.stream and api is backend._res.cuda
+    env.gpu.clear_events()
+    for frame in frames(5):
+        _queue_device_write(env, backend, "images", frame)  # queued before infer, on the same stream
+        out = backend.infer({}, on_device=("images",))
+        np.testing.assert_allclose(out["scores"], frame * 2 + 1, rtol=1e-6)  # the kernel ran before execute
+    kinds = env.gpu.kinds()
+    assert kinds.count("htod") == 0  # no host staging, no H2D copy of the input
+    assert kinds.count("sync") == 5 and kinds.count("execute") == 5  # still one synchronize per frame
+    assert kinds.count("dtoh") == 5
+    assert env.gpu.count("malloc") == env.gpu.count("host_alloc") == 0
+    backend.close()
+
+
+def test_on_device_input_on_an_implicit_batch_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env = make_env(monkeypatch, tmp_path, "8.2.1", "pycuda")
+    tensors = [io("Input", "input", (3, 4, 4)), io("out", "output", (3, 4, 4))]
+    backend = TensorRTBackend(env.engine(env.plan(tensors, implicit_batch=True, max_batch_size=2)), cuda="pycuda")
+    frame = frames(1, (1, 3, 4, 4))[0]
+    _queue_device_write(env, backend, "Input", frame)
+    env.gpu.clear_events()
+    out = backend.infer({}, on_device="Input")  # a single name is taken as one name
+    np.testing.assert_array_equal(out["out"], frame)
+    assert env.gpu.of("execute")[-1]["batch"] == 1 and env.gpu.count("htod") == 0
+    backend.close()
+
+
+def test_device_input_refuses_unknown_and_dynamic_inputs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env = make_env(monkeypatch, tmp_path, "10.0.1")
+    backend = TensorRTBackend(env.engine(env.plan(AFFINE)))
+    with pytest.raises(BackendError, match=r"no input 'image'.*\['images'\].*fix"):
+        backend.device_input("image")
+    with pytest.raises(BackendError, match=r"no input 'image'"):
+        backend.infer({}, on_device=("image",))
+    with pytest.raises(BackendError, match=r"feed has no input 'images'"):
+        backend.infer({}, on_device=())
+    backend.close()
+    with pytest.raises(BackendError, match="closed"):
+        backend.device_input("images")
+
+    tensors = [io("x", "input", (-1, 3, 2, 2)), io("y", "output", (-1, 3, 2, 2))]
+    profiles = {"x": [(1, 3, 2, 2), (2, 3, 2, 2), (8, 3, 2, 2)]}
+    dynamic = TensorRTBackend(env.engine(env.plan(tensors, profiles=profiles), "dynamic.engine"))
+    with pytest.raises(BackendError, match=r"gpu_preprocess needs a static input shape.*'x'.*\('\?', 3, 2, 2\).*fix"):
+        dynamic.device_input("x")
+    with pytest.raises(BackendError, match="static input shape"):
+        dynamic.infer({}, on_device=("x",))
+    dynamic.close()
+
+
 @pytest.mark.parametrize("version", ["8.2.1", "10.0.1"])
 def test_dynamic_shape_reallocates_only_when_it_grows(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, version: str

@@ -15,6 +15,11 @@ device buffer) allocated once and grown only when a dynamic input shape needs mo
 inputs into the pinned buffers (or let the preprocessor write there through ``input_buffer``), async H2D,
 execute, async D2H, one stream synchronize. ``infer`` returns the pinned output arrays themselves: they are
 valid until the next ``infer`` (or ``close``); copy them if you need them longer.
+
+GPU preprocessing (``gpu_preprocess``): ``device_input`` hands out an input's device buffer, this backend's
+stream and its CUDA adapter; a kernel queued there writes the tensor, and ``infer(..., on_device=(name,))``
+then skips that input's host staging and H2D copy. Being on the same stream, the kernel runs before
+``execute`` and the frame's single synchronize covers it.
 """
 
 from __future__ import annotations
@@ -588,6 +593,34 @@ class TensorRTBackend(Backend):
                 return buffer.host[:1] if self._implicit_batch else buffer.host
         raise BackendError(f"engine has no input {name!r}; its inputs are {[b.name for b in self._inputs]}")
 
+    def _static_input(self, name: str) -> IOBuffer:
+        """The input ``name`` if it has a fixed shape and a device buffer, else a BackendError saying why."""
+        buffer = next((b for b in self._inputs if b.name == name), None)
+        if buffer is None:
+            raise BackendError(
+                f"gpu_preprocess: engine {self.model_path.name} has no input {name!r}; its inputs are "
+                f"{[b.name for b in self._inputs]}; fix: set the spec's input.name to one of them"
+            )
+        if buffer.dynamic or not buffer.device:
+            shape = tuple("?" if d < 0 else d for d in buffer.engine_shape)
+            raise BackendError(
+                f"gpu_preprocess needs a static input shape; input {name!r} of engine {self.model_path.name} "
+                f"has shape {shape}; fix: rebuild the engine with a fixed input shape (trt-perception build "
+                "with min = opt = max shapes), or turn gpu_preprocess off"
+            )
+        return buffer
+
+    def device_input(self, name: str) -> Tuple[int, Any, CudaApi]:
+        """(device address of input ``name``, this backend's stream, its ``CudaApi``) for GPU preprocessing.
+
+        A kernel queued on that stream before ``infer(feed, on_device=(name,))`` writes the input in place;
+        the address stays valid until ``close`` (static shapes only: dynamic inputs may be reallocated).
+        """
+        if self._res.released:
+            raise BackendError(f"TensorRT backend for {self.model_path} is closed; create a new one")
+        buffer = self._static_input(name)
+        return buffer.device, self._res.stream, self._res.cuda
+
     def _stage_input(self, buffer: IOBuffer, array: np.ndarray) -> Tuple[np.ndarray, int]:
         """Check ``array`` against ``buffer`` (setting a new dynamic shape if needed).
 
@@ -624,16 +657,25 @@ class TensorRTBackend(Backend):
             self._shapes_changed = True
         return buffer.host, 1
 
-    def infer(self, feed: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Run one inference. Returned arrays are this backend's pinned buffers, valid until the next call."""
+    def infer(self, feed: Mapping[str, np.ndarray], on_device: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+        """Run one inference. Returned arrays are this backend's pinned buffers, valid until the next call.
+
+        ``on_device``: inputs already written in device memory by work queued on this backend's stream
+        (``device_input``); they are neither read from ``feed`` nor copied host-to-device.
+        """
         res = self._res
         if res.released:
             raise BackendError(f"TensorRT backend for {self.model_path} is closed; create a new one")
         cuda = res.cuda
+        if isinstance(on_device, str):
+            on_device = (on_device,)  # one name, not a sequence of letters
+        device_side = frozenset(self._static_input(name).name for name in on_device)
         with self._lock, cuda.activated():
             batch = 1
             self._shapes_changed = False
             for buffer in self._inputs:
+                if buffer.name in device_side:
+                    continue
                 if buffer.name not in feed:
                     raise BackendError(
                         f"feed has no input {buffer.name!r} (got {sorted(feed)}); the engine's inputs are "
@@ -654,8 +696,15 @@ class TensorRTBackend(Backend):
                 if any(b.storage is None for b in self._inputs):
                     raise BackendError("every dynamic input needs a shape before the first inference")
                 self._refresh_outputs()
+            if device_side and batch != 1:
+                raise BackendError(
+                    f"inputs {sorted(device_side)} are on the device with one batch item, but the feed has a "
+                    f"batch of {batch}; fix: feed one batch item when a preprocessor writes on the device"
+                )
             self._bind_if_changed()
             for buffer in self._inputs:
+                if buffer.name in device_side:
+                    continue  # written in place by work queued earlier on this stream
                 cuda.memcpy_htod_async(
                     buffer.device, buffer.host[:batch] if self._implicit_batch else buffer.host, res.stream
                 )
