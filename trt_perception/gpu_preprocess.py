@@ -647,6 +647,11 @@ class GpuPreprocessor:
             self.cuda.stream_synchronize(self.stream)
             self._in_flight = False
 
+    def stream_synchronized(self) -> None:
+        """The stream's owner (the backend's per-frame sync) waited for it: the next frame skips its own wait."""
+        with self._lock:
+            self._in_flight = False
+
     def download(self) -> np.ndarray:
         """A host copy of the device tensor (tests, debugging): shape ``spec.shape``, dtype ``self.dtype``."""
         with self._lock, self.cuda.activated():

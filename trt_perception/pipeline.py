@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from trt_perception.results import Detections, DriveCommand, ModelOutput, Steeri
 from trt_perception.spec import ModelSpec, check_input, check_output_names, load_spec
 
 if TYPE_CHECKING:  # safety imports nothing heavy, but keep the pipeline's import graph one-way
+    from trt_perception.gpu_preprocess import GpuPreprocessor
     from trt_perception.safety import PilotSafety
 
 PathLike = Union[str, Path]
@@ -33,22 +34,47 @@ class ModelPipeline:
 
     The spec is checked against the backend's real inputs and outputs at construction, so a mismatch is a
     load-time error naming the tensor, not a wrong answer on the first frame.
+
+    ``gpu_preprocess`` (TensorRT only): a ``GpuPreprocessor`` uploads the uint8 frame and writes the input
+    tensor with a CUDA kernel straight into the engine's input device buffer, on the backend's stream, so
+    the CPU never touches a float frame; ``preprocessor`` is then None and ``gpu_preprocessor`` is set.
     """
 
-    def __init__(self, spec: ModelSpec, backend: Backend) -> None:
+    def __init__(self, spec: ModelSpec, backend: Backend, gpu_preprocess: bool = False) -> None:
         self.spec = spec
         self.backend = backend
         input_tensor = check_input(spec, backend.inputs)
         check_output_names(spec, backend.outputs)
         self.parser = create_parser(spec)
         self.parser.check_outputs(backend.outputs)
-        out = backend.input_buffer(spec.input.name)
-        if out is not None and out.shape != spec.input.shape:
-            out = out.reshape(spec.input.shape)  # implicit-batch engines drop the batch dim: same bytes
-        self.preprocessor = Preprocessor(spec.input, dtype=np.dtype(input_tensor.dtype), out=out)
-        self._feed = {spec.input.name: self.preprocessor.tensor}
+        self.preprocessor: Optional[Preprocessor] = None
+        self.gpu_preprocessor: Optional[GpuPreprocessor] = None
+        self._on_device: Tuple[str, ...] = ()
+        self._feed: Dict[str, np.ndarray] = {}
+        if gpu_preprocess:
+            self.gpu_preprocessor = self._open_gpu_preprocessor(np.dtype(input_tensor.dtype))
+            self._on_device = (spec.input.name,)
+        else:
+            out = backend.input_buffer(spec.input.name)
+            if out is not None and out.shape != spec.input.shape:
+                out = out.reshape(spec.input.shape)  # implicit-batch engines drop the batch dim: same bytes
+            self.preprocessor = Preprocessor(spec.input, dtype=np.dtype(input_tensor.dtype), out=out)
+            self._feed = {spec.input.name: self.preprocessor.tensor}
         self.settings = DetectionSettings.from_spec(spec.detection)
         self._label_cache: Dict[int, str] = {}
+
+    def _open_gpu_preprocessor(self, dtype: np.dtype) -> GpuPreprocessor:
+        """A GpuPreprocessor writing into the engine's input binding on the backend's own stream and CUDA."""
+        device_input = getattr(self.backend, "device_input", None)
+        if device_input is None:
+            raise BackendError(
+                f"gpu_preprocess needs the TensorRT backend; this model runs on {self.backend.name!r}; fix: "
+                "run a TensorRT engine (.engine/.plan, backend tensorrt) or turn gpu_preprocess off"
+            )
+        from trt_perception.gpu_preprocess import GpuPreprocessor
+
+        pointer, stream, cuda = device_input(self.spec.input.name)
+        return GpuPreprocessor(self.spec.input, dtype=dtype, out=pointer, stream=stream, cuda=cuda)
 
     @classmethod
     def open(
@@ -58,6 +84,7 @@ class ModelPipeline:
         backend: str = "auto",
         backend_options: Optional[Mapping[str, Any]] = None,
         spec_overrides: Optional[Mapping[str, Any]] = None,
+        gpu_preprocess: bool = False,
     ) -> ModelPipeline:
         """Load a model file with its spec (found beside it unless given) on the chosen backend."""
         if not Path(model).is_file():
@@ -68,7 +95,7 @@ class ModelPipeline:
             options.setdefault("build_metadata", dict(model_spec.build))
         runtime = open_backend(model, backend, **options)
         try:
-            return cls(model_spec, runtime)
+            return cls(model_spec, runtime, gpu_preprocess=gpu_preprocess)
         except BaseException:
             runtime.close()
             raise
@@ -98,11 +125,22 @@ class ModelPipeline:
             self.settings.allowed_class_ids = allow.allowed_class_ids()
 
     def run(self, image: DecodedImage) -> ModelOutput:
-        """Run the model on one decoded frame; detections come back in source-image pixels."""
+        """Run the model on one decoded frame; detections come back in source-image pixels.
+
+        With gpu_preprocess, "preprocess" times the upload and kernel being queued, and "infer" the GPU
+        work of both (the kernel runs ahead of the engine on the same stream, one synchronize per frame).
+        """
         t0 = perf_counter()
-        _, transform = self.preprocessor(image)
-        t1 = perf_counter()
-        outputs = self.backend.infer(self._feed)
+        gpu = self.gpu_preprocessor
+        if gpu is not None:
+            transform = gpu(image)
+            t1 = perf_counter()
+            outputs = self.backend.infer(self._feed, on_device=self._on_device)  # type: ignore[call-arg]
+            gpu.stream_synchronized()  # infer waited for the shared stream: the next frame need not
+        else:
+            _, transform = self.preprocessor(image)  # type: ignore[misc]
+            t1 = perf_counter()
+            outputs = self.backend.infer(self._feed)
         t2 = perf_counter()
         parsed = self.parser.parse(outputs, self.settings)
         if isinstance(parsed, RawDetections):
@@ -126,10 +164,18 @@ class ModelPipeline:
     def describe(self) -> Dict[str, str]:
         facts = dict(self.backend.describe())
         facts.update({"task": self.spec.task, "format": self.spec.output.format, "spec": str(self.spec.source)})
+        if self.gpu_preprocessor is not None:
+            facts["preprocess"] = f"gpu ({getattr(self.gpu_preprocessor.launcher, 'name', 'cuda')})"
         return facts
 
     def close(self) -> None:
-        self.backend.close()
+        """Free the GPU preprocessor's buffers first (they live in the backend's CUDA context), then the backend."""
+        gpu, self.gpu_preprocessor = self.gpu_preprocessor, None
+        try:
+            if gpu is not None:
+                gpu.close()
+        finally:
+            self.backend.close()
 
 
 def _class_item(value: Union[int, str]) -> Union[int, str]:
