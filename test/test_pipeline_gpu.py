@@ -22,7 +22,8 @@ from test_gpu_preprocess import NumpyLauncher, fake_cuda, padded, random_frame
 
 from trt_perception import gpu_preprocess
 from trt_perception.backends.cuda import CudaApi
-from trt_perception.errors import BackendError
+from trt_perception.config import PARAM_BY_NAME, PerceptionConfig, create_frame_processor
+from trt_perception.errors import BackendError, ConfigError
 from trt_perception.images import DecodedImage
 from trt_perception.pipeline import FrameProcessor, ModelPipeline
 from trt_perception.results import SteeringPrediction
@@ -237,3 +238,32 @@ def test_gpu_preprocess_needs_a_static_input_shape(monkeypatch: pytest.MonkeyPat
     assert isinstance(cpu.run(DecodedImage(np.zeros((48, 64, 3), np.uint8), "bgr")).result, SteeringPrediction)
     cpu.close()
 
+
+
+# ------------------------------------------------------------------------------------ node/replay params
+
+
+def test_gpu_preprocess_params_reach_the_pipelines(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for head in ("detector", "pilot"):
+        param = PARAM_BY_NAME[f"{head}.gpu_preprocess"]
+        assert param.default is False and param.read_only and not param.dynamic
+    gpu = gpu_env(monkeypatch, "cuda-python")
+    model = pilot_engine(tmp_path, gpu, "10.0.1", {"name": "img", "height": 24, "width": 32, "scale": 1 / 255})
+    flat = {"detector.enabled": False, "pilot.enabled": True, "pilot.model": str(model)}
+    assert PerceptionConfig.from_params(flat).pilot.model.gpu_preprocess is False  # off by default
+    config = PerceptionConfig.from_params({**flat, "pilot.gpu_preprocess": True})
+    assert config.pilot.model.gpu_preprocess is True
+    processor = create_frame_processor(config)  # what the node and the replay tool call
+    assert processor.pilot is not None and processor.pilot.gpu_preprocessor is not None
+    assert processor.process_image(random_frame("bgr", 48, 64), now=0.0).steering is not None
+    processor.close()
+    assert not gpu.memory
+
+
+def test_gpu_preprocess_param_on_an_onnx_model_names_the_param(tmp_path: Path) -> None:
+    model = brightness_pilot(tmp_path)
+    config = PerceptionConfig.from_params(
+        {"detector.enabled": False, "pilot.enabled": True, "pilot.model": str(model), "pilot.gpu_preprocess": True}
+    )
+    with pytest.raises(ConfigError, match=r"pilot.gpu_preprocess is true.*onnxruntime.*TensorRT backend.*fix"):
+        create_frame_processor(config)

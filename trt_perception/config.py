@@ -134,6 +134,13 @@ def _model_params(head: str, what: str) -> List[ParamDef]:
             "build (or rebuild) the TensorRT engine from the ONNX beside it when it is missing or was built "
             "for another TensorRT/GPU (minutes on a Nano)",
         ),
+        ParamDef(
+            f"{head}.gpu_preprocess",
+            False,
+            BOOL,
+            "TensorRT only: resize/normalize on the GPU straight into the engine input (CUDA kernel; needs "
+            "cuda-python or pycuda)",
+        ),
     ]
 
 
@@ -530,6 +537,7 @@ class ModelConfig:
     plugin_libraries: Tuple[str, ...] = ()
     cuda: str = "auto"
     auto_build: bool = False
+    gpu_preprocess: bool = False
 
 
 @dataclass(frozen=True)
@@ -651,6 +659,7 @@ class PerceptionConfig:
                 ),
                 cuda=values[f"{head}.cuda"],
                 auto_build=values[f"{head}.auto_build"],
+                gpu_preprocess=values[f"{head}.gpu_preprocess"],
             )
 
         detector = DetectorConfig(
@@ -865,9 +874,23 @@ def open_head(head: str, model: ModelConfig) -> ModelPipeline:
             "model's spec YAML, or leave it empty to use the spec beside the model"
         )
     options = backend_options(head, model)
+    if model.gpu_preprocess:
+        from trt_perception.backends.base import backend_for
+
+        runtime = backend_for(model.model, model.backend)
+        if runtime != "tensorrt":
+            raise ConfigError(
+                f"{head}.gpu_preprocess is true but {head}.model {model.model} runs on {runtime}; "
+                f"gpu_preprocess needs the TensorRT backend; fix: point {head}.model at a TensorRT engine "
+                f"(trt-perception build) or set {head}.gpu_preprocess: false"
+            )
     try:
         return ModelPipeline.open(
-            model.model, spec=model.spec or None, backend=model.backend, backend_options=options
+            model.model,
+            spec=model.spec or None,
+            backend=model.backend,
+            backend_options=options,
+            gpu_preprocess=model.gpu_preprocess,
         )
     except TrtPerceptionError as exc:
         raise type(exc)(f"{head}.model {model.model}: {exc}") from exc
