@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -18,15 +18,17 @@ import yaml
 from fakes.cuda_fake import FakeGpu, install_pycuda
 from fakes.tensorrt_fake import make_plan, make_tensorrt_module, register_program
 from onnx_factory import brightness_pilot
-from test_gpu_preprocess import NumpyLauncher, fake_cuda, padded, random_frame
+from test_gpu_preprocess import NumpyLauncher, _real_api, fake_cuda, padded, random_frame
 
 from trt_perception import gpu_preprocess
+from trt_perception.backends.base import Backend, TensorSpec
 from trt_perception.backends.cuda import CudaApi
 from trt_perception.config import PARAM_BY_NAME, PerceptionConfig, create_frame_processor
 from trt_perception.errors import BackendError, ConfigError
 from trt_perception.images import DecodedImage
 from trt_perception.pipeline import FrameProcessor, ModelPipeline
 from trt_perception.results import SteeringPrediction
+from trt_perception.spec import parse_spec
 
 
 @register_program("probe")
@@ -267,3 +269,106 @@ def test_gpu_preprocess_param_on_an_onnx_model_names_the_param(tmp_path: Path) -
     )
     with pytest.raises(ConfigError, match=r"pilot.gpu_preprocess is true.*onnxruntime.*TensorRT backend.*fix"):
         create_frame_processor(config)
+
+
+# ------------------------------------------------------------------------------------- on a real GPU
+
+
+class DeviceEchoBackend(Backend):
+    """A stand-in engine on real CUDA (no TensorRT needed): its input lives in device memory, ``infer``
+    copies it back on the stream and computes the probe outputs from it on the host.
+
+    It has ``device_input`` like the TensorRT backend, so the pipeline's GPU path (real NVRTC/pycuda kernel
+    writing into this buffer on this stream, then one synchronize in ``infer``) runs exactly as with an
+    engine; the CPU path feeds the host tensor, copied up and back the same way.
+    """
+
+    name = "device-echo"
+
+    def __init__(self, cuda: CudaApi, shape: Tuple[int, ...], dtype: Any) -> None:
+        super().__init__()
+        self.cuda = cuda
+        self.dtype = np.dtype(dtype)
+        self.inputs = (TensorSpec("img", shape, self.dtype),)
+        self.outputs = (TensorSpec("angle", (1, 1), np.float32), TensorSpec("throttle", (1, 1), np.float32))
+        nbytes = int(np.prod(shape)) * self.dtype.itemsize
+        with cuda.activated():
+            self.stream = cuda.stream_create()
+            self.device = cuda.malloc(nbytes)
+            self.staging = cuda.pinned_empty(nbytes)
+            self.echo = cuda.pinned_empty(nbytes)
+        self.shape = shape
+        self.syncs = 0
+
+    def device_input(self, name: str) -> Tuple[int, Any, CudaApi]:
+        assert name == "img"
+        return self.device, self.stream, self.cuda
+
+    def infer(self, feed: Mapping[str, np.ndarray], on_device: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+        with self.cuda.activated():
+            if "img" not in on_device:
+                self.staging.view(self.dtype)[:] = np.asarray(feed["img"], self.dtype).reshape(-1)
+                self.cuda.memcpy_htod_async(self.device, self.staging, self.stream)
+            self.cuda.memcpy_dtoh_async(self.echo, self.device, self.stream)
+            self.cuda.stream_synchronize(self.stream)
+            self.syncs += 1
+        tensor = self.echo.view(self.dtype).reshape(self.shape)
+        shapes = {"angle": ((1, 1), np.float32), "throttle": ((1, 1), np.float32)}
+        return _probe({"img": tensor}, shapes, {})
+
+    def close(self) -> None:
+        cuda, self.cuda = self.cuda, None
+        if cuda is None:
+            return
+        with cuda.activated():
+            cuda.stream_synchronize(self.stream)
+            cuda.free(self.device)
+            cuda.free_pinned(self.staging)
+            cuda.free_pinned(self.echo)
+            cuda.stream_destroy(self.stream)
+
+
+@pytest.fixture(scope="module", params=["cuda-python", "pycuda"])
+def real_cuda(request: pytest.FixtureRequest) -> Iterator[CudaApi]:
+    api = _real_api(request.param)
+    yield api
+    api.close()
+
+
+REAL_SPECS = [
+    {"name": "img", "height": 300, "width": 300, "scale": 2 / 255, "offset": -1.0},
+    {"name": "img", "height": 120, "width": 160, "layout": "NHWC", "scale": 1 / 255, "crop": {"top": 40}},
+    {"name": "img", "height": 640, "width": 640, "resize": "letterbox", "pad_value": 114.0, "scale": 1 / 255,
+     "dtype": "float16"},
+]  # fmt: skip
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("input_spec", REAL_SPECS, ids=["ssd300", "donkey-nhwc-crop", "letterbox-fp16"])
+def test_real_gpu_pipeline_equals_the_cpu_pipeline(real_cuda: CudaApi, input_spec: Dict[str, Any]) -> None:
+    spec_data = {
+        "task": "steering",
+        "input": input_spec,
+        "output": {"format": "steering_linear", "tensors": {"angle": "angle", "throttle": "throttle"}},
+    }
+    spec = parse_spec(spec_data)
+    dtype = np.dtype(spec.input.dtype)
+    cpu = ModelPipeline(spec, DeviceEchoBackend(real_cuda, spec.input.shape, dtype))
+    fast = ModelPipeline(spec, DeviceEchoBackend(real_cuda, spec.input.shape, dtype), gpu_preprocess=True)
+    assert fast.gpu_preprocessor is not None
+    assert fast.describe()["preprocess"] == f"gpu ({fast.gpu_preprocessor.launcher.name})"
+    worst = 0.0
+    try:
+        for seed, size in enumerate([(480, 640), (1080, 1920), (480, 640)]):
+            frame = random_frame("bgr", *size, seed=seed)
+            expected, got = cpu.run(frame), fast.run(frame)
+            assert got.result.angle == pytest.approx(expected.result.angle, abs=1e-3)
+            assert got.result.throttle == pytest.approx(expected.result.throttle, abs=1e-3)
+            echo = fast.backend.echo.view(dtype).reshape(spec.input.shape).astype(np.float64)  # type: ignore[attr-defined]
+            worst = max(worst, float(np.abs(echo - cpu.preprocessor.tensor.astype(np.float64)).max()))  # type: ignore[union-attr]
+        assert fast.backend.syncs == 3  # type: ignore[attr-defined]
+        print(f"\nreal GPU pipeline ({real_cuda.name}, {input_spec}): max |gpu - cpu| input tensor {worst:.3g}")
+        assert worst <= 1e-3
+    finally:
+        fast.close()
+        cpu.close()
