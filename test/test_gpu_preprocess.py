@@ -24,6 +24,8 @@ from typing import Any, Dict, Iterator, List, Sequence, Tuple
 import cv2
 import numpy as np
 import pytest
+from test_preprocess import padded_image as padded  # one definition of the shared frame helpers
+from test_preprocess import random_image as random_frame
 
 from trt_perception.backends.cuda import CudaApi, select_cuda_api
 from trt_perception.errors import BackendError, SpecError
@@ -35,7 +37,7 @@ from trt_perception.gpu_preprocess import (
     linear_tables,
     nearest_tables,
 )
-from trt_perception.images import DecodedImage, decode_raw
+from trt_perception.images import DecodedImage
 from trt_perception.preprocess import Preprocessor
 from trt_perception.spec import InputSpec
 
@@ -71,24 +73,6 @@ def resize_u16_high_byte(image: np.ndarray, xtab: np.ndarray, ytab: np.ndarray) 
 def gray_u8(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
     red, green, blue = (np.asarray(c, np.int64) for c in (red, green, blue))
     return (red * 9798 + green * 19235 + blue * 3735 + 16384) >> 15
-
-
-def random_frame(color: str, height: int, width: int, seed: int = 0) -> DecodedImage:
-    rng = np.random.default_rng(seed)
-    if color in ("rgb", "bgr"):
-        return DecodedImage(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), color)
-    if color == "gray":
-        return DecodedImage(rng.integers(0, 256, (height, width), dtype=np.uint8), color)
-    return DecodedImage(rng.integers(0, 65536, (height, width), dtype=np.uint16), color)
-
-
-def padded(image: DecodedImage, padding: int = 8) -> DecodedImage:
-    """The same pixels as a step-padded message decodes them (a non-contiguous view)."""
-    encoding = {"rgb": "rgb8", "bgr": "bgr8", "gray": "mono8", "gray16": "mono16"}[image.color]
-    rows = image.array.reshape(image.height, -1).view(np.uint8)
-    buffer = np.full((image.height, rows.shape[1] + padding), 0xAB, np.uint8)
-    buffer[:, : rows.shape[1]] = rows
-    return decode_raw(image.height, image.width, encoding, rows.shape[1] + padding, buffer.tobytes())
 
 
 # ------------------------------------------------------------------------------------ tables == OpenCV

@@ -190,14 +190,10 @@ class _ResourceOwner:
                 self.cuda.close()
 
 
-class _TensorApi:
-    """Tensor-name API (TensorRT >= 8.5): addresses set by name, ``execute_async_v3``."""
+class _ApiBase:
+    """What both API generations share: the engine and context live in the resource owner."""
 
-    kind = "tensor"
-
-    def __init__(self, trt: ModuleType, res: _ResourceOwner) -> None:
-        self.trt = trt
-        self.res = res  # engine and context live in the resource owner, so close() really destroys them
+    res: _ResourceOwner
 
     @property
     def engine(self) -> Any:
@@ -206,6 +202,17 @@ class _TensorApi:
     @property
     def context(self) -> Any:
         return self.res.context
+
+
+class _TensorApi(_ApiBase):
+    """Tensor-name API (TensorRT >= 8.5): addresses set by name, ``execute_async_v3``."""
+
+    kind = "tensor"
+
+    def __init__(self, trt: ModuleType, res: _ResourceOwner) -> None:
+        self.trt = trt
+        self.res = res  # engine and context live in the resource owner, so close() really destroys them
+
 
     def tensors(self) -> List[Tuple[str, int, bool, Tuple[int, ...], Any]]:
         result = []
@@ -237,7 +244,7 @@ class _TensorApi:
         return bool(self.context.execute_async_v3(stream_handle))
 
 
-class _BindingApi:
+class _BindingApi(_ApiBase):
     """Binding-index API (TensorRT < 10): a bindings list; ``execute_async_v2`` or implicit-batch
     ``execute_async``."""
 
@@ -252,13 +259,6 @@ class _BindingApi:
         profiles = max(1, int(getattr(engine, "num_optimization_profiles", 1)))
         self.per_profile = len(self.bindings) // profiles
 
-    @property
-    def engine(self) -> Any:
-        return self.res.engine
-
-    @property
-    def context(self) -> Any:
-        return self.res.context
 
     def tensors(self) -> List[Tuple[str, int, bool, Tuple[int, ...], Any]]:
         result = []
