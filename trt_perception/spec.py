@@ -21,7 +21,7 @@ from trt_perception.errors import SpecError
 
 SPEC_VERSION = 1
 MODEL_SUFFIXES = (".onnx", ".engine", ".plan", ".trt", ".bin")
-TASKS = ("detection", "steering")
+TASKS = ("detection", "classification", "segmentation", "steering")
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("RGB", "BGR", "GRAY")
 RESIZE_MODES = ("stretch", "letterbox")
@@ -68,6 +68,42 @@ OUTPUT_FORMATS: Dict[str, OutputFormat] = {
         "detection",
         {"scores": "scores", "boxes": "boxes"},
         "undecoded SSD heads + anchors, decoded and NMS'd on the CPU",
+    ),
+    "yolo": OutputFormat(
+        "detection",
+        {"predictions": "output0"},
+        "Ultralytics YOLOv5u/v8/v9/v11/v12 raw head: [B, 4+C, N] (or [B, N, 4+C]) cx, cy, w, h in input "
+        "pixels + C class scores, no objectness; NMS on the CPU",
+    ),
+    "yolov5": OutputFormat(
+        "detection",
+        {"predictions": "output0"},
+        "YOLOv5/v7 raw head: [B, N, 5+C] cx, cy, w, h, objectness, C class scores; score = obj * cls",
+    ),
+    "yolox": OutputFormat(
+        "detection",
+        {"predictions": "output"},
+        "YOLOX head: [B, N, 5+C]; grid decode done in the graph or here (decode: true)",
+    ),
+    "end_to_end": OutputFormat(
+        "detection",
+        {"detections": "output0"},
+        "NMS already in the graph (Ultralytics nms=True, YOLOv10, YOLO26): [B, K, 6] x1, y1, x2, y2, score, class",
+    ),
+    "boxes_scores": OutputFormat(
+        "detection",
+        {"boxes": "boxes", "scores": "scores"},
+        "decoded boxes [B, N, 4] + class scores [B, N, C]; NMS on the CPU",
+    ),
+    "classification": OutputFormat(
+        "classification",
+        {"scores": "output0"},
+        "logits or probabilities [B, C] -> top-k classes",
+    ),
+    "segmentation": OutputFormat(
+        "segmentation",
+        {"mask": "output0"},
+        "per-class scores [B, C, H, W] (or [B, H, W, C]) or class ids [B, H, W] -> class-id mask",
     ),
     "steering_linear": OutputFormat(
         "steering",
@@ -163,6 +199,35 @@ class DetectionSpec:
 
 
 @dataclass(frozen=True)
+class ClassificationSpec:
+    """Default classification post-processing (labels, how many classes to report)."""
+
+    labels: Tuple[str, ...] = ()
+    first_label_id: int = 0
+    top_k: int = 5
+    score_threshold: float = 0.0
+
+    def label_for(self, class_id: int) -> str:
+        index = int(class_id) - self.first_label_id
+        if 0 <= index < len(self.labels):
+            return self.labels[index]
+        return str(int(class_id))
+
+
+@dataclass(frozen=True)
+class SegmentationSpec:
+    """Class names and overlay colours of a segmentation model (class id = index)."""
+
+    labels: Tuple[str, ...] = ()
+    colors: Tuple[Tuple[int, int, int], ...] = ()  # RGB per class; empty = a fixed palette
+
+    def label_for(self, class_id: int) -> str:
+        if 0 <= int(class_id) < len(self.labels):
+            return self.labels[int(class_id)]
+        return str(int(class_id))
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A validated model spec. ``data`` keeps the merged mapping it was parsed from (for writing back)."""
 
@@ -170,6 +235,8 @@ class ModelSpec:
     input: InputSpec
     output: OutputSpec
     detection: DetectionSpec = field(default_factory=DetectionSpec)
+    classification: ClassificationSpec = field(default_factory=ClassificationSpec)
+    segmentation: SegmentationSpec = field(default_factory=SegmentationSpec)
     name: str = ""
     build: Mapping[str, Any] = field(default_factory=dict)
     source: Optional[Path] = None  # the spec file, for resolving relative paths
@@ -370,6 +437,36 @@ def _parse_detection(section: Mapping[str, Any], source: Optional[Path]) -> Dete
     return spec
 
 
+def _parse_classification(section: Mapping[str, Any], source: Optional[Path]) -> ClassificationSpec:
+    p = "classification."
+    _check_keys(section, ("labels", "first_label_id", "top_k", "score_threshold"), p)
+    top_k = _take(section, "top_k", p, 5, int)
+    if top_k <= 0:
+        raise _fail(p + "top_k", top_k, "a positive integer (how many classes to report)")
+    score = float(_take(section, "score_threshold", p, 0.0, (int, float)))
+    if not 0.0 <= score <= 1.0:
+        raise _fail(p + "score_threshold", score, "a number in [0, 1]")
+    labels = _load_labels(section["labels"], p + "labels", source) if "labels" in section else ()
+    return ClassificationSpec(labels, _take(section, "first_label_id", p, 0, int), top_k, score)
+
+
+def _parse_segmentation(section: Mapping[str, Any], source: Optional[Path]) -> SegmentationSpec:
+    p = "segmentation."
+    _check_keys(section, ("labels", "colors"), p)
+    labels = _load_labels(section["labels"], p + "labels", source) if "labels" in section else ()
+    colors = section.get("colors", []) or []
+    ok = isinstance(colors, (list, tuple)) and all(
+        isinstance(c, (list, tuple)) and len(c) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c)
+        for c in colors
+    )
+    if not ok:
+        raise _fail(p + "colors", colors, "a list of [r, g, b] triples in 0..255, one per class")
+    if colors and labels and len(colors) < len(labels):
+        raise _fail(p + "colors", colors, f"one colour per label ({len(labels)} labels)")
+    return SegmentationSpec(labels, tuple(tuple(int(v) for v in c) for c in colors))
+
+
 def parse_spec(data: Mapping[str, Any], source: Optional[Union[str, Path]] = None) -> ModelSpec:
     """Validate a spec mapping (as loaded from YAML) and return a ``ModelSpec``."""
     source_path = Path(source) if source is not None else None
@@ -377,7 +474,12 @@ def parse_spec(data: Mapping[str, Any], source: Optional[Union[str, Path]] = Non
     if not isinstance(data, Mapping):
         raise SpecError(f"model spec{where} is {type(data).__name__}; expected a YAML mapping with task/input/output")
     try:
-        _check_keys(data, ("version", "name", "task", "input", "output", "detection", "build", "source"), "")
+        _check_keys(
+            data,
+            ("version", "name", "task", "input", "output", "detection", "classification", "segmentation",
+             "build", "source"),
+            "",
+        )
         version = _take(data, "version", "", SPEC_VERSION, int)
         if version != SPEC_VERSION:
             raise _fail("version", version, f"{SPEC_VERSION} (this trt_perception reads spec version {SPEC_VERSION})")
@@ -391,6 +493,8 @@ def parse_spec(data: Mapping[str, Any], source: Optional[Union[str, Path]] = Non
                 f"'{output.format}' is a {output.task} format: set task: {output.task} or change the format",
             )
         detection = _parse_detection(_mapping(data, "detection", required=False), source_path)
+        classification = _parse_classification(_mapping(data, "classification", required=False), source_path)
+        segmentation = _parse_segmentation(_mapping(data, "segmentation", required=False), source_path)
         build = dict(_mapping(data, "build", required=False))
     except SpecError as exc:
         raise SpecError(f"{exc}{where}") from None
@@ -399,6 +503,8 @@ def parse_spec(data: Mapping[str, Any], source: Optional[Union[str, Path]] = Non
         input=model_input,
         output=output,
         detection=detection,
+        classification=classification,
+        segmentation=segmentation,
         name=str(data.get("name", "")),
         build=build,
         source=source_path,

@@ -6,7 +6,14 @@ import importlib
 from typing import Dict
 
 from trt_perception.errors import SpecError
-from trt_perception.outputs.base import DetectionSettings, OutputParser, RawDetections
+from trt_perception.outputs.base import (
+    ClassificationSettings,
+    DetectionSettings,
+    OutputParser,
+    RawClassification,
+    RawDetections,
+    RawSegmentation,
+)
 from trt_perception.spec import ModelSpec
 
 PARSERS: Dict[str, str] = {
@@ -14,6 +21,13 @@ PARSERS: Dict[str, str] = {
     "efficient_nms": "trt_perception.outputs.plugin_nms:EfficientNmsParser",
     "batched_nms": "trt_perception.outputs.plugin_nms:BatchedNmsParser",
     "ssd_raw": "trt_perception.outputs.ssd_raw:SsdRawParser",
+    "yolo": "trt_perception.outputs.yolo:YoloParser",
+    "yolov5": "trt_perception.outputs.yolo:Yolov5Parser",
+    "yolox": "trt_perception.outputs.yolo:YoloxParser",
+    "end_to_end": "trt_perception.outputs.end_to_end:EndToEndParser",
+    "boxes_scores": "trt_perception.outputs.boxes_scores:BoxesScoresParser",
+    "classification": "trt_perception.outputs.classification:ClassificationParser",
+    "segmentation": "trt_perception.outputs.segmentation:SegmentationParser",
     "steering_linear": "trt_perception.outputs.steering:LinearSteeringParser",
     "steering_categorical": "trt_perception.outputs.steering:CategoricalSteeringParser",
 }
@@ -28,4 +42,13 @@ def create_parser(spec: ModelSpec) -> OutputParser:
     return getattr(importlib.import_module(module_name), class_name)(spec)
 
 
-__all__ = ["PARSERS", "DetectionSettings", "OutputParser", "RawDetections", "create_parser"]
+__all__ = [
+    "PARSERS",
+    "ClassificationSettings",
+    "DetectionSettings",
+    "OutputParser",
+    "RawClassification",
+    "RawDetections",
+    "RawSegmentation",
+    "create_parser",
+]

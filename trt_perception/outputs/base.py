@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import FrozenSet, Mapping, Optional, Sequence, Union
+from typing import Any, FrozenSet, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from trt_perception.backends.base import TensorSpec
 from trt_perception.results import SteeringPrediction
-from trt_perception.spec import DetectionSpec, ModelSpec
+from trt_perception.spec import ClassificationSpec, DetectionSpec, ModelSpec
 
 
 @dataclass
@@ -40,11 +40,43 @@ class RawDetections:
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64))
 
 
-ParsedOutput = Union[RawDetections, SteeringPrediction]
+@dataclass
+class ClassificationSettings:
+    """Run-time classification settings."""
+
+    top_k: int = 5
+    score_threshold: float = 0.0
+
+    @classmethod
+    def from_spec(cls, spec: ClassificationSpec) -> ClassificationSettings:
+        return cls(spec.top_k, spec.score_threshold)
+
+
+@dataclass
+class RawClassification:
+    """A parser's top-k classes, best first (probabilities after the format's activation)."""
+
+    class_ids: np.ndarray  # (K,) int64
+    scores: np.ndarray  # (K,) float32
+
+
+@dataclass
+class RawSegmentation:
+    """A parser's class-id map at MODEL-INPUT size (letterbox border and crop not yet undone).
+
+    ``class_map`` may be the parser's reused buffer: valid until the next ``parse``.
+    """
+
+    class_map: np.ndarray  # (model_height, model_width) uint8
+    num_classes: int
+
+
+ParsedOutput = Union[RawDetections, RawClassification, RawSegmentation, SteeringPrediction]
+Settings = Union[DetectionSettings, ClassificationSettings, None]
 
 
 class OutputParser(abc.ABC):
-    """Turns a model's named outputs into ``RawDetections`` or a ``SteeringPrediction``.
+    """Turns a model's named outputs into its task's raw result (``ParsedOutput``), in model-input pixels.
 
     Constructed once per model; validates its format parameters in ``__init__`` (``SpecError`` naming the
     key) and the model's outputs in ``check_outputs`` (``SpecError`` naming tensor, spec and model).
@@ -65,5 +97,7 @@ class OutputParser(abc.ABC):
         """Refuse a model whose outputs do not fit this format."""
 
     @abc.abstractmethod
-    def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> ParsedOutput:
-        """Decode one frame's outputs (batch index 0)."""
+    def parse(self, outputs: Mapping[str, np.ndarray], settings: Any) -> ParsedOutput:
+        """Decode one frame's outputs (batch index 0). ``settings`` is the task's run-time settings
+        (``DetectionSettings`` for detection formats, ``ClassificationSettings`` for classification, None
+        for segmentation and steering)."""
