@@ -22,6 +22,8 @@ SUBCOMMANDS = (
      "run a model on image files: print detections / steering, optionally write annotated images"),
     ("inspect", "trt_perception.tools.inspect_model", "add_inspect_arguments", "run_inspect",
      "print a model's inputs, outputs, spec, and what the pipeline will do with them"),
+    ("spec", "trt_perception.tools.spec_writer", "add_spec_arguments", "run_spec",
+     "write a model spec (MODEL.yaml) from an ONNX file: recognises Ultralytics exports and common layouts"),
     ("replay", "trt_perception.tools.replay", "add_replay_arguments", "run_replay",
      "run the node's pipeline over a rosbag2 recording, offline, and write outputs + a report"),
     ("convert", "trt_perception.tools.convert", "add_convert_arguments", "run_convert",
