@@ -28,11 +28,11 @@ from common import (
     ssd_raw_outputs,
 )
 
-from trt_perception.config import PilotConfig, SafetyConfig
+from trt_perception.heads import head_from_pipeline
 from trt_perception.messages import MessageTypes, copy_header, detection_array, twist
 from trt_perception.pipeline import FrameProcessor, ModelPipeline
 from trt_perception.rosbag_types import get_typestore
-from trt_perception.safety import PilotSafety
+from trt_perception.safety import PilotConfig
 
 TARGET_RATIO = 0.95
 
@@ -125,7 +125,7 @@ def _run_ssd_sized(table: Table, folder: Path, quick: bool) -> None:
     types = MessageTypes.from_typestore(get_typestore("humble"))
     backend = OnnxRuntimeBackend(ssd_sized_model(folder / "ssd_sized.onnx"))
     pipeline = ModelPipeline(ssd300_spec(), backend)
-    processor = FrameProcessor(detector=pipeline)
+    processor = FrameProcessor([head_from_pipeline("detector", pipeline)])
     frames = [image_message(camera_frame(640, 480, seed=i), "bgr8") for i in range(4)]
     try:
 
@@ -160,11 +160,12 @@ def _run_models(table: Table, models: Dict[str, Path], graded: bool, quick: bool
     label = "demo" if graded else "test-factory stand-ins"
     try:
         for heads in ("detector", "pilot", "both"):
-            processor = FrameProcessor(
-                detector=detector if heads in ("detector", "both") else None,
-                pilot=pilot if heads in ("pilot", "both") else None,
-                safety=PilotSafety(SafetyConfig()) if heads in ("pilot", "both") else None,
-            )
+            chosen = []
+            if heads in ("detector", "both"):
+                chosen.append(head_from_pipeline("detector", detector))
+            if heads in ("pilot", "both"):
+                chosen.append(head_from_pipeline("pilot", pilot, {"drive_enabled": True}))
+            processor = FrameProcessor(chosen)
             def pipeline_frame(p: FrameProcessor = processor, index: List[int] = [0]) -> None:  # noqa: B006
                 msg = frames[index[0] % len(frames)]
                 index[0] += 1
@@ -177,7 +178,7 @@ def _run_models(table: Table, models: Dict[str, Path], graded: bool, quick: bool
 
             pipeline_frame()  # leaves each model's preprocessed tensor in its buffer
             bare_calls: List[Callable[[], Any]] = []
-            for pipeline in processor.pipelines():
+            for pipeline in (h.pipeline for h in processor.heads):
                 session = pipeline.backend.session  # type: ignore[attr-defined]
                 feed = {pipeline.spec.input.name: pipeline.preprocessor.tensor.copy()}
                 bare_calls.append(lambda s=session, f=feed: s.run(None, f))

@@ -28,6 +28,7 @@ from common import (
     ssd300_spec,
 )
 
+from trt_perception.heads import head_from_pipeline
 from trt_perception.mailbox import LatestFrameMailbox
 from trt_perception.messages import MessageTypes, copy_header, detection_array
 from trt_perception.pipeline import FrameProcessor, ModelPipeline
@@ -74,7 +75,8 @@ class _Stamped:
 
 def _processor() -> Tuple[FrameProcessor, MessageTypes]:
     pipeline = ModelPipeline(ssd300_spec(), canned_detector(delay=INFERENCE_S))
-    return FrameProcessor(detector=pipeline), MessageTypes.from_typestore(get_typestore("humble"))
+    processor = FrameProcessor([head_from_pipeline("detector", pipeline)])
+    return processor, MessageTypes.from_typestore(get_typestore("humble"))
 
 
 def run_latest(duration: float) -> Dict[str, Any]:

@@ -28,11 +28,11 @@ from common import (
     steering_spec,
 )
 
-from trt_perception.config import PilotConfig, SafetyConfig
+from trt_perception.heads import head_from_pipeline
 from trt_perception.messages import MessageTypes, copy_header, detection_array, twist
 from trt_perception.pipeline import FrameProcessor, ModelPipeline
 from trt_perception.rosbag_types import get_typestore
-from trt_perception.safety import PilotSafety
+from trt_perception.safety import PilotConfig
 
 TARGET_GROWTH_MB = 5.0
 WIDTH, HEIGHT = 640, 480
@@ -43,9 +43,10 @@ class PerFrame:
         self.types = MessageTypes.from_typestore(get_typestore("humble"))
         self.pilot_config = PilotConfig()
         self.processor = FrameProcessor(
-            detector=ModelPipeline(ssd300_spec(), canned_detector()),
-            pilot=ModelPipeline(steering_spec(), canned_pilot()),
-            safety=PilotSafety(SafetyConfig()),
+            [
+                head_from_pipeline("detector", ModelPipeline(ssd300_spec(), canned_detector())),
+                head_from_pipeline("pilot", ModelPipeline(steering_spec(), canned_pilot()), {"drive_enabled": True}),
+            ]
         )
 
     def __call__(self, msg: Any) -> None:

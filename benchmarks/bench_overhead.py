@@ -26,11 +26,11 @@ from common import (
     steering_spec,
 )
 
-from trt_perception.config import PilotConfig, SafetyConfig
+from trt_perception.heads import head_from_pipeline
 from trt_perception.messages import MessageTypes, copy_header, detection_array, twist
 from trt_perception.pipeline import FrameProcessor, ModelPipeline
 from trt_perception.rosbag_types import get_typestore
-from trt_perception.safety import PilotSafety
+from trt_perception.safety import PilotConfig
 
 SIZES = ((640, 480), (1280, 720))
 ENCODINGS = ("bgr8", "rgb8", "yuyv", "jpeg")
@@ -51,10 +51,10 @@ class Ours:
         self.pilot = PilotConfig()
         if model == "ssd300":
             self.pipeline = ModelPipeline(ssd300_spec(), canned_detector())
-            self.processor = FrameProcessor(detector=self.pipeline)
+            self.processor = FrameProcessor([head_from_pipeline("detector", self.pipeline)])
         else:
             self.pipeline = ModelPipeline(steering_spec(), canned_pilot())
-            self.processor = FrameProcessor(pilot=self.pipeline, safety=PilotSafety(SafetyConfig()))
+            self.processor = FrameProcessor([head_from_pipeline("pilot", self.pipeline, {"drive_enabled": True})])
 
         self.front_samples: list = []  # decode + preprocess seconds of each call (the part the floor covers)
         self.post_samples: list = []  # parse + boxes to source pixels + labels

@@ -39,7 +39,7 @@ def share_dir() -> str:
 
 def node_parameters(context, params_file: str) -> dict:
     """The node's parameters from ``params_file`` plus the launch arguments that override them."""
-    from trt_perception.config import load_params_file
+    from trt_perception.params import load_params_file
 
     params = {k: v for k, v in load_params_file(params_file).items() if v != []}  # rcl: no empty lists
     image_topic = LaunchConfiguration("image_topic").perform(context)

@@ -38,7 +38,7 @@ def _share_dir() -> str:
 
 
 def bag_player(context, *args, **kwargs):
-    from trt_perception.config import resolve_path
+    from trt_perception.paths import resolve_path
 
     bag = str(resolve_path(LaunchConfiguration("bag").perform(context), param="bag"))
     # /clock at 100 Hz: sim time (and so the node's latency and watchdog) is only as fine as this rate

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trt_perception.config import PilotConfig
 from trt_perception.messages import (
     MessageTypes,
     ackermann,
@@ -24,6 +23,7 @@ from trt_perception.messages import (
 )
 from trt_perception.results import Detections, DriveCommand
 from trt_perception.rosbag_types import get_typestore
+from trt_perception.safety import PilotConfig
 
 DISTROS = ("humble", "jazzy")
 

@@ -23,9 +23,11 @@ from test_gpu_preprocess import NumpyLauncher, _real_api, fake_cuda, padded, ran
 from trt_perception import gpu_preprocess
 from trt_perception.backends.base import Backend, TensorSpec
 from trt_perception.backends.cuda import CudaApi
-from trt_perception.config import PARAM_BY_NAME, PerceptionConfig, create_frame_processor
+from trt_perception.config import PerceptionConfig
 from trt_perception.errors import BackendError, ConfigError
+from trt_perception.heads import create_frame_processor, open_model
 from trt_perception.images import DecodedImage
+from trt_perception.params import ParamTable
 from trt_perception.pipeline import FrameProcessor, ModelPipeline
 from trt_perception.results import SteeringPrediction
 from trt_perception.spec import parse_spec
@@ -155,9 +157,9 @@ def test_gpu_pipeline_equals_the_cpu_pipeline(
             expected = cpu.run(frame)
             got = fast.run(frame)
             assert set(got.timings) == {"preprocess", "infer", "postprocess"}
-            assert isinstance(got.result, SteeringPrediction)
-            assert got.result.angle == pytest.approx(expected.result.angle, abs=1e-3)
-            assert got.result.throttle == pytest.approx(expected.result.throttle, abs=1e-3)
+            assert isinstance(got.parsed, SteeringPrediction)
+            assert got.parsed.angle == pytest.approx(expected.parsed.angle, abs=1e-3)
+            assert got.parsed.throttle == pytest.approx(expected.parsed.throttle, abs=1e-3)
             tensor = cpu.preprocessor.tensor  # type: ignore[union-attr]
             diff = np.abs(engine_input(gpu, fast).astype(np.float64) - tensor.astype(np.float64)).max()
             worst = max(worst, float(diff))
@@ -216,8 +218,8 @@ def test_close_frees_the_gpu_preprocessor_before_the_backend(
 def test_frame_processor_runs_a_gpu_preprocessed_pilot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     gpu = gpu_env(monkeypatch, "cuda-python")
     spec = {"name": "img", "height": 24, "width": 32, "scale": 1 / 255}
-    pilot = ModelPipeline.open(pilot_engine(tmp_path, gpu, "10.0.1", spec), gpu_preprocess=True)
-    processor = FrameProcessor(pilot=pilot)
+    pilot = open_model(pilot_engine(tmp_path, gpu, "10.0.1", spec), gpu_preprocess=True, name="pilot")
+    processor = FrameProcessor([pilot])
     result = processor.process_image(random_frame("rgb", 48, 64), now=0.0)
     assert result.steering is not None and "pilot.preprocess" in result.timings
     processor.close()
@@ -237,7 +239,7 @@ def test_gpu_preprocess_needs_a_static_input_shape(monkeypatch: pytest.MonkeyPat
         ModelPipeline.open(model, gpu_preprocess=True)
     assert not gpu.memory  # the backend opened for it was closed again
     cpu = ModelPipeline.open(model)  # the CPU path still runs it
-    assert isinstance(cpu.run(DecodedImage(np.zeros((48, 64, 3), np.uint8), "bgr")).result, SteeringPrediction)
+    assert isinstance(cpu.run(DecodedImage(np.zeros((48, 64, 3), np.uint8), "bgr")).parsed, SteeringPrediction)
     cpu.close()
 
 
@@ -247,16 +249,16 @@ def test_gpu_preprocess_needs_a_static_input_shape(monkeypatch: pytest.MonkeyPat
 
 def test_gpu_preprocess_params_reach_the_pipelines(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for head in ("detector", "pilot"):
-        param = PARAM_BY_NAME[f"{head}.gpu_preprocess"]
+        param = ParamTable.legacy_table().by_name[f"{head}.gpu_preprocess"]
         assert param.default is False and param.read_only and not param.dynamic
     gpu = gpu_env(monkeypatch, "cuda-python")
     model = pilot_engine(tmp_path, gpu, "10.0.1", {"name": "img", "height": 24, "width": 32, "scale": 1 / 255})
     flat = {"detector.enabled": False, "pilot.enabled": True, "pilot.model": str(model)}
-    assert PerceptionConfig.from_params(flat).pilot.model.gpu_preprocess is False  # off by default
+    assert PerceptionConfig.from_params(flat).head("pilot").model.gpu_preprocess is False  # off by default
     config = PerceptionConfig.from_params({**flat, "pilot.gpu_preprocess": True})
-    assert config.pilot.model.gpu_preprocess is True
+    assert config.head("pilot").model.gpu_preprocess is True
     processor = create_frame_processor(config)  # what the node and the replay tool call
-    assert processor.pilot is not None and processor.pilot.gpu_preprocessor is not None
+    assert processor.head("pilot").pipeline.gpu_preprocessor is not None
     assert processor.process_image(random_frame("bgr", 48, 64), now=0.0).steering is not None
     processor.close()
     assert not gpu.memory
@@ -362,8 +364,8 @@ def test_real_gpu_pipeline_equals_the_cpu_pipeline(real_cuda: CudaApi, input_spe
         for seed, size in enumerate([(480, 640), (1080, 1920), (480, 640)]):
             frame = random_frame("bgr", *size, seed=seed)
             expected, got = cpu.run(frame), fast.run(frame)
-            assert got.result.angle == pytest.approx(expected.result.angle, abs=1e-3)
-            assert got.result.throttle == pytest.approx(expected.result.throttle, abs=1e-3)
+            assert got.parsed.angle == pytest.approx(expected.parsed.angle, abs=1e-3)
+            assert got.parsed.throttle == pytest.approx(expected.parsed.throttle, abs=1e-3)
             echo = fast.backend.echo.view(dtype).reshape(spec.input.shape).astype(np.float64)  # type: ignore[attr-defined]
             worst = max(worst, float(np.abs(echo - cpu.preprocessor.tensor.astype(np.float64)).max()))  # type: ignore[union-attr]
         assert fast.backend.syncs == 3  # type: ignore[attr-defined]

@@ -7,9 +7,8 @@ import threading
 
 import pytest
 
-from trt_perception.config import SafetyConfig
 from trt_perception.results import SteeringPrediction
-from trt_perception.safety import REASON_DISABLED, REASON_NONFINITE, REASON_WATCHDOG, PilotSafety
+from trt_perception.safety import REASON_DISABLED, REASON_NONFINITE, REASON_WATCHDOG, PilotSafety, SafetyConfig
 
 
 class FakeClock:

@@ -59,8 +59,8 @@ def test_nhwc_gray_shape() -> None:
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        ({"task": "segmentation"}, "'task'"),
-        ({"output": {"format": "yolo"}}, "'output.format'"),
+        ({"task": "tracking"}, "'task'"),
+        ({"output": {"format": "yolo_v99"}}, "'output.format'"),
         ({"output": {"format": "steering_linear"}}, "steering format"),
         ({"input": {"name": "Input", "height": 0, "width": 300}}, "height/width"),
         ({"input": {"name": "Input", "height": 300, "width": 300, "colour": "RGB"}}, "input.colour"),

@@ -18,9 +18,9 @@ from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 
-from trt_perception.config import PilotConfig
 from trt_perception.errors import ConfigError
-from trt_perception.results import Detections, DriveCommand
+from trt_perception.results import Classification, Detections, DriveCommand
+from trt_perception.safety import PilotConfig
 
 # field name -> (ROS package, message name). The ROS-side names, so both providers resolve the same list.
 MESSAGE_CLASSES: Dict[str, tuple] = {
@@ -31,6 +31,7 @@ MESSAGE_CLASSES: Dict[str, tuple] = {
     "Detection2DArray": ("vision_msgs", "Detection2DArray"),
     "Detection2D": ("vision_msgs", "Detection2D"),
     "ObjectHypothesisWithPose": ("vision_msgs", "ObjectHypothesisWithPose"),
+    "Classification": ("vision_msgs", "Classification"),
     "ObjectHypothesis": ("vision_msgs", "ObjectHypothesis"),
     "BoundingBox2D": ("vision_msgs", "BoundingBox2D"),
     "Pose2D": ("vision_msgs", "Pose2D"),
@@ -169,6 +170,16 @@ def detection_array(
         for c, s, score, cid in zip(centers, sizes, scores, class_ids)
     ]
     return types.Detection2DArray(header=header, detections=items)
+
+
+def classification_message(types: MessageTypes, header: Any, classification: Classification) -> Any:
+    """vision_msgs 4.x Classification: one ObjectHypothesis (label text as class_id, score) per class, best first."""
+    Hyp = types.ObjectHypothesis
+    ids = np.asarray(classification.class_ids).tolist()
+    scores = np.asarray(classification.scores, dtype=np.float64).tolist()
+    labels = classification.labels if len(classification.labels) == len(ids) else [str(i) for i in ids]
+    results = [Hyp(class_id=label or str(i), score=score) for label, i, score in zip(labels, ids, scores)]
+    return types.Classification(header=header, results=results)
 
 
 def _identity_pose(types: MessageTypes) -> Any:

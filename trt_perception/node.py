@@ -10,41 +10,35 @@ message packages are imported only inside ``main`` and ``PerceptionNode``, so th
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import sys
 import threading
 from typing import Any, Dict, List, Optional
 
-from trt_perception.config import (
-    BOOL,
-    DOUBLE,
-    INT,
-    NODE_NAME,
-    PARAM_BY_NAME,
-    PARAMS,
-    STRING_LIST,
-    PerceptionConfig,
-    apply_detector_settings,
-    check_classes,
-    check_value,
-    create_frame_processor,
-    detector_overrides,
-    is_ros_param,
-    safety_config,
-    validate_param_change,
-)
+from trt_perception.config import PerceptionConfig
 from trt_perception.errors import ConfigError, ImageError, TrtPerceptionError
+from trt_perception.heads import create_frame_processor
 from trt_perception.mailbox import LatestFrameMailbox
 from trt_perception.messages import (
     MessageTypes,
     copy_header,
-    detection_array,
     diagnostic_array,
-    drive_message,
     make_header,
     overlay_image,
     stamp_seconds,
+)
+from trt_perception.params import (
+    BOOL,
+    DOUBLE,
+    INT,
+    NODE_NAME,
+    STRING_LIST,
+    ParamTable,
+    check_value,
+    head_values,
+    is_ros_param,
+    resolve_heads,
+    validate_param_change,
 )
 from trt_perception.results import DriveCommand
 from trt_perception.safety import REASON_DISABLED, REASON_NONFINITE, REASON_SHUTDOWN
@@ -72,20 +66,28 @@ class PerceptionNode:
         self._SetParametersResult = SetParametersResult
         self.processor: Any = None
         self._worker: Optional[threading.Thread] = None
-        self._lock = threading.Lock()  # pending detector settings
-        self._pending_detector: Optional[Any] = None
+        self._lock = threading.Lock()  # pending head settings
+        self._pending: Dict[str, Dict[str, Any]] = {}  # head -> its new param values, applied between frames
         self._last_frame_id = ""
+        self._last_outputs: Dict[str, Any] = {}
+        self._overlay_buffers: Dict[str, Any] = {}
         self._reported = {"errors": 0.0, "bad_frames": 0.0, "nonfinite": 0}
 
-        self._check_overrides()
-        self._values = self._declare_parameters()
+        self.table = self._check_overrides()
+        self._values = self._declare_parameters(self.table)
         self.config = PerceptionConfig.from_params(self._values)
         self.types = MessageTypes.from_rclpy()
-        self._require_messages()
         self.stats = RollingStats(window=5.0, samples=300)
         self.mailbox: LatestFrameMailbox = LatestFrameMailbox()
         self.processor = create_frame_processor(self.config, clock=self.now)
-        self.safety = self.processor.safety
+        self.heads = self.processor.heads
+        self.drive_head = self.processor.drive_head
+        self.safety = self.drive_head.task.safety if self.drive_head is not None else None
+        try:
+            self._require_messages()
+        except BaseException:
+            self.processor.close()
+            raise
         try:
             self._create_interfaces()
         except BaseException:
@@ -101,29 +103,38 @@ class PerceptionNode:
 
     # --------------------------------------------------------------------------------------- parameters
 
-    def _check_overrides(self) -> None:
-        """Refuse unknown or ill-typed params from the params file / command line before declaring them.
+    def _check_overrides(self) -> ParamTable:
+        """The parameter table for the heads the params file / command line asks for; unknown or ill-typed
+        params are refused before anything is declared.
 
         ROS would silently ignore a misspelled name (a typo in pilot.max_throttle must not pass) and refuse a
         wrong type with a generic message; here each gets the parameter name, the value and the fix.
         """
         overrides = getattr(self.node, "_parameter_overrides", {}) or {}
-        for name, parameter in overrides.items():
-            if is_ros_param(name):
-                continue
-            param = PARAM_BY_NAME.get(name)
+        given = {name: p.value for name, p in overrides.items() if not is_ros_param(name)}
+        if given.get("heads") is not None:
+            given["heads"] = list(given["heads"])
+        base = None
+        if given.get("params_file"):
+            from pathlib import Path
+
+            base = Path(str(given["params_file"])).parent
+        table = resolve_heads(given, base)
+        for name, value in given.items():
+            param = table.by_name.get(name)
             if param is None:
-                raise ConfigError(validate_param_change(name, None) or name)
-            _, reason = check_value(param, parameter.value, strict_double=True)
+                raise ConfigError(table.unknown(name))
+            _, reason = check_value(param, value, strict_double=True)
             if reason:
                 fix = "" if "fix:" in reason else "; fix: correct it in the params file"
                 raise ConfigError(reason + fix)
+        return table
 
-    def _declare_parameters(self) -> Dict[str, Any]:
+    def _declare_parameters(self, table: ParamTable) -> Dict[str, Any]:
         from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
         values: Dict[str, Any] = {}
-        for param in PARAMS:
+        for param in table.params:
             descriptor = ParameterDescriptor(description=param.description, read_only=param.read_only)
             constraints = param.describe_range() if (param.range or param.choices) else ""
             if param.dynamic:
@@ -155,66 +166,50 @@ class PerceptionNode:
         """Validate a batch of changes (all or nothing), then apply them; a refusal says why."""
         current = dict(self._values)
         changed: Dict[str, Any] = {}
+        by_name = self.table.by_name
         for parameter in params:
             name = parameter.name
-            if name not in PARAM_BY_NAME:
+            if name not in by_name:
                 continue  # ROS' own (use_sim_time, qos_overrides...)
-            reason = validate_param_change(name, parameter.value, current)
-            if reason is None and name == "detector.classes" and self.processor.detector is not None:
-                reason = check_classes(self.processor.detector, list(parameter.value or []))
+            reason = validate_param_change(name, parameter.value, current, self.table)
+            if reason is None:
+                value, _ = check_value(by_name[name], parameter.value)
+                current[name] = value
+                changed[name] = value
+                head = self._head_of(name)
+                if head is not None:
+                    reason = head.task.check_change(head_values(current, head.name))
             if reason is not None:
                 self.logger.warning(f"refused: {reason}")
                 return self._SetParametersResult(successful=False, reason=reason)
-            value, _ = check_value(PARAM_BY_NAME[name], parameter.value)
-            current[name] = value
-            changed[name] = value
         if changed:
             self._values = current
             self._apply(changed)
         return self._SetParametersResult(successful=True)
 
+    def _head_of(self, name: str) -> Optional[Any]:
+        prefix = name.split(".", 1)[0]
+        for head in self.heads:
+            if head.name == prefix:
+                return head
+        return None
+
     def _apply(self, changed: Dict[str, Any]) -> None:
-        values = self._values
-        config = self.config
-        detector = dataclasses.replace(
-            config.detector,
-            **detector_overrides(values),
-            class_id_mode=values["detector.class_id_mode"],
-            publish_overlay=values["detector.publish_overlay"],
-        )
-        pilot = dataclasses.replace(
-            config.pilot,
-            safety=safety_config(values),
-            **{
-                name: values[f"pilot.{name}"]
-                for name in (
-                    "steering_scale",
-                    "throttle_scale",
-                    "max_steering_angle",
-                    "max_speed",
-                    "drive_enabled",
-                )
-            },
-        )
-        self.config = dataclasses.replace(config, detector=detector, pilot=pilot)
-        if any(
-            n in changed
-            for n in (
-                "detector.score_threshold",
-                "detector.iou_threshold",
-                "detector.max_detections",
-                "detector.classes",
-            )
-        ):
-            with self._lock:
-                self._pending_detector = detector  # applied by the worker between frames
-        if self.safety is not None:
-            self.safety.update_config(pilot.safety)
-            if "pilot.drive_enabled" in changed:
-                stop = self.safety.set_enabled(pilot.drive_enabled, self.now())
-                if stop is not None:
-                    self._publish_command(stop, self._stamp_now(), force=True)
-                self.logger.info("drive enabled" if pilot.drive_enabled else "drive disabled: stop published")
+        """Changed heads get their new values between frames; the driving head at once (its limits and the
+        enable switch must act now, and PilotSafety is thread-safe)."""
+        for head in {h for h in (self._head_of(n) for n in changed) if h is not None}:
+            values = head_values(self._values, head.name)
+            if head is self.drive_head:
+                head.task.apply(values)
+                if f"{head.name}.drive_enabled" in changed:
+                    flag = bool(values["drive_enabled"])
+                    stop = head.task.set_enabled(flag, self.now())
+                    if stop is not None:
+                        self._publish_command(stop, self._stamp_now(), force=True)
+                    self.logger.info("drive enabled" if flag else "drive disabled: stop published")
+            else:
+                with self._lock:
+                    self._pending[head.name] = values
         self.logger.info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()))
 
     # ------------------------------------------------------------------------------------- interfaces
@@ -223,11 +218,9 @@ class PerceptionNode:
         types, config = self.types, self.config
         image_type = "CompressedImage" if config.image_transport == "compressed" else "Image"
         types.require("Header", image_type, param="image_transport")
-        if config.detector.enabled:
-            types.require("Detection2DArray", "Image", param="detector.enabled")
-        if config.pilot.enabled:
-            needed = "AckermannDriveStamped" if config.pilot.output == "ackermann" else "Twist"
-            types.require(needed, param="pilot.output")
+        for head in self.heads:
+            needed = sorted({t.type for t in head.task.topics(config.topic_prefix(head.name))})
+            types.require(*needed, param=f"{head.name} ({head.task.name} head)")
         if config.diagnostics_period > 0:
             types.require("DiagnosticArray", param="diagnostics_period")
 
@@ -276,21 +269,21 @@ class PerceptionNode:
                 "one has no suffix (Image); fix: make image_topic and image_transport agree"
             )
         publisher_events = PublisherEventCallbacks(incompatible_qos=self._on_incompatible_publisher)
-        topics = config.topics
-        self.detections_pub = self.overlay_pub = self.command_pub = self.diagnostics_pub = None
-        if config.detector.enabled:
-            self.detections_pub = node.create_publisher(
-                types.Detection2DArray, topics["detections"], output_qos, event_callbacks=publisher_events
-            )
-            self.overlay_pub = node.create_publisher(
-                types.Image, topics["overlay"], overlay_qos, event_callbacks=publisher_events
-            )
-            self._overlay_buffer: Any = None
-        if config.pilot.enabled:
-            command_type = types.AckermannDriveStamped if config.pilot.output == "ackermann" else types.Twist
-            self.command_pub = node.create_publisher(
-                command_type, topics["command"], output_qos, event_callbacks=publisher_events
-            )
+        self.command_pub = self.diagnostics_pub = None
+        self.publishers: Dict[Any, Any] = {}  # (head, role) -> publisher
+        self.topic_names: List[str] = []
+        for head in self.heads:
+            for topic in head.task.topics(config.topic_prefix(head.name)):
+                publisher = node.create_publisher(
+                    getattr(types, topic.type),
+                    topic.name,
+                    overlay_qos if topic.overlay else output_qos,
+                    event_callbacks=publisher_events,
+                )
+                self.publishers[(head.name, topic.role)] = publisher
+                self.topic_names.append(topic.name)
+        if self.drive_head is not None:
+            self.command_pub = self.publishers[(self.drive_head.name, "command")]
             self.watchdog_timer = node.create_timer(WATCHDOG_PERIOD, self._on_watchdog)
         from std_srvs.srv import SetBool
 
@@ -371,10 +364,10 @@ class PerceptionNode:
 
     def _apply_pending(self) -> None:
         with self._lock:
-            pending, self._pending_detector = self._pending_detector, None
-        if pending is not None and self.processor.detector is not None:
+            pending, self._pending = self._pending, {}
+        for name, values in pending.items():
             try:
-                apply_detector_settings(self.processor.detector, pending, reset=True)
+                self.processor.head(name).task.apply(values)
             except ConfigError as exc:  # validated in the on-set callback; kept for safety
                 self.logger.error(str(exc))
 
@@ -411,30 +404,42 @@ class PerceptionNode:
         self.stats.frame_out(done, latency, result.timings)
 
     def _publish(self, result: Any, header: Any) -> None:
-        config = self.config
-        if result.detections is not None and self.detections_pub is not None:
-            self.detections_pub.publish(
-                detection_array(self.types, header, result.detections, config.detector.class_id_mode)
-            )
-            if config.detector.publish_overlay and self.overlay_pub.get_subscription_count() > 0:
-                self._publish_overlay(result, header)
-        if result.command is not None:
-            self._publish_command(result.command, header)
+        """Every head's messages; its overlay only while someone subscribes to it."""
+        self._last_outputs = result.outputs
+        for head in self.heads:
+            output = result.outputs.get(head.name)
+            if output is None:
+                continue
+            for role, message in head.task.messages(self.types, header, output):
+                self.publishers[(head.name, role)].publish(message)
+            if head is self.drive_head and output.command is not None:
+                self._log_stop(output.command)
+            overlay = self.publishers.get((head.name, "overlay"))
+            if overlay is not None and head.task.overlay_enabled and overlay.get_subscription_count() > 0:
+                self._publish_overlay(head, result, header, overlay)
 
-    def _publish_overlay(self, result: Any, header: Any) -> None:
-        from trt_perception.overlay import draw_detections, draw_steering
+    def _publish_overlay(self, head: Any, result: Any, header: Any, publisher: Any) -> None:
+        """The frame with this head's drawing (and the steering gauge of a driving head) on a reused buffer."""
+        import numpy as np
+
+        from trt_perception.overlay import copy_to_canvas
 
         image = result.image
         order = "bgr" if image.color not in ("rgb", "bgr") else image.color
         shape = (image.height, image.width, 3)
-        if self._overlay_buffer is None or self._overlay_buffer.shape != shape:
-            import numpy as np
+        buffer = self._overlay_buffers.get(head.name)
+        if buffer is None or buffer.shape != shape:
+            buffer = self._overlay_buffers[head.name] = np.empty(shape, np.uint8)  # once per stream size
+        canvas = copy_to_canvas(image.array, buffer)
+        head.task.draw(canvas, result.outputs[head.name], order)
+        for other in self.heads:
+            if other is not head and other.name in result.outputs:
+                other.task.decorate(canvas, result.outputs[other.name], order)
+        publisher.publish(overlay_image(self.types, header, canvas, _OVERLAY_ENCODING[order]))
 
-            self._overlay_buffer = np.empty(shape, np.uint8)  # once per stream size
-        canvas = draw_detections(image.array, result.detections, order, out=self._overlay_buffer)
-        if result.steering is not None:
-            draw_steering(canvas, result.steering.angle, result.steering.throttle, order, out=canvas)
-        self.overlay_pub.publish(overlay_image(self.types, header, canvas, _OVERLAY_ENCODING[order]))
+    def _log_stop(self, command: DriveCommand) -> None:
+        if command.stop and command.reason.startswith(REASON_NONFINITE):
+            self.logger.error(f"stopping the car: {command.reason}", throttle_duration_sec=1.0)
 
     def _publish_command(self, command: DriveCommand, header: Any, force: bool = False) -> None:
         """Publish a drive command. Per-frame 'disabled' stops are not published: while the pilot is off,
@@ -443,9 +448,8 @@ class PerceptionNode:
             return
         if command.stop and command.reason == REASON_DISABLED and not force:
             return
-        if command.stop and command.reason.startswith(REASON_NONFINITE):
-            self.logger.error(f"stopping the car: {command.reason}", throttle_duration_sec=1.0)
-        self.command_pub.publish(drive_message(self.types, header, command, self.config.pilot))
+        self._log_stop(command)
+        self.command_pub.publish(self.drive_head.task.command_message(self.types, header, command))
 
     _watchdog_started = False
 
@@ -464,9 +468,12 @@ class PerceptionNode:
     def _on_set_enabled(self, request: Any, response: Any) -> Any:
         if self.safety is None:
             response.success = False
-            response.message = "the pilot is off (pilot.enabled: false); nothing to enable"
+            response.message = (
+                "no steering head runs (pilot.enabled: false, or no steering head in heads); nothing to enable"
+            )
             return response
-        parameter = self._Parameter("pilot.drive_enabled", self._Parameter.Type.BOOL, bool(request.data))
+        name = f"{self.drive_head.name}.drive_enabled"
+        parameter = self._Parameter(name, self._Parameter.Type.BOOL, bool(request.data))
         result = self.node.set_parameters([parameter])[0]
         response.success = bool(result.successful)
         if result.successful:
@@ -487,22 +494,20 @@ class PerceptionNode:
             else:
                 values[key] = value if not float(value).is_integer() else int(value)
         backends = []
-        for head, pipeline in (("detector", self.processor.detector), ("pilot", self.processor.pilot)):
-            if pipeline is None:
-                continue
-            facts = pipeline.describe()
+        last = self._last_outputs
+        for head in self.heads:
+            facts = head.describe()
             backends.append(facts.get("backend", "?"))
-            values[f"{head}.model"] = getattr(self.config, head).model.model
+            values[f"{head.name}.model"] = self.config.head(head.name).model.model
             for key, value in facts.items():
-                values[f"{head}.{key}"] = value
+                values[f"{head.name}.{key}"] = value
+            for key, value in head.task.diagnostics(last.get(head.name)).items():
+                values[f"{head.name}.{key}"] = value
         level, problems = "OK", []
         if snap["errors"] > self._reported["errors"]:
             level = "ERROR"
             problems.append(f"{int(snap['errors'] - self._reported['errors'])} frames failed")
         if self.safety is not None:
-            values["drive_enabled"] = self.safety.enabled
-            values["watchdog"] = "stopped (no frames)" if self.safety.watchdog_fired else "ok"
-            values["nonfinite_outputs"] = self.safety.error_count
             if self.safety.error_count > self._reported["nonfinite"]:
                 level = "ERROR"
                 problems.append(f"model output NaN/inf: {self.safety.last_error}")
@@ -529,25 +534,23 @@ class PerceptionNode:
 
     def _startup_line(self) -> str:
         config = self.config
-        heads = []
-        for head in ("detector", "pilot"):
-            pipeline = getattr(self.processor, head)
-            if pipeline is not None:
-                backend = pipeline.describe().get("backend", "?")
-                heads.append(f"{head} {getattr(config, head).model.model} ({backend})")
-        outputs = ", ".join(self._resolved(t) for t in config.topics.values())
+        heads = [
+            f"{h.name} ({h.task.name}) {config.head(h.name).model.model} ({h.describe().get('backend', '?')})"
+            for h in self.heads
+        ]
+        outputs = ", ".join(self._resolved(t) for t in self.topic_names)
         drive = ""
-        if config.pilot.enabled:
+        if self.drive_head is not None:
             drive = (
                 "; drive ENABLED"
-                if config.pilot.drive_enabled
+                if self.safety is not None and self.safety.enabled
                 else (
                     "; drive disabled (enable: ros2 service call "
                     f"{self._resolved('~/set_enabled')} std_srvs/srv/SetBool '{{data: true}}')"
                 )
             )
         return (
-            f"running {' and '.join(heads)} on {self.camera_topic} ({config.image_transport}, "
+            f"running {', '.join(heads)} on {self.camera_topic} ({config.image_transport}, "
             f"{config.qos_reliability}, depth {config.qos_depth}, policy {config.frame_policy}); "
             f"publishing {outputs}{drive}"
         )

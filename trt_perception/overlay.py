@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from trt_perception.errors import ImageError
-from trt_perception.results import Detections
+from trt_perception.results import Classification, Detections
 
 Color = Tuple[int, int, int]
 _GOLDEN_RATIO = 0.618033988749895
@@ -55,6 +55,11 @@ def _canvas(image: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
     return out
 
 
+def copy_to_canvas(image: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``image`` copied into ``out`` (HxWx3 uint8) for drawing; gray frames become 3-channel."""
+    return _canvas(image, out)
+
+
 def _text_scale(height: int) -> Tuple[float, int]:
     """Font scale and line thickness readable on 120-row steering frames and 1080p alike."""
     scale = max(0.35, min(1.2, height / 700.0))
@@ -90,6 +95,24 @@ def draw_detections(
             thickness,
             cv2.LINE_AA,
         )
+    return canvas
+
+
+def draw_classification(
+    image: np.ndarray, classification: Classification, color_order: str = "bgr", out: Optional[np.ndarray] = None
+) -> np.ndarray:
+    """The top classes as "label score" lines at the top left of a copy of ``image``; returns it."""
+    canvas = _canvas(image, out)
+    font_scale, thickness = _text_scale(canvas.shape[0])
+    step = int(24 * font_scale) + 4
+    for rank in range(len(classification)):
+        class_id = int(classification.class_ids[rank])
+        label = classification.labels[rank] if rank < len(classification.labels) else str(class_id)
+        text = f"{label} {float(classification.scores[rank]):.2f}"
+        origin = (4, 4 + step * (rank + 1))
+        color = class_color(class_id, "bgr" if image.ndim == 2 else color_order)
+        cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+        cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale, color, thickness, cv2.LINE_AA)
     return canvas
 
 

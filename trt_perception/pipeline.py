@@ -1,8 +1,9 @@
-"""The per-frame pipeline: decode -> preprocess -> backend -> parse -> (pilot safety).
+"""The per-frame pipeline: decode once -> for each head: preprocess -> backend -> parse -> task.
 
-``ModelPipeline`` runs one model; ``FrameProcessor`` decodes a frame once and runs the detector and/or the
-pilot on it. The node and the replay tool both call ``FrameProcessor.process`` so that what is tuned on a bag
-is exactly what runs on the car. Nothing here imports ROS.
+``ModelPipeline`` runs one model up to its parser's raw result; a head (heads.py) adds its task;
+``FrameProcessor`` decodes a frame once and runs every head on it. The node and the replay tool both call
+``FrameProcessor.process`` so that what is tuned on a bag is exactly what runs on the car. Nothing here
+imports ROS.
 """
 
 from __future__ import annotations
@@ -10,21 +11,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from trt_perception.backends.base import Backend, open_backend
 from trt_perception.errors import BackendError, SpecError
 from trt_perception.images import DecodedImage, ImageDecoder
-from trt_perception.outputs import DetectionSettings, RawDetections, create_parser
-from trt_perception.preprocess import Preprocessor
-from trt_perception.results import Detections, DriveCommand, ModelOutput, SteeringPrediction
+from trt_perception.outputs import create_parser
+from trt_perception.preprocess import ImageTransform, Preprocessor
+from trt_perception.results import Detections, DriveCommand, SteeringPrediction
 from trt_perception.spec import ModelSpec, check_input, check_output_names, load_spec
 
-if TYPE_CHECKING:  # safety imports nothing heavy, but keep the pipeline's import graph one-way
+if TYPE_CHECKING:  # heads.py builds on this module; the pipeline never imports heads, node or tools
     from trt_perception.gpu_preprocess import GpuPreprocessor
-    from trt_perception.safety import PilotSafety
+    from trt_perception.heads import Head
+    from trt_perception.tasks.base import HeadOutput
 
 PathLike = Union[str, Path]
 
@@ -60,8 +62,6 @@ class ModelPipeline:
                 out = out.reshape(spec.input.shape)  # implicit-batch engines drop the batch dim: same bytes
             self.preprocessor = Preprocessor(spec.input, dtype=np.dtype(input_tensor.dtype), out=out)
             self._feed = {spec.input.name: self.preprocessor.tensor}
-        self.settings = DetectionSettings.from_spec(spec.detection)
-        self._label_cache: Dict[int, str] = {}
 
     def _open_gpu_preprocessor(self, dtype: np.dtype) -> GpuPreprocessor:
         """A GpuPreprocessor writing into the engine's input binding on the backend's own stream and CUDA."""
@@ -104,28 +104,9 @@ class ModelPipeline:
     def task(self) -> str:
         return self.spec.task
 
-    def update_settings(
-        self,
-        score_threshold: Optional[float] = None,
-        iou_threshold: Optional[float] = None,
-        max_detections: Optional[int] = None,
-        classes: Optional[Sequence[Union[int, str]]] = None,
-    ) -> None:
-        """Change detection thresholds between frames (node params, CLI flags)."""
-        if score_threshold is not None:
-            self.settings.score_threshold = float(score_threshold)
-        if iou_threshold is not None:
-            self.settings.iou_threshold = float(iou_threshold)
-        if max_detections is not None:
-            self.settings.max_detections = int(max_detections)
-        if classes is not None:
-            detection = self.spec.detection
-            allow = type(detection)(labels=detection.labels, first_label_id=detection.first_label_id,
-                                    classes=tuple(_class_item(c) for c in classes))
-            self.settings.allowed_class_ids = allow.allowed_class_ids()
-
-    def run(self, image: DecodedImage) -> ModelOutput:
-        """Run the model on one decoded frame; detections come back in source-image pixels.
+    def run(self, image: DecodedImage, settings: Any = None) -> RawOutput:
+        """Run the model on one decoded frame; the parser's raw result comes back in MODEL-INPUT pixels with
+        the transform that maps them to the source image (the head's task does that).
 
         With gpu_preprocess, "preprocess" times the upload and kernel being queued, and "infer" the GPU
         work of both (the kernel runs ahead of the engine on the same stream, one synchronize per frame).
@@ -142,24 +123,9 @@ class ModelPipeline:
             t1 = perf_counter()
             outputs = self.backend.infer(self._feed)
         t2 = perf_counter()
-        parsed = self.parser.parse(outputs, self.settings)
-        if isinstance(parsed, RawDetections):
-            boxes = transform.boxes_to_source(parsed.boxes)
-            result: Any = Detections(boxes, parsed.scores, parsed.class_ids, self._labels(parsed.class_ids))
-        else:
-            result = parsed
+        parsed = self.parser.parse(outputs, settings)
         t3 = perf_counter()
-        return ModelOutput(result, {"preprocess": t1 - t0, "infer": t2 - t1, "postprocess": t3 - t2})
-
-    def _labels(self, class_ids: np.ndarray) -> List[str]:
-        cache = self._label_cache
-        labels = []
-        for class_id in class_ids.tolist():  # at most max_detections entries
-            label = cache.get(class_id)
-            if label is None:
-                label = cache[class_id] = self.spec.detection.label_for(class_id)
-            labels.append(label)
-        return labels
+        return RawOutput(parsed, transform, {"preprocess": t1 - t0, "infer": t2 - t1, "postprocess": t3 - t2})
 
     def describe(self) -> Dict[str, str]:
         facts = dict(self.backend.describe())
@@ -178,42 +144,62 @@ class ModelPipeline:
             self.backend.close()
 
 
-def _class_item(value: Union[int, str]) -> Union[int, str]:
-    """Allow-list entries from ROS string arrays: '3' means class id 3, 'cone' a label."""
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return value
+@dataclass
+class RawOutput:
+    """A model's parsed output for one frame (model-input pixels), the transform back to the source, timings."""
+
+    parsed: Any
+    transform: ImageTransform
+    timings: Dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class FrameResult:
-    """Everything one frame produced, with per-stage timings in seconds."""
+    """Everything one frame produced: each head's output by head name, per-stage timings in seconds
+    (``decode``, ``<head>.preprocess/infer/postprocess``, ``total``)."""
 
     image: DecodedImage
-    detections: Optional[Detections] = None
-    steering: Optional[SteeringPrediction] = None
-    command: Optional[DriveCommand] = None
+    outputs: Dict[str, HeadOutput] = field(default_factory=dict)
     timings: Dict[str, float] = field(default_factory=dict)
+
+    def first(self, task: str) -> Optional[HeadOutput]:
+        """The output of the first head of ``task`` (for single-head callers: tests, benchmarks)."""
+        for output in self.outputs.values():
+            if output.task == task:
+                return output
+        return None
+
+    @property
+    def detections(self) -> Optional[Detections]:
+        output = self.first("detection")
+        return output.result if output is not None else None
+
+    @property
+    def steering(self) -> Optional[SteeringPrediction]:
+        output = self.first("steering")
+        return output.result if output is not None else None
+
+    @property
+    def command(self) -> Optional[DriveCommand]:
+        output = self.first("steering")
+        return output.command if output is not None else None
 
 
 class FrameProcessor:
-    """Decode a frame once, run the detector and/or the pilot on it, turn steering into a safe command."""
+    """Decode a frame once and run every head on it, in order.
 
-    def __init__(
-        self,
-        detector: Optional[ModelPipeline] = None,
-        pilot: Optional[ModelPipeline] = None,
-        safety: Optional[PilotSafety] = None,
-    ) -> None:
-        if detector is None and pilot is None:
-            raise SpecError("nothing to run: enable the detector, the pilot, or both (detector.enabled/pilot.enabled)")
-        if detector is not None and detector.task != "detection":
-            raise SpecError(f"the detector model's spec says task {detector.task!r}; expected 'detection'")
-        if pilot is not None and pilot.task != "steering":
-            raise SpecError(f"the pilot model's spec says task {pilot.task!r}; expected 'steering'")
-        self.detector = detector
-        self.pilot = pilot
-        self.safety = safety
+    Heads are ``heads.Head`` objects (a name, a task, a ModelPipeline); the node and the replay tool both
+    call ``process`` so that what is tuned on a bag is exactly what runs on the car.
+    """
+
+    def __init__(self, heads: Sequence[Head]) -> None:
+        if not heads:
+            raise SpecError("nothing to run: no head is enabled; fix: enable a head (e.g. detector.enabled: true)")
+        drivers = [h.name for h in heads if h.task.drives]
+        if len(drivers) > 1:
+            raise SpecError(f"heads {drivers} all drive; at most one steering head per node")
+        self.heads: List[Head] = list(heads)
+        self.drive_head: Optional[Head] = next((h for h in self.heads if h.task.drives), None)
         # Frames that need a conversion (YUV, Bayer, alpha) decode into a reused buffer: FrameResult.image
         # is valid until the next frame is processed.
         self.decode = ImageDecoder()
@@ -229,27 +215,24 @@ class FrameProcessor:
         return result
 
     def process_image(self, image: DecodedImage, now: float) -> FrameResult:
-        """Run the models on an already decoded frame (benchmarks and tools that read image files)."""
+        """Run the heads on an already decoded frame (benchmarks and tools that read image files)."""
         start = perf_counter()
         result = FrameResult(image=image)
-        for prefix, pipeline in (("detector", self.detector), ("pilot", self.pilot)):
-            if pipeline is None:
-                continue
-            output = pipeline.run(image)
+        timings = result.timings
+        for head in self.heads:
+            output = head.run(image, now)
+            result.outputs[head.name] = output
             for stage, seconds in output.timings.items():
-                result.timings[f"{prefix}.{stage}"] = seconds
-            if prefix == "detector":
-                result.detections = output.result
-            else:
-                result.steering = output.result
-                if self.safety is not None:
-                    result.command = self.safety.command_from(output.result, now)
-        result.timings["total"] = perf_counter() - start
+                timings[f"{head.name}.{stage}"] = seconds
+        timings["total"] = perf_counter() - start
         return result
 
-    def pipelines(self) -> Iterable[ModelPipeline]:
-        return [p for p in (self.detector, self.pilot) if p is not None]
+    def head(self, name: str) -> Head:
+        for head in self.heads:
+            if head.name == name:
+                return head
+        raise KeyError(name)
 
     def close(self) -> None:
-        for pipeline in self.pipelines():
-            pipeline.close()
+        for head in self.heads:
+            head.close()

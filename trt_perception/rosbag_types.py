@@ -27,6 +27,7 @@ MESSAGE_DEFINITIONS: Dict[str, str] = {
         "vision_msgs/BoundingBox2D bbox\nstring id\n"
     ),
     "vision_msgs/msg/Detection2DArray": "std_msgs/Header header\nvision_msgs/Detection2D[] detections\n",
+    "vision_msgs/msg/Classification": "std_msgs/Header header\nvision_msgs/ObjectHypothesis[] results\n",
     "ackermann_msgs/msg/AckermannDrive": (
         "float32 steering_angle\nfloat32 steering_angle_velocity\nfloat32 speed\nfloat32 acceleration\n"
         "float32 jerk\n"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional
 
-from trt_perception.config import SafetyConfig
 from trt_perception.results import DriveCommand, SteeringPrediction
 
 # Stop reasons (DriveCommand.reason of a stop), stable strings so logs and diagnostics can be grepped.
@@ -22,6 +22,38 @@ REASON_NONFINITE = "non-finite model output"
 REASON_WATCHDOG = "watchdog"
 REASON_DISABLED = "disabled"
 REASON_SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """Limits and filters between the steering model and the wheels (see PilotSafety)."""
+
+    max_steering: float = 1.0
+    max_throttle: float = 0.5
+    min_throttle: float = 0.0
+    throttle_mode: str = "capped"
+    constant_throttle: float = 0.2
+    steering_slew_rate: float = 0.0
+    smoothing: float = 0.0
+    watchdog_timeout: float = 0.5
+    invert_steering: bool = False
+
+
+@dataclass(frozen=True)
+class PilotConfig:
+    """How a drive command becomes a message: Twist or Ackermann, and the scales from [-1, 1] to units."""
+
+    output: str = "twist"
+    steering_scale: float = 1.0
+    throttle_scale: float = 1.0
+    max_steering_angle: float = 0.35
+    max_speed: float = 1.0
+    drive_enabled: bool = False
+    safety: SafetyConfig = SafetyConfig()
+
+
+SAFETY_FIELDS = tuple(SafetyConfig.__dataclass_fields__)
+PILOT_FIELDS = tuple(f for f in PilotConfig.__dataclass_fields__ if f != "safety")
 
 
 def _clamp(value: float, lo: float, hi: float) -> float:

@@ -18,10 +18,10 @@ import numpy as np
 import yaml
 
 from trt_perception.errors import SpecError
+from trt_perception.tasks import TASKS
 
 SPEC_VERSION = 1
 MODEL_SUFFIXES = (".onnx", ".engine", ".plan", ".trt", ".bin")
-TASKS = ("detection", "classification", "segmentation", "steering")
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("RGB", "BGR", "GRAY")
 RESIZE_MODES = ("stretch", "letterbox")

@@ -500,8 +500,7 @@ def test_built_engine_loads_and_runs_in_the_tensorrt_backend(
         assert pipeline.describe()["backend"] == "tensorrt"
         frame = DecodedImage(np.full((120, 160, 3), 51, np.uint8), "rgb")
         result = pipeline.run(frame)
-        assert result.error is None
-        assert result.result.angle == pytest.approx(0.2, abs=1e-3)  # the double's engine outputs the input mean
+        assert result.parsed.angle == pytest.approx(0.2, abs=1e-3)  # the double's engine outputs the input mean
     finally:
         pipeline.close()
 

@@ -19,8 +19,9 @@ from bagfixtures import brightness_command, frames_with_squares, read_messages, 
 from onnx_factory import brightness_pilot, grid_detector
 
 from trt_perception.cli import main as cli_main
-from trt_perception.config import PerceptionConfig, load_params_file
+from trt_perception.config import PerceptionConfig
 from trt_perception.errors import ConfigError
+from trt_perception.params import load_params_file
 from trt_perception.tools import demo
 from trt_perception.tools import report as report_module
 

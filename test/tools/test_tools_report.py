@@ -75,6 +75,7 @@ def test_latency_stats_in_milliseconds() -> None:
 def sample_report() -> ReplayReport:
     report = ReplayReport(bag="/bags/drive", image_topic="/camera/image_raw/compressed",
                           image_type="sensor_msgs/msg/CompressedImage", heads=["detector", "pilot"], realtime=True,
+                          detection_head="detector", drive_head="pilot",
                           frames_in=100, frames_processed=90, bad_frames=1, dropped_frames=9,
                           bag_duration_s=3.3, wall_s=1.5, detections_total=45, detections_max_per_frame=2,
                           detections_per_class={"cone": 30, "box": 15}, drive_outputs=90)

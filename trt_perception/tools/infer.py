@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import cv2
+import numpy as np
 
-from trt_perception.errors import ImageError, TrtPerceptionError
+from trt_perception.errors import ConfigError, ImageError, TrtPerceptionError
 from trt_perception.images import DecodedImage
-from trt_perception.pipeline import ModelPipeline
-from trt_perception.results import Detections, SteeringPrediction
+from trt_perception.results import Classification, Detections, SegmentationMask, SteeringPrediction
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +59,7 @@ def read_image(path: Path) -> DecodedImage:
 
 
 def result_dict(path: Path, result: object) -> Dict[str, Any]:
+    """One image's result as JSON-ready data, whatever the model's task."""
     if isinstance(result, Detections):
         return {
             "image": str(path),
@@ -70,13 +71,33 @@ def result_dict(path: Path, result: object) -> Dict[str, Any]:
         }
     if isinstance(result, SteeringPrediction):
         return {"image": str(path), "angle": float(result.angle), "throttle": float(result.throttle)}
+    if isinstance(result, Classification):
+        return {
+            "image": str(path),
+            "classes": [
+                {"label": label, "class_id": int(cid), "score": float(score)}
+                for cid, score, label in zip(result.class_ids, result.scores, result.labels)
+            ],
+        }
+    if isinstance(result, SegmentationMask):
+        names = [result.labels[i] if i < len(result.labels) else str(i) for i in range(len(result.fractions))]
+        return {
+            "image": str(path),
+            "mask_shape": list(result.mask.shape),
+            "area_fractions": {name: float(f) for name, f in zip(names, result.fractions) if f > 0},
+        }
     raise TrtPerceptionError(f"unexpected result type {type(result).__name__}")
 
 
 def format_result(path: Path, result: object) -> List[str]:
     data = result_dict(path, result)
-    if "detections" not in data:
+    if "angle" in data:
         return [f"{path}: angle={data['angle']:+.3f} throttle={data['throttle']:+.3f}"]
+    if "classes" in data:
+        return [f"{path}: " + ", ".join(f"{c['label']} {c['score']:.3f}" for c in data["classes"])]
+    if "area_fractions" in data:
+        areas = ", ".join(f"{k} {v:.1%}" for k, v in sorted(data["area_fractions"].items(), key=lambda kv: -kv[1]))
+        return [f"{path}: mask {data['mask_shape'][1]}x{data['mask_shape'][0]}: {areas}"]
     lines = [f"{path}: {len(data['detections'])} detection(s)"]
     for det in data["detections"]:
         x1, y1, x2, y2 = det["box_xyxy"]
@@ -84,17 +105,45 @@ def format_result(path: Path, result: object) -> List[str]:
     return lines
 
 
-def run_infer(args: argparse.Namespace) -> int:
-    from trt_perception.overlay import draw_detections, draw_steering
+DETECTION_FLAGS = {
+    "score_threshold": "--score-threshold",
+    "iou_threshold": "--iou-threshold",
+    "max_detections": "--max-detections",
+    "classes": "--classes",
+}
 
-    pipeline = ModelPipeline.open(args.model, args.spec, args.backend, backend_options(args))
+
+def detection_values(args: argparse.Namespace, task: str) -> Dict[str, Any]:
+    """The detection flags as the head's params, checked as the params file's are."""
+    from trt_perception.params import check_value
+    from trt_perception.tasks import task_class
+
+    given = {k: getattr(args, k) for k in DETECTION_FLAGS if getattr(args, k, None) is not None}
+    if given and task != "detection":
+        flags = ", ".join(DETECTION_FLAGS[k] for k in given)
+        raise ConfigError(f"{flags} apply to detection models; {args.model} is a {task} model; fix: drop {flags}")
+    params = {p.name: p for p in task_class("detection").PARAMS}
+    values: Dict[str, Any] = {}
+    for key, value in given.items():
+        value, reason = check_value(params[key], value)
+        if reason:
+            raise ConfigError(reason.replace(key, DETECTION_FLAGS[key], 1))
+        values[key] = value
+    return values
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    from trt_perception.heads import open_model
+    from trt_perception.overlay import copy_to_canvas
+
+    head = open_model(args.model, args.spec, args.backend, backend_options(args))
     try:
-        pipeline.update_settings(args.score_threshold, args.iou_threshold, args.max_detections, args.classes)
+        head.task.apply({**head.task.values, **detection_values(args, head.task.name)})
         if args.output_dir:
             args.output_dir.mkdir(parents=True, exist_ok=True)
         for path in args.images:
             image = read_image(path)
-            output = pipeline.run(image)
+            output = head.run(image, 0.0)
             if args.json:
                 print(json.dumps(result_dict(path, output.result)))
             else:
@@ -103,11 +152,10 @@ def run_infer(args: argparse.Namespace) -> int:
                 target = args.output_dir / f"{path.stem}_annotated.png"
                 if target.exists() and not args.force:
                     raise TrtPerceptionError(f"{target} exists; refusing to overwrite it (pass --force)")
-                if isinstance(output.result, Detections):
-                    annotated = draw_detections(image.array, output.result, image.color)
-                else:
-                    annotated = draw_steering(image.array, output.result.angle, output.result.throttle, image.color)
-                cv2.imwrite(str(target), annotated)
+                canvas = copy_to_canvas(image.array, np.empty((*image.array.shape[:2], 3), np.uint8))
+                head.task.draw(canvas, output, image.color)
+                head.task.decorate(canvas, output, image.color)
+                cv2.imwrite(str(target), canvas)
     finally:
-        pipeline.close()
+        head.close()
     return 0

@@ -55,7 +55,6 @@ TWIST_STAMPED = "geometry_msgs/msg/TwistStamped"
 ACKERMANN = "ackermann_msgs/msg/AckermannDrive"
 ACKERMANN_STAMPED = "ackermann_msgs/msg/AckermannDriveStamped"
 DRIVE_TYPES = (TWIST, TWIST_STAMPED, ACKERMANN, ACKERMANN_STAMPED)
-HEADS = ("detector", "pilot")
 STORAGES = ("mcap", "sqlite3")
 BAG_VERSION = 8  # rosbag2 metadata version: what Jazzy writes; Humble's rosbag2 reads it too
 
@@ -310,33 +309,44 @@ def _remove_bag(path: Path) -> None:
 
 def load_config(params: PathLike, heads: Optional[Sequence[str]] = None, node_name: str = "trt_perception") -> Any:
     """A ``PerceptionConfig`` from a node params YAML, with the heads switched as asked (None: as the file says)."""
-    from trt_perception.config import PerceptionConfig, load_params_file
+    from trt_perception.config import PerceptionConfig
+    from trt_perception.params import load_params_file
 
-    flat = dict(load_params_file(params, node_name=node_name))
-    if heads is not None:
-        for head in HEADS:
-            flat[f"{head}.enabled"] = head in heads
-    return PerceptionConfig.from_params(flat)
+    config = PerceptionConfig.from_params(load_params_file(params, node_name=node_name))
+    return select_heads(config, heads)
+
+
+def select_heads(config: Any, heads: Optional[Sequence[str]]) -> Any:
+    """``config`` with exactly ``heads`` enabled (None: unchanged); an unknown name lists the configured ones."""
+    if heads is None:
+        return config
+    names = [h.name for h in config.heads]
+    unknown = [h for h in heads if h not in names]
+    if unknown:
+        raise ConfigError(f"--heads {','.join(heads)!r} names {unknown}, which the params do not configure; "
+                          f"expected a comma-separated subset of {names}, e.g. --heads {names[0]}")
+    chosen = tuple(dataclasses.replace(h, enabled=h.name in heads) for h in config.heads)
+    if chosen != config.heads:
+        config = dataclasses.replace(config, heads=chosen)
+        config.check_heads()
+    return config
 
 
 def replay_config(config: Any, heads: Optional[Sequence[str]] = None) -> Tuple[Any, List[str]]:
-    """The config replay runs: heads as asked, and the pilot's drive switch on (offline there are no motors,
+    """The config replay runs: heads as asked, and the driving head's switch on (offline there are no motors,
     and with it off every command would be a stop). Returns the config and notes for the report."""
     notes: List[str] = []
-    if heads is not None:
-        changes = {}
-        for head in HEADS:
-            sub = getattr(config, head)
-            if bool(sub.enabled) != (head in heads):
-                changes[head] = dataclasses.replace(sub, enabled=head in heads)
-        if changes:
-            config = dataclasses.replace(config, **changes)
-            config.check_heads()
-    pilot = config.pilot
-    if pilot.enabled and not pilot.drive_enabled:
-        config = dataclasses.replace(config, pilot=dataclasses.replace(pilot, drive_enabled=True))
-        notes.append("pilot.drive_enabled is false in the params; replay turns it on to show the commands the "
-                     "pilot would send")
+    config = select_heads(config, heads)
+    changed = []
+    for head in config.heads:
+        if head.enabled and head.task == "steering" and not head.values.get("drive_enabled", False):
+            changed.append(dataclasses.replace(head, values={**head.values, "drive_enabled": True}))
+            notes.append(f"{head.name}.drive_enabled is false in the params; replay turns it on to show the "
+                         f"commands the pilot would send")
+        else:
+            changed.append(head)
+    if notes:
+        config = dataclasses.replace(config, heads=tuple(changed))
     return config, notes
 
 
@@ -345,9 +355,8 @@ def parse_heads(text: Optional[str]) -> Optional[List[str]]:
     if text is None:
         return None
     heads = [h.strip() for h in text.split(",") if h.strip()]
-    unknown = [h for h in heads if h not in HEADS]
-    if unknown or not heads:
-        raise ConfigError(f"--heads {text!r}: expected a comma-separated subset of {list(HEADS)}, "
+    if not heads:
+        raise ConfigError(f"--heads {text!r}: expected a comma-separated list of head names, "
                           "e.g. --heads detector or --heads detector,pilot")
     return heads
 
@@ -390,6 +399,29 @@ class _Collector:
         self.output_latency: List[float] = []
         self.sample_indices = set(int(i) for i in sample_indices)
         self.samples: List[Tuple[SampleFrame, int]] = []
+        # head -> (task, frames, sums of numeric diagnostics, counts of text diagnostics): constant memory
+        self._summaries: Dict[str, Tuple[str, List[int], Dict[str, float], Dict[str, Dict[str, int]]]] = {}
+
+    def head_summary(self, head: Any, output: Any) -> None:
+        """Fold one frame of a head the report has no dedicated section for (classification, segmentation)
+        into running means of its numeric diagnostics and counts of its text ones."""
+        _, frames, sums, counts = self._summaries.setdefault(head.name, (head.task.name, [0], {}, {}))
+        frames[0] += 1
+        for key, value in head.task.diagnostics(output).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                sums[key] = sums.get(key, 0.0) + float(value)
+            else:
+                text = str(value).rsplit(" ", 1)[0] if key == "top" else str(value)
+                bucket = counts.setdefault(key, {})
+                bucket[text] = bucket.get(text, 0) + 1
+
+    def finish_summaries(self) -> Dict[str, Dict[str, Any]]:
+        out: Dict[str, Dict[str, Any]] = {}
+        for name, (task, frames, sums, counts) in self._summaries.items():
+            n = max(frames[0], 1)
+            out[name] = {"task": task, "frames": frames[0], "mean": {k: v / n for k, v in sums.items()},
+                         "counts": counts}
+        return out
 
     def bad(self, frame: _Frame, reason: str) -> None:
         self.report.bad_frames += 1
@@ -422,7 +454,7 @@ def replay_bag(
     """Replay ``bag`` through the pipeline ``config`` describes (a ``PerceptionConfig`` or a params YAML path).
 
     ``out``: output bag path (None: write none). ``report_dir``: report.json + plots (None: none).
-    ``heads``: subset of ('detector', 'pilot'), None keeps the config's. ``storage``: 'mcap' or 'sqlite3'
+    ``heads``: names of configured heads to run, None keeps the config's. ``storage``: 'mcap' or 'sqlite3'
     (None: mcap where the installed rosbags can write it, else sqlite3). ``distro``: the ROS distro whose
     message definitions read a bag that carries none (Humble sqlite3) and go into the output bag (None: the
     bag's own where it records one, else humble; the messages replay uses are the same in both).
@@ -461,12 +493,14 @@ def replay_bag(
         clock = BagClock(reader.start_time * 1e-9)
         owns_processor = processor is None
         if processor is None:
-            from trt_perception.config import create_frame_processor
+            from trt_perception.heads import create_frame_processor
 
             processor = create_frame_processor(config, clock=clock)
-        active = [h for h in HEADS if getattr(processor, h, None) is not None]
+        active = [h.name for h in processor.heads]
+        detection = next((h.name for h in processor.heads if h.task.name == "detection"), "")
+        drive = processor.drive_head.name if processor.drive_head is not None else ""
         report = ReplayReport(bag=str(bag_path), image_topic=topic, image_type=image_type, heads=active,
-                              realtime=realtime, notes=notes)
+                              realtime=realtime, notes=notes, detection_head=detection, drive_head=drive)
         try:
             run = _Run(reader, processor, config, report, topic, write_store, clock, truth_drive_topic,
                        truth_detections_topic, realtime, limit, progress)
@@ -533,14 +567,19 @@ class _Run:
         self.realtime = realtime
         self.limit = limit
         self.progress = progress
-        self.pilot_config = config.pilot
-        self.class_id_mode = config.detector.class_id_mode
-        self.pilot_output = config.pilot.output
-        # The node's topics are relative (namespace and remapping apply); in the bag they sit at the root.
-        topics = config.topics
-        self.detections_topic = "/" + topics.get("detections", "detections").lstrip("/")
-        self.drive_topic = "/" + topics.get("command", "drive" if self.pilot_output == "ackermann" else "cmd_vel")
-        self.safety = getattr(processor, "safety", None)
+        # Each head's topics as the node publishes them; relative there (namespace and remapping apply), at the
+        # root in the bag. Overlays are images for people watching live: not written.
+        from trt_perception.messages import MESSAGE_CLASSES
+
+        self.topics: Dict[Tuple[str, str], Tuple[str, str]] = {}  # (head, role) -> (topic, msgtype)
+        for head in processor.heads:
+            for topic in head.task.topics(config.topic_prefix(head.name)):
+                if not topic.overlay:
+                    package, name = MESSAGE_CLASSES[topic.type]
+                    self.topics[(head.name, topic.role)] = ("/" + topic.name.lstrip("/"), f"{package}/msg/{name}")
+        self.detection_head = next((h for h in processor.heads if h.task.name == "detection"), None)
+        self.drive_head = processor.drive_head
+        self.safety = self.drive_head.task.safety if self.drive_head is not None else None
         # Frames that may wait while the model is busy: the latest-frame mailbox holds one; inline processing
         # leaves them in the subscription's keep-last queue.
         self.queue_size = 1 if config.frame_policy == "latest" else max(1, int(config.qos_depth))
@@ -570,10 +609,8 @@ class _Run:
             conn = image_conns[0]
             msgdef = conn.msgdef.data if getattr(conn.msgdef, "data", "") else None
             output.add(self.topic, conn.msgtype, msgdef=msgdef, digest=conn.digest or None)
-            if self.processor.detector is not None:
-                output.add(self.detections_topic, DETECTIONS)
-            if self.processor.pilot is not None:
-                output.add(self.drive_topic, ACKERMANN_STAMPED if self.pilot_output == "ackermann" else TWIST)
+            for topic, msgtype in self.topics.values():
+                output.add(topic, msgtype)
         self._warm_up()
         t0 = reader.start_time
         samples = np.unique(np.linspace(0, max(total - 1, 0), SAMPLE_CANDIDATES).round().astype(int)) if total else []
@@ -622,16 +659,15 @@ class _Run:
     def _warm_up(self) -> None:
         """First calls are slow (ONNX Runtime allocations, rosbags compiling its serializers): pay them before
         the first frame so the latency table shows steady-state numbers, as a warmed-up node would."""
-        for pipeline in self.processor.pipelines():
-            pipeline.backend.warmup(1)
-        from trt_perception.messages import detection_array, drive_message, make_header
+        for head in self.processor.heads:
+            head.pipeline.backend.warmup(1)
+        from trt_perception.messages import detection_array, make_header
 
         header = make_header(self.types, 0, 0, "")
-        if self.processor.detector is not None:
+        if self.detection_head is not None:
             self.typestore.serialize_cdr(detection_array(self.types, header, Detections.empty()), DETECTIONS)
-        if self.processor.pilot is not None:
-            msg = drive_message(self.types, header, DriveCommand(0.0, 0.0), self.pilot_config)
-            self.typestore.serialize_cdr(msg, ACKERMANN_STAMPED if self.pilot_output == "ackermann" else TWIST)
+        if self.drive_head is not None:
+            self._drive_payload(DriveCommand(0.0, 0.0), header)
 
     def _messages(self, connections: Sequence[Any]) -> Iterator[Tuple[Any, int, Any]]:
         """The bag's messages in time order; a storage error mid-file is a BagError naming where it stopped."""
@@ -652,7 +688,7 @@ class _Run:
     def _watchdog(self, t_ns: int) -> None:
         """The node's watchdog timer, checked at each frame arrival: a gap in the recording longer than
         pilot.watchdog_timeout publishes one stop, as on the car."""
-        if self.safety is None or not self.processed_any or self.processor.pilot is None:
+        if self.safety is None or not self.processed_any:
             return
         self.clock.now = t_ns * 1e-9
         stop = self.safety.check_watchdog(self.clock.now)
@@ -697,17 +733,18 @@ class _Run:
         t_msgs = time.perf_counter()
         stamp = _stamp_ns(msg)
         header = self._header(msg)
-        command = result.command
-        if command is None and result.steering is not None:
-            command = DriveCommand(float(result.steering.angle), float(result.steering.throttle))
+        drive = result.outputs.get(self.drive_head.name) if self.drive_head is not None else None
+        command = drive.command if drive is not None else None
+        detection = result.outputs.get(self.detection_head.name) if self.detection_head is not None else None
+        detections = detection.result if detection is not None else None
         payloads = []
-        if result.detections is not None:
-            from trt_perception.messages import detection_array
-
-            out_msg = detection_array(self.types, header, result.detections, self.class_id_mode)
-            payloads.append((self.detections_topic, self.typestore.serialize_cdr(out_msg, DETECTIONS)))
-        if command is not None and self.processor.pilot is not None:
-            payloads.append((self.drive_topic, self._drive_payload(command, header)))
+        for head in self.processor.heads:
+            output = result.outputs.get(head.name)
+            if output is None:
+                continue
+            for role, out_msg in head.task.messages(self.types, header, output):
+                topic, msgtype = self.topics[(head.name, role)]
+                payloads.append((topic, self.typestore.serialize_cdr(out_msg, msgtype)))
         end = time.perf_counter()
         log_ns = round(start_ns + (end - began) * 1e9) if self.realtime else frame.t_ns
         if self.output is not None:
@@ -724,16 +761,18 @@ class _Run:
         collect.frame_t.append(frame.t_ns)
         collect.frame_stamp.append(stamp)
         collect.commands.append(command)
-        collect.detections.append(_copy_detections(result.detections))
-        if frame.index in collect.sample_indices and result.detections is not None:
-            collect.samples.append((_sample(frame, result, collect.t0_ns), stamp))
+        collect.detections.append(_copy_detections(detections))
+        for head in self.processor.heads:
+            output = result.outputs.get(head.name)
+            if output is not None and head is not self.detection_head and head is not self.drive_head:
+                collect.head_summary(head, output)
+        if frame.index in collect.sample_indices and detections is not None:
+            collect.samples.append((_sample(frame, result.image, detections, collect.t0_ns), stamp))
 
     def _drive_payload(self, command: DriveCommand, header: Any) -> Any:
         """The pilot's output message (Twist or AckermannDriveStamped), serialized."""
-        from trt_perception.messages import drive_message
-
-        msg = drive_message(self.types, header, command, self.pilot_config)
-        return self.typestore.serialize_cdr(msg, ACKERMANN_STAMPED if self.pilot_output == "ackermann" else TWIST)
+        msg = self.drive_head.task.command_message(self.types, header, command)
+        return self.typestore.serialize_cdr(msg, self.topics[(self.drive_head.name, "command")][1])
 
     def _write_stop(self, command: DriveCommand, log_ns: int) -> None:
         """A watchdog stop: no frame behind it, so it is stamped with the bag clock."""
@@ -741,7 +780,8 @@ class _Run:
             return
         sec, nsec = divmod(int(log_ns), 1_000_000_000)
         header = self._make_header(sec, nsec, self.last_frame_id)
-        self.output.write(self.drive_topic, log_ns, self._drive_payload(command, header))
+        topic = self.topics[(self.drive_head.name, "command")][0]
+        self.output.write(topic, log_ns, self._drive_payload(command, header))
 
     def _image_type(self) -> str:
         return self.report.image_type
@@ -788,7 +828,7 @@ class _Run:
 
     def _truth_label(self, class_id: str) -> str:
         """Ground truth may name classes by label or by numeric id; compare by label where we know it."""
-        detector = self.processor.detector
+        detector = self.detection_head
         if detector is not None and class_id.strip().lstrip("-").isdigit():
             return detector.spec.detection.label_for(int(class_id))
         return class_id
@@ -813,9 +853,10 @@ class _Run:
         report.detections_per_class = counts
         frame_t = np.asarray(collect.frame_t, np.float64)
         rel = (frame_t - t0_ns) * 1e-9
-        if self.processor.pilot is not None:
+        if self.drive_head is not None:
             self._drive_report(rel, t0_ns)
-        if self.truth_detections_topic is not None and self.processor.detector is not None:
+        report.head_summaries = collect.finish_summaries()
+        if self.truth_detections_topic is not None and self.detection_head is not None:
             self._detection_report()
         for sample, stamp in collect.samples:
             truth = self.detection_truth.get(stamp)
@@ -831,11 +872,12 @@ class _Run:
         report.drive_stops = sum(1 for c in commands if c is not None and c.stop) + self.watchdog_stops
         if self.watchdog_stops:
             report.notes.append(f"{self.watchdog_stops} watchdog stop(s): gaps in the recording longer than "
-                                f"pilot.watchdog_timeout ({self.pilot_config.safety.watchdog_timeout:g} s)")
+                                f"{self.drive_head.name}.watchdog_timeout "
+                                f"({self.drive_head.task.pilot.safety.watchdog_timeout:g} s)")
         truth_kind = None
         if self.drive_truth:
             truth_kind = "ackermann" if self.drive_truth_type in (ACKERMANN, ACKERMANN_STAMPED) else "twist"
-        kind = truth_kind or self.pilot_output
+        kind = truth_kind or self.drive_head.task.pilot.output
         steer_field, throttle_field = _FIELDS[kind]
         series.steering_units = (steer_field, throttle_field)
         predicted = np.full((len(commands), 2), np.nan)
@@ -869,9 +911,9 @@ class _Run:
         if kind == "ackermann":
             header = self.typestore.types["std_msgs/msg/Header"](
                 stamp=self.typestore.types["builtin_interfaces/msg/Time"](sec=0, nanosec=0), frame_id="")
-            msg = messages.ackermann(self.types, header, command, self.pilot_config)
+            msg = messages.ackermann(self.types, header, command, self.drive_head.task.pilot)
             return float(msg.drive.steering_angle), float(msg.drive.speed)
-        msg = messages.twist(self.types, command, self.pilot_config)
+        msg = messages.twist(self.types, command, self.drive_head.task.pilot)
         return float(msg.angular.z), float(msg.linear.x)
 
     def _detection_report(self) -> None:
@@ -938,16 +980,15 @@ def _pick_samples(candidates: Sequence[SampleFrame], count: int) -> List[SampleF
     return [pool[i] for i in keep]
 
 
-def _sample(frame: _Frame, result: Any, t0_ns: int) -> SampleFrame:
+def _sample(frame: _Frame, decoded: Any, det: Detections, t0_ns: int) -> SampleFrame:
     """A downscaled BGR copy of a frame with its detections, for the report's grid."""
     import cv2
 
-    image = _to_bgr(result.image)
+    image = _to_bgr(decoded)
     height, width = image.shape[:2]
     scale = min(1.0, SAMPLE_WIDTH / float(width))
     small = cv2.resize(image, (max(1, int(width * scale)), max(1, int(height * scale))),
                        interpolation=cv2.INTER_AREA) if scale < 1.0 else image.copy()
-    det = result.detections
     sample = SampleFrame(index=frame.index, time_s=(frame.t_ns - t0_ns) * 1e-9, image_bgr=small,
                          boxes=np.asarray(det.boxes, np.float32) * scale, labels=list(det.labels),
                          scores=np.asarray(det.scores, np.float32), class_ids=np.asarray(det.class_ids, np.int64),
@@ -969,8 +1010,8 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="DIR", default=None,
                         help="write report.json and plots (steering.png, latency.png, detections.png) into DIR")
     parser.add_argument("--image-topic", default=None, help="camera topic in the bag (default: the params' one)")
-    parser.add_argument("--heads", default=None, help="which heads run: detector, pilot or detector,pilot "
-                                                       "(default: those enabled in the params)")
+    parser.add_argument("--heads", default=None, help="which of the configured heads run, comma-separated, e.g. "
+                                                       "detector,pilot (default: those enabled in the params)")
     parser.add_argument("--truth-drive-topic", default=None,
                         help="recorded drive commands (Twist, TwistStamped, AckermannDrive[Stamped]) to compare "
                              "steering/throttle against, e.g. /teleop/cmd_vel")

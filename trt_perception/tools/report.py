@@ -168,6 +168,8 @@ class ReplayReport:
     image_type: str
     heads: List[str]
     realtime: bool
+    detection_head: str = ""  # the head whose detections the detection sections describe ('' = none)
+    drive_head: str = ""  # the steering head ('' = none)
     frames_in: int = 0
     frames_processed: int = 0
     bad_frames: int = 0
@@ -189,6 +191,8 @@ class ReplayReport:
     report_dir: Optional[str] = None
     files: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    # other heads (classification, segmentation): task, frames, means of numeric diagnostics, text counts
+    head_summaries: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     series: ReplaySeries = field(default_factory=ReplaySeries, repr=False)
 
     @property
@@ -205,6 +209,9 @@ class ReplayReport:
             "image_topic": self.image_topic,
             "image_type": self.image_type,
             "heads": list(self.heads),
+            "detection_head": self.detection_head,
+            "drive_head": self.drive_head,
+            "head_summaries": self.head_summaries,
             "realtime": self.realtime,
             "frames": {
                 "in": self.frames_in,
@@ -368,7 +375,7 @@ def format_report(report: ReplayReport) -> str:
                 f"  {'arrival->output':<24}{_ms(stats.p50_ms)} {_ms(stats.p95_ms)} {_ms(stats.max_ms)}"
                 "   (bag clock, with waiting)"
             )
-    if "detector" in report.heads:
+    if report.detection_head:
         lines.append("")
         lines.append(
             f"  detections    {report.detections_total} in all, {_num(report.detections_per_frame, 2)} per frame, "
@@ -377,7 +384,7 @@ def format_report(report: ReplayReport) -> str:
         if report.detections_per_class:
             per_class = ", ".join(f"{k}: {v}" for k, v in sorted(report.detections_per_class.items()))
             lines.append(f"  per class     {per_class}")
-    if "pilot" in report.heads:
+    if report.drive_head:
         lines.append("")
         lines.append(f"  drive         {report.drive_outputs} commands, {report.drive_stops} safety stops")
     if report.drive is not None:
@@ -399,6 +406,14 @@ def format_report(report: ReplayReport) -> str:
                 f"  {name:<14}{score.true_positives:>6}{score.false_positives:>6}{score.false_negatives:>6}"
                 f"{_pct(score.precision):>11}{_pct(score.recall):>9}"
             )
+    for name, summary in report.head_summaries.items():
+        lines.append("")
+        lines.append(f"  {name:<14}{summary['task']}, {summary['frames']} frames")
+        for key, value in sorted(summary["mean"].items()):
+            lines.append(f"  {'':<14}{key:<24}mean {value:.3f}")
+        for key, bucket in sorted(summary["counts"].items()):
+            top = sorted(bucket.items(), key=lambda kv: -kv[1])[:8]
+            lines.append(f"  {'':<14}{key:<24}" + ", ".join(f"{k}: {v}" for k, v in top))
     if report.out_bag:
         lines.append("")
         topics = ", ".join(f"{t} ({m.rsplit('/', 1)[-1]})" for t, m in report.output_topics.items())

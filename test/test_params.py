@@ -1,32 +1,32 @@
-"""config.py: the one param table, params YAML loading, validation, path resolution, opening the heads."""
+"""params.py: the one param table (global + per head + per task), params YAML loading, validation."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from trt_perception import config as cfg
-from trt_perception.config import (
-    PARAM_BY_NAME,
-    PARAMS,
+from trt_perception.config import PerceptionConfig
+from trt_perception.errors import ConfigError
+from trt_perception.params import (
     USE_SPEC,
-    PerceptionConfig,
-    SafetyConfig,
+    ParamTable,
     check_value,
-    create_frame_processor,
     format_param_table,
     load_params_file,
-    param_defaults,
-    resolve_path,
     validate_param_change,
 )
-from trt_perception.errors import BackendError, ConfigError
+from trt_perception.safety import SafetyConfig
+from trt_perception.tasks.detection import DetectionTask
+from trt_perception.tasks.steering import SteeringTask
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted((REPO / "config").glob("*.yaml"))
+LEGACY = ParamTable.legacy_table()
+PARAMS = LEGACY.params
+PARAM_BY_NAME = LEGACY.by_name
 
 
 def write_params(path: Path, params: dict, node: str = "trt_perception") -> Path:
@@ -54,14 +54,14 @@ def test_model_paths_are_read_only():
 
 def test_defaults_give_the_dataclass_defaults():
     config = PerceptionConfig.from_params({"detector.model": "/x.onnx"})
-    assert config.pilot.safety == SafetyConfig()
+    assert SteeringTask.pilot_config(config.head("pilot").values).safety == SafetyConfig()
     assert config.qos_reliability == "best_effort" and config.qos_depth == 1
-    assert config.detector.score_threshold is None  # -1 = the spec decides
-    assert config.detector.classes is None
+    assert config.head("detector").values["score_threshold"] == USE_SPEC  # -1 = the spec decides
+    assert DetectionTask.overrides(config.head("detector").values) == {}
 
 
 def test_param_table_markdown_lists_every_param():
-    table = format_param_table()
+    table = format_param_table(PARAMS)
     for param in PARAMS:
         assert f"`{param.name}`" in table
 
@@ -74,7 +74,7 @@ def test_every_shipped_config_loads(path):
     flat = load_params_file(path)
     config = PerceptionConfig.from_params(flat)
     assert config.params_file == str(path.resolve())
-    assert config.detector.enabled or config.pilot.enabled
+    assert config.enabled_heads
 
 
 def test_shipped_configs_exist():
@@ -84,10 +84,10 @@ def test_shipped_configs_exist():
 def test_car_yaml_documents_every_param():
     text = (REPO / "config" / "car.yaml").read_text(encoding="utf-8")
     config = PerceptionConfig.from_params(load_params_file(REPO / "config" / "car.yaml"))
-    assert config.detector.enabled and config.pilot.enabled
+    assert [h.name for h in config.enabled_heads] == ["detector", "pilot"]
     for param in PARAMS:
-        if param.name == "params_file":
-            continue  # set by the launch file
+        if param.name in ("params_file", "heads"):
+            continue  # set by the launch file / documented in multi_head.yaml
         leaf = param.name.rsplit(".", 1)[-1]
         assert f"{leaf}:" in text, f"{param.name} missing from car.yaml"
 
@@ -95,9 +95,9 @@ def test_car_yaml_documents_every_param():
 def test_demo_yaml_points_at_the_packaged_demo_models():
     config = PerceptionConfig.from_params(load_params_file(REPO / "config" / "demo.yaml"))
     package_dir = Path(cfg.__file__).resolve().parent
-    assert Path(config.detector.model.model) == package_dir / "data" / "demo" / "detector.onnx"
-    assert Path(config.pilot.model.model) == package_dir / "data" / "demo" / "steering.onnx"
-    assert config.image_transport == "compressed" and config.pilot.output == "twist"
+    assert Path(config.head("detector").model.model) == package_dir / "data" / "demo" / "detector.onnx"
+    assert Path(config.head("pilot").model.model) == package_dir / "data" / "demo" / "steering.onnx"
+    assert config.image_transport == "compressed" and config.head("pilot").values["output"] == "twist"
 
 
 def test_nested_and_dotted_keys_flatten(tmp_path):
@@ -193,7 +193,7 @@ def test_sentinels_and_overrides():
             "detector.classes": ["cone", 3],
         }
     )
-    assert config.detector.settings_update() == {
+    assert DetectionTask.overrides(config.head("detector").values) == {
         "score_threshold": 0.25,
         "max_detections": 7,
         "classes": ["cone", "3"],
@@ -203,7 +203,7 @@ def test_sentinels_and_overrides():
 def test_cross_parameter_rule():
     with pytest.raises(ConfigError, match="min_throttle .* above pilot.max_throttle"):
         PerceptionConfig.from_params({"detector.model": "m.onnx", "pilot.min_throttle": 0.6})
-    current = param_defaults()
+    current = LEGACY.defaults()
     assert validate_param_change("pilot.min_throttle", 0.6, current) is not None
     assert validate_param_change("pilot.min_throttle", 0.4, current) is None
 
@@ -211,7 +211,7 @@ def test_cross_parameter_rule():
 def test_heads_need_models():
     with pytest.raises(ConfigError, match="detector.model is empty"):
         PerceptionConfig.from_params({})
-    with pytest.raises(ConfigError, match="both false"):
+    with pytest.raises(ConfigError, match="no head is enabled"):
         PerceptionConfig.from_params({"detector.enabled": False})
     with pytest.raises(ConfigError, match="pilot.model is empty"):
         PerceptionConfig.from_params({"detector.enabled": False, "pilot.enabled": True})
@@ -229,130 +229,3 @@ def test_validate_param_change():
     assert validate_param_change("pilot.throttle_mode", "warp") is not None
 
 
-# ------------------------------------------------------------------------------------------------ paths
-
-
-def test_paths_resolve_against_the_params_file(tmp_path):
-    path = write_params(tmp_path / "p.yaml", {"detector": {"model": "models/d.onnx", "spec": "/abs/d.yaml"}})
-    config = PerceptionConfig.from_params(load_params_file(path))
-    assert config.detector.model.model == str(tmp_path.resolve() / "models" / "d.onnx")
-    assert config.detector.model.spec == "/abs/d.yaml"
-    explicit = PerceptionConfig.from_params({"detector.model": "d.onnx"}, base_dir=tmp_path)
-    assert explicit.detector.model.model == str(tmp_path / "d.onnx")
-
-
-def test_pkg_urls():
-    package_dir = Path(cfg.__file__).resolve().parent
-    assert resolve_path("pkg://trt_perception/data/demo/x.onnx") == package_dir / "data" / "demo" / "x.onnx"
-    with pytest.raises(ConfigError, match="not importable"):
-        resolve_path("pkg://no_such_package_xyz/a.onnx", param="detector.model")
-    with pytest.raises(ConfigError, match="expected pkg://<package>/<path"):
-        resolve_path("pkg://trt_perception", param="detector.model")
-
-
-def test_home_is_expanded():
-    assert resolve_path("~/m.onnx") == Path.home() / "m.onnx"
-
-
-# -------------------------------------------------------------------------------------------- pipelines
-
-
-@pytest.fixture
-def models(tmp_path):
-    from onnx_factory import brightness_pilot, grid_detector
-
-    return grid_detector(tmp_path), brightness_pilot(tmp_path)
-
-
-def test_create_frame_processor_opens_both_heads(models):
-    detector, pilot = models
-    config = PerceptionConfig.from_params(
-        {
-            "detector.model": str(detector),
-            "detector.score_threshold": 0.3,
-            "detector.max_detections": 3,
-            "pilot.enabled": True,
-            "pilot.model": str(pilot),
-            "pilot.drive_enabled": True,
-            "pilot.max_throttle": 0.25,
-        }
-    )
-    processor = create_frame_processor(config)
-    try:
-        assert processor.detector.settings.score_threshold == pytest.approx(0.3)
-        assert processor.detector.settings.max_detections == 3
-        assert processor.detector.settings.iou_threshold == pytest.approx(0.45)  # the spec's
-        image = np.full((120, 160, 3), 255, np.uint8)
-        from trt_perception.images import DecodedImage
-
-        result = processor.process_image(DecodedImage(image, "rgb"), 1.0)
-        assert result.command is not None and result.command.throttle == pytest.approx(0.25)
-        assert processor.safety.enabled
-    finally:
-        processor.close()
-
-
-def test_create_frame_processor_errors_name_the_param(models, tmp_path):
-    detector, pilot = models
-    with pytest.raises(ConfigError, match=r"detector.model is .*does not exist; fix: set detector.model"):
-        create_frame_processor(PerceptionConfig.from_params({"detector.model": str(tmp_path / "none.onnx")}))
-    with pytest.raises(ConfigError, match="detector.model .* is a steering model"):
-        create_frame_processor(PerceptionConfig.from_params({"detector.model": str(pilot)}))
-    with pytest.raises(ConfigError, match="detector.spec"):
-        create_frame_processor(
-            PerceptionConfig.from_params({"detector.model": str(detector), "detector.spec": "/no/spec.yaml"})
-        )
-    with pytest.raises(ConfigError, match="detector.classes"):
-        create_frame_processor(
-            PerceptionConfig.from_params({"detector.model": str(detector), "detector.classes": ["zebra"]})
-        )
-
-
-def test_providers_reach_onnxruntime_and_missing_ones_fail(models):
-    detector, _ = models
-    config = PerceptionConfig.from_params(
-        {"detector.model": str(detector), "detector.providers": ["NoSuchExecutionProvider"]}
-    )
-    with pytest.raises(BackendError, match="NoSuchExecutionProvider"):
-        create_frame_processor(config)
-
-
-def test_option_the_backend_does_not_take_is_refused(models):
-    detector, _ = models
-    config = PerceptionConfig.from_params(
-        {"detector.model": str(detector), "detector.plugin_libraries": ["/x/libplugin.so"]}
-    )
-    with pytest.raises(ConfigError, match="detector.plugin_libraries .* onnxruntime backend takes no"):
-        create_frame_processor(config)
-
-
-def test_auto_build_builds_a_missing_engine_from_the_onnx_beside_it(models, monkeypatch):
-    detector, _ = models
-    engine = detector.with_suffix(".engine")
-    calls = []
-
-    def fake_build(onnx_path, engine_path, precision="fp16", **kw):
-        calls.append((onnx_path, engine_path, precision))
-        raise RuntimeError("stop here: no TensorRT in this test")
-
-    monkeypatch.setattr("trt_perception.tools.build.build_engine", fake_build)
-    config = PerceptionConfig.from_params({"detector.model": str(engine), "detector.auto_build": True})
-    with pytest.raises(RuntimeError, match="stop here"):
-        create_frame_processor(config)
-    assert calls == [(str(detector), str(engine), "fp16")]
-
-
-def test_auto_build_without_an_onnx_names_the_fix(tmp_path):
-    config = PerceptionConfig.from_params(
-        {"detector.model": str(tmp_path / "x.engine"), "detector.auto_build": True}
-    )
-    with pytest.raises(ConfigError, match=r"detector.auto_build has nothing to build it from .*x.onnx"):
-        create_frame_processor(config)
-
-
-def test_auto_build_maps_to_the_tensorrt_rebuild_option(tmp_path):
-    from trt_perception.config import ModelConfig, backend_options
-
-    options = backend_options("pilot", ModelConfig(model=str(tmp_path / "p.engine"), auto_build=True))
-    assert options == {"auto_rebuild": True}
-    assert backend_options("pilot", ModelConfig(model=str(tmp_path / "p.onnx"), auto_build=True)) == {}
