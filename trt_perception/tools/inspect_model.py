@@ -1,19 +1,32 @@
-"""`trt-perception inspect`: what a model file is, what its spec says, and what the pipeline will do."""
+"""`trt-perception inspect`: what a model file is, what its spec says, and what the pipeline will do.
+
+After the spec check it runs one synthetic frame (seeded noise, scaled as the spec says) through the model and
+checks the output VALUES against what the spec's format expects (``check_output_ranges``): a format can match
+every name and shape and still be the wrong one (decoded boxes read as SSD offsets, logits read as
+probabilities). Each suspicion is one WARNING line naming the tensor, the observed range and the likely fix.
+`inspect MODEL --write-spec` is `trt-perception spec MODEL` (``--spec`` names the file to write).
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import List
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
 
 from trt_perception.backends.base import open_backend
 from trt_perception.errors import TrtPerceptionError
 from trt_perception.pipeline import ModelPipeline
 from trt_perception.spec import OUTPUT_FORMATS, ModelSpec, load_spec
 from trt_perception.tools.infer import add_model_arguments, backend_options
+from trt_perception.tools.spec_writer import CLASSIFICATION_ACTIVATION, YOLOX_DECODE
 
 
 def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    parser.add_argument("--write-spec", action="store_true",
+                        help="write a spec for the ONNX model instead (= `trt-perception spec MODEL`; --spec is "
+                             "the file to write; never overwrites: use `spec --force`)")
 
 
 def describe_input(spec: ModelSpec) -> List[str]:
@@ -52,7 +65,16 @@ def describe_spec(spec: ModelSpec) -> List[str]:
     return lines
 
 
+def _write_spec(args: argparse.Namespace) -> int:
+    from trt_perception.tools.spec_writer import write_spec
+
+    write_spec(args.model, output=args.spec)
+    return 0
+
+
 def run_inspect(args: argparse.Namespace) -> int:
+    if getattr(args, "write_spec", False):
+        return _write_spec(args)
     backend = open_backend(args.model, args.backend, **backend_options(args))
     try:
         print(f"model: {args.model}")
@@ -70,6 +92,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             print(f"spec: not usable: {exc}")
             return 1
         print("\n".join(describe_spec(spec)))
+        print("\n".join(range_check_lines(backend, spec)))
         try:
             ModelPipeline(spec, backend)
         except TrtPerceptionError as exc:
@@ -79,3 +102,206 @@ def run_inspect(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     return 0
+
+
+# ------------------------------------------------------------------------------------- output value ranges
+
+
+def synthetic_input(spec: ModelSpec, dtype: Any = None, seed: int = 0) -> np.ndarray:
+    """One frame of seeded uniform noise (0..255 pixels) scaled as the spec says, in the spec's layout."""
+    s = spec.input
+    pixels = np.random.default_rng(seed).integers(0, 256, (s.height, s.width, s.channels)).astype(np.float32)
+    values = pixels * np.asarray(s.scale, np.float32) + np.asarray(s.offset, np.float32)
+    tensor = values[None] if s.layout == "NHWC" else values.transpose(2, 0, 1)[None]
+    return np.ascontiguousarray(tensor, dtype=np.dtype(dtype or s.dtype))
+
+
+def sample_outputs(backend: Any, spec: ModelSpec) -> Dict[str, np.ndarray]:
+    """The model's outputs for one synthetic frame (copies: backends may reuse their arrays)."""
+    tensor = next((t for t in backend.inputs if t.name == spec.input.name), None)
+    dtype = np.dtype(tensor.dtype) if tensor is not None else None
+    frame = synthetic_input(spec, dtype)
+    if tensor is not None and len(tensor.shape) == 3:  # implicit-batch engine
+        frame = frame[0]
+    return {name: np.array(value) for name, value in backend.infer({spec.input.name: frame}).items()}
+
+
+def _span(values: np.ndarray) -> str:
+    return f"[{float(np.nanmin(values)):.4g}, {float(np.nanmax(values)):.4g}]"
+
+
+def _within(values: np.ndarray, low: float, high: float, tol: float = 1e-3) -> bool:
+    """True when every value lies in [low, high] (NaN counts as outside)."""
+    return values.size > 0 and bool(np.all((values >= low - tol) & (values <= high + tol)))
+
+
+def _ordered_fraction(boxes: np.ndarray) -> float:
+    """Share of rows with col2 > col0 and col3 > col1 (corners in xyxy or yxyx order)."""
+    if boxes.size == 0:
+        return 0.0
+    return float(np.mean((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])))
+
+
+def _warn(spec: ModelSpec, role: str, tensor: str, what: str, fix: str) -> str:
+    return (f"WARNING: tensor {tensor!r} (output format {spec.output.format}, role {role}): {what}; "
+            f"likely fix: {fix}")
+
+
+def _yolo_table(array: np.ndarray, fmt: str) -> np.ndarray:
+    """Rows of one image: (N, 4+C) for yolo (either layout), (N, 5+C) for yolov5/yolox."""
+    table = array.reshape(array.shape[-2], array.shape[-1]) if array.ndim >= 2 else array.reshape(1, -1)
+    if fmt == "yolo" and table.shape[0] < table.shape[1]:
+        table = table.T
+    return table
+
+
+def check_output_ranges(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> List[str]:
+    """WARNING lines where output values cannot be what the spec's format expects (empty when they fit).
+
+    Heuristics on one frame, tuned to miss rather than cry wolf: decoded boxes given to ``ssd_raw``, normalized
+    boxes or logits given to ``yolo``/``yolov5``/``yolox``, logits given to ``classification`` with activation
+    none (or probabilities given to softmax), ``end_to_end`` scores outside [0, 1], plugin boxes whose units
+    contradict ``normalized``.
+    """
+    fmt = spec.output.format
+    params = spec.output.params
+    warnings: List[str] = []
+
+    def get(role: str) -> Optional[np.ndarray]:
+        name = spec.output.tensors.get(role)
+        value = outputs.get(name) if name is not None else None
+        if value is None:
+            return None
+        return np.asarray(value, np.float64)
+
+    def name(role: str) -> str:
+        return spec.output.tensors.get(role, role)
+
+    size = max(spec.input.height, spec.input.width)
+    if fmt == "ssd_raw":
+        boxes = get("boxes")
+        if boxes is not None and boxes.size and boxes.size % 4 == 0:
+            rows = boxes.reshape(-1, 4)
+            ordered = _ordered_fraction(rows)
+            if ordered >= 0.9 and _within(rows, 0.0, 1.0, 0.01):
+                warnings.append(_warn(
+                    spec, "boxes", name("boxes"),
+                    f"values {_span(rows)} with x2 > x1 and y2 > y1 in {ordered:.0%} of rows look like already-decoded "
+                    "normalized corner boxes, not SSD box offsets",
+                    "output.format: boxes_scores (decoded boxes + scores; no anchors), or map the head's raw "
+                    "box-regression tensor instead",
+                ))
+            elif ordered >= 0.9 and float(np.min(rows)) >= -1.0 and 2.0 < float(np.max(rows)) <= 1.5 * size:
+                warnings.append(_warn(
+                    spec, "boxes", name("boxes"),
+                    f"values {_span(rows)} with x2 > x1 and y2 > y1 in {ordered:.0%} of rows look like already-decoded "
+                    "boxes in input pixels, not SSD box offsets",
+                    "output.format: boxes_scores, or map the head's raw box-regression tensor instead",
+                ))
+        scores = get("scores")
+        if scores is not None and params.get("score_activation") == "none" and not _within(scores, 0.0, 1.0):
+            warnings.append(_warn(spec, "scores", name("scores"), f"score_activation none but values {_span(scores)}"
+                                  " are not probabilities", "output.score_activation: sigmoid or softmax"))
+    elif fmt in ("yolo", "yolov5", "yolox"):
+        array = get("predictions")
+        if array is not None and array.ndim >= 2 and min(array.shape[-2:]) >= 5:
+            table = _yolo_table(array, fmt)
+            boxes, classes = table[:, :4], table[:, 4:]
+            normalized = bool(params.get("normalized", False))
+            if fmt == "yolox" and params.get(YOLOX_DECODE, False):
+                pass  # raw grid offsets / log sizes: no range to expect
+            elif not normalized and _within(boxes, 0.0, 1.0, 0.01) and float(np.max(boxes)) > 0:
+                warnings.append(_warn(
+                    spec, "predictions", name("predictions"),
+                    f"box values cx, cy, w, h all within {_span(boxes)}: the boxes are NORMALIZED, the spec reads "
+                    "them as input pixels (every box would be under 1 pixel)",
+                    "output.normalized: true (Ultralytics' TF/TFLite exports normalize; its ONNX export does not)",
+                ))
+            elif normalized and float(np.max(boxes)) > 1.5:
+                warnings.append(_warn(
+                    spec, "predictions", name("predictions"),
+                    f"normalized: true but the box values span {_span(boxes)}: input pixels",
+                    "output.normalized: false",
+                ))
+            kind = "objectness + class columns" if fmt != "yolo" else "class columns"
+            if classes.size and not _within(classes, 0.0, 1.0):
+                warnings.append(_warn(
+                    spec, "predictions", name("predictions"),
+                    f"{kind} {_span(classes)} fall outside [0, 1]: these are logits, the format expects sigmoid "
+                    "scores",
+                    "export with the head's sigmoid in the graph (Ultralytics/YOLOv5 exports include it), or the "
+                    "table's layout is not this format's (check --format)",
+                ))
+    elif fmt == "classification":
+        scores = get("scores")
+        activation = str(params.get(CLASSIFICATION_ACTIVATION, "")).lower()
+        if scores is not None and scores.size:
+            row = scores.reshape(scores.shape[0], -1)[0] if scores.ndim >= 2 else scores.reshape(-1)
+            total = float(np.sum(row))
+            probabilities = _within(row, 0.0, 1.0) and abs(total - 1.0) <= 0.01
+            if activation == "none" and not probabilities:
+                warnings.append(_warn(
+                    spec, "scores", name("scores"),
+                    f"activation none but the row sums to {total:.4g} with values {_span(row)}: not probabilities "
+                    "(logits?)",
+                    "output.activation: softmax",
+                ))
+            elif activation == "softmax" and probabilities and row.size > 1:
+                warnings.append(_warn(
+                    spec, "scores", name("scores"),
+                    f"the row already sums to {total:.4g} with values {_span(row)}: the model ends in a softmax, "
+                    "a second one flattens the scores",
+                    "output.activation: none",
+                ))
+    elif fmt == "end_to_end":
+        dets = get("detections")
+        if dets is not None and dets.ndim >= 2 and dets.shape[-1] >= 6:
+            rows = dets.reshape(-1, dets.shape[-1])
+            if not _within(rows[:, 4], 0.0, 1.0):
+                warnings.append(_warn(
+                    spec, "detections", name("detections"),
+                    f"column 4 (score) spans {_span(rows[:, 4])}, outside [0, 1]",
+                    "check the column order (x1, y1, x2, y2, score, class expected) or the exporter's score "
+                    "activation",
+                ))
+            elif not np.allclose(rows[:, 5], np.round(rows[:, 5])):
+                warnings.append(_warn(
+                    spec, "detections", name("detections"),
+                    f"column 5 (class) holds non-integer values {_span(rows[:, 5])}",
+                    "check the column order (x1, y1, x2, y2, score, class expected)",
+                ))
+    elif fmt in ("efficient_nms", "batched_nms"):
+        count, boxes, scores = get("num_detections"), get("boxes"), get("scores")
+        if count is not None and boxes is not None and count.size and boxes.size % 4 == 0:
+            n = int(count.reshape(-1)[0])
+            kept = boxes.reshape(-1, 4)[: max(n, 0)]
+            normalized = params.get("normalized", True)
+            if kept.size and normalized and float(np.max(kept)) > 1.5:
+                warnings.append(_warn(spec, "boxes", name("boxes"), f"normalized: true but the kept boxes span "
+                                      f"{_span(kept)} (input pixels)", "output.normalized: false"))
+            elif kept.size and not normalized and _within(kept, 0.0, 1.0, 0.01):
+                warnings.append(_warn(spec, "boxes", name("boxes"), f"normalized: false but the kept boxes span "
+                                      f"{_span(kept)} (normalized)", "output.normalized: true"))
+            if scores is not None and n > 0 and float(np.min(scores.reshape(-1)[:n])) < 0:
+                warnings.append(_warn(
+                    spec, "scores", name("scores"), f"negative scores {_span(scores.reshape(-1)[:n])}",
+                    "on TensorRT 8.2 (Jetson Nano) EfficientNMS returns bad scores: use --nms batched",
+                ))
+    elif fmt == "boxes_scores":
+        scores = get("scores")
+        if scores is not None and scores.size and not _within(scores, 0.0, 1.0):
+            warnings.append(_warn(spec, "scores", name("scores"), f"values {_span(scores)} fall outside [0, 1]: "
+                                  "logits, not scores", "put the sigmoid/softmax in the graph"))
+    return warnings
+
+
+def range_check_lines(backend: Any, spec: ModelSpec) -> List[str]:
+    """What the value check says, as printed lines (a model that cannot run says why; never silent)."""
+    try:
+        outputs = sample_outputs(backend, spec)
+    except Exception as exc:  # any backend failure: the check is skipped, and says so
+        return [f"range check: skipped, the model did not run on a synthetic frame: {exc}"]
+    warnings = check_output_ranges(spec, outputs)
+    if warnings:
+        return warnings
+    return [f"range check: output values on a synthetic frame fit format {spec.output.format}"]
