@@ -21,8 +21,9 @@ copy/resize/cvtColor/astype/divide/transpose 0.35-2 ms).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+import threading
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -39,6 +40,8 @@ class ImageTransform:
     """Maps model-input pixel coordinates back to source-image pixels (edge coordinates: 0..width).
 
     ``x_src = (x_model - pad_x) / scale_x`` and ``y_src = (y_model - pad_y) / scale_y + crop_top``.
+    ``crop_bottom`` (source rows cut at the bottom) and the model input size (0 = not known: a class map is
+    then taken to be at model-input size) are for ``mask_to_source``; boxes do not need them.
     """
 
     src_width: int
@@ -48,6 +51,12 @@ class ImageTransform:
     pad_x: float
     pad_y: float
     crop_top: float
+    crop_bottom: float = 0.0
+    model_width: int = 0
+    model_height: int = 0
+    _mask_plans: Dict[Tuple[int, int], _MaskPlan] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def boxes_to_source(self, boxes: np.ndarray) -> np.ndarray:
         """(N, 4) xyxy model-pixel boxes -> source pixels, clipped to the image; in place for float arrays."""
@@ -70,6 +79,82 @@ class ImageTransform:
         out[:, 0::2] = out[:, 0::2] * self.scale_x + self.pad_x
         out[:, 1::2] = (out[:, 1::2] - self.crop_top) * self.scale_y + self.pad_y
         return out
+
+    def mask_to_source(self, class_map: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """A uint8 class map over the model input -> the (src_height, src_width) uint8 mask of the source frame.
+
+        ``class_map`` spans the whole model input (letterbox border included) at model-input size or at a
+        head's smaller size (a stride-8 head's map is 1/8 of it; the scale is its size over ``model_width``
+        x ``model_height``). Nearest neighbour by pixel centre: source pixel (x, y) takes the map pixel that
+        ``((x + 0.5) * scale_x + pad_x, (y - crop_top + 0.5) * scale_y + pad_y)``, scaled to the map, falls
+        in; the letterbox border is never sampled. Rows cut by ``input.crop`` are ``SegmentationMask.UNSEEN``
+        (255). The source index of every column and row is computed once per map size; per frame it is two
+        ``np.take`` gathers (see ``_MaskPlan``). ``out``: a reused C-contiguous (src_height, src_width) uint8
+        buffer (allocated when None); returns it.
+        """
+        if class_map.ndim != 2 or class_map.dtype != np.uint8:
+            raise ValueError(
+                f"class map has shape {class_map.shape} dtype {class_map.dtype}; expected a 2-D uint8 map"
+            )
+        shape = (self.src_height, self.src_width)
+        if out is None:
+            out = np.empty(shape, np.uint8)
+        elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError(
+                f"mask buffer has shape {out.shape} dtype {out.dtype} (C-contiguous: {out.flags.c_contiguous}); "
+                f"expected a C-contiguous {shape} uint8 array (the source image's height x width)"
+            )
+        key = (int(class_map.shape[0]), int(class_map.shape[1]))
+        plan = self._mask_plans.get(key)
+        if plan is None:
+            plan = self._mask_plans[key] = _MaskPlan(self, *key)
+        plan.apply(class_map, out)
+        return out
+
+
+UNSEEN = 255  # SegmentationMask.UNSEEN: source rows the model never saw
+
+
+class _MaskPlan:
+    """Where each source pixel of a class map of one size comes from (for ``ImageTransform.mask_to_source``).
+
+    Per frame: one ``np.take`` of the map's columns (only the rows the picture covers) into a per-thread
+    scratch of source width, then one of its rows into ``out``; no allocation. Measured against
+    ``cv2.resize``: as fast at model-input size, 5-10x faster for stride-8 maps, and exact - OpenCV's
+    INTER_NEAREST samples half a pixel off the centres and INTER_NEAREST_EXACT rounds in 16-bit fixed point.
+    """
+
+    def __init__(self, transform: ImageTransform, height: int, width: int) -> None:
+        t = transform
+        self.top = round(t.crop_top)
+        self.bottom = round(t.crop_bottom)
+        rows = t.src_height - self.top - self.bottom
+        fx = width / (t.model_width or width)
+        fy = height / (t.model_height or height)
+        # map pixel of each source pixel centre; a centre exactly on the edge between two map pixels takes the
+        # lower one, and the 1e-9 keeps float noise from deciding such ties
+        xs = (t.pad_x + (np.arange(t.src_width) + 0.5) * t.scale_x) * fx
+        ys = (t.pad_y + (np.arange(rows) + 0.5) * t.scale_y) * fy
+        self.cols = np.clip(np.ceil(xs - 1e-9) - 1, 0, width - 1).astype(np.intp)
+        rows_index = np.clip(np.ceil(ys - 1e-9) - 1, 0, height - 1).astype(np.intp)
+        self.first_row, last_row = int(rows_index[0]), int(rows_index[-1])
+        self.rows = rows_index - self.first_row  # into the scratch, which holds map rows first_row..last_row
+        self.scratch_shape = (last_row + 1 - self.first_row, t.src_width)
+        self._local = threading.local()
+
+    def apply(self, class_map: np.ndarray, out: np.ndarray) -> None:
+        top, bottom = self.top, self.bottom
+        height = out.shape[0]
+        if top:
+            out[:top] = UNSEEN
+        if bottom:
+            out[height - bottom :] = UNSEEN
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = np.empty(self.scratch_shape, np.uint8)
+        used = class_map[self.first_row : self.first_row + scratch.shape[0]]
+        np.take(used, self.cols, axis=1, out=scratch, mode="clip")  # 'clip': no hidden copy of the result
+        np.take(scratch, self.rows, axis=0, out=out[top : height - bottom], mode="clip")
 
 
 @dataclass(frozen=True)
@@ -109,6 +194,9 @@ def _geometry(spec: InputSpec, src_height: int, src_width: int) -> _Geometry:
         pad_x=float(pad_x),
         pad_y=float(pad_y),
         crop_top=float(crop_top),
+        crop_bottom=float(crop_bottom),
+        model_width=spec.width,
+        model_height=spec.height,
     )
     return _Geometry(crop_top, crop_bottom, width, height, pad_x, pad_y, transform)
 
