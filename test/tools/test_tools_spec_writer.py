@@ -174,9 +174,11 @@ def test_plain_yolo_layout_marks_guesses(tmp_path: Path, capsys) -> None:
     assert result["rc"] == 0, result["err"]
     spec = load_spec(model)
     assert spec.output.format == "yolo"
-    assert spec.input.resize == "stretch" and spec.input.scale == pytest.approx((SCALE,) * 3)
+    assert (spec.input.resize, spec.input.pad_value) == ("letterbox", 114.0)  # YOLO exporters letterbox
+    assert spec.input.scale == pytest.approx((SCALE,) * 3)
     text = (tmp_path / "plain.yaml").read_text()
     assert "color: RGB  # CHECK:" in text and "scale: 0.00392156862745098  # CHECK:" in text
+    assert "resize: letterbox  # CHECK:" in text
     out = result["out"]
     assert "80 classes" in out
     assert "mean/std: NOT in the file; default x/255 written, check it" in out
@@ -261,6 +263,8 @@ def test_segmentation_at_a_divisor_of_the_input(tmp_path: Path, capsys) -> None:
     assert spec_cli(capsys, str(model))["rc"] == 0
     spec = load_spec(model)
     assert spec.task == "segmentation" and dict(spec.output.tensors) == {"mask": "out"}
+    assert spec.input.resize == "stretch"
+    assert "resize: stretch  # CHECK:" in (tmp_path / "seg.yaml").read_text()
 
 
 def test_efficient_nms_by_plugin_names(tmp_path: Path, capsys) -> None:

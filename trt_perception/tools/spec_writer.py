@@ -722,6 +722,8 @@ def _input_items(image: ImageInput, match: Match, ultra: Optional[Ultralytics], 
         resize, note = "letterbox", "YOLOX convention (its demo pads top-left; the spec centres: boxes are undone)"
     elif donkey:
         resize, note = "stretch", "DonkeyCar pilots see the camera frame resized, no padding"
+    elif fmt in ("yolo", "yolov5", "end_to_end"):
+        resize, note = "letterbox", f"{CHECK} NOT in the file; letterbox written, as YOLO exporters train and predict"
     else:
         resize, note = "stretch", f"{CHECK} NOT in the file; stretch written (letterbox keeps the aspect)"
     items.append(("resize", resize, note))
@@ -731,6 +733,8 @@ def _input_items(image: ImageInput, match: Match, ultra: Optional[Ultralytics], 
             pad, note = opts.pad_value, "from --pad-value"
         elif letterbox_default:
             pad, note = ULTRALYTICS_PAD, "grey border (114) as Ultralytics/YOLOX letterbox"
+        elif fmt in ("yolo", "yolov5", "end_to_end"):
+            pad, note = ULTRALYTICS_PAD, f"{CHECK} grey border (114) as YOLO exporters pad; not in the file"
         else:
             pad, note = 0, f"{CHECK} letterbox border value not in the file"
         items.append(("pad_value", pad, note))
