@@ -35,7 +35,8 @@ setup(
         "surgery": ["onnx-graphsurgeon"],
         "convert": ["tf2onnx", "onnx-graphsurgeon"],
         "report": ["matplotlib"],
-        "test": ["pytest", "ruff", "vermin", "onnx-graphsurgeon", "matplotlib"],
+        "eval": ["faster-coco-eval"],  # COCO mAP in replay reports (wheels for x86-64 and aarch64, Python 3.8+)
+        "test": ["pytest", "ruff", "vermin", "onnx-graphsurgeon", "matplotlib", "faster-coco-eval"],
     },
     zip_safe=True,
     maintainer="trt_perception maintainers",

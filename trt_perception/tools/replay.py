@@ -38,6 +38,7 @@ from trt_perception.tools.report import (
     LatencyStats,
     ReplayReport,
     SampleFrame,
+    SegmentationEval,
     mae_rmse,
     nearest_within,
     score_frame,
@@ -64,6 +65,7 @@ SAMPLE_FRAMES = 6  # frames in detections.png, picked among SAMPLE_CANDIDATES sp
 SAMPLE_CANDIDATES = 18
 SAMPLE_WIDTH = 320
 MAX_BAD_REASONS = 5
+MASK_PAIR_WINDOW = 32  # frames / truth masks waiting for their partner (same stamp) at most
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -442,6 +444,7 @@ def replay_bag(
     heads: Optional[Sequence[str]] = None,
     truth_drive_topic: Optional[str] = None,
     truth_detections_topic: Optional[str] = None,
+    truth_mask_topic: Optional[str] = None,
     realtime: bool = False,
     force: bool = False,
     storage: Optional[str] = None,
@@ -489,6 +492,8 @@ def replay_bag(
             _check_topic(topics, truth_drive_topic, DRIVE_TYPES, "--truth-drive-topic")
         if truth_detections_topic:
             _check_topic(topics, truth_detections_topic, (DETECTIONS,), "--truth-detections-topic")
+        if truth_mask_topic:
+            _check_topic(topics, truth_mask_topic, IMAGE_TYPES, "--truth-mask-topic")
 
         clock = BagClock(reader.start_time * 1e-9)
         owns_processor = processor is None
@@ -503,7 +508,7 @@ def replay_bag(
                               realtime=realtime, notes=notes, detection_head=detection, drive_head=drive)
         try:
             run = _Run(reader, processor, config, report, topic, write_store, clock, truth_drive_topic,
-                       truth_detections_topic, realtime, limit, progress)
+                       truth_detections_topic, realtime, limit, progress, truth_mask_topic)
             output = None
             if out_path is not None:
                 output = _OutputBag(out_path, storage, write_store, force)
@@ -551,7 +556,7 @@ class _Run:
     def __init__(self, reader: Any, processor: Any, config: Any, report: ReplayReport, topic: str,
                  typestore: Any, clock: BagClock, truth_drive_topic: Optional[str],
                  truth_detections_topic: Optional[str], realtime: bool, limit: Optional[int],
-                 progress: bool) -> None:
+                 progress: bool, truth_mask_topic: Optional[str] = None) -> None:
         from trt_perception.messages import MessageTypes
 
         self.reader = reader
@@ -564,6 +569,17 @@ class _Run:
         self.types = MessageTypes.from_typestore(typestore)
         self.truth_drive_topic = truth_drive_topic
         self.truth_detections_topic = truth_detections_topic
+        self.truth_mask_topic = truth_mask_topic
+        self.mask_head = next((h for h in processor.heads if h.task.name == "segmentation"), None)
+        self.confusion: Any = None
+        if self.mask_head is not None and truth_mask_topic:
+            from trt_perception.tools.evaluation import ConfusionMatrix
+
+            classes = max(len(self.mask_head.spec.segmentation.labels), 2)
+            self.confusion = ConfusionMatrix(classes)
+        # frames and truth masks wait here (by stamp) for their partner; bounded, so memory stays flat
+        self.pending_masks: Dict[int, np.ndarray] = {}
+        self.pending_truth_masks: Dict[int, np.ndarray] = {}
         self.realtime = realtime
         self.limit = limit
         self.progress = progress
@@ -601,7 +617,7 @@ class _Run:
         self.output = output
         image_conns = [c for c in reader.connections if c.topic == self.topic]
         truth_conns = [c for c in reader.connections
-                       if c.topic in (self.truth_drive_topic, self.truth_detections_topic)]
+                       if c.topic in (self.truth_drive_topic, self.truth_detections_topic, self.truth_mask_topic)]
         total = sum(c.msgcount for c in image_conns)
         if self.limit is not None:
             total = min(total, self.limit)
@@ -766,6 +782,8 @@ class _Run:
             output = result.outputs.get(head.name)
             if output is not None and head is not self.detection_head and head is not self.drive_head:
                 collect.head_summary(head, output)
+        if self.confusion is not None and self.mask_head.name in result.outputs:
+            self._pair_mask(stamp, result.outputs[self.mask_head.name].result.mask, predicted=True)
         if frame.index in collect.sample_indices and detections is not None:
             collect.samples.append((_sample(frame, result.image, detections, collect.t0_ns), stamp))
 
@@ -806,6 +824,9 @@ class _Run:
             if len(self.report.notes) < MAX_BAD_REASONS:
                 self.report.notes.append(f"skipped a {conn.topic} message at t={t_ns * 1e-9:.3f}: {exc}")
             return
+        if conn.topic == self.truth_mask_topic:
+            self._truth_mask(msg)
+            return
         if conn.topic == self.truth_drive_topic:
             self.drive_truth_type = conn.msgtype
             steering, throttle = _drive_values(msg, conn.msgtype)
@@ -813,6 +834,34 @@ class _Run:
         else:
             boxes, labels = self._truth_boxes(msg)
             self.detection_truth[_stamp_ns(msg)] = (boxes, labels)
+
+    def _truth_mask(self, msg: Any) -> None:
+        """A ground-truth class-id mask (mono8 Image or png CompressedImage), paired with its frame by stamp."""
+        if self.confusion is None:
+            return
+        from trt_perception.images import ImageDecoder
+
+        try:
+            array = ImageDecoder()(msg).array
+        except ImageError as exc:
+            if len(self.report.notes) < MAX_BAD_REASONS:
+                self.report.notes.append(f"skipped a {self.truth_mask_topic} mask: {exc}")
+            return
+        mask = array if array.ndim == 2 else array[:, :, 0]
+        self._pair_mask(_stamp_ns(msg), mask.astype(np.uint8, copy=True), predicted=False)
+
+    def _pair_mask(self, stamp: int, mask: np.ndarray, predicted: bool) -> None:
+        mine, other = self.pending_masks, self.pending_truth_masks
+        if not predicted:
+            mine, other = other, mine
+        partner = other.pop(stamp, None)
+        if partner is None:
+            mine[stamp] = mask.copy() if predicted else mask
+            while len(mine) > MASK_PAIR_WINDOW:
+                mine.pop(next(iter(mine)))
+            return
+        truth, prediction = (partner, mask) if predicted else (mask, partner)
+        self.confusion.add(truth, prediction)
 
     def _truth_boxes(self, msg: Any) -> Tuple[np.ndarray, List[str]]:
         count = len(msg.detections)
@@ -856,6 +905,8 @@ class _Run:
         if self.drive_head is not None:
             self._drive_report(rel, t0_ns)
         report.head_summaries = collect.finish_summaries()
+        if self.confusion is not None:
+            self._segmentation_report()
         if self.truth_detections_topic is not None and self.detection_head is not None:
             self._detection_report()
         for sample, stamp in collect.samples:
@@ -916,6 +967,20 @@ class _Run:
         msg = messages.twist(self.types, command, self.drive_head.task.pilot)
         return float(msg.angular.z), float(msg.linear.x)
 
+    def _segmentation_report(self) -> None:
+        confusion, head = self.confusion, self.mask_head
+        labels = list(head.spec.segmentation.labels)
+        names = [labels[i] if i < len(labels) else str(i) for i in range(confusion.num_classes)]
+        iou = confusion.iou().tolist()
+        self.report.segmentation_eval = SegmentationEval(
+            head=head.name, topic=str(self.truth_mask_topic), frames=confusion.frames, miou=confusion.miou(),
+            pixel_accuracy=confusion.pixel_accuracy(),
+            iou_per_class={n: (v if math.isfinite(v) else None) for n, v in zip(names, iou)},
+        )
+        if confusion.frames == 0:
+            self.report.notes.append(f"no mask on {self.truth_mask_topic} carries the stamp of a processed frame; "
+                                     "mIoU needs masks stamped like the images they describe")
+
     def _detection_report(self) -> None:
         collect = self.collect
         stamps = np.asarray(sorted(self.detection_truth), np.int64)
@@ -929,6 +994,18 @@ class _Run:
             evaluation.frames += 1
             for name, score in score_frame(det.boxes, det.scores, det.labels, truth_boxes, truth_labels).items():
                 evaluation.per_class.setdefault(name, ClassScore()).add(score)
+        from trt_perception.tools.evaluation import COCO_EVAL_HINT, coco_map
+
+        scored = []
+        for det, index in zip(collect.detections, pick.tolist()):
+            if index >= 0 and det is not None:
+                truth_boxes, truth_labels = self.detection_truth[int(stamps[index])]
+                scored.append((truth_boxes, truth_labels, det.boxes, det.scores, det.labels))
+        maps = coco_map(scored) if scored else None
+        if maps is not None:
+            evaluation.map_50, evaluation.map_50_95 = maps["map_50"], maps["map_50_95"]
+        elif scored:
+            self.report.notes.append(f"COCO mAP not computed: faster-coco-eval is not installed; fix: {COCO_EVAL_HINT}")
         self.report.detection_eval = evaluation
         if evaluation.frames == 0:
             self.report.notes.append(
@@ -1017,6 +1094,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
                              "steering/throttle against, e.g. /teleop/cmd_vel")
     parser.add_argument("--truth-detections-topic", default=None,
                         help="ground-truth Detection2DArray topic for precision/recall at IoU 0.5")
+    parser.add_argument("--truth-mask-topic", default=None,
+                        help="ground-truth class-id masks (mono8 Image or png CompressedImage, stamped like the "
+                             "frames) for the segmentation head's mIoU")
     parser.add_argument("--realtime", action="store_true",
                         help="honour the recorded timing with the node's latest-frame policy: count the frames "
                              "a live node at this model speed would drop (default: process every frame)")
@@ -1051,6 +1131,7 @@ def run_replay(args: argparse.Namespace) -> int:
         heads=parse_heads(args.heads),
         truth_drive_topic=args.truth_drive_topic,
         truth_detections_topic=args.truth_detections_topic,
+        truth_mask_topic=args.truth_mask_topic,
         realtime=args.realtime,
         force=args.force,
         storage=args.storage,

@@ -119,6 +119,8 @@ class DetectionEval:
     frames: int  # processed frames that had a ground-truth message
     iou_threshold: float
     per_class: Dict[str, ClassScore] = field(default_factory=dict)
+    map_50: Optional[float] = None  # COCO mAP@0.5 (faster-coco-eval); None = not computed
+    map_50_95: Optional[float] = None  # COCO mAP@[.5:.95]
 
     @property
     def overall(self) -> ClassScore:
@@ -126,6 +128,18 @@ class DetectionEval:
         for score in self.per_class.values():
             total.add(score)
         return total
+
+
+@dataclass
+class SegmentationEval:
+    """mIoU of a segmentation head against a ground-truth mask topic (class ids, mono8)."""
+
+    head: str
+    topic: str
+    frames: int
+    miou: float
+    pixel_accuracy: float
+    iou_per_class: Dict[str, Optional[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -186,6 +200,7 @@ class ReplayReport:
     drive_stops: int = 0
     drive: Optional[DriveError] = None
     detection_eval: Optional[DetectionEval] = None
+    segmentation_eval: Optional[SegmentationEval] = None
     out_bag: Optional[str] = None
     output_topics: Dict[str, str] = field(default_factory=dict)  # topic -> message type written
     report_dir: Optional[str] = None
@@ -248,6 +263,13 @@ class ReplayReport:
                 "iou_threshold": ev.iou_threshold,
                 "overall": ev.overall.to_dict(),
                 "per_class": {k: v.to_dict() for k, v in sorted(ev.per_class.items())},
+                "map_50": _finite(ev.map_50) if ev.map_50 is not None else None,
+                "map_50_95": _finite(ev.map_50_95) if ev.map_50_95 is not None else None,
+            }
+        if self.segmentation_eval is not None:
+            data["segmentation_eval"] = _clean(asdict(self.segmentation_eval))
+            data["segmentation_eval"]["iou_per_class"] = {
+                k: _finite(v) if v is not None else None for k, v in self.segmentation_eval.iou_per_class.items()
             }
         return data
 
@@ -406,6 +428,15 @@ def format_report(report: ReplayReport) -> str:
                 f"  {name:<14}{score.true_positives:>6}{score.false_positives:>6}{score.false_negatives:>6}"
                 f"{_pct(score.precision):>11}{_pct(score.recall):>9}"
             )
+        if ev.map_50 is not None:
+            lines.append(f"  COCO mAP@0.5 {_num(ev.map_50)}   mAP@[.5:.95] {_num(ev.map_50_95)}   (faster-coco-eval)")
+    if report.segmentation_eval is not None:
+        sv = report.segmentation_eval
+        lines.append("")
+        lines.append(f"  {sv.head} vs {sv.topic} ({sv.frames} frames with a ground-truth mask)")
+        lines.append(f"  mIoU {_num(sv.miou)}   pixel accuracy {_pct(sv.pixel_accuracy)}")
+        for name, iou in sv.iou_per_class.items():
+            lines.append(f"  {'':<14}{name:<16}IoU {_num(iou) if iou is not None else '-'}")
     for name, summary in report.head_summaries.items():
         lines.append("")
         lines.append(f"  {name:<14}{summary['task']}, {summary['frames']} frames")

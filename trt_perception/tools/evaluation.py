@@ -1,0 +1,85 @@
+"""Accuracy measures replay reports per head: COCO mAP for detection (faster-coco-eval, the C++ port of
+pycocotools' COCOeval, not a hand-written mAP) and mIoU for segmentation (a running confusion matrix, so
+memory stays flat however long the bag).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+COCO_EVAL_HINT = "pip install faster-coco-eval (or: pip install 'trt_perception[eval]')"
+
+
+def coco_map(
+    frames: Sequence[Tuple[np.ndarray, Sequence[str], np.ndarray, np.ndarray, Sequence[str]]],
+) -> Optional[Dict[str, float]]:
+    """COCO mAP@0.5 and mAP@[.5:.95] over frames of (truth boxes xyxy, truth labels, boxes, scores, labels).
+
+    Classes are matched by label text. Returns None when faster-coco-eval is not installed (the caller says
+    so in the report) and NaNs when there is no ground truth at all.
+    """
+    try:
+        from faster_coco_eval import COCO, COCOeval_faster
+    except ImportError:
+        return None
+    names = sorted({label for f in frames for label in (*f[1], *f[4])})
+    category = {name: i + 1 for i, name in enumerate(names)}
+    images: List[Dict[str, Any]] = []
+    annotations: List[Dict[str, Any]] = []
+    results: List[Dict[str, Any]] = []
+    for image_id, (truth_boxes, truth_labels, boxes, scores, labels) in enumerate(frames, start=1):
+        images.append({"id": image_id})
+        for box, label in zip(np.asarray(truth_boxes, np.float64).reshape(-1, 4), truth_labels):
+            w, h = float(box[2] - box[0]), float(box[3] - box[1])
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category[label],
+                                "bbox": [float(box[0]), float(box[1]), w, h], "area": w * h, "iscrowd": 0})
+        for box, score, label in zip(np.asarray(boxes, np.float64).reshape(-1, 4), scores, labels):
+            results.append({"image_id": image_id, "category_id": category[label], "score": float(score),
+                            "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]})
+    if not annotations:
+        return {"map_50": float("nan"), "map_50_95": float("nan")}
+    truth = COCO({"images": images, "annotations": annotations,
+                  "categories": [{"id": i, "name": n} for n, i in category.items()]})
+    if not results:
+        return {"map_50": 0.0, "map_50_95": 0.0}
+    evaluator = COCOeval_faster(truth, truth.loadRes(results), "bbox", print_function=lambda *a, **k: None)
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    return {"map_50": float(evaluator.stats[1]), "map_50_95": float(evaluator.stats[0])}
+
+
+class ConfusionMatrix:
+    """Pixel counts of (truth class, predicted class) over every scored frame; 255 in either is skipped."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.matrix = np.zeros((num_classes, num_classes), np.int64)
+        self.frames = 0
+
+    def add(self, truth: np.ndarray, predicted: np.ndarray) -> None:
+        """Add one frame; a truth mask of another size is resized (nearest) to the prediction's."""
+        if truth.shape != predicted.shape:
+            truth = cv2.resize(truth, (predicted.shape[1], predicted.shape[0]), interpolation=cv2.INTER_NEAREST)
+        valid = (truth < self.num_classes) & (predicted < self.num_classes)
+        index = truth[valid].astype(np.int64) * self.num_classes + predicted[valid]
+        self.matrix += np.bincount(index, minlength=self.num_classes**2).reshape(self.num_classes, -1)
+        self.frames += 1
+
+    def iou(self) -> np.ndarray:
+        """IoU per class (NaN for a class absent from both truth and prediction)."""
+        tp = np.diag(self.matrix).astype(np.float64)
+        union = self.matrix.sum(0) + self.matrix.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+    def miou(self) -> float:
+        iou = self.iou()
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+    def pixel_accuracy(self) -> float:
+        total = self.matrix.sum()
+        return float(np.trace(self.matrix) / total) if total else float("nan")
