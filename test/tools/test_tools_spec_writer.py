@@ -124,6 +124,24 @@ def test_names_with_yaml_special_words_round_trip(tmp_path: Path, capsys) -> Non
     assert yaml.safe_load(result["out"])["detection"]["labels"] == ["no", "traffic light", "it's", "null"]
 
 
+@pytest.mark.parametrize(
+    ("builder", "parser_module"),
+    [
+        (ultralytics_detect, "trt_perception.outputs.yolo"),
+        (ultralytics_end_to_end, "trt_perception.outputs.end_to_end"),
+        (ultralytics_classify, "trt_perception.outputs.classification"),
+    ],
+)
+def test_written_spec_passes_inspect(tmp_path: Path, capsys, builder, parser_module: str) -> None:
+    pytest.importorskip(parser_module)
+    model = builder(tmp_path)
+    assert spec_cli(capsys, str(model))["rc"] == 0
+    assert main(["inspect", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "check: spec matches the model's inputs and outputs" in out
+    assert "WARNING" not in out
+
+
 # -------------------------------------------------------------------------------- writing and refusing
 
 
@@ -212,6 +230,15 @@ def test_end_to_end_by_shape(tmp_path: Path, capsys) -> None:
     assert spec.output.format == "end_to_end" and dict(spec.output.tensors) == {"detections": "dets"}
 
 
+def test_yolov7_end2end_rows_by_shape(tmp_path: Path, capsys) -> None:
+    model = model_with_outputs(tmp_path, "v7", {"output": np.zeros((100, 7), np.float32)},
+                               declared={"output": ("num_dets", 7)})
+    result = spec_cli(capsys, str(model), "--print")
+    assert result["rc"] == 0, result["err"]
+    assert yaml.safe_load(result["out"])["output"]["format"] == "end_to_end"
+    assert "YOLOv7" in result["err"] and "--format classification" in result["err"]
+
+
 def test_boxes_and_scores_pair_asks_for_format(tmp_path: Path, capsys) -> None:
     model = ssd_heads(tmp_path)
     result = spec_cli(capsys, str(model))
@@ -222,6 +249,8 @@ def test_boxes_and_scores_pair_asks_for_format(tmp_path: Path, capsys) -> None:
     spec = load_spec(model)
     assert spec.output.format == "boxes_scores"
     assert dict(spec.output.tensors) == {"boxes": "boxes", "scores": "scores"}
+    assert (spec.output.params["box_format"], spec.output.params["normalized"]) == ("xyxy", True)
+    assert "normalized: true  # CHECK:" in (tmp_path / "ssd.yaml").read_text()
 
 
 def test_format_ssd_raw_writes_anchor_placeholder_marked_check(tmp_path: Path, capsys) -> None:
@@ -416,6 +445,29 @@ def test_ranges_end_to_end_scores(tmp_path: Path) -> None:
     swapped = good[..., [0, 1, 2, 3, 5, 4]] * [1, 1, 1, 1, 5, 1]
     lines = _warnings("end_to_end", tensors, {"output0": swapped})
     assert len(lines) == 1 and "column 4 (score)" in lines[0]
+
+
+def test_ranges_end_to_end_yolov7_rows(tmp_path: Path) -> None:
+    tensors = {"detections": "output"}
+    rows = np.array([[0, 10, 10, 50, 50, 2, 0.8]], np.float32)
+    assert _warnings("end_to_end", tensors, {"output": rows}) == []
+    lines = _warnings("end_to_end", tensors, {"output": rows[:, [0, 1, 2, 3, 4, 6, 5]]})
+    assert len(lines) == 1 and "column 6 (score)" in lines[0]
+
+
+def test_ranges_boxes_scores_units_and_logits(tmp_path: Path) -> None:
+    tensors = {"boxes": "b", "scores": "s"}
+    pixels = np.array([[[10, 20, 200, 220]]], np.float32)
+    outputs = {"b": pixels, "s": np.array([[[0.1, 0.9]]])}
+    lines = _warnings("boxes_scores", tensors, outputs, normalized=True)
+    assert len(lines) == 1 and "output.normalized: false" in lines[0]
+    assert _warnings("boxes_scores", tensors, outputs, normalized=False) == []
+    offsets = {"b": np.random.default_rng(0).normal(0, 1, (1, 50, 4)), "s": np.full((1, 50, 2), 0.5)}
+    lines = _warnings("boxes_scores", tensors, offsets)
+    assert len(lines) == 1 and "SSD box offsets" in lines[0] and "ssd_raw" in lines[0]
+    logits = {"b": pixels / 300, "s": np.array([[[-3.0, 4.0]]])}
+    lines = _warnings("boxes_scores", tensors, logits)
+    assert len(lines) == 1 and "logits" in lines[0]
 
 
 def test_ranges_nms_plugin_units(tmp_path: Path) -> None:

@@ -234,7 +234,7 @@ def check_output_ranges(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> L
                 ))
     elif fmt == "classification":
         scores = get("scores")
-        activation = str(params.get(CLASSIFICATION_ACTIVATION, "")).lower()
+        activation = str(params.get(CLASSIFICATION_ACTIVATION, "softmax")).lower()  # the parser's default
         if scores is not None and scores.size:
             row = scores.reshape(scores.shape[0], -1)[0] if scores.ndim >= 2 else scores.reshape(-1)
             total = float(np.sum(row))
@@ -255,20 +255,22 @@ def check_output_ranges(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> L
                 ))
     elif fmt == "end_to_end":
         dets = get("detections")
-        if dets is not None and dets.ndim >= 2 and dets.shape[-1] >= 6:
+        if dets is not None and dets.ndim >= 2 and dets.shape[-1] in (6, 7):
             rows = dets.reshape(-1, dets.shape[-1])
-            if not _within(rows[:, 4], 0.0, 1.0):
+            score, cls = (4, 5) if rows.shape[1] == 6 else (6, 5)
+            order = ("x1, y1, x2, y2, score, class" if rows.shape[1] == 6 else
+                     "batch, x1, y1, x2, y2, class, score")
+            if not _within(rows[:, score], 0.0, 1.0):
                 warnings.append(_warn(
                     spec, "detections", name("detections"),
-                    f"column 4 (score) spans {_span(rows[:, 4])}, outside [0, 1]",
-                    "check the column order (x1, y1, x2, y2, score, class expected) or the exporter's score "
-                    "activation",
+                    f"column {score} (score) spans {_span(rows[:, score])}, outside [0, 1]",
+                    f"check the column order ({order} expected) or the exporter's score activation",
                 ))
-            elif not np.allclose(rows[:, 5], np.round(rows[:, 5])):
+            elif not np.allclose(rows[:, cls], np.round(rows[:, cls])):
                 warnings.append(_warn(
                     spec, "detections", name("detections"),
-                    f"column 5 (class) holds non-integer values {_span(rows[:, 5])}",
-                    "check the column order (x1, y1, x2, y2, score, class expected)",
+                    f"column {cls} (class) holds non-integer values {_span(rows[:, cls])}",
+                    f"check the column order ({order} expected)",
                 ))
     elif fmt in ("efficient_nms", "batched_nms"):
         count, boxes, scores = get("num_detections"), get("boxes"), get("scores")
@@ -288,10 +290,27 @@ def check_output_ranges(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> L
                     "on TensorRT 8.2 (Jetson Nano) EfficientNMS returns bad scores: use --nms batched",
                 ))
     elif fmt == "boxes_scores":
-        scores = get("scores")
+        scores, boxes = get("scores"), get("boxes")
         if scores is not None and scores.size and not _within(scores, 0.0, 1.0):
             warnings.append(_warn(spec, "scores", name("scores"), f"values {_span(scores)} fall outside [0, 1]: "
                                   "logits, not scores", "put the sigmoid/softmax in the graph"))
+        normalized = bool(params.get("normalized", True))
+        corners = str(params.get("box_format", "xyxy")).lower() in ("xyxy", "yxyx")
+        rows = boxes.reshape(-1, 4) if boxes is not None and boxes.size and boxes.size % 4 == 0 else None
+        if rows is not None and corners and _ordered_fraction(rows) < 0.5 and float(np.mean(rows < 0)) > 0.2:
+            warnings.append(_warn(
+                spec, "boxes", name("boxes"),
+                f"values {_span(rows)}, {float(np.mean(rows < 0)):.0%} negative, with x2 > x1 and y2 > y1 in only "
+                f"{_ordered_fraction(rows):.0%} of rows: these look like SSD box offsets, not decoded corner boxes",
+                "output.format: ssd_raw with the model's anchors (or box_format: cxcywh if they are centre/size)",
+            ))
+        elif boxes is not None and boxes.size:
+            if normalized and float(np.nanmax(np.abs(boxes))) > 1.5:
+                warnings.append(_warn(spec, "boxes", name("boxes"), f"normalized: true but the boxes span "
+                                      f"{_span(boxes)} (input pixels)", "output.normalized: false"))
+            elif not normalized and _within(boxes, 0.0, 1.0, 0.01):
+                warnings.append(_warn(spec, "boxes", name("boxes"), f"normalized: false but the boxes span "
+                                      f"{_span(boxes)} (normalized)", "output.normalized: true"))
     return warnings
 
 

@@ -299,11 +299,15 @@ def _match_yolov5(fmt: str, outputs: Sequence[Tensor], image: ImageInput, why: s
 
 
 def _match_end_to_end(outputs: Sequence[Tensor], why: str) -> Match:
-    out = _single_3d("end_to_end", outputs, "one output [1, K, 6]")
-    if out.dims[2] != 6:
-        raise _no_fit("end_to_end", outputs, "one output [1, K, 6] (x1, y1, x2, y2, score, class)")
-    k = "K" if out.dims[1] is None else str(out.dims[1])
-    reason = f"{out} = up to {k} detections x1, y1, x2, y2, score, class in input pixels, NMS done in the graph ({why})"
+    expected = "one output [1, K, 6] (x1, y1, x2, y2, score, class) or [K, 7] (YOLOv7 --end2end)"
+    if len(outputs) != 1 or outputs[0].rank not in (2, 3) or outputs[0].dims[-1] not in (6, 7):
+        raise _no_fit("end_to_end", outputs, expected)
+    out = outputs[0]
+    k = "K" if out.dims[-2] is None else str(out.dims[-2])
+    if out.dims[-1] == 7:
+        reason = f"{out} = up to {k} rows batch, x1, y1, x2, y2, class, score (YOLOv7 --end2end, ONNX Runtime; {why})"
+    else:
+        reason = f"{out} = up to {k} detections x1, y1, x2, y2, score, class in input pixels, NMS in the graph ({why})"
     return Match("end_to_end", {"detections": out.name}, reason)
 
 
@@ -333,10 +337,11 @@ def _match_boxes_scores(fmt: str, outputs: Sequence[Tensor], why: str) -> Match:
     if fmt == "boxes_scores":
         reason = f"{boxes} decoded boxes + {scores} scores for {c} classes ({why})"
         match = Match(fmt, {"boxes": boxes.name, "scores": scores.name}, reason, num_classes=c)
-        match.notes.append(
-            "boxes_scores: box order and units are the format's defaults (README 'Output formats'); "
-            "check them against the exporter"
-        )
+        match.params += [
+            ("box_format", "xyxy", f"{CHECK} xyxy | cxcywh | yxyx: the file does not say"),
+            ("normalized", True, f"{CHECK} true = 0..1 of the input size, false = input pixels (inspect warns)"),
+        ]
+        match.notes.append("boxes_scores: box format and units are not in the file; defaults written, marked CHECK")
         return match
     reason = f"{boxes} box offsets + {scores} scores for {c} classes, decoded with anchors ({why})"
     match = Match(fmt, {"scores": scores.name, "boxes": boxes.name}, reason, num_classes=c)
@@ -535,6 +540,11 @@ def recognise_by_shape(outputs: Sequence[Tensor], image: ImageInput) -> Match:
                 "shapes cannot tell them apart"
             )
             return match
+    if out.rank == 2 and d[1] == 7 and d[0] != 1:
+        match = _match_end_to_end(outputs, "shape [K, 7]")
+        match.notes.append("format end_to_end chosen for [K, 7]; a classifier of 7 classes with a dynamic batch "
+                           "looks the same: --format classification")
+        return match
     if (out.rank == 2 or (out.rank == 4 and d[2] == 1 and d[3] == 1)) and (d[1] is None or d[1] >= 2):
         return _match_classification(outputs, "shape [1, C]")
     if out.rank == 4:
