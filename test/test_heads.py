@@ -113,3 +113,87 @@ def test_auto_build_maps_to_the_tensorrt_rebuild_option(tmp_path):
     options = backend_options("pilot", ModelConfig(model=str(tmp_path / "p.engine"), auto_build=True))
     assert options == {"auto_rebuild": True}
     assert backend_options("pilot", ModelConfig(model=str(tmp_path / "p.onnx"), auto_build=True)) == {}
+
+
+# ------------------------------------------------------------------------------------------ named heads
+
+
+@pytest.fixture
+def four_models(tmp_path):
+    from head_factory import brightness_segmenter, colour_classifier
+    from onnx_factory import brightness_pilot, grid_detector
+
+    return {
+        "front": grid_detector(tmp_path, resize="stretch"),
+        "signs": colour_classifier(tmp_path),
+        "blobs": brightness_segmenter(tmp_path, resize="stretch"),
+        "pilot": brightness_pilot(tmp_path),
+    }
+
+
+def test_four_named_heads_share_one_decode_and_publish_under_their_names(four_models):
+    from trt_perception.images import DecodedImage
+    from trt_perception.messages import MessageTypes
+    from trt_perception.results import Classification, Detections, SegmentationMask
+    from trt_perception.rosbag_types import get_typestore
+
+    flat = {"heads": list(four_models), **{f"{h}.model": str(m) for h, m in four_models.items()},
+            "pilot.drive_enabled": True}
+    config = PerceptionConfig.from_params(flat)  # tasks from each model's spec
+    assert [(h.name, h.task) for h in config.heads] == [
+        ("front", "detection"), ("signs", "classification"), ("blobs", "segmentation"), ("pilot", "steering")]
+    processor = create_frame_processor(config)
+    try:
+        image = np.zeros((96, 128, 3), np.uint8)  # rgb
+        image[0:12, 0:16] = 255  # one bright grid cell (the detector sees 8x8 cells of 16x12 pixels here)
+        image[:, :, 0] = np.maximum(image[:, :, 0], 180)  # mostly red
+        result = processor.process_image(DecodedImage(image, "rgb"), 1.0)
+        outputs = result.outputs
+        assert list(outputs) == ["front", "signs", "blobs", "pilot"]
+        assert isinstance(outputs["front"].result, Detections) and len(outputs["front"].result) == 1
+        top = outputs["signs"].result
+        assert isinstance(top, Classification) and top.labels == ["red", "green"] and len(top) == 2
+        mask = outputs["blobs"].result
+        assert isinstance(mask, SegmentationMask) and mask.mask.shape == (96, 128)
+        assert mask.mask[5, 5] == 1 and mask.mask[60, 100] == 0  # the bright cell, the red-only rest
+        assert mask.fractions.sum() == pytest.approx(1.0)
+        assert outputs["pilot"].command is not None and not outputs["pilot"].command.stop
+        for head in ("front", "signs", "blobs", "pilot"):
+            assert f"{head}.infer" in result.timings
+
+        topics = {h.name: [(t.name, t.type) for t in h.task.topics(config.topic_prefix(h.name))]
+                  for h in processor.heads}
+        assert topics == {
+            "front": [("front/detections", "Detection2DArray"), ("front/detections/overlay", "Image")],
+            "signs": [("signs/classification", "Classification"), ("signs/classification/overlay", "Image")],
+            "blobs": [("blobs/mask", "Image"), ("blobs/mask/overlay", "Image")],
+            "pilot": [("cmd_vel", "Twist")],  # the car has one command topic
+        }
+        store = get_typestore("jazzy")
+        types = MessageTypes.from_typestore(store)
+        header = types.Header(stamp=types.Time(sec=3, nanosec=4), frame_id="cam")
+        for head in processor.heads:  # every message builds and serializes with the real definitions
+            canvas = image.copy()
+            head.task.draw(canvas, outputs[head.name], "rgb")
+            for role, message in head.task.messages(types, header, outputs[head.name]):
+                assert message.header.stamp.sec == 3 if hasattr(message, "header") else True
+                from trt_perception.messages import MESSAGE_CLASSES
+
+                kind = dict((t.role, t.type) for t in head.task.topics(""))[role]
+                package, name = MESSAGE_CLASSES[kind]
+                assert store.serialize_cdr(message, f"{package}/msg/{name}")
+        diag = processor.head("blobs").task.diagnostics(outputs["blobs"])
+        assert set(diag) == {"area.background", "area.blob"}
+    finally:
+        processor.close()
+
+
+def test_a_head_whose_model_is_of_another_task_is_refused(four_models):
+    flat = {"heads": ["signs"], "signs.task": "segmentation", "signs.model": str(four_models["signs"])}
+    with pytest.raises(ConfigError, match=r"signs.model .* is a classification model .* set signs.task"):
+        create_frame_processor(PerceptionConfig.from_params(flat))
+
+
+def test_legacy_topics_keep_their_names():
+    config = PerceptionConfig.from_params({"detector.model": "/d.onnx"})
+    assert config.legacy and config.topic_prefix("detector") == ""

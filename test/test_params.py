@@ -229,3 +229,63 @@ def test_validate_param_change():
     assert validate_param_change("pilot.throttle_mode", "warp") is not None
 
 
+
+
+# ------------------------------------------------------------------------------------------ named heads
+
+
+def test_named_heads_get_their_task_params_and_nothing_else(tmp_path):
+    from head_factory import colour_classifier
+    from onnx_factory import grid_detector
+
+    detector, classifier = grid_detector(tmp_path), colour_classifier(tmp_path)
+    path = write_params(tmp_path / "p.yaml", {
+        "heads": ["front", "signs", "drive"],
+        "front": {"model": detector.name, "score_threshold": 0.4},  # task from the spec beside the model
+        "signs": {"task": "classification", "model": classifier.name, "top_k": 3},
+        "drive": {"task": "steering", "model": "pilot.onnx", "max_throttle": 0.3},
+    })
+    flat = load_params_file(path)
+    assert flat["front.score_threshold"] == 0.4 and flat["signs.top_k"] == 3 and flat["drive.max_throttle"] == 0.3
+    config = PerceptionConfig.from_params(flat)
+    assert [(h.name, h.task) for h in config.heads] == [
+        ("front", "detection"), ("signs", "classification"), ("drive", "steering")]
+    assert config.head("front").model.model == str(detector.resolve())
+    assert not config.legacy and config.topic_prefix("front") == "front/"
+
+
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ({"heads": ["front"], "front": {"task": "detection", "model": "d.onnx", "max_throttle": 0.2}},
+         "front.max_throttle"),
+        ({"heads": ["front"], "front": {"task": "detection", "model": "d.onnx"}, "detector": {"model": "x.onnx"}},
+         "'detector' is not a head of this node"),
+        ({"heads": ["front"], "front": {"model": "nowhere.onnx"}}, "set front.task"),
+        ({"heads": ["front end"]}, "not a usable head name"),
+        ({"heads": ["a", "a"]}, "twice"),
+        ({"heads": ["a"], "a": {"task": "tracking"}}, "a.task is 'tracking'"),
+    ],
+)
+def test_named_head_mistakes_are_named(tmp_path, params, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_params_file(write_params(tmp_path / "p.yaml", params))
+    assert fragment in str(info.value)
+
+
+def test_two_steering_heads_would_fight_over_the_car():
+    flat = {"heads": ["a", "b"], "a.task": "steering", "b.task": "steering", "a.model": "a.onnx",
+            "b.model": "b.onnx"}
+    with pytest.raises(ConfigError, match="fight over the car"):
+        PerceptionConfig.from_params(flat)
+    assert PerceptionConfig.from_params({**flat, "b.enabled": False}).enabled_heads[0].name == "a"
+
+
+def test_live_changes_are_checked_per_head():
+    table = ParamTable({"front": "detection", "drive": "steering"})
+    current = table.defaults()
+    assert validate_param_change("front.score_threshold", 0.3, current, table) is None
+    assert "in [0, 1]" in validate_param_change("front.score_threshold", 3.0, current, table)
+    assert "restart" in validate_param_change("front.model", "x.onnx", current, table)
+    assert "above drive.max_throttle" in validate_param_change("drive.min_throttle", 0.9, current, table)
+    assert "did you mean 'front.score_threshold'" in validate_param_change("front.score_treshold", 1, current, table)
