@@ -335,7 +335,7 @@ def _match_boxes_scores(fmt: str, outputs: Sequence[Tensor], why: str) -> Match:
     boxes, scores = pair
     c = scores.dims[2]
     if fmt == "boxes_scores":
-        reason = f"{boxes} decoded boxes + {scores} scores for {c} classes ({why})"
+        reason = f"{boxes} decoded boxes + {scores} class scores, {c} classes ({why})"
         match = Match(fmt, {"boxes": boxes.name, "scores": scores.name}, reason, num_classes=c)
         match.params += [
             ("box_format", "xyxy", f"{CHECK} xyxy | cxcywh | yxyx: the file does not say"),
@@ -343,7 +343,7 @@ def _match_boxes_scores(fmt: str, outputs: Sequence[Tensor], why: str) -> Match:
         ]
         match.notes.append("boxes_scores: box format and units are not in the file; defaults written, marked CHECK")
         return match
-    reason = f"{boxes} box offsets + {scores} scores for {c} classes, decoded with anchors ({why})"
+    reason = f"{boxes} box offsets + {scores} class scores, {c} classes, decoded with anchors ({why})"
     match = Match(fmt, {"scores": scores.name, "boxes": boxes.name}, reason, num_classes=c)
     match.params += [
         ("anchors", {"file": "anchors.npy"},
