@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import List
 
@@ -16,6 +17,8 @@ from trt_perception.tools.synthetic_world import (
     Drive,
     Frame,
     World,
+    WorldObject,
+    render_drivable_mask,
     render_frame,
 )
 
@@ -142,3 +145,97 @@ def test_car_off_the_line_steers_back() -> None:
         assert math.copysign(1.0, steering) == sign and abs(steering) > 0.1
         assert offset == pytest.approx(lateral, abs=0.01) and abs(heading_error) < 1e-6
         assert drive.driver.curve_throttle <= throttle <= drive.driver.straight_throttle
+
+
+# ------------------------------------------------------------------------------------------ drivable area
+
+
+def _pose_on_centre_line(world: World, s: float) -> CarPose:
+    x, y = world.track.point(np.asarray(s))
+    return CarPose(float(x), float(y), world.track.heading_at(s))
+
+
+def _plain_world(seed: int) -> World:
+    """A world with one flat road colour (lines too), no texture, shadows, objects or light changes."""
+    world = World(seed)
+    world.objects, world.shadows = [], []
+    world.appearance = dataclasses.replace(
+        world.appearance,
+        road=(255.0, 0.0, 255.0),
+        edge_line=(255.0, 0.0, 255.0),
+        centre_line=(255.0, 0.0, 255.0),
+        ground=(0.0, 255.0, 0.0),
+        texture_amplitude=0.0,
+        shadow_strength=0.0,
+        gain=1.0,
+        contrast=1.0,
+        cast=(1.0, 1.0, 1.0),
+        light_wobble=0.0,
+    )
+    return world
+
+
+def test_drivable_masks_leave_the_frames_as_they_were() -> None:
+    plain = list(Drive(World(11), fps=10.0, duration_s=1.0))
+    masked = list(Drive(World(11), fps=10.0, duration_s=1.0, drivable_masks=True))
+    assert len(plain) == len(masked) == 10
+    for a, b in zip(plain, masked):
+        assert a.drivable is None and b.drivable is not None
+        assert a.image_bgr.tobytes() == b.image_bgr.tobytes()
+        assert (a.steering, a.throttle, a.labels) == (b.steering, b.throttle, b.labels)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        assert b.drivable.shape == (240, 320) and b.drivable.dtype == np.uint8
+        assert set(np.unique(b.drivable).tolist()) == {0, 1}
+
+
+def test_car_on_the_road_sees_road_below_and_sky_above() -> None:
+    world = World(3)
+    world.objects = []
+    pose = _pose_on_centre_line(world, 20.0)
+    for width, height in ((320, 240), (160, 120)):
+        mask = render_drivable_mask(world, pose, width, height)
+        assert mask.shape == (height, width)
+        assert mask[height - 1, width // 2] == 1  # the road right in front of the car
+        assert not mask[: height // 3].any()  # sky and hills
+        row = mask[height // 2]  # below the horizon: road in the middle, grass either side of a 3.2 m road
+        assert row[width // 2] == 1 and row[0] == 0 and row[-1] == 0
+
+
+def test_drivable_mask_is_the_road_colour_region_of_a_plain_frame() -> None:
+    for seed, s in ((3, 20.0), (4, 40.0), (11, 60.0)):
+        world = _plain_world(seed)
+        pose = _pose_on_centre_line(world, s)
+        image, _, _ = render_frame(world, pose)
+        mask = render_drivable_mask(world, pose, s_hint=s)
+        road = np.all(image == (255, 0, 255), axis=2)
+        kernel = np.ones((3, 3), np.uint8)
+        edge = cv2.dilate(mask, kernel).astype(bool) & ~cv2.erode(mask, kernel).astype(bool)
+        differ = road != mask.astype(bool)
+        assert road.sum() > 0.2 * road.size
+        assert not (differ & ~edge).any(), f"world {seed}: mask and road colour differ off the road's edge"
+        assert differ.sum() < 0.02 * mask.sum()  # only anti-aliased edge pixels
+
+
+def test_objects_in_front_of_the_road_are_not_drivable() -> None:
+    world = _plain_world(3)
+    pose = _pose_on_centre_line(world, 20.0)
+    x, y = world.track.point(np.asarray(28.0), np.asarray(0.5))
+    bx, by = world.track.point(np.asarray(31.0), np.asarray(-0.7))
+    world.objects = [
+        WorldObject("cone", float(x), float(y), 0.3, (0.35, 0.35, 0.6), (20, 105, 245)),
+        WorldObject("box", float(bx), float(by), 0.5, (0.7, 0.6, 0.5), (55, 105, 155)),
+    ]
+    image, boxes, labels = render_frame(world, pose)
+    mask = render_drivable_mask(world, pose)
+    assert sorted(labels) == ["box", "cone"]
+    bare = render_drivable_mask(_plain_world(3), pose)
+    # Object pixels over the bare road: green > 40 (the magenta road, darkened by contact shadows, has none),
+    # less a pixel all round (anti-aliased edges).
+    body = ((image[..., 1] > 40) & bare.astype(bool)).astype(np.uint8)
+    core = cv2.erode(body, np.ones((3, 3), np.uint8)).astype(bool)
+    for box in boxes:
+        x0, y0, x1, y1 = (round(float(v)) for v in box)
+        inside = mask[y0:y1, x0:x1].astype(bool)
+        assert core[y0:y1, x0:x1].sum() > 20  # the object covers road in the bare mask...
+        assert not (core[y0:y1, x0:x1] & inside).any()  # ...and that road is cut out
+        assert inside.any()  # road still shows around it

@@ -6,7 +6,8 @@ ground plane with a winding track (asphalt, white edge lines, a dashed centre li
 lighting and tree shadows, and traffic cones and boxes beside and on the road, through a pinhole camera, so
 objects shrink with distance. Each frame carries the "human" drive command (a pure-pursuit controller that
 the simulated car follows, with a disturbance in its path so the car wanders off the centre line and the
-commands cover recoveries) and the pixel boxes of the visible objects.
+commands cover recoveries) and the pixel boxes of the visible objects; on request also the drivable-area
+mask (``render_drivable_mask``: the road surface as the camera sees it, objects on it cut out).
 
 Conventions:
 - steering in [-1, 1], negative = left, positive = right (DonkeyCar's convention, as ``SteeringPrediction``);
@@ -81,6 +82,7 @@ class Frame:
     lateral_offset: float = 0.0  # metres, positive = left of the centre line
     heading_error: float = 0.0  # radians, positive = pointing left of the track direction
     curvature: float = 0.0  # track curvature at the car, 1/m, positive = left turn
+    drivable: Optional[np.ndarray] = None  # (H, W) uint8 road mask (1 = road), with Drive(drivable_masks=True)
 
 
 @dataclass(frozen=True)
@@ -484,13 +486,18 @@ def _strip(
     return np.concatenate([pl, pr[::-1]], axis=0)
 
 
-def _road(image: np.ndarray, world: World, projector: _Projector, s_car: float) -> None:
-    """Asphalt, edge lines and the dashed centre line, drawn as polygons (anti-aliased)."""
-    track, look, hw = world.track, world.appearance, world.track.half_width
+def _road_samples(track: Track, s_car: float) -> np.ndarray:
+    """Arc lengths the road is drawn over: 3 m behind to 70 m ahead of the car, finer near it."""
     s = np.concatenate(
         [np.arange(s_car - 3.0, s_car + 20.0, 0.25), np.arange(s_car + 20.0, s_car + 70.0, 1.0)]
     )
-    s = s[(s >= 0) & (s <= track.length)]
+    return s[(s >= 0) & (s <= track.length)]
+
+
+def _road(image: np.ndarray, world: World, projector: _Projector, s_car: float) -> None:
+    """Asphalt, edge lines and the dashed centre line, drawn as polygons (anti-aliased)."""
+    track, look, hw = world.track, world.appearance, world.track.half_width
+    s = _road_samples(track, s_car)
     if s.size < 2:
         return
     road = _strip(projector, track, s, hw, -hw)
@@ -613,10 +620,7 @@ def render_frame(
     rays_cam = _pixel_rays(int(width), int(height), camera)
     image, ground, factor = _background(world, projector, rays_cam, width, height)
     canvas = np.clip(image, 0, 255).astype(np.uint8)
-    if s_hint is None:
-        d = (world.track.x - pose.x) ** 2 + (world.track.y - pose.y) ** 2
-        s_hint = float(world.track.s[int(np.argmin(d))])
-    s_car, _ = world.track.locate(pose.x, pose.y, s_hint)
+    s_car = _car_arc_length(world, pose, s_hint)
     _road(canvas, world, projector, s_car)
     # Tree shadows (soft) and object contact shadows darken the ground; then the ground texture.
     look = world.appearance
@@ -629,7 +633,7 @@ def render_frame(
         if (cam[:, 2] > NEAR_M).all():
             visible_shadows.append(projector.to_pixels(cam))
     _fill(shade, visible_shadows, (255,))
-    near = [o for o in world.objects if abs(o.x - pose.x) + abs(o.y - pose.y) < 80.0]
+    near = _near_objects(world, pose)
     contact = []
     for obj in near:
         r = max(obj.size[0], obj.size[1]) * 0.75
@@ -655,6 +659,52 @@ def render_frame(
     out = (canvas.astype(np.float32) - 128.0) * contrast + 128.0
     out = np.clip(out * lut_scale, 0, 255)
     return out.astype(np.uint8), boxes, labels
+
+
+def _car_arc_length(world: World, pose: CarPose, s_hint: Optional[float]) -> float:
+    """The car's arc length along the track, searched near ``s_hint`` (or, without it, the whole track)."""
+    if s_hint is None:
+        d = (world.track.x - pose.x) ** 2 + (world.track.y - pose.y) ** 2
+        s_hint = float(world.track.s[int(np.argmin(d))])
+    s_car, _ = world.track.locate(pose.x, pose.y, s_hint)
+    return s_car
+
+
+def _near_objects(world: World, pose: CarPose) -> List[WorldObject]:
+    """The objects close enough to be drawn (80 m, Manhattan distance)."""
+    return [o for o in world.objects if abs(o.x - pose.x) + abs(o.y - pose.y) < 80.0]
+
+
+def render_drivable_mask(
+    world: World,
+    pose: CarPose,
+    width: int = 320,
+    height: int = 240,
+    camera: Camera = DEFAULT_CAMERA,
+    s_hint: Optional[float] = None,
+) -> np.ndarray:
+    """The ground-truth drivable area of ``render_frame``'s view at ``pose``: (H, W) uint8, 1 = road.
+
+    The road surface (asphalt with its painted lines, edge to edge) is the very polygon ``render_frame``
+    fills, through the same projection and over the same stretch of track (3 m behind to 70 m ahead), filled
+    without anti-aliasing (a pixel is road when its centre is); every cone and box (base plate included)
+    is cut out where it stands in front of the road, whether it stands on it or beside it. Sky, hills, the
+    ground beside the road and the road beyond 70 m are 0. Shadows and light do not change the mask.
+    """
+    projector = _Projector(camera, pose, width, height)
+    mask = np.zeros((int(height), int(width)), np.uint8)
+    track = world.track
+    s = _road_samples(track, _car_arc_length(world, pose, s_hint))
+    road = _strip(projector, track, s, track.half_width, -track.half_width) if s.size >= 2 else None
+    if road is None:
+        return mask
+    cv2.fillPoly(mask, [_fixed(road)], 1, cv2.LINE_8, _SHIFT)
+    sun = (math.cos(world.appearance.sun_azimuth), math.sin(world.appearance.sun_azimuth))
+    for obj in _near_objects(world, pose):
+        parts = _object_parts(obj, projector, sun)
+        for poly, _ in parts[2] if parts is not None else ():
+            cv2.fillPoly(mask, [_fixed(poly)], 0, cv2.LINE_8, _SHIFT)  # one by one: overlaps stay filled
+    return mask
 
 
 def _draw_objects(
@@ -739,7 +789,8 @@ class Drive:
     """The car driving along a world's track; iterating yields one ``Frame`` per camera period.
 
     ``seed`` picks the path disturbance and camera jitter (defaults to the world's seed), so one world can
-    be driven several different ways.
+    be driven several different ways. ``drivable_masks`` adds each frame's ``render_drivable_mask`` as
+    ``Frame.drivable`` (the images, truth and path are the same either way).
     """
 
     def __init__(
@@ -753,6 +804,7 @@ class Drive:
         start_s: float = 4.0,
         camera: Camera = DEFAULT_CAMERA,
         driver: Optional[DriverSettings] = None,
+        drivable_masks: bool = False,
     ) -> None:
         self.world = world
         self.fps = float(fps)
@@ -762,6 +814,7 @@ class Drive:
         self.start_s = float(start_s)
         self.camera = camera
         self.driver = driver or DriverSettings()
+        self.drivable_masks = bool(drivable_masks)
 
     def __len__(self) -> int:
         return round(self.duration_s * self.fps)
@@ -810,6 +863,11 @@ class Drive:
             image, boxes, labels = render_frame(
                 self.world, pose, self.width, self.height, index / self.fps, self.camera, s_hint=state.s
             )
+            drivable = (
+                render_drivable_mask(self.world, pose, self.width, self.height, self.camera, s_hint=state.s)
+                if self.drivable_masks
+                else None
+            )
             yield Frame(
                 image,
                 steering,
@@ -821,6 +879,7 @@ class Drive:
                 lateral,
                 heading_error,
                 track.curvature_at(state.s),
+                drivable,
             )
             for _ in range(drv.substeps):
                 steering, throttle, _, _ = self.command(state)
@@ -866,6 +925,7 @@ __all__ = [
     "World",
     "WorldObject",
     "drive_frames",
+    "render_drivable_mask",
     "render_frame",
     "smooth_noise",
 ]
