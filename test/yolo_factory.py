@@ -316,3 +316,51 @@ def canned_engine(
     path.write_bytes(plan)
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(dict(spec), sort_keys=False), encoding="utf-8")
     return path
+
+
+def face_ssd_model(
+    folder: Path,
+    name: str = "face",
+    height: int = 240,
+    width: int = 320,
+    stride: int = 40,
+    box_format: str = "xyxy",
+    output: Optional[Mapping[str, Any]] = None,
+    detection: Optional[Mapping[str, Any]] = None,
+) -> Path:
+    """A ``boxes_scores`` face detector ending in Softmax + decoded boxes, like the Ultra-Light-Fast-Generic
+    face detector's ONNX: input ``input`` [1,3,H,W] RGB (x - 127) / 128, stretched; one box per grid cell
+    (normalized, in ``box_format``), ``scores`` [1, M, 2] = softmax([0, 10 * mean brightness of the cell])."""
+    cells = grid_cells(height, width, stride)
+    scale = np.array([width, height, width, height], np.float32)
+    corners = np.concatenate([cells[:, 0:2] - cells[:, 2:4] / 2, cells[:, 0:2] + cells[:, 2:4] / 2], 1) / scale
+    boxes = {"xyxy": corners, "yxyx": corners[:, [1, 0, 3, 2]], "cxcywh": cells / scale}[box_format]
+    points = cells.shape[0]
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["gray"], axes=[1], keepdims=1),
+        helper.make_node("AveragePool", ["gray"], ["pooled"], kernel_shape=[stride] * 2, strides=[stride] * 2),
+        _const("flat_shape", np.array([1, points, 1], np.int64)),
+        helper.make_node("Reshape", ["pooled", "flat_shape"], ["brightness"]),
+        _const("gain", np.array(10.0, np.float32)),
+        helper.make_node("Mul", ["brightness", "gain"], ["face_logit"]),
+        _const("background_logit", np.zeros((1, points, 1), np.float32)),
+        helper.make_node("Concat", ["background_logit", "face_logit"], ["logits"], axis=2),
+        helper.make_node("Softmax", ["logits"], ["scores"], axis=2),
+        _const("boxes", boxes[None].astype(np.float32)),
+    ]
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, height, width])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, points, 2]),
+         helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, points, 4])],
+    )  # fmt: skip
+    spec = {
+        "task": "detection",
+        "name": "face detector (Ultra-Light-Fast-Generic-Face-Detector layout)",
+        "input": {"name": "input", "height": height, "width": width, "layout": "NCHW", "color": "RGB",
+                  "resize": "stretch", "mean": 127.0, "std": 128.0},
+        "output": {"format": "boxes_scores", "tensors": {"boxes": "boxes", "scores": "scores"},
+                   "box_format": box_format, "normalized": True, "background_class": 0, **(output or {})},
+        "detection": dict({"labels": ["background", "face"], "score_threshold": 0.7, "iou_threshold": 0.3}
+                          if detection is None else detection),
+    }  # fmt: skip
+    return _save(folder, name, graph, spec)
