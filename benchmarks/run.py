@@ -5,10 +5,10 @@
     python benchmarks/run.py --quick         # a few iterations of each, to check that it runs (~30 s)
     python benchmarks/run.py --only overhead,postprocess --json out.json
 
-Benchmarks: overhead (1), postprocess (2), end_to_end (3), memory (4), latency (5), messages (6) and gpu (7,
-only where a CUDA GPU and cuda-python or pycuda are present). JSON goes to benchmarks/results/<time>.json
-unless --json names a file. Exit status: 0, also when targets are missed (the tables say so); 1 when a
-benchmark crashed.
+Benchmarks: overhead (1), postprocess (2), end_to_end (3), memory (4), latency (5), messages (6), gpu (7,
+only where a CUDA GPU and cuda-python or pycuda are present) and segmentation (8). JSON goes to
+benchmarks/results/<time>.json unless --json names a file. Exit status: 0, also when targets are missed (the
+tables say so); 1 when a benchmark crashed.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ BENCHMARKS = {  # name -> module; run in this order
     "latency": "bench_latency",
     "messages": "bench_messages",
     "gpu": "bench_gpu",
+    "segmentation": "bench_segmentation",
 }
 
 
