@@ -8,6 +8,9 @@ round trip through real ONNX / TensorRT-double segmenters is in test/outputs/tes
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import pickle
 import threading
 import tracemalloc
 from typing import Any, Tuple
@@ -193,3 +196,13 @@ def test_one_transform_serves_several_threads() -> None:
     for thread in threads:
         thread.join()
     assert not failures
+
+
+def test_transforms_with_cached_plans_still_copy_and_pickle() -> None:
+    t = transform_of((480, 640), resize="letterbox", crop_top=10)
+    class_map = np.random.default_rng(7).integers(0, 9, (64, 64)).astype(np.uint8)
+    expected = t.mask_to_source(class_map)
+    for other in (copy.deepcopy(t), pickle.loads(pickle.dumps(t)), dataclasses.replace(t)):
+        assert other == t
+        np.testing.assert_array_equal(other.mask_to_source(class_map), expected)
+    assert dataclasses.asdict(t)["crop_top"] == t.crop_top

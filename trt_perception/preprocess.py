@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -140,6 +140,17 @@ class _MaskPlan:
         self.first_row, last_row = int(rows_index[0]), int(rows_index[-1])
         self.rows = rows_index - self.first_row  # into the scratch, which holds map rows first_row..last_row
         self.scratch_shape = (last_row + 1 - self.first_row, t.src_width)
+        self._local = threading.local()
+
+    # copies and pickles of a transform share or rebuild the tables; scratch buffers stay per thread
+    def __deepcopy__(self, memo: Dict[int, Any]) -> _MaskPlan:
+        return self
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key != "_local"}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
         self._local = threading.local()
 
     def apply(self, class_map: np.ndarray, out: np.ndarray) -> None:
