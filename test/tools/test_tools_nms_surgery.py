@@ -1,8 +1,10 @@
-"""`convert --nms efficient|batched` on small SSD-like ONNX graphs built here (conv heads, two feature maps).
+"""`convert --nms efficient|batched` on small SSD-like ONNX graphs built here (conv heads, two feature maps) and
+on YOLO-style heads (yolo [1, 4+C, N], yolov5 and yolox [1, N, 5+C], YOLOX with its grid decode).
 
 Checks the plugin node (op, domain, attributes, inputs, outputs, dtypes), onnx.checker, that ONNX Runtime
 still runs the graph up to the plugin inputs with the numbers the raw heads gave, and that the numpy
-EfficientNMS reference on those inputs agrees with the pipeline's ``ssd_raw`` decoder on the raw model.
+EfficientNMS reference on those inputs agrees with the pipeline's CPU decoder (``ssd_raw``, ``yolo``...) on the
+raw model.
 """
 
 from __future__ import annotations
@@ -296,3 +298,226 @@ def test_insert_nms_in_memory_and_output_elsewhere(tmp_path: Path) -> None:
     spec = load_spec(out)
     assert spec.data["source"]["model"] == str(source.resolve())
     assert spec_path.parent == tmp_path / "out"
+
+
+# ------------------------------------------------------------------------------------------------ YOLO heads
+
+YOLO_SIZE, YOLO_STRIDE, YOLO_CLASSES = 64, 8, 3
+YOLO_POINTS = (YOLO_SIZE // YOLO_STRIDE) ** 2
+
+
+def yolo_model(folder: Path, fmt: str = "yolo", seed: int = 1, normalized: bool = False, agnostic: bool = False,
+               name: str = "yolo") -> Path:
+    """A YOLO-style head from 1x1 convs on an 8x8 pooled map (64 points), laid out as its exporter does:
+    boxes sigmoid(conv) * [S, S, S/2, S/2] (yolox: raw offsets / log sizes for the grid decode), classes
+    softmax(6 * conv) so at most one class per point passes 0.5, objectness sigmoid(conv) for yolov5/yolox."""
+    rng = np.random.default_rng(seed)
+    nodes: List[Any] = [helper.make_node("AveragePool", ["images"], ["fm"], kernel_shape=[YOLO_STRIDE] * 2,
+                                         strides=[YOLO_STRIDE] * 2)]
+    inits: List[Any] = []
+
+    def conv(label: str, width: int, scale: float) -> str:
+        inits.extend([
+            numpy_helper.from_array((rng.standard_normal((width, 3, 1, 1)) * scale).astype(np.float32), f"{label}_w"),
+            numpy_helper.from_array((rng.standard_normal(width) * scale).astype(np.float32), f"{label}_b"),
+            numpy_helper.from_array(np.array([1, width, YOLO_POINTS], np.int64), f"{label}_shape"),
+        ])
+        nodes.append(helper.make_node("Conv", ["fm", f"{label}_w", f"{label}_b"], [f"{label}_map"]))
+        nodes.append(helper.make_node("Reshape", [f"{label}_map", f"{label}_shape"], [f"{label}_raw"]))
+        return f"{label}_raw"
+
+    box_raw = conv("box", 4, 2.0)
+    if fmt == "yolox":
+        inits.append(numpy_helper.from_array(np.array(0.5, np.float32), "box_gain"))
+        nodes.append(helper.make_node("Mul", [box_raw, "box_gain"], ["boxes"]))  # offsets and log sizes
+    else:
+        span = np.array([1, 1, 0.5, 0.5] if normalized else [YOLO_SIZE, YOLO_SIZE, YOLO_SIZE / 2, YOLO_SIZE / 2])
+        inits.append(numpy_helper.from_array(span.reshape(1, 4, 1).astype(np.float32), "box_span"))
+        nodes.append(helper.make_node("Sigmoid", [box_raw], ["box_unit"]))
+        nodes.append(helper.make_node("Mul", ["box_unit", "box_span"], ["boxes"]))
+    inits.append(numpy_helper.from_array(np.array(6.0, np.float32), "cls_gain"))
+    nodes.append(helper.make_node("Mul", [conv("cls", YOLO_CLASSES, 1.0), "cls_gain"], ["cls_logits"]))
+    nodes.append(helper.make_node("Softmax", ["cls_logits"], ["cls"], axis=1))
+    parts = ["boxes", "cls"]
+    if fmt != "yolo":
+        nodes.append(helper.make_node("Sigmoid", [conv("obj", 1, 3.0)], ["obj"]))
+        parts = ["boxes", "obj", "cls"]
+    channels = 4 + YOLO_CLASSES + (fmt != "yolo")
+    if fmt == "yolo":  # Ultralytics: [1, 4+C, N]
+        nodes.append(helper.make_node("Concat", parts, ["output0"], axis=1))
+        out_shape = [1, channels, YOLO_POINTS]
+    else:  # YOLOv5 / YOLOX: [1, N, 5+C]
+        nodes.append(helper.make_node("Concat", parts, ["head"], axis=1))
+        nodes.append(helper.make_node("Transpose", ["head"], ["output0"], perm=[0, 2, 1]))
+        out_shape = [1, YOLO_POINTS, channels]
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, YOLO_SIZE, YOLO_SIZE])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, out_shape)], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = folder / f"{name}.onnx"
+    onnx.save(model, str(path))
+    output: Dict[str, Any] = {"format": fmt, "tensors": {"predictions": "output0"}, "class_agnostic": agnostic}
+    if fmt == "yolox":
+        output.update(decode=True, strides=[YOLO_STRIDE])
+    else:
+        output["normalized"] = normalized
+    spec = {
+        "task": "detection",
+        "input": {"name": "images", "height": YOLO_SIZE, "width": YOLO_SIZE, "resize": "letterbox", "pad_value": 114,
+                  "scale": 1 / 255},
+        "output": output,
+        "detection": {"labels": ["car", "cone", "person"], "score_threshold": 0.5, "iou_threshold": 0.45,
+                      "max_detections": 20},
+    }
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _yolo_image(seed: int) -> np.ndarray:
+    """A frame of random flat 8x8 cells: every grid point sees its own colour."""
+    cells = np.random.default_rng(seed).random((1, 3, YOLO_SIZE // YOLO_STRIDE, YOLO_SIZE // YOLO_STRIDE))
+    return np.kron(cells, np.ones((1, 1, YOLO_STRIDE, YOLO_STRIDE))).astype(np.float32)
+
+
+def _yolo_table(fmt: str, raw: np.ndarray) -> np.ndarray:
+    """[N, 4(+1)+C] rows, boxes decoded to cx, cy, w, h pixels (YOLOX decode written out here)."""
+    table = raw[0].T if fmt == "yolo" else raw[0]
+    table = table.astype(np.float64).copy()
+    if fmt == "yolox":
+        cells = YOLO_SIZE // YOLO_STRIDE
+        gy, gx = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
+        grid = np.stack([gx.ravel(), gy.ravel()], 1)
+        table[:, 0:2] = (table[:, 0:2] + grid) * YOLO_STRIDE
+        table[:, 2:4] = np.exp(table[:, 2:4]) * YOLO_STRIDE
+    return table
+
+
+YOLO_CASES = [("yolo", False, False), ("yolov5", False, False), ("yolox", False, False), ("yolo", True, True)]
+
+
+@pytest.mark.parametrize(("fmt", "normalized", "agnostic"), YOLO_CASES)
+def test_yolo_efficient_nms_node_spec_and_agreement(tmp_path: Path, fmt: str, normalized: bool, agnostic: bool) -> None:
+    source = yolo_model(tmp_path, fmt, normalized=normalized, agnostic=agnostic)
+    out, spec_path = add_nms_to_file(source, kind="efficient")
+    assert spec_path == tmp_path / "yolo_efficient_nms.yaml"
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    node = plugin_node(model)
+    assert (node.op_type, node.domain) == ("EfficientNMS_TRT", PLUGIN_DOMAIN) and len(node.input) == 2
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    expected_attrs = {
+        "plugin_version": b"1", "background_class": -1, "max_output_boxes": 20,
+        "score_threshold": pytest.approx(0.5), "iou_threshold": pytest.approx(0.45),
+        "score_activation": 0, "box_coding": 1,
+    }
+    if agnostic:
+        expected_attrs["class_agnostic"] = 1
+    assert attrs == expected_attrs
+    types = {o.name: (o.type.tensor_type.elem_type, [d.dim_value for d in o.type.tensor_type.shape.dim])
+             for o in model.graph.output}
+    assert types == {
+        "num_detections": (TensorProto.INT32, [1, 1]),
+        "detection_boxes": (TensorProto.FLOAT, [1, 20, 4]),
+        "detection_scores": (TensorProto.FLOAT, [1, 20]),
+        "detection_classes": (TensorProto.INT32, [1, 20]),
+    }
+    spec = load_spec(out)
+    assert spec.output.format == "efficient_nms"
+    assert spec.output.params == {"normalized": normalized, "box_order": "xyxy"}
+    assert spec.detection.labels == ("car", "cone", "person")
+    assert spec.data["source"]["nms"]["from_format"] == fmt
+
+    # ONNX Runtime up to the plugin: boxes [1, N, 4] center-size, scores [1, N, C] (obj * cls)
+    raw_spec = load_spec(source)
+    image = _yolo_image(3)
+    raw = _run(onnx.load(str(source)), image)["output0"]
+    inputs = _run(pre_nms_model(model), image)
+    boxes_in, scores_in = inputs[node.input[0]], inputs[node.input[1]]
+    table = _yolo_table(fmt, raw)
+    scale = np.array([YOLO_SIZE, YOLO_SIZE] * 2) if normalized else 1.0
+    np.testing.assert_allclose(boxes_in[0] * scale, table[:, 0:4] * scale, rtol=1e-5, atol=1e-4)
+    class_scores = table[:, 5:] * table[:, 4:5] if fmt != "yolo" else table[:, 4:]
+    np.testing.assert_allclose(scores_in[0], class_scores, rtol=1e-5, atol=1e-7)
+
+    # the plugin's semantics (numpy reference) on those inputs == the CPU yolo parser on the raw head
+    num, boxes, scores, classes = efficient_nms_reference(
+        boxes_in, scores_in, score_threshold=attrs["score_threshold"], iou_threshold=attrs["iou_threshold"],
+        max_output_boxes=attrs["max_output_boxes"], background_class=attrs["background_class"],
+        score_activation=False, class_agnostic=agnostic, box_coding=attrs["box_coding"],
+    )
+    settings = DetectionSettings(score_threshold=0.5, iou_threshold=0.45, max_detections=20)
+    engine_like = create_parser(spec).parse(
+        {"num_detections": num, "detection_boxes": boxes, "detection_scores": scores, "detection_classes": classes},
+        settings,
+    )
+    cpu = create_parser(raw_spec).parse({"output0": raw}, settings)
+    assert len(cpu.scores) >= 3, "the test model should give several detections"
+    np.testing.assert_allclose(engine_like.scores, cpu.scores, rtol=1e-5)
+    np.testing.assert_array_equal(engine_like.class_ids, cpu.class_ids)
+    np.testing.assert_allclose(engine_like.boxes, cpu.boxes, atol=1e-3)
+
+
+@pytest.mark.parametrize("fmt", ["yolo", "yolov5"])
+def test_yolo_batched_nms_corners_and_agreement(tmp_path: Path, fmt: str) -> None:
+    source = yolo_model(tmp_path, fmt)
+    out, _ = add_nms_to_file(source, tmp_path / "batched.onnx", kind="batched")
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    node = plugin_node(model)
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs == {
+        "plugin_version": b"1", "shareLocation": 1, "backgroundLabelId": -1, "numClasses": YOLO_CLASSES,
+        "topK": YOLO_POINTS, "keepTopK": 20, "scoreThreshold": pytest.approx(0.5),
+        "iouThreshold": pytest.approx(0.45), "isNormalized": 0, "clipBoxes": 0,
+    }
+    spec = load_spec(out)
+    assert spec.output.format == "batched_nms" and spec.output.params["normalized"] is False
+    image = _yolo_image(8)
+    raw = _run(onnx.load(str(source)), image)["output0"]
+    inputs = _run(pre_nms_model(model), image)
+    corners = inputs[node.input[0]]
+    assert corners.shape == (1, YOLO_POINTS, 1, 4)
+    table = _yolo_table(fmt, raw)
+    xyxy = np.concatenate([table[:, 0:2] - table[:, 2:4] / 2, table[:, 0:2] + table[:, 2:4] / 2], 1)
+    np.testing.assert_allclose(corners[0, :, 0], xyxy, rtol=1e-5, atol=1e-4)
+    num, boxes, scores, classes = efficient_nms_reference(
+        corners, inputs[node.input[1]], score_threshold=0.5, iou_threshold=0.45, max_output_boxes=20)
+    settings = DetectionSettings(score_threshold=0.5, iou_threshold=0.45, max_detections=20)
+    engine_like = create_parser(spec).parse(
+        {"num_detections": num, "nmsed_boxes": boxes, "nmsed_scores": scores,
+         "nmsed_classes": classes.astype(np.float32)}, settings)
+    cpu = create_parser(load_spec(source)).parse({"output0": raw}, settings)
+    assert len(cpu.scores) >= 3
+    np.testing.assert_allclose(engine_like.scores, cpu.scores, rtol=1e-5)
+    np.testing.assert_array_equal(engine_like.class_ids, cpu.class_ids)
+    np.testing.assert_allclose(engine_like.boxes, cpu.boxes, atol=1e-3)
+
+
+def test_yolo_cli_and_refusals(tmp_path: Path) -> None:
+    from trt_perception.cli import main
+
+    source = yolo_model(tmp_path, "yolo")
+    assert main(["convert", str(source), "--nms", "efficient", "--max-detections", "10"]) == 0
+    spec = load_spec(tmp_path / "yolo_efficient_nms.onnx")
+    assert spec.output.format == "efficient_nms" and spec.detection.max_detections == 10
+    agnostic = yolo_model(tmp_path, "yolo", agnostic=True, name="agnostic")
+    with pytest.raises(ConfigError, match="BatchedNMS has no class-agnostic mode"):
+        add_nms_to_file(agnostic, kind="batched")
+    data = yaml.safe_load(source.with_suffix(".yaml").read_text())
+    data["output"]["tensors"]["predictions"] = "preds"
+    source.with_suffix(".yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match="'preds' but the ONNX graph has no such output"):
+        add_nms_to_file(source, tmp_path / "x.onnx", kind="efficient")
+    data["output"]["tensors"]["predictions"] = "output0"
+    data["output"]["num_classes"] = 5
+    source.with_suffix(".yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match=r"neither dim is 4 \+ 5 = 9"):
+        add_nms_to_file(source, tmp_path / "y.onnx", kind="efficient")
+    data["output"] = {"format": "yolox", "tensors": {"predictions": "output0"}, "decode": True, "strides": [16]}
+    yolox = yolo_model(tmp_path, "yolox", name="yx")
+    yolox.with_suffix(".yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(BuildError, match="64 rows but the YOLOX grid .* has 16"):
+        add_nms_to_file(yolox, tmp_path / "z.onnx", kind="efficient")

@@ -588,13 +588,13 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     ssd.add_argument("--scale", type=float, help="input scale (y = x * scale + offset)")
     ssd.add_argument("--offset", type=float, help="input offset")
     ssd.add_argument("--color", choices=("RGB", "BGR"), help="input color order (default RGB)")
-    nms = parser.add_argument_group("TensorRT NMS plugin (for ssd_raw models)")
+    nms = parser.add_argument_group("TensorRT NMS plugin (for ssd_raw and raw YOLO models: yolo, yolov5, yolox)")
     nms.add_argument("--nms", choices=("efficient", "batched"),
                      help="append EfficientNMS_TRT, or BatchedNMS (TensorRT < 8.4, Jetson Nano)")
     nms.add_argument("--score-threshold", type=float, help="plugin score threshold (default: the spec's)")
     nms.add_argument("--iou-threshold", type=float, help="plugin IoU threshold (default: the spec's)")
     nms.add_argument("--max-detections", type=int, help="plugin output rows (default: the spec's max_detections)")
-    nms.add_argument("--top-k", type=int, help="BatchedNMS candidates per class (default min(anchors, 4096))")
+    nms.add_argument("--top-k", type=int, help="BatchedNMS candidates per class (default min(anchors or points, 4096))")
 
 
 def _ssd_options(args: argparse.Namespace) -> SsdOptions:

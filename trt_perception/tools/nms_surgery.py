@@ -1,4 +1,4 @@
-"""Append TensorRT's NMS plugin to an ``ssd_raw`` ONNX model: today's equivalent of the UFF + NMS_TRT pipeline.
+"""Append TensorRT's NMS plugin to an ``ssd_raw`` or raw-YOLO ONNX model (today's UFF + NMS_TRT equivalent).
 
 Input: a model whose spec says ``ssd_raw`` (raw box regression [B,A,4] or [B,A,1,4], class scores [B,A,C],
 anchors, variances, box order, score activation, background class). Output: the same graph with the plugin
@@ -29,6 +29,23 @@ the plugin's limit), keepTopK, scoreThreshold, iouThreshold, isNormalized 1, cli
 does not clip either; the pipeline clips final boxes to the image). Outputs: num_detections int32 [B,1],
 nmsed_boxes float32 [B,K,4], nmsed_scores float32 [B,K], nmsed_classes float32 [B,K].
 
+YOLO heads (spec format ``yolo``, ``yolov5``, or ``yolox``): one predictions tensor, [B, 4+C, N] (Ultralytics'
+channels-first export, transposed here) or [B, N, 4(+1)+C], boxes cx, cy, w, h in input pixels (or 0..1 with
+``normalized: true``). The graph is cut into boxes [B, N, 4] (a Slice) and scores [B, N, C] (a Slice; times
+the objectness column for yolov5/yolox); a YOLOX head exported without ``--decode_in_inference``
+(``decode: true``) gets its grid decode as ONNX ops first (xy = (xy + grid) * stride, wh = exp(wh) * stride,
+grid and strides as constants for the spec's input size). EfficientNMS_TRT then runs in standard mode
+(two inputs, no anchors) with ``box_coding=1``: its boxes input is read as center-size and converted to
+corners (efficientNMSInference.cu ``DecodeBoxes`` without ``boxDecoder``: ``BoxCorner<T>(BoxCenterSize)``),
+so no corner ops are needed in the graph; score_activation 0 (scores are already sigmoid probabilities),
+background_class -1, and class_agnostic 1 only when the spec asks for agnostic NMS (left out otherwise, as
+above). YOLOv7's own ``--end2end`` TensorRT export feeds the plugin the same way. BatchedNMSDynamic_TRT gets
+the corners computed as ONNX ops ([B, N, 1, 4]), ``isNormalized`` 0 for pixel boxes. The written spec says
+``efficient_nms``/``batched_nms`` with ``normalized: false`` (pixel boxes; true when the head was normalized).
+Difference to the CPU ``yolo`` parser: the plugins consider every (box, class) pair above the threshold, so a
+box with two classes above it can be reported twice, where the parser reports each box's best class only
+(Ultralytics' ``multi_label=False``); both NMS per class.
+
 Plugin nodes go into the ONNX domain ``trt.plugins``: TensorRT's ONNX parser dispatches on op_type alone and
 imports any op it has no importer for through its plugin fallback (onnx-tensorrt ModelImporter.cpp /
 builtin_op_importers.cpp ``FallbackPluginImporter`` at release/8.2-GA and release/10.0-GA), so the domain does
@@ -41,7 +58,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import onnx
@@ -56,6 +73,7 @@ EFFICIENT_OP = "EfficientNMS_TRT"
 BATCHED_OP = "BatchedNMSDynamic_TRT"
 BATCHED_TOP_K_LIMIT = 4096  # batchedNMSPlugin README "Known issues": no more than 4096 boxes into NMS
 FORMAT_OF = {"efficient": "efficient_nms", "batched": "batched_nms"}
+YOLO_FORMATS = ("yolo", "yolov5", "yolox")
 
 
 @dataclass(frozen=True)
@@ -121,7 +139,8 @@ def _heads(spec: ModelSpec, scores_shape: Tuple[Any, ...]) -> _Heads:
 
     if spec.output.format != "ssd_raw":
         raise SpecError(
-            f"--nms needs a model with raw SSD heads (output.format ssd_raw); this spec says "
+            f"--nms needs a model with raw SSD heads (output.format ssd_raw) or a raw YOLO head "
+            f"({', '.join(YOLO_FORMATS)}); this spec says "
             f"{spec.output.format!r}{f' ({spec.source})' if spec.source else ''}; fix: convert the detector with "
             "raw heads first (trt-perception convert --ssd ...), or use the model as it is"
         )
@@ -149,6 +168,20 @@ def _batch_dim(tensor: Any) -> Any:
     return shape[0] if shape else "batch"
 
 
+def _ops(gs: Any, graph: Any) -> Tuple[Callable[..., Any], Callable[..., Any]]:
+    """``const(name, value)`` and ``op(op_type, inputs, name, dtype, shape, **attrs)`` adding to ``graph``."""
+
+    def const(name: str, value: np.ndarray) -> Any:
+        return gs.Constant(f"nms/{name}", np.ascontiguousarray(value))
+
+    def op(op_type: str, inputs: List[Any], name: str, dtype: Any = np.float32, shape: Any = None, **attrs: Any) -> Any:
+        out = gs.Variable(f"nms/{name}", dtype=dtype, shape=shape)
+        graph.nodes.append(gs.Node(op_type, f"nms/{name}_node", attrs, inputs, [out]))
+        return out
+
+    return const, op
+
+
 def insert_nms(
     model: onnx.ModelProto,
     spec: ModelSpec,
@@ -162,19 +195,15 @@ def insert_nms(
     gs = _gs()
     settings = settings or NmsSettings.from_spec(spec)
     graph = gs.import_onnx(model)
+    if spec.output.format in YOLO_FORMATS:
+        return _insert_yolo_nms(gs, graph, model, spec, kind, settings, plugin_op)
     boxes = _find_output(graph, spec.output.tensors["boxes"], "boxes")
     scores = _find_output(graph, spec.output.tensors["scores"], "scores")
     heads = _heads(spec, tuple(scores.shape or ()))
     count = int(heads.anchors.shape[1])
     batch = _batch_dim(scores)
 
-    def const(name: str, value: np.ndarray) -> Any:
-        return gs.Constant(f"nms/{name}", np.ascontiguousarray(value))
-
-    def op(op_type: str, inputs: List[Any], name: str, dtype: Any = np.float32, shape: Any = None, **attrs: Any) -> Any:
-        out = gs.Variable(f"nms/{name}", dtype=dtype, shape=shape)
-        graph.nodes.append(gs.Node(op_type, f"nms/{name}_node", attrs, inputs, [out]))
-        return out
+    const, op = _ops(gs, graph)
 
     # Box regression as [B, A, 4] (a [B, A, 1, 4] head is reshaped; 0 keeps the batch dim).
     deltas = op("Reshape", [boxes, const("deltas_shape", np.array([0, -1, 4], np.int64))], "deltas",
@@ -205,12 +234,7 @@ def insert_nms(
             "score_activation": 1 if heads.score_activation == "sigmoid" else 0,
             "box_coding": 1,
         }
-        outputs = [
-            gs.Variable("num_detections", dtype=np.int32, shape=[batch, 1]),
-            gs.Variable("detection_boxes", dtype=np.float32, shape=[batch, k, 4]),
-            gs.Variable("detection_scores", dtype=np.float32, shape=[batch, k]),
-            gs.Variable("detection_classes", dtype=np.int32, shape=[batch, k]),
-        ]
+        outputs = _plugin_outputs(gs, kind, batch, k)
         inputs = [scaled, scores_in, const("anchors", heads.anchors.astype(np.float32))]
         op_type = plugin_op or EFFICIENT_OP
     else:
@@ -233,16 +257,49 @@ def insert_nms(
             "isNormalized": 1,
             "clipBoxes": 0,
         }
-        outputs = [
-            gs.Variable("num_detections", dtype=np.int32, shape=[batch, 1]),
-            gs.Variable("nmsed_boxes", dtype=np.float32, shape=[batch, k, 4]),
-            gs.Variable("nmsed_scores", dtype=np.float32, shape=[batch, k]),
-            gs.Variable("nmsed_classes", dtype=np.float32, shape=[batch, k]),
-        ]
+        outputs = _plugin_outputs(gs, kind, batch, k)
         inputs = [corners, scores_in]
         op_type = plugin_op or BATCHED_OP
 
-    taken = {t.name for t in graph.tensors().values()} - {boxes.name, scores.name}
+    return _finish(gs, graph, model, spec, kind, settings, op_type, attrs, inputs, outputs,
+                   consumed=(boxes.name, scores.name), normalized=True, box_order=box_order, k=k)
+
+
+def _plugin_outputs(gs: Any, kind: str, batch: Any, k: int) -> List[Any]:
+    """The plugin's output tensors, named as the plugin defines them."""
+    if kind == "efficient":
+        return [
+            gs.Variable("num_detections", dtype=np.int32, shape=[batch, 1]),
+            gs.Variable("detection_boxes", dtype=np.float32, shape=[batch, k, 4]),
+            gs.Variable("detection_scores", dtype=np.float32, shape=[batch, k]),
+            gs.Variable("detection_classes", dtype=np.int32, shape=[batch, k]),
+        ]
+    return [
+        gs.Variable("num_detections", dtype=np.int32, shape=[batch, 1]),
+        gs.Variable("nmsed_boxes", dtype=np.float32, shape=[batch, k, 4]),
+        gs.Variable("nmsed_scores", dtype=np.float32, shape=[batch, k]),
+        gs.Variable("nmsed_classes", dtype=np.float32, shape=[batch, k]),
+    ]
+
+
+def _finish(
+    gs: Any,
+    graph: Any,
+    model: onnx.ModelProto,
+    spec: ModelSpec,
+    kind: str,
+    settings: NmsSettings,
+    op_type: str,
+    attrs: Dict[str, Any],
+    inputs: List[Any],
+    outputs: List[Any],
+    consumed: Tuple[str, ...],
+    normalized: bool,
+    box_order: str,
+    k: int,
+) -> Tuple[onnx.ModelProto, Dict[str, Any]]:
+    """Append the plugin node, export the graph, and write the plugin format's spec mapping."""
+    taken = {t.name for t in graph.tensors().values()} - set(consumed)
     clash = sorted(t.name for t in outputs if t.name in taken)
     if clash:
         raise BuildError(f"the graph already has tensors named {clash}, the names the {op_type} outputs must have")
@@ -258,7 +315,7 @@ def insert_nms(
     data["output"] = {
         "format": fmt,
         "tensors": dict(OUTPUT_FORMATS[fmt].default_tensors),
-        "normalized": True,
+        "normalized": normalized,
         "box_order": box_order,
     }
     detection = dict(data.get("detection") or {})
@@ -271,13 +328,137 @@ def insert_nms(
         **provenance,
         "nms": {
             "plugin": op_type,
-            "from_format": "ssd_raw",
+            "from_format": spec.output.format,
             "score_threshold": float(settings.score_threshold),
             "iou_threshold": float(settings.iou_threshold),
             "max_detections": k,
         }
     }
     return out_model, data
+
+
+def _insert_yolo_nms(
+    gs: Any,
+    graph: Any,
+    model: onnx.ModelProto,
+    spec: ModelSpec,
+    kind: str,
+    settings: NmsSettings,
+    plugin_op: Optional[str],
+) -> Tuple[onnx.ModelProto, Dict[str, Any]]:
+    """The NMS plugin after a raw YOLO head (yolo, yolov5, yolox): see the module doc."""
+    from trt_perception.outputs import create_parser
+    from trt_perception.outputs.yolo import YoloParser, YoloxParser, yolox_grids
+
+    parser = create_parser(spec)  # validates the format's parameters as the pipeline would
+    assert isinstance(parser, YoloParser)
+    name = spec.output.tensors["predictions"]
+    predictions = _find_output(graph, name, "predictions")
+    shape = list(predictions.shape or [])
+    if len(shape) != 3:
+        raise BuildError(
+            f"the predictions output {name!r} has shape {shape}; --nms needs a rank-3 YOLO head ([B, 4+C, N] or "
+            "[B, N, channels])"
+        )
+    dims = [d if isinstance(d, int) and d >= 0 else None for d in shape]
+    resolved = parser.resolve_layout(dims[1:], name, final=False)
+    if resolved is None:
+        raise BuildError(
+            f"the predictions output {name!r} has shape {shape}: its channel dim (4(+1)+C) is not static, and "
+            "the plugin needs the class count; fix: export with a static class dim, and set output.layout"
+        )
+    layout, classes = resolved
+    box = parser.box_columns
+    channels = box + classes
+    batch = _batch_dim(predictions)
+    count = shape[2] if layout == "channels_first" else shape[1]
+    const, op = _ops(gs, graph)
+
+    table = predictions
+    if layout == "channels_first":
+        table = op("Transpose", [predictions], "rows", shape=[batch, count, channels], perm=[0, 2, 1])
+
+    def columns(source: Any, label: str, start: int, end: int) -> Any:
+        bounds = [const(f"{label}_{key}", np.array([value], np.int64))
+                  for key, value in (("start", start), ("end", end), ("axis", 2))]  # fmt: skip
+        return op("Slice", [source, *bounds], label, shape=[batch, count, end - start])
+
+    xywh = columns(table, "boxes_cxcywh", 0, 4)
+    scores = columns(table, "class_scores", box, channels)
+    if parser.objectness:
+        objectness = columns(table, "objectness", 4, 5)
+        scores = op("Mul", [scores, objectness], "scores", shape=[batch, count, classes])
+    if isinstance(parser, YoloxParser) and parser.decode:
+        if isinstance(count, int) and count >= 0 and count != parser.num_points:
+            raise BuildError(
+                f"the predictions output {name!r} has {count} rows but the YOLOX grid of the spec's input size and "
+                f"strides {list(parser.strides)} has {parser.num_points}; fix: check input.height/width and "
+                "output.strides"
+            )
+        height, width = parser.input_size
+        grid, stride = yolox_grids(height, width, parser.strides)
+        points = parser.num_points
+        offsets = columns(table, "raw_xy", 0, 2)
+        log_sizes = columns(table, "raw_wh", 2, 4)
+        cells = op("Add", [offsets, const("yolox_grid", grid[None])], "cells", shape=[batch, points, 2])
+        centres = op("Mul", [cells, const("yolox_strides", stride[None])], "centres", shape=[batch, points, 2])
+        sizes = op("Mul", [op("Exp", [log_sizes], "sizes_exp", shape=[batch, points, 2]),
+                           const("yolox_size_strides", stride[None])], "sizes", shape=[batch, points, 2])  # fmt: skip
+        xywh = op("Concat", [centres, sizes], "boxes_decoded", shape=[batch, points, 4], axis=2)
+
+    k = settings.max_detections
+    if kind == "efficient":
+        attrs: Dict[str, Any] = {
+            "plugin_version": "1",
+            "background_class": -1,
+            "max_output_boxes": k,
+            "score_threshold": float(settings.score_threshold),
+            "iou_threshold": float(settings.iou_threshold),
+            "score_activation": 0,
+            "box_coding": 1,
+        }
+        if parser.class_agnostic:
+            attrs["class_agnostic"] = 1
+        inputs = [xywh, scores]
+        op_type = plugin_op or EFFICIENT_OP
+    else:
+        if parser.class_agnostic:
+            raise ConfigError(
+                "BatchedNMS has no class-agnostic mode and the spec says class_agnostic: true; fix: use --nms "
+                "efficient, or set output.class_agnostic: false"
+            )
+        centre = columns(xywh, "box_centres", 0, 2)
+        half = op("Mul", [columns(xywh, "box_sizes", 2, 4), const("half", np.array(0.5, np.float32))],
+                  "box_half_sizes", shape=[batch, count, 2])  # fmt: skip
+        low = op("Sub", [centre, half], "corner_low", shape=[batch, count, 2])
+        high = op("Add", [centre, half], "corner_high", shape=[batch, count, 2])
+        corners = op("Concat", [low, high], "corners", shape=[batch, count, 4], axis=2)
+        corners = op("Reshape", [corners, const("corners_shape", np.array([0, -1, 1, 4], np.int64))], "boxes",
+                     shape=[batch, count, 1, 4])  # fmt: skip
+        known_count = count if isinstance(count, int) and count > 0 else BATCHED_TOP_K_LIMIT
+        top_k = settings.top_k or min(known_count, BATCHED_TOP_K_LIMIT)
+        if k > top_k and settings.top_k is None:
+            k = top_k
+        elif k > top_k:
+            raise ConfigError(f"BatchedNMS keepTopK ({k} detections) must not exceed topK ({top_k}); lower "
+                              "--max-detections or raise --top-k")
+        attrs = {
+            "plugin_version": "1",
+            "shareLocation": 1,
+            "backgroundLabelId": -1,
+            "numClasses": classes,
+            "topK": top_k,
+            "keepTopK": k,
+            "scoreThreshold": float(settings.score_threshold),
+            "iouThreshold": float(settings.iou_threshold),
+            "isNormalized": 1 if parser.normalized else 0,
+            "clipBoxes": 0,
+        }
+        inputs = [corners, scores]
+        op_type = plugin_op or BATCHED_OP
+    outputs = _plugin_outputs(gs, kind, batch, k)
+    return _finish(gs, graph, model, spec, kind, settings, op_type, attrs, inputs, outputs,
+                   consumed=(predictions.name,), normalized=parser.normalized, box_order="xyxy", k=k)
 
 
 def _decode_corners(op: Any, const: Any, deltas: Any, heads: _Heads, batch: Any, count: int) -> Any:
@@ -353,7 +534,7 @@ def add_nms_to_file(
     top_k: Optional[int] = None,
     plugin_op: Optional[str] = None,
 ) -> Tuple[Path, Path]:
-    """``convert --nms``: read the model and its ssd_raw spec, write ``<out>.onnx`` and ``<out>.yaml``.
+    """``convert --nms``: read the model and its ssd_raw/YOLO spec, write ``<out>.onnx`` and ``<out>.yaml``.
 
     Thresholds and counts default to the spec's ``detection`` section (see ``NmsSettings``).
     """
