@@ -106,8 +106,13 @@ class SegmentationParser(OutputParser):
                 f"segmentation.labels has {labels} labels; a segmentation mask holds at most {MAX_CLASSES} "
                 f"classes (id {UNSEEN} marks unseen pixels); fix: shorten the labels list"
             )
-        self._key: Optional[Tuple[Any, ...]] = None
+        self._key: Optional[Tuple[Any, ...]] = None  # what the buffers below were made for
         self._map = np.zeros((0, 0), np.uint8)
+        self._above = np.zeros((0, 0), np.uint8)  # 255 where a channel beats the best so far
+        self._best: Optional[np.ndarray] = None
+        self._plane32: Optional[np.ndarray] = None
+        self._chw: Optional[np.ndarray] = None
+        self._float_ids: Optional[np.ndarray] = None
 
     # --------------------------------------------------------------------------------------- load time
 
@@ -160,11 +165,8 @@ class SegmentationParser(OutputParser):
             return
         self._key = key
         self._map = np.zeros((height, width), np.uint8)
-        self._above = np.empty((height, width), np.uint8)  # 255 where a channel beats the best so far
-        self._best: Optional[np.ndarray] = None
-        self._plane32: Optional[np.ndarray] = None
-        self._chw: Optional[np.ndarray] = None
-        self._float_ids: Optional[np.ndarray] = None
+        self._above = np.empty((height, width), np.uint8)
+        self._best = self._plane32 = self._chw = self._float_ids = None  # made on first use
 
     def parse(self, outputs: Mapping[str, np.ndarray], settings: Any = None) -> RawSegmentation:
         raw = np.asarray(outputs[self.tensor("mask")])
