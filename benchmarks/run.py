@@ -6,9 +6,9 @@
     python benchmarks/run.py --only overhead,postprocess --json out.json
 
 Benchmarks: overhead (1), postprocess (2), end_to_end (3), memory (4), latency (5), messages (6), gpu (7,
-only where a CUDA GPU and cuda-python or pycuda are present) and segmentation (8). JSON goes to
-benchmarks/results/<time>.json unless --json names a file. Exit status: 0, also when targets are missed (the
-tables say so); 1 when a benchmark crashed.
+only where a CUDA GPU and cuda-python or pycuda are present), segmentation (8) and yolo (9, YOLOv8 decode +
+NMS). JSON goes to benchmarks/results/<time>.json unless --json names a file. Exit status: 0, also when targets
+are missed (the tables say so); 1 when a benchmark crashed.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ BENCHMARKS = {  # name -> module; run in this order
     "messages": "bench_messages",
     "gpu": "bench_gpu",
     "segmentation": "bench_segmentation",
+    "yolo": "bench_yolo",
 }
 
 

@@ -278,6 +278,7 @@ class YoloParser(OutputParser):
         box = self.box_columns
         first = layout == "channels_first"
         # 1. candidates: points whose best possible score reaches the threshold (the one pass over all N)
+        best_scores = None
         if self.objectness:
             points = np.flatnonzero((raw[4] if first else raw[:, 4]) >= threshold)
         else:
@@ -291,7 +292,10 @@ class YoloParser(OutputParser):
         if self.objectness:
             class_scores = class_scores * rows[:, 4:5]
         class_ids = class_scores.argmax(axis=1)
-        scores = class_scores[np.arange(class_ids.shape[0]), class_ids]
+        if best_scores is None:
+            scores = class_scores[np.arange(class_ids.shape[0]), class_ids]
+        else:
+            scores = best_scores[points].astype(np.float32)
         keep = scores >= threshold
         if settings.allowed_class_ids is not None:  # on the best class, before NMS (Ultralytics' classes=)
             keep &= np.isin(class_ids, np.fromiter(settings.allowed_class_ids, np.int64))
