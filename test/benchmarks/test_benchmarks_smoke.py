@@ -24,7 +24,9 @@ def test_quick_run_prints_every_table_and_writes_json(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     payload = json.loads(out.read_text(encoding="utf-8"))
     benchmarks = payload["benchmarks"]
-    assert set(benchmarks) == {"overhead", "postprocess", "end_to_end", "memory", "latency", "messages", "gpu"}
+    assert set(benchmarks) == {
+        "overhead", "postprocess", "end_to_end", "memory", "latency", "messages", "gpu", "segmentation", "yolo"
+    }
     for name, table in benchmarks.items():
         assert "error" not in table, (name, table.get("error"))
         if table["skipped"]:  # the GPU benchmark off the GPU machine
