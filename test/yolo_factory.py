@@ -278,7 +278,7 @@ def reference_yolo(
 # ------------------------------------------------------------------------------------------- TensorRT
 
 
-@register_program("canned")
+@register_program("yolo_factory.canned")
 def _canned(
     inputs: Dict[str, np.ndarray], outputs: Dict[str, Any], params: Mapping[str, Any]
 ) -> Dict[str, np.ndarray]:
@@ -309,7 +309,7 @@ def canned_engine(
         tensors.append({"name": out_name, "mode": "output", "shape": list(array.shape),
                         "dtype": DTYPE_NAMES[array.dtype]})  # fmt: skip
     plan = make_plan(
-        tensors, tensorrt_version=version, compute_capability=gpu.compute_capability, program="canned",
+        tensors, tensorrt_version=version, compute_capability=gpu.compute_capability, program="yolo_factory.canned",
         params={"values": {k: v.tolist() for k, v in outputs.items()}},
     )  # fmt: skip
     path = folder / f"{name}.engine"
