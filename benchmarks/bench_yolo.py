@@ -217,7 +217,8 @@ def run(quick: bool = False) -> Table:
         "(transpose, max over classes, threshold, cv2.dnn.NMSBoxesBatched), except the 'row loop' case: "
         "Ultralytics' YOLOv8-OpenCV-ONNX-Python example (Python loop over 8400 rows, cv2.minMaxLoc, class-agnostic "
         "cv2.dnn.NMSBoxes; 60 calls); fps = calls / total time. Heads stay in the CPU caches between calls; a fresh "
-        "engine output read once costs more (about 0.45 ms measured for the typical head in quick mode). "
+        "engine output read once costs more: about 0.5 ms for the typical head, either contender, with the caches "
+        "flushed before each call. "
         + ("Both return identical detections." if not mismatches else f"DETECTIONS DIFFER in {mismatches}.")
     )
     return table
