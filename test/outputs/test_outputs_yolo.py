@@ -423,6 +423,12 @@ def test_bad_params_are_named(fmt: str, output: Dict[str, Any], needle: str) -> 
         parser_for(fmt, **output)
 
 
+def test_segmentation_export_is_refused() -> None:
+    outputs = [out_spec((1, 116, 8400)), out_spec((1, 32, 160, 160), name="output1")]
+    with pytest.raises(SpecError, match="mask-prototype output output1 .*not supported.*fix: export the detect"):
+        parser_for("yolo", 640, 640).check_outputs(outputs)
+
+
 def test_wrong_tensor_name_is_named() -> None:
     with pytest.raises(SpecError, match=r"output.tensors.predictions is 'output0'.*\['logits'\]"):
         parser_for("yolo").check_outputs([out_spec((1, 84, 8400), name="logits")])

@@ -251,6 +251,14 @@ class YoloParser(OutputParser):
         shape = check_tensor(
             self.spec, tensor, "predictions", f"{layout_text} with channels = {self.channel_text}", (2, 3)
         )
+        protos = [t for t in outputs if t.name != tensor.name and len(tuple(t.shape)) == 4]
+        if self.format == "yolo" and protos:
+            raise SpecError(
+                f"the model has a mask-prototype output {protos[0]} beside {tensor.name!r}: a YOLOv8-seg style "
+                "instance-segmentation export, whose 32 mask coefficients per row would be read as classes; "
+                "instance segmentation is not supported; fix: export the detect model (yolov8n.pt, not "
+                "yolov8n-seg.pt)"
+            )
         resolved = self.resolve_layout(shape[-2:], tensor.name, final=False)
         if resolved is not None:
             n = shape[-1] if resolved[0] == "channels_first" else shape[-2]
