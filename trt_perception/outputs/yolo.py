@@ -16,7 +16,8 @@ export.py + models/yolo.py, Megvii YOLOX tools/export_onnx.py + yolox/utils/demo
   once at construction.
 
 N is never assumed: any input size, and outputs whose N is dynamic, are read from the frame's actual shape.
-A rank-2 output ([4+C, N] or [N, 4+C], implicit batch) is accepted too; batch item 0 is read.
+A rank-2 output ([4+C, N] or [N, 4+C], implicit batch) is accepted too; batch item 0 is read. A YOLOv8-seg
+style export (a mask-prototype output beside the predictions) is refused: its mask coefficients are not classes.
 
 Parameters (all formats): ``layout`` auto | channels_first | channels_last (yolo: auto; yolov5, yolox:
 channels_last), ``num_classes`` (null: from the shape), ``class_agnostic`` (false: NMS per class; true: across
