@@ -62,7 +62,8 @@ class RawClassification:
 
 @dataclass
 class RawSegmentation:
-    """A parser's class-id map at MODEL-INPUT size (letterbox border and crop not yet undone).
+    """A parser's class-id map at the model OUTPUT's size (at most the model input's; letterbox border, crop
+    and stride not yet undone: ``ImageTransform.mask_to_source`` does all three in one gather).
 
     ``class_map`` may be the parser's reused buffer: valid until the next ``parse``.
     """

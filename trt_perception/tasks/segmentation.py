@@ -1,8 +1,9 @@
 """Semantic segmentation: per-pixel classes -> a class-id mask at the SOURCE image's size.
 
-Drivable area and lanes are the car's use. The parser (``outputs/segmentation.py``) gives a class map at model
-size; here it goes back to the source frame (letterbox, resize and crop undone, nearest neighbour; rows the
-model never saw are 255) into a buffer reused from frame to frame, with the share of each class. Published as
+Drivable area and lanes are the car's use. The parser (``outputs/segmentation.py``) gives a class map at the
+model output's size; here it goes back to the source frame (letterbox, resize and crop undone, nearest
+neighbour; rows the model never saw are 255) into a buffer reused from frame to frame, with the share of each
+class. Published as
 ``sensor_msgs/Image`` ``mono8`` with the image's header, plus a coloured overlay while someone subscribes.
 """
 
