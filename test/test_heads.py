@@ -112,7 +112,42 @@ def test_auto_build_maps_to_the_tensorrt_rebuild_option(tmp_path):
 
     options = backend_options("pilot", ModelConfig(model=str(tmp_path / "p.engine"), auto_build=True))
     assert options == {"auto_rebuild": True}
-    assert backend_options("pilot", ModelConfig(model=str(tmp_path / "p.onnx"), auto_build=True)) == {}
+    onnx_options = backend_options("pilot", ModelConfig(model=str(tmp_path / "p.onnx"), auto_build=True))
+    assert "auto_rebuild" not in onnx_options
+
+
+def test_onnxruntime_gets_the_session_options_and_tensorrt_refuses_them(tmp_path):
+    from trt_perception.config import ModelConfig
+    from trt_perception.heads import backend_options
+
+    onnx_model = str(tmp_path / "m.onnx")
+    assert backend_options("front", ModelConfig(model=onnx_model)) == {
+        "threads": 1, "inter_op_threads": 0, "spinning": False, "optimization": "all"}
+    tuned = ModelConfig(model=onnx_model, ort_threads=4, ort_spinning=True, ort_optimization="basic")
+    assert backend_options("front", tuned)["threads"] == 4
+    assert backend_options("front", ModelConfig(model=str(tmp_path / "m.engine"))) == {}
+    with pytest.raises(ConfigError, match=r"front.ort_threads is set to 4 but the tensorrt backend takes no"):
+        backend_options("front", ModelConfig(model=str(tmp_path / "m.engine"), ort_threads=4))
+
+
+def test_session_options_reach_onnxruntime(tmp_path):
+    from onnx_factory import brightness_pilot
+
+    from trt_perception.heads import open_model
+
+    model = brightness_pilot(tmp_path)
+    head = open_model(model, backend_options={"threads": 1, "spinning": False, "optimization": "basic"})
+    try:
+        options = head.pipeline.backend.session.get_session_options()
+        assert options.intra_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    finally:
+        head.close()
+    from trt_perception.backends.onnxruntime import OnnxRuntimeBackend
+    from trt_perception.errors import BackendError as Error
+
+    with pytest.raises(Error, match="optimisation level 'fastest'"):
+        OnnxRuntimeBackend(model, optimization="fastest")
 
 
 # ------------------------------------------------------------------------------------------ named heads

@@ -35,6 +35,13 @@ class ModelConfig:
     cuda: str = "auto"
     auto_build: bool = False
     gpu_preprocess: bool = False
+    ort_threads: int = 1
+    ort_inter_op_threads: int = 0
+    ort_spinning: bool = False
+    ort_optimization: str = "all"
+
+
+ORT_DEFAULTS = {"ort_threads": 1, "ort_inter_op_threads": 0, "ort_spinning": False, "ort_optimization": "all"}
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,7 @@ def model_config(head: str, values: Mapping[str, Any], base: Optional[Path]) -> 
         cuda=values[f"{head}.cuda"],
         auto_build=values[f"{head}.auto_build"],
         gpu_preprocess=values[f"{head}.gpu_preprocess"],
+        **{key: values[f"{head}.{key}"] for key in ORT_DEFAULTS},
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
-from trt_perception.config import HeadConfig, ModelConfig, PerceptionConfig
+from trt_perception.config import ORT_DEFAULTS, HeadConfig, ModelConfig, PerceptionConfig
 from trt_perception.errors import ConfigError, TrtPerceptionError
 from trt_perception.images import DecodedImage
 from trt_perception.pipeline import FrameProcessor, ModelPipeline
@@ -116,6 +116,12 @@ def backend_options(head: str, model: ModelConfig) -> Dict[str, Any]:
         wanted["cuda"] = (f"{head}.cuda", model.cuda)
     if model.auto_build and name == "tensorrt":
         wanted["auto_rebuild"] = (f"{head}.auto_build", True)
+    ort_options = {"ort_threads": "threads", "ort_inter_op_threads": "inter_op_threads",
+                   "ort_spinning": "spinning", "ort_optimization": "optimization"}
+    for param, option in ort_options.items():
+        value = getattr(model, param)
+        if name == "onnxruntime" or value != ORT_DEFAULTS[param]:  # ORT always gets the node's defaults
+            wanted[option] = (f"{head}.{param}", value)
     if not wanted:
         return {}
     accepted = _constructor_params(backend_class(name))

@@ -224,6 +224,29 @@ def _head_params(task_names: Sequence[str]) -> Tuple[ParamDef, ...]:
             "TensorRT only: resize/normalize on the GPU straight into the engine input (CUDA kernel; needs "
             "cuda-python or pycuda)",
         ),
+        ParamDef(
+            "ort_threads",
+            1,
+            INT,
+            "ONNX Runtime intra-op threads; 1 suits small models and cores shared with decoding and other "
+            "nodes (benchmarks/README 'ONNX Runtime options'); 0 = one per core",
+            range=(0, 64),
+        ),
+        ParamDef("ort_inter_op_threads", 0, INT, "ONNX Runtime inter-op threads; 0 = ORT's default", range=(0, 64)),
+        ParamDef(
+            "ort_spinning",
+            False,
+            BOOL,
+            "let idle ONNX Runtime threads busy-wait for work (ORT's own default is on: it burns CPU the "
+            "decoder and other nodes need)",
+        ),
+        ParamDef(
+            "ort_optimization",
+            "all",
+            STRING,
+            "ONNX Runtime graph optimisation level",
+            choices=("disable", "basic", "extended", "all"),
+        ),
     )
 
 

@@ -38,8 +38,17 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(
-        self, model_path: Union[str, Path], providers: Optional[Sequence[str]] = None, threads: int = 0
+        self,
+        model_path: Union[str, Path],
+        providers: Optional[Sequence[str]] = None,
+        threads: int = 0,
+        inter_op_threads: int = 0,
+        spinning: Optional[bool] = None,
+        optimization: str = "all",
     ) -> None:
+        """``threads``/``inter_op_threads``: ORT's intra/inter-op pools (0 = ORT's default, one per core);
+        ``spinning``: whether idle pool threads busy-wait for work (None = ORT's default, on); ``optimization``:
+        graph optimisation level (disable, basic, extended, all)."""
         super().__init__()
         try:
             import onnxruntime as ort
@@ -58,9 +67,26 @@ class OnnxRuntimeBackend(Backend):
                 f"(available: {available}); fix: install the onnxruntime build that has them "
                 "(onnxruntime-gpu) or set providers to e.g. [CPUExecutionProvider]"
             )
+        levels = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        if optimization not in levels:
+            raise BackendError(
+                f"ONNX Runtime graph optimisation level {optimization!r} is unknown; expected one of {list(levels)}"
+            )
         options = ort.SessionOptions()
+        options.graph_optimization_level = levels[optimization]
         if threads:
             options.intra_op_num_threads = int(threads)
+        if inter_op_threads:
+            options.inter_op_num_threads = int(inter_op_threads)
+        if spinning is not None:
+            flag = "1" if spinning else "0"
+            options.add_session_config_entry("session.intra_op.allow_spinning", flag)
+            options.add_session_config_entry("session.inter_op.allow_spinning", flag)
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=wanted)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types; name the file either way
