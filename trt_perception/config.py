@@ -53,6 +53,16 @@ class HeadConfig:
     enabled: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     values: Mapping[str, Any] = field(default_factory=dict)
+    cameras: Tuple[str, ...] = ()  # the cameras it runs on; empty = all
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One camera input. ``name`` is '' for the single camera of ``image_topic`` (outputs without a prefix)."""
+
+    name: str
+    topic: str
+    transport: str = "raw"
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class PerceptionConfig:
     bad_frame_log_period: float = 5.0
     params_file: str = ""
     heads: Tuple[HeadConfig, ...] = ()
+    cameras: Tuple[CameraConfig, ...] = ()  # empty: one camera from image_topic/image_transport
     legacy: bool = True  # heads param empty: detector + pilot, topics without a head prefix
     table: ParamTable = field(default_factory=ParamTable.legacy_table, compare=False, repr=False)
 
@@ -100,8 +111,13 @@ class PerceptionConfig:
                 enabled=values[f"{head}.enabled"],
                 model=model_config(head, values, base),
                 values={p.name: values[f"{head}.{p.name}"] for p in task_params(task)},
+                cameras=tuple(values[f"{head}.cameras"]),
             )
             for head, task in table.heads.items()
+        )
+        cameras = tuple(
+            CameraConfig(name, values[f"camera.{name}.topic"], values[f"camera.{name}.transport"])
+            for name in table.cameras
         )
         globals_ = {
             name: values[name]
@@ -110,7 +126,7 @@ class PerceptionConfig:
                 "diagnostics_period", "bad_frame_log_period", "params_file",
             )
         }
-        config = cls(**globals_, heads=heads, legacy=table.legacy, table=table)
+        config = cls(**globals_, heads=heads, cameras=cameras, legacy=table.legacy, table=table)
         config.check_heads()
         return config
 
@@ -124,9 +140,19 @@ class PerceptionConfig:
                 return head
         raise ConfigError(f"head {name!r} is not configured; the heads are {[h.name for h in self.heads]}")
 
-    def topic_prefix(self, head: str) -> str:
-        """'' for the classic heads (topics as before heads existed), '<head>/' otherwise."""
-        return "" if self.legacy else f"{head}/"
+    def topic_prefix(self, head: str, camera: str = "") -> str:
+        """'<camera>/' with several cameras, then '' for the classic heads (topics as before heads existed)
+        or '<head>/'."""
+        return (f"{camera}/" if camera else "") + ("" if self.legacy else f"{head}/")
+
+    @property
+    def camera_inputs(self) -> Tuple[CameraConfig, ...]:
+        """The cameras to subscribe: the named ones, or the one of image_topic (name '')."""
+        return self.cameras or (CameraConfig("", self.image_topic, self.image_transport),)
+
+    def heads_for(self, camera: str) -> Tuple[HeadConfig, ...]:
+        """The enabled heads that run on ``camera``."""
+        return tuple(h for h in self.enabled_heads if not camera or not h.cameras or camera in h.cameras)
 
     def check_heads(self) -> None:
         """At least one head on, each enabled head names a model, and at most one head drives."""
@@ -143,6 +169,23 @@ class PerceptionConfig:
                     f"{head.name}.enabled is true but {head.name}.model is empty; fix: set {head.name}.model to "
                     f"a model file (.onnx or a TensorRT engine) or set {head.name}.enabled: false"
                 )
+        names = [c.name for c in self.cameras]
+        for head in self.heads:
+            unknown = [c for c in head.cameras if c not in names]
+            if unknown:
+                raise ConfigError(
+                    f"{head.name}.cameras names {unknown}, which are not in cameras ({names or 'empty'}); fix: "
+                    f"list cameras in cameras and camera.<name>.topic, or empty {head.name}.cameras"
+                )
+            if head.enabled and head.task == "steering" and len(self.cameras) > 1 and len(head.cameras) != 1:
+                raise ConfigError(
+                    f"{head.name} steers the car but would run on {list(head.cameras) or names}; commands from "
+                    f"several cameras would fight; fix: set {head.name}.cameras to the one camera it drives from"
+                )
+        for camera in self.camera_inputs:
+            if not self.heads_for(camera.name):
+                raise ConfigError(f"no enabled head runs on camera {camera.name!r}; fix: list it in a head's "
+                                  "cameras or remove it from cameras")
         drivers = [h.name for h in enabled if h.task == "steering"]
         if len(drivers) > 1:
             raise ConfigError(
@@ -180,4 +223,4 @@ def model_config(head: str, values: Mapping[str, Any], base: Optional[Path]) -> 
     )
 
 
-__all__ = ["HeadConfig", "ModelConfig", "PerceptionConfig", "head_values", "model_config"]
+__all__ = ["CameraConfig", "HeadConfig", "ModelConfig", "PerceptionConfig", "head_values", "model_config"]

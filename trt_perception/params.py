@@ -156,13 +156,45 @@ GLOBAL_PARAMS: Tuple[ParamDef, ...] = (
         "names of the heads to run on each frame, e.g. [detector, lanes, pilot]; each head's params live "
         "under its name; empty = the classic two: detector (detection) and pilot (steering)",
     ),
+    ParamDef(
+        "cameras",
+        [],
+        STRING_LIST,
+        "names of several cameras for one node, e.g. [front, rear], each set by camera.<name>.topic/transport "
+        "with outputs under <name>/; empty = one camera, image_topic",
+    ),
 )
+
+
+def camera_params(camera: str) -> Tuple[ParamDef, ...]:
+    """The params of one named camera (``cameras: [front, rear]``)."""
+    return (
+        ParamDef(
+            f"camera.{camera}.topic",
+            f"/{camera}/image_raw",
+            STRING,
+            f"camera {camera}'s image topic (the CompressedImage topic itself for compressed transport)",
+        ),
+        ParamDef(
+            f"camera.{camera}.transport",
+            "raw",
+            STRING,
+            f"camera {camera}: raw = sensor_msgs/Image, compressed = sensor_msgs/CompressedImage",
+            choices=("raw", "compressed"),
+        ),
+    )
 
 
 def _head_params(task_names: Sequence[str]) -> Tuple[ParamDef, ...]:
     """The parameters every head has (relative names)."""
     return (
         ParamDef("enabled", True, BOOL, "run this head"),
+        ParamDef(
+            "cameras",
+            [],
+            STRING_LIST,
+            "the cameras (names from the global cameras list) this head runs on; empty = all of them",
+        ),
         ParamDef(
             "task",
             "",
@@ -269,12 +301,15 @@ class ParamTable:
     ``<head>.task`` (their tasks are fixed), and topics without a head prefix.
     """
 
-    def __init__(self, heads: Mapping[str, str], legacy: bool = False) -> None:
+    def __init__(self, heads: Mapping[str, str], legacy: bool = False, cameras: Sequence[str] = ()) -> None:
         from trt_perception.tasks import TASKS
 
         self.heads: Dict[str, str] = dict(heads)
         self.legacy = legacy
+        self.cameras: Tuple[str, ...] = tuple(cameras)
         params: List[ParamDef] = list(GLOBAL_PARAMS)
+        for camera in self.cameras:
+            params.extend(camera_params(camera))
         for head, task in self.heads.items():
             for param in _head_params(tuple(TASKS)):
                 if legacy and param.name == "task":
@@ -293,8 +328,8 @@ class ParamTable:
             raise ConfigError(f"heads {list(heads)}: a head name repeats or shadows a parameter; fix: rename it")
 
     @classmethod
-    def legacy_table(cls) -> ParamTable:
-        return cls(LEGACY_HEADS, legacy=True)
+    def legacy_table(cls, cameras: Sequence[str] = ()) -> ParamTable:
+        return cls(LEGACY_HEADS, legacy=True, cameras=cameras)
 
     def defaults(self) -> Dict[str, Any]:
         """Every parameter's default, by dotted name (lists copied)."""
@@ -306,6 +341,10 @@ class ParamTable:
         head = name.split(".", 1)[0] if "." in name else ""
         if close:
             hint = f"did you mean {' or '.join(repr(c) for c in close)}?"
+        elif name.startswith("camera."):
+            camera = name.split(".")[1] if name.count(".") >= 2 else ""
+            listed = list(self.cameras) or "empty"
+            hint = f"camera {camera!r} is not in cameras (cameras is {listed}); fix: add {camera!r} to cameras"
         elif head and head not in self.heads:
             listed = f"heads is {list(self.heads)}" if not self.legacy else "heads is empty (detector + pilot)"
             hint = f"{head!r} is not a head of this node ({listed}); fix: add {head!r} to heads"
@@ -412,18 +451,18 @@ def validate_param_change(
 # ---------------------------------------------------------------------------------------------- heads
 
 
-def check_head_names(heads: Sequence[str]) -> None:
-    """Head names become parameter prefixes and topic namespaces: ROS name rules, unique, no clash."""
-    globals_ = {p.name for p in GLOBAL_PARAMS}
+def check_head_names(heads: Sequence[str], what: str = "heads") -> None:
+    """Head and camera names become parameter prefixes and topic namespaces: ROS name rules, unique, no clash."""
+    globals_ = {p.name for p in GLOBAL_PARAMS} | {"camera"}
     seen = set()
     for head in heads:
         if not HEAD_NAME.match(head) or head in globals_:
             raise ConfigError(
-                f"heads entry {head!r} is not a usable head name; expected letters, digits and '_', starting "
+                f"{what} entry {head!r} is not a usable name; expected letters, digits and '_', starting "
                 f"with a letter, and not a global parameter name; fix: rename it, e.g. 'front_detector'"
             )
         if head in seen:
-            raise ConfigError(f"heads lists {head!r} twice; fix: give each head its own name")
+            raise ConfigError(f"{what} lists {head!r} twice; fix: give each its own name")
         seen.add(head)
 
 
@@ -453,8 +492,12 @@ def resolve_heads(values: Mapping[str, Any], base: Optional[Path] = None) -> Par
     heads = values.get("heads") or []
     if isinstance(heads, str) or not all(isinstance(h, str) for h in heads):
         raise ConfigError(f"heads is {heads!r}; expected a list of head names, e.g. [detector, lanes, pilot]")
+    cameras = values.get("cameras") or []
+    if isinstance(cameras, str) or not all(isinstance(c, str) for c in cameras):
+        raise ConfigError(f"cameras is {cameras!r}; expected a list of camera names, e.g. [front, rear]")
+    check_head_names(cameras, what="cameras")
     if not heads:
-        return ParamTable.legacy_table()
+        return ParamTable.legacy_table(cameras)
     check_head_names(heads)
     tasks: Dict[str, str] = {}
     for head in heads:
@@ -471,7 +514,7 @@ def resolve_heads(values: Mapping[str, Any], base: Optional[Path] = None) -> Par
         if task not in TASKS:
             raise ConfigError(f"{how} is {task!r}; expected one of {list(TASKS)}")
         tasks[head] = task
-    return ParamTable(tasks)
+    return ParamTable(tasks, cameras=cameras)
 
 
 # ---------------------------------------------------------------------------------------------- the file
@@ -569,11 +612,11 @@ def load_params_file(
     for _, params in sections:
         _flatten(params, "", flat)
     where = f" (in {file_path})"
-    heads_param = GLOBAL_PARAMS[-1]
-    if "heads" in flat:
-        _, reason = check_value(heads_param, flat["heads"], strict_double=True)
-        if reason:
-            raise ConfigError(reason + where)
+    for list_param in GLOBAL_PARAMS:
+        if list_param.name in ("heads", "cameras") and list_param.name in flat:
+            _, reason = check_value(list_param, flat[list_param.name], strict_double=True)
+            if reason:
+                raise ConfigError(reason + where)
     try:
         table = resolve_heads(flat, file_path.parent)
     except ConfigError as exc:
