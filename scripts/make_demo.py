@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make the shipped demo: two tiny models trained on a rendered world, their specs, and a recorded drive.
+"""Make the shipped demo: three tiny models trained on a rendered world, their specs, and a recorded drive.
 
 Why: the first command a new user runs must show real output on a machine with no GPU, no ROS and no
 network, so the demo's data and models are made here, reproducibly, from the synthetic driving world in
@@ -8,16 +8,23 @@ network, so the demo's data and models are made here, reproducibly, from the syn
 1. render drives through several worlds (training), two more (held-out validation) and one for the bag
    (evaluation), each frame JPEG-compressed and decoded exactly as the pipeline will see it;
 2. train a DonkeyCar "Linear"-style steering CNN (input ``img_in`` NHWC 1x120x160x3 RGB /255, outputs
-   ``angle`` and ``throttle``) and a tiny SSD-style detector (input ``images`` NCHW 1x3x128x192 RGB
+   ``angle`` and ``throttle``), a tiny SSD-style detector (input ``images`` NCHW 1x3x128x192 RGB
    x*2/255-1 of the frame below the sky, raw heads ``scores`` [1,A,3] and ``boxes`` [1,A,4] against
-   ``detector_anchors.npy``) on CPU;
-3. export ONNX (opset 13, static batch 1, float32, onnx.checker clean), write the specs, check both models
+   ``detector_anchors.npy``) and a tiny drivable-area segmenter (input ``images`` NCHW 1x3x120x160 RGB /255,
+   output ``logits`` [1,2,30,40]: background, road; its own worlds, rendered with the road mask) on CPU;
+3. export ONNX (opset 13, static batch 1, float32, onnx.checker clean), write the specs, check the models
    with ONNX Runtime and through ``ModelPipeline``;
-4. record the demo bag (rosbag2, mcap): camera frames, the "human" drive command and the true boxes;
-5. evaluate both models on the bag through the real pipeline and write README.md with the numbers.
+4. record the demo bag (rosbag2, mcap): camera frames, the "human" drive command, the true boxes and the
+   true drivable-area mask (png);
+5. evaluate the models on the bag through the real pipeline and write README.md with the numbers.
 
     pip install torch==2.13.0        # a build-time extra only; running the demo needs no torch
     python scripts/make_demo.py --out trt_perception/data/demo [--force]
+    python scripts/make_demo.py --out trt_perception/data/demo --force --only drivable
+
+``--only drivable`` remakes just the drivable-area model, its spec, the bag and README.md: the steering and
+detector files in --out stay as they are (their held-out numbers are measured again from their ONNX files,
+and the bag's camera, command and box messages are the same bytes as before).
 
 The renderer's outputs (frames, truth, the bag) are the same bytes on every run. The models are the same
 bytes for the same torch version and thread count (``--threads``, default 2); another torch version may
@@ -102,6 +109,17 @@ SCORE_THRESHOLD = 0.5
 IOU_THRESHOLD = 0.45
 MAX_DETECTIONS = 20
 REASONABLE_HEIGHT_PX = 12.0  # truth boxes at least this tall (in 320x240) count as "reasonable size"
+# The drivable-area segmenter: the whole frame stretched to 160x120, a stride-4 class map (40x30, each cell
+# one 8x8 block of the 320x240 frame), trained on worlds of its own (not the bag's, not the other models').
+SEG_HEIGHT, SEG_WIDTH = 120, 160
+SEG_STRIDE = 4
+SEG_BLOCK = IMAGE_WIDTH // (SEG_WIDTH // SEG_STRIDE)  # source pixels per class-map cell side (8)
+SEG_LABELS: Tuple[str, ...] = ("background", "road")
+SEG_COLORS: Tuple[Tuple[int, int, int], ...] = ((0, 0, 0), (0, 200, 0))
+SEG_TRAIN_DRIVES: Tuple[Tuple[int, int, float, float], ...] = tuple(
+    (300 + i, 300 + i, 12.0, 2.5) for i in range(40)
+)
+SEG_VAL_DRIVES: Tuple[Tuple[int, int, float, float], ...] = ((400, 400, 20.0, 5.0), (401, 401, 20.0, 5.0))
 OPSET = 13
 SEED = 20250101
 SIZE_BUDGET_BYTES = 4 * 1024 * 1024
@@ -109,6 +127,10 @@ SIZE_BUDGET_BYTES = 4 * 1024 * 1024
 TOPIC_IMAGE = "/camera/image_raw/compressed"
 TOPIC_COMMAND = "/teleop/cmd_vel"
 TOPIC_TRUTH = "/ground_truth/detections"
+# The true drivable area as png (0 = background, 1 = road at full 320x240): ~0.7 KB a frame, where a raw
+# mono8 sensor_msgs/Image would add 76.8 KB a frame (~21 MB to the bag).
+TOPIC_DRIVABLE = "/ground_truth/drivable"
+DRIVABLE_FORMAT = "mono8; png compressed mono8"
 FRAME_ID = "camera"
 OUTPUTS = (
     "steering.onnx",
@@ -117,9 +139,13 @@ OUTPUTS = (
     "detector.yaml",
     "detector_anchors.npy",
     "labels.txt",
+    "drivable.onnx",
+    "drivable.yaml",
     "drive_bag",
     "README.md",
 )
+# What --only drivable remakes; the other outputs must exist and are left alone.
+DRIVABLE_OUTPUTS = ("drivable.onnx", "drivable.yaml", "drive_bag", "README.md")
 
 
 def log(text: str) -> None:
@@ -141,6 +167,16 @@ class DriveData:
     classes: List[np.ndarray]  # per frame (k,) int64 class ids (1 = cone, 2 = box; 0 is background)
     times: np.ndarray  # (n,) float64 seconds
     jpegs: List[bytes] = field(default_factory=list)
+    masks: List[np.ndarray] = field(default_factory=list)  # bag only: (240, 320) uint8 drivable area, 1 = road
+
+
+@dataclass
+class DrivableData:
+    """Frames of the drivable-area worlds, as the segmenter sees them, and their road masks."""
+
+    rgb: np.ndarray  # (n, 120, 160, 3) uint8 (after JPEG and the pipeline's resize)
+    road: np.ndarray  # (n, 30, 40) float32: share of road pixels in each class-map cell's 8x8 source block
+    masks: Optional[np.ndarray] = None  # (n, 240, 320) uint8 full-size truth (held-out drives only)
 
 
 def to_model_rgb(bgr: np.ndarray, height: int, width: int, crop_rows: int = 0) -> np.ndarray:
@@ -175,13 +211,12 @@ def render_drive(job: Tuple[int, int, float, float], keep_jpegs: bool = False) -
         width=IMAGE_WIDTH,
         height=IMAGE_HEIGHT,
         seed=drive_seed,
+        drivable_masks=keep_jpegs,  # the same frames either way
     )
     steer, det, angle, throttle, boxes, classes, times, jpegs = [], [], [], [], [], [], [], []
+    masks: List[np.ndarray] = []
     for frame in drive:
-        ok, encoded = cv2.imencode(".jpg", frame.image_bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        if not ok:
-            raise RuntimeError(f"OpenCV could not JPEG-encode frame {frame.index} of drive {job}")
-        decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)  # what decode_image returns for the message
+        decoded, encoded = jpeg_round_trip(frame.image_bgr, f"frame {frame.index} of drive {job}")
         steer.append(to_model_rgb(decoded, STEER_HEIGHT, STEER_WIDTH))
         det.append(to_model_rgb(decoded, DET_HEIGHT, DET_WIDTH, DET_CROP_SOURCE_ROWS))
         angle.append(frame.steering)
@@ -191,6 +226,7 @@ def render_drive(job: Tuple[int, int, float, float], keep_jpegs: bool = False) -
         times.append(frame.t)
         if keep_jpegs:
             jpegs.append(encoded.tobytes())
+            masks.append(frame.drivable)
     return DriveData(
         np.stack(steer),
         np.stack(det),
@@ -200,6 +236,56 @@ def render_drive(job: Tuple[int, int, float, float], keep_jpegs: bool = False) -
         classes,
         np.asarray(times),
         jpegs,
+        masks,
+    )
+
+
+def jpeg_round_trip(bgr: np.ndarray, what: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(decoded, encoded): the frame through JPEG (quality 80) and back, as decode_image returns the message."""
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError(f"OpenCV could not JPEG-encode {what}")
+    return cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED), encoded
+
+
+def road_shares(mask: np.ndarray) -> np.ndarray:
+    """(240, 320) 0/1 mask -> (30, 40) float32 share of road in each class-map cell's source block."""
+    rows, cols = IMAGE_HEIGHT // SEG_BLOCK, IMAGE_WIDTH // SEG_BLOCK
+    return mask.reshape(rows, SEG_BLOCK, cols, SEG_BLOCK).mean(axis=(1, 3), dtype=np.float32)
+
+
+def render_drivable_drive(job: Tuple[int, int, float, float], keep_masks: bool = False) -> DrivableData:
+    """One drive of a drivable-area world: segmenter inputs (after JPEG) and road shares (and full masks)."""
+    world_seed, drive_seed, seconds, fps = job
+    drive = Drive(
+        World(world_seed),
+        fps=fps,
+        duration_s=seconds,
+        width=IMAGE_WIDTH,
+        height=IMAGE_HEIGHT,
+        seed=drive_seed,
+        drivable_masks=True,
+    )
+    rgb, road, masks = [], [], []
+    for frame in drive:
+        decoded, _ = jpeg_round_trip(frame.image_bgr, f"frame {frame.index} of drive {job}")
+        rgb.append(to_model_rgb(decoded, SEG_HEIGHT, SEG_WIDTH))
+        road.append(road_shares(frame.drivable))
+        if keep_masks:
+            masks.append(frame.drivable)
+    return DrivableData(np.stack(rgb), np.stack(road), np.stack(masks) if keep_masks else None)
+
+
+def render_drivable_val(job: Tuple[int, int, float, float]) -> DrivableData:
+    return render_drivable_drive(job, keep_masks=True)
+
+
+def concat_drivable(drives: Sequence[DrivableData]) -> DrivableData:
+    masks = [d.masks for d in drives if d.masks is not None]
+    return DrivableData(
+        np.concatenate([d.rgb for d in drives]),
+        np.concatenate([d.road for d in drives]),
+        np.concatenate(masks) if len(masks) == len(drives) else None,
     )
 
 
@@ -219,20 +305,30 @@ def concat(drives: Sequence[DriveData]) -> DriveData:
     )
 
 
-def render_all(workers: int) -> Tuple[DriveData, DriveData, DriveData]:
-    """Training, validation and bag drives, rendered in ``workers`` processes (same bytes either way)."""
-    jobs = list(TRAIN_DRIVES) + list(VAL_DRIVES)
+def render_all(
+    workers: int, with_training: bool = True
+) -> Tuple[Optional[DriveData], DriveData, DriveData, DrivableData, DrivableData]:
+    """Training (unless not ``with_training``), validation and bag drives of the steering and detector
+    worlds, then the drivable-area worlds' training and held-out drives, rendered in ``workers`` processes
+    (same bytes either way)."""
+    jobs = (list(TRAIN_DRIVES) if with_training else []) + list(VAL_DRIVES)
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             bag_future = pool.submit(render_bag_drive, BAG_DRIVE)
+            seg_val_futures = [pool.submit(render_drivable_val, job) for job in SEG_VAL_DRIVES]
             drives = list(pool.map(render_drive, jobs))
+            seg_train = list(pool.map(render_drivable_drive, SEG_TRAIN_DRIVES))
             bag = bag_future.result()
+            seg_val = [future.result() for future in seg_val_futures]
     else:
         drives = [render_drive(job) for job in jobs]
         bag = render_bag_drive(BAG_DRIVE)
-    train = concat(drives[: len(TRAIN_DRIVES)])
-    val = concat(drives[len(TRAIN_DRIVES) :])
-    return train, val, bag
+        seg_train = [render_drivable_drive(job) for job in SEG_TRAIN_DRIVES]
+        seg_val = [render_drivable_val(job) for job in SEG_VAL_DRIVES]
+    trained = len(jobs) - len(VAL_DRIVES)
+    train = concat(drives[:trained]) if with_training else None
+    val = concat(drives[trained:])
+    return train, val, bag, concat_drivable(seg_train), concat_drivable(seg_val)
 
 
 # --------------------------------------------------------------------------------------------- anchors
@@ -375,6 +471,37 @@ class DetectionScore:
         )
 
 
+@dataclass
+class SegmentationScore:
+    """Pixel confusion of the drivable-area masks at the source size: rows truth, columns prediction."""
+
+    matrix: np.ndarray = field(default_factory=lambda: np.zeros((len(SEG_LABELS),) * 2, np.int64))
+    frames: int = 0
+
+    def add(self, truth: np.ndarray, predicted: np.ndarray) -> None:
+        classes = len(SEG_LABELS)
+        index = truth.astype(np.int64).ravel() * classes + predicted.astype(np.int64).ravel()
+        self.matrix += np.bincount(index, minlength=classes * classes).reshape(classes, classes)
+        self.frames += 1
+
+    @property
+    def iou(self) -> np.ndarray:
+        tp = np.diag(self.matrix).astype(np.float64)
+        return tp / np.maximum(self.matrix.sum(0) + self.matrix.sum(1) - tp, 1)
+
+    @property
+    def miou(self) -> float:
+        return float(self.iou.mean())
+
+    @property
+    def pixel_accuracy(self) -> float:
+        return float(np.trace(self.matrix) / max(1, self.matrix.sum()))
+
+    def text(self) -> str:
+        ious = ", ".join(f"{label} {iou:.3f}" for label, iou in zip(SEG_LABELS, self.iou))
+        return f"mIoU {self.miou:.3f} (IoU {ious}), pixel accuracy {self.pixel_accuracy:.3f} over {self.frames} frames"
+
+
 # -------------------------------------------------------------------------------------------- specs
 
 
@@ -426,6 +553,25 @@ def detector_spec() -> Dict[str, Any]:
             "iou_threshold": IOU_THRESHOLD,
             "max_detections": MAX_DETECTIONS,
         },
+    }
+
+
+def drivable_spec() -> Dict[str, Any]:
+    return {
+        "name": "demo_drivable",
+        "task": "segmentation",
+        "input": {
+            "name": "images",
+            "layout": "NCHW",
+            "height": SEG_HEIGHT,
+            "width": SEG_WIDTH,
+            "color": "RGB",
+            "resize": "stretch",
+            "scale": 1.0 / 255.0,
+            "offset": 0.0,
+        },
+        "output": {"format": "segmentation", "tensors": {"mask": "logits"}},
+        "segmentation": {"labels": list(SEG_LABELS), "colors": [list(c) for c in SEG_COLORS]},
     }
 
 
@@ -642,6 +788,114 @@ def train_detector(
     return model
 
 
+def make_drivable_net(torch: Any) -> Any:
+    nn = torch.nn
+
+    def block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> List[Any]:
+        return [
+            nn.Conv2d(cin, cout, 3, stride, dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+        ]
+
+    class DrivableNet(nn.Module):
+        """A 4x4/4 "patch" convolution (one class-map cell per 4x4 input patch = 8x8 source block; it keeps
+        CPU training to minutes), then 3x3s dilated 1, 2, 4, 8 (each cell sees ~31 cells, enough to tell a
+        road from a similar-coloured verge by its shape), and a 1x1 head: logits [N, 2, H/4, W/4]."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(3, 24, SEG_STRIDE, SEG_STRIDE, bias=False),
+                nn.BatchNorm2d(24),
+                nn.ReLU(),
+                *block(24, 24),
+                *block(24, 24, 1, 2),
+                *block(24, 24, 1, 4),
+                *block(24, 24, 1, 8),
+            )
+            self.head = nn.Conv2d(24, len(SEG_LABELS), 1)
+
+        def forward(self, images: Any) -> Any:
+            return self.head(self.body(images))
+
+    return DrivableNet()
+
+
+def drivable_class_maps(torch: Any, model: Any, rgb: np.ndarray) -> np.ndarray:
+    """(n, 30, 40) uint8 class maps (argmax of the logits) for NHWC uint8 segmenter inputs."""
+    model.eval()
+    maps = []
+    with torch.no_grad():
+        for start in range(0, len(rgb), 128):
+            x = torch.from_numpy(rgb[start : start + 128]).float().div_(255.0).permute(0, 3, 1, 2).contiguous()
+            maps.append(model(x).argmax(1).numpy().astype(np.uint8))
+    return np.concatenate(maps)
+
+
+def to_source_size(class_map: np.ndarray) -> np.ndarray:
+    """A (30, 40) class map -> (240, 320): each cell fills its 8x8 source block (what mask_to_source does for
+    this stretch-resized input)."""
+    return np.repeat(np.repeat(class_map, SEG_BLOCK, axis=-2), SEG_BLOCK, axis=-1)
+
+
+def drivable_score(torch: Any, model: Any, data: DrivableData) -> SegmentationScore:
+    """Held-out score against the full-size masks."""
+    assert data.masks is not None
+    score = SegmentationScore()
+    for class_map, mask in zip(drivable_class_maps(torch, model, data.rgb), data.masks):
+        score.add(mask, to_source_size(class_map))
+    model.train()
+    return score
+
+
+def train_drivable(torch: Any, train: DrivableData, val: DrivableData, epochs: int) -> Any:
+    """Per-cell cross-entropy against the share of road in the cell's 8x8 source block (a soft target: the
+    argmax then takes the block's majority, the best a stride-4 map can do); mirrored half the time."""
+    nn = torch.nn
+    torch.manual_seed(SEED + 2)
+    rng = np.random.default_rng(SEED + 2)
+    generator = torch.Generator().manual_seed(SEED + 2)
+    model = make_drivable_net(torch)
+    images = torch.from_numpy(train.rgb)
+    road = torch.from_numpy(train.road)
+    batch = 32
+    steps = epochs * math.ceil(len(images) / batch)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-5)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=4e-3, total_steps=steps, pct_start=0.15)
+    log(
+        f"drivable: {sum(p.numel() for p in model.parameters())} parameters, {len(images)} frames "
+        f"(+ mirrored), road {float(train.road.mean()):.2f} of the pixels, {epochs} epochs"
+    )
+    for epoch in range(epochs):
+        model.train()
+        order = torch.from_numpy(rng.permutation(len(images)))
+        flips = torch.from_numpy(rng.random(len(images)) < 0.5)
+        total, seen = 0.0, 0
+        for start in range(0, len(images), batch):
+            idx = order[start : start + batch]
+            flip = flips[start : start + batch]
+            x = photometric(torch, images[idx].float(), generator).div_(255.0)
+            x[flip] = x[flip].flip(2)  # NHWC: W is dim 2
+            target = road[idx].clone()
+            target[flip] = target[flip].flip(2)  # (n, rows, cols)
+            logits = model(x.permute(0, 3, 1, 2).contiguous())
+            log_p = nn.functional.log_softmax(logits, dim=1)
+            loss = -((1.0 - target) * log_p[:, 0] + target * log_p[:, 1]).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+        line = f"  epoch {epoch + 1}/{epochs}: train loss {total / seen:.4f}"
+        if epoch == epochs - 1 or (epoch + 1) % 3 == 0:
+            line += f"; held-out {drivable_score(torch, model, val).text()}"
+        log(line)
+    model.eval()
+    return model
+
+
 def photometric(torch: Any, x: Any, generator: Any) -> Any:
     """Random light per sample on NHWC pixels in [0, 255]: brightness, contrast, colour cast, saturation.
 
@@ -706,6 +960,8 @@ def check_onnx(torch: Any, model: Any, path: Path, feed: np.ndarray) -> float:
         got = session.run(names, {session.get_inputs()[0].name: item[None]})
         with torch.no_grad():
             want = model(torch.from_numpy(item[None]))
+        if not isinstance(want, (tuple, list)):
+            want = (want,)
         for g, w in zip(got, want):
             worst = max(worst, float(np.max(np.abs(g - w.numpy()))))
     return worst
@@ -715,7 +971,8 @@ def check_onnx(torch: Any, model: Any, path: Path, feed: np.ndarray) -> float:
 
 
 def write_bag(path: Path, data: DriveData) -> None:
-    """rosbag2 (mcap): camera jpegs, the human Twist, and the true boxes, all at the frame's record time.
+    """rosbag2 (mcap): camera jpegs, the human Twist, the true boxes and (when ``data.masks``) the true
+    drivable-area masks as png, all at the frame's record time.
 
     The Twist follows REP 103 as the node's messages do: angular.z = -steering (positive = left),
     linear.x = throttle.
@@ -732,6 +989,7 @@ def write_bag(path: Path, data: DriveData) -> None:
         image_conn = writer.add_connection(TOPIC_IMAGE, image_type, typestore=store)
         command_conn = writer.add_connection(TOPIC_COMMAND, twist_type, typestore=store)
         truth_conn = writer.add_connection(TOPIC_TRUTH, truth_type, typestore=store)
+        mask_conn = writer.add_connection(TOPIC_DRIVABLE, image_type, typestore=store) if data.masks else None
         for i, jpeg in enumerate(data.jpegs):
             stamp_ns = BAG_START_NS + round(float(data.times[i]) * 1e9)
             stamp = t["builtin_interfaces/msg/Time"](
@@ -775,10 +1033,17 @@ def write_bag(path: Path, data: DriveData) -> None:
                 )
             truth = t[truth_type](header=header, detections=detections)
             writer.write(truth_conn, stamp_ns, store.serialize_cdr(truth, truth_type))
+            if mask_conn is not None:
+                ok, png = cv2.imencode(".png", data.masks[i], [cv2.IMWRITE_PNG_COMPRESSION, 9])
+                if not ok:
+                    raise RuntimeError(f"OpenCV could not png-encode the drivable mask of frame {i}")
+                mask = t[image_type](header=header, format=DRIVABLE_FORMAT, data=png.reshape(-1))
+                writer.write(mask_conn, stamp_ns, store.serialize_cdr(mask, image_type))
 
 
-def read_bag(path: Path) -> List[Tuple[Any, Any, Any]]:
-    """(image, twist, detections) per frame, read back with rosbags to prove the bag is readable."""
+def read_bag(path: Path) -> List[Tuple[Any, Any, Any, Any]]:
+    """(image, twist, detections, drivable mask or None) per frame, read back with rosbags to prove the bag
+    is readable."""
     from rosbags.rosbag2 import Reader
 
     from trt_perception.rosbag_types import get_typestore
@@ -788,7 +1053,10 @@ def read_bag(path: Path) -> List[Tuple[Any, Any, Any]]:
     with Reader(path) as reader:
         for conn, t_ns, raw in reader.messages():
             by_stamp.setdefault(t_ns, {})[conn.topic] = store.deserialize_cdr(raw, conn.msgtype)
-    return [(v[TOPIC_IMAGE], v[TOPIC_COMMAND], v[TOPIC_TRUTH]) for _, v in sorted(by_stamp.items())]
+    return [
+        (v[TOPIC_IMAGE], v[TOPIC_COMMAND], v[TOPIC_TRUTH], v.get(TOPIC_DRIVABLE))
+        for _, v in sorted(by_stamp.items())
+    ]
 
 
 # ------------------------------------------------------------------------------------------- evaluation
@@ -803,26 +1071,37 @@ class BagResult:
     detection: DetectionScore
     truth_per_class: Dict[str, int]
     seconds: float
+    drivable: SegmentationScore = field(default_factory=SegmentationScore)
+    mask_bytes: int = 0  # png bytes of the drivable-area truth, all frames
 
 
-def evaluate_bag(folder: Path, bag: Path) -> BagResult:
-    """Both models through ModelPipeline on the bag's messages, as replay and the node run them."""
-    from trt_perception.images import decode_image
-    from trt_perception.pipeline import ModelPipeline
+def evaluate_bag(models: Path, drivable_folder: Path, bag: Path) -> BagResult:
+    """The models as heads (ModelPipeline + their task) on the bag's messages, as replay and the node run
+    them: steering and detector from ``models``, the drivable area from ``drivable_folder``."""
+    from trt_perception.heads import open_model
+    from trt_perception.images import decode_compressed, decode_image
 
-    pilot = ModelPipeline.open(folder / "steering.onnx", backend="onnxruntime")
-    detector = ModelPipeline.open(folder / "detector.onnx", backend="onnxruntime")
+    pilot = open_model(models / "steering.onnx", backend="onnxruntime")
+    detector = open_model(models / "detector.onnx", backend="onnxruntime")
+    drivable = open_model(drivable_folder / "drivable.onnx", backend="onnxruntime")
+    segmentation = SegmentationScore()
+    mask_bytes = 0
     errors_angle, errors_throttle = [], []
     score = DetectionScore()
     per_class: Dict[str, int] = {}
     label_ids = {label: i for i, label in enumerate(LABELS)}
     messages = read_bag(bag)
-    for image_msg, twist, truth in messages:
+    for image_msg, twist, truth, mask_msg in messages:
         image = decode_image(image_msg)
-        steering = pilot.run(image).result
+        if mask_msg is None:
+            raise RuntimeError(f"{bag}: a frame has no {TOPIC_DRIVABLE} message")
+        mask_bytes += len(mask_msg.data)
+        true_mask = decode_compressed(mask_msg.format, mask_msg.data).array
+        segmentation.add(true_mask, drivable.run(image, 0.0).result.mask)
+        steering = pilot.run(image, 0.0).result
         errors_angle.append(steering.angle - (-twist.angular.z))
         errors_throttle.append(steering.throttle - twist.linear.x)
-        found = detector.run(image).result
+        found = detector.run(image, 0.0).result
         truth_boxes = np.array(
             [
                 [
@@ -847,6 +1126,7 @@ def evaluate_bag(folder: Path, bag: Path) -> BagResult:
         )
     pilot.close()
     detector.close()
+    drivable.close()
     angle = np.asarray(errors_angle)
     return BagResult(
         len(messages),
@@ -856,6 +1136,8 @@ def evaluate_bag(folder: Path, bag: Path) -> BagResult:
         score,
         per_class,
         len(messages) / FPS,
+        segmentation,
+        mask_bytes,
     )
 
 
@@ -872,10 +1154,11 @@ def readme_text(
     result: BagResult,
     val_steering: Tuple[float, float],
     val_detection: DetectionScore,
+    val_drivable: SegmentationScore,
     sizes: Dict[str, int],
-    torch_version: str,
+    torch_versions: Dict[str, str],
 ) -> str:
-    det = result.detection
+    det, seg = result.detection, result.drivable
     truth_counts = ", ".join(f"{n} {label}" for label, n in sorted(result.truth_per_class.items()))
     anchors = sum(rows * cols * len(shapes) for (rows, cols), shapes in ANCHOR_LAYERS)
     files = _table(("file", "bytes"), [(f"`{name}`", f"{size:,}") for name, size in sizes.items()])
@@ -900,6 +1183,13 @@ def readme_text(
                 "true boxes in pixels (`bbox.center.position.x/y`, `bbox.size_x/size_y`), "
                 "`results[0].hypothesis.class_id` = `cone` or `box`, score 1.0, header copied from the image",
             ),
+            (
+                f"`{TOPIC_DRIVABLE}`",
+                "sensor_msgs/msg/CompressedImage",
+                f"the true drivable area: format `{DRIVABLE_FORMAT}`, 320x240 class ids (0 = background, "
+                "1 = road: the road surface with its painted lines, cones and boxes in front of it cut out), "
+                "header copied from the image",
+            ),
         ],
     )
     metrics = _table(
@@ -917,27 +1207,36 @@ def readme_text(
                 f"detector precision ({det.detections} detections, score >= {SCORE_THRESHOLD:g})",
                 f"{det.precision:.3f}",
             ),
+            ("drivable area mIoU (background, road), at 320x240", f"{seg.miou:.3f}"),
+            ("drivable area IoU of road", f"{seg.iou[1]:.3f}"),
+            ("drivable area pixel accuracy", f"{seg.pixel_accuracy:.3f}"),
         ],
     )
-    return f"""# The demo: a recorded drive and two tiny models, all made from a synthetic world
+    made_with = " and ".join(
+        f"torch {version} ({', '.join(names)})" for version, names in _group_by_value(torch_versions).items()
+    )
+    seg_shape = f"[1, {len(SEG_LABELS)}, {SEG_HEIGHT // SEG_STRIDE}, {SEG_WIDTH // SEG_STRIDE}]"
+    return f"""# The demo: a recorded drive and three tiny models, all made from a synthetic world
 
 **The demo models are trained on synthetic scenes** (a rendered track with traffic cones and boxes, see
 `trt_perception/tools/synthetic_world.py`). They show the pipeline working end to end; they are not models
 for a real car. Run it with `trt-perception demo`, or with replay directly:
 
     trt-perception replay trt_perception/data/demo/drive_bag --params config/demo.yaml \\
-        --truth-drive-topic {TOPIC_COMMAND} --truth-detections-topic {TOPIC_TRUTH} --report demo_report
+        --truth-drive-topic {TOPIC_COMMAND} --truth-detections-topic {TOPIC_TRUTH} \\
+        --truth-mask-topic {TOPIC_DRIVABLE} --report demo_report
 
 Everything here except `demo_params.yaml` (the params of `trt-perception demo`, kept by hand) is made by
 `python scripts/make_demo.py --out trt_perception/data/demo --force` (torch is needed only for that:
-`pip install torch==2.13.0`); nothing is downloaded.
+`pip install torch==2.13.0`); nothing is downloaded. `--only drivable` remakes just `drivable.onnx`,
+`drivable.yaml`, the bag and this file, leaving the steering and detector files as they are.
 
 {files}
 
 ## The bag: `drive_bag/` (rosbag2, mcap storage, metadata version {BAG_VERSION}, Jazzy message definitions)
 
 {result.frames} frames, {result.seconds:.0f} s at {FPS:g} Hz, from a world and a path that no training frame
-comes from (world seed {BAG_DRIVE[0]}, drive seed {BAG_DRIVE[1]}). The three topics carry one message per
+comes from (world seed {BAG_DRIVE[0]}, drive seed {BAG_DRIVE[1]}). The four topics carry one message per
 frame each, all with the frame's time as record time and header.stamp (from 2025-01-01T00:00:00Z):
 
 {topics}
@@ -946,6 +1245,11 @@ The human is a pure-pursuit controller following the centre line, with a random 
 path so that it wanders off the line and the commands include recoveries; throttle drops before curves.
 The truth holds the cones and boxes at least {MIN_BOX_PX:g} px on each side and not more than half hidden
 (by nearer objects or the image border): {truth_counts}.
+
+The drivable-area truth is drawn by `render_drivable_mask` from the same geometry as the frame. It is a
+png-compressed mono8 image (about {result.mask_bytes / max(1, result.frames) / 1024:.1f} KiB a frame) rather
+than a raw `sensor_msgs/Image` (76.8 KiB a frame, some 20 MB for the bag) at the full 320x240; replay
+decodes either. Its pixels are class ids 0 and 1, so a plain image viewer shows it nearly black.
 
 ## The models
 
@@ -957,35 +1261,56 @@ The truth holds the cones and boxes at least {MIN_BOX_PX:g} px on each side and 
   `top: {DET_CROP_TOP}` model rows = the top {DET_CROP_SOURCE_ROWS} of 240 source rows) stretched to the
   input; raw heads `scores` [1, {anchors}, 3] (logits, softmax; class 0 background, 1 cone, 2 box) and `boxes`
   [1, {anchors}, 4] (dx, dy, dw, dh against the anchors, variances 0.1, 0.1, 0.2, 0.2); format `ssd_raw`.
+- `drivable.onnx` + `drivable.yaml`: tiny drivable-area segmenter (a {SEG_STRIDE}x{SEG_STRIDE}/{SEG_STRIDE}
+  patch convolution, four 3x3 convolutions dilated 1, 2, 4, 8, a 1x1 head); input `images` NCHW
+  1x3x{SEG_HEIGHT}x{SEG_WIDTH} RGB scaled by 1/255 (the whole frame, stretched); output `logits`
+  {seg_shape} (stride {SEG_STRIDE}; class 0 `background`, 1 `road`); format `segmentation`. Trained on
+  {len(SEG_TRAIN_DRIVES)} worlds of its own (seeds {SEG_TRAIN_DRIVES[0][0]}-{SEG_TRAIN_DRIVES[-1][0]}, none
+  the bag's or the other models'), against the share of road in each class-map cell's {SEG_BLOCK}x{SEG_BLOCK}
+  source block.
 - ONNX opset {OPSET}, static batch 1, float32, `onnx.checker` clean.
 
 ## How well they do
 
-Measured by `make_demo.py` through `ModelPipeline` (ONNX Runtime, CPU) on the demo bag's
-{result.frames} frames:
+Measured by `make_demo.py` through `ModelPipeline` and each model's task (ONNX Runtime, CPU) on the demo
+bag's {result.frames} frames; the drivable area is the segmentation head's 320x240 mask, scored against
+`{TOPIC_DRIVABLE}` pixel by pixel:
 
 {metrics}
 
 On the held-out validation drives (two other worlds): steering MAE {val_steering[0]:.3f}, throttle MAE
-{val_steering[1]:.3f}; detector {val_detection.text()}.
+{val_steering[1]:.3f}; detector {val_detection.text()}. Drivable area on its two held-out worlds (seeds
+{SEG_VAL_DRIVES[0][0]} and {SEG_VAL_DRIVES[1][0]}): {val_drivable.text()}. The stride-{SEG_STRIDE} class map
+gives each {SEG_BLOCK}x{SEG_BLOCK} block of the frame one class, which caps the road's edges (and cones far
+away) a little below a per-pixel model.
 
-Made with torch {torch_version}. The renderer's outputs (frames, truth, this bag) are
+Made with {made_with}. The renderer's outputs (frames, truth, this bag) are
 the same bytes on every run; the models are the same bytes for the same torch version and thread count,
 and may differ bit-wise (and so slightly in these numbers) with another torch version.
 """
 
 
+def _group_by_value(mapping: Dict[str, str]) -> Dict[str, List[str]]:
+    groups: Dict[str, List[str]] = {}
+    for key, value in mapping.items():
+        groups.setdefault(value, []).append(key)
+    return groups
+
+
 # -------------------------------------------------------------------------------------------------- main
 
 
-def sizes_of(folder: Path) -> Dict[str, int]:
+def sizes_of(*folders: Path, readme: bool = True) -> Dict[str, int]:
+    """Bytes of every output (README.md only with ``readme``), each from the first of ``folders`` holding it."""
     sizes = {}
-    for name in OUTPUTS:
-        path = folder / name
+    for name in OUTPUTS if readme else [n for n in OUTPUTS if n != "README.md"]:
+        path = next((folder / name for folder in folders if (folder / name).exists()), None)
+        if path is None:
+            continue
         if path.is_dir():
             for child in sorted(path.iterdir()):
                 sizes[f"{name}/{child.name}"] = child.stat().st_size
-        elif path.exists():
+        else:
             sizes[name] = path.stat().st_size
     return sizes
 
@@ -999,6 +1324,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     parser.add_argument("--force", action="store_true", help="replace existing demo files in --out")
     parser.add_argument(
+        "--only",
+        choices=("drivable",),
+        default=None,
+        help="remake only the drivable-area model, its spec, the bag and README.md; the steering and detector "
+        "files in --out must exist and are kept as they are",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=2,
@@ -1007,6 +1339,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="processes rendering frames (default 2)")
     parser.add_argument("--steering-epochs", type=int, default=16)
     parser.add_argument("--detector-epochs", type=int, default=24)
+    parser.add_argument("--drivable-epochs", type=int, default=8)
     return parser.parse_args(argv)
 
 
@@ -1014,11 +1347,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     out = Path(args.out)
-    existing = [name for name in OUTPUTS if (out / name).exists()]
+    only_drivable = args.only == "drivable"
+    made = DRIVABLE_OUTPUTS if only_drivable else OUTPUTS
+    existing = [name for name in made if (out / name).exists()]
     if existing and not args.force:
         log(
             f"error: {out} already holds {existing}; refusing to overwrite them; "
             "fix: pass --force to replace them, or choose another --out"
+        )
+        return 2
+    kept = [name for name in OUTPUTS if name not in made]
+    missing = [name for name in kept if not (out / name).exists()]
+    if only_drivable and missing:
+        log(
+            f"error: --only drivable keeps the steering and detector files, but {out} lacks {missing}; "
+            "fix: run without --only to make everything"
         )
         return 2
     try:
@@ -1029,110 +1372,77 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     torch.use_deterministic_algorithms(True)
 
-    log(f"rendering {len(TRAIN_DRIVES)} training drives, {len(VAL_DRIVES)} held-out drives, the bag drive...")
-    t0 = time.perf_counter()
-    train, val, bag = render_all(max(1, args.workers))
     log(
-        f"  {len(train.angle)} training, {len(val.angle)} held-out, {len(bag.angle)} bag frames in "
-        f"{time.perf_counter() - t0:.0f} s; steering std {train.angle.std():.3f}, "
-        f"{sum(len(b) for b in train.boxes)} training boxes"
+        f"rendering {0 if only_drivable else len(TRAIN_DRIVES)} training drives, {len(VAL_DRIVES)} held-out "
+        f"drives, the bag drive, {len(SEG_TRAIN_DRIVES)} + {len(SEG_VAL_DRIVES)} drivable-area drives..."
+    )
+    t0 = time.perf_counter()
+    train, val, bag, seg_train, seg_val = render_all(max(1, args.workers), with_training=not only_drivable)
+    log(
+        f"  {0 if train is None else len(train.angle)} training, {len(val.angle)} held-out, {len(bag.angle)} "
+        f"bag, {len(seg_train.rgb)} + {len(seg_val.rgb)} drivable-area frames in {time.perf_counter() - t0:.0f} s"
     )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=str(out.parent)))
+    models = out if only_drivable else stage  # where the steering and detector files are read from
     try:
-        (stage / "labels.txt").write_text("".join(f"{label}\n" for label in LABELS), encoding="utf-8")
-        anchors = make_anchors()
-        np.save(stage / "detector_anchors.npy", anchors)
         note = (
             "Demo model trained on SYNTHETIC scenes by scripts/make_demo.py (trt_perception).\n"
             "Regenerate: python scripts/make_demo.py --out trt_perception/data/demo --force"
         )
-        write_yaml(stage / "steering.yaml", note, steering_spec())
-        write_yaml(stage / "detector.yaml", note, detector_spec())
-        check_preprocessing(stage, bag)
+        if only_drivable:
+            val_steering, val_detection = heldout_from_onnx(out, val)
+            torch_versions = {name: onnx_torch_version(out / f"{name}.onnx") for name in ("steering", "detector")}
+            log(
+                f"kept steering and detector from {out}; held-out steering MAE {val_steering[0]:.3f}, throttle "
+                f"MAE {val_steering[1]:.3f}; detector {val_detection.text()}"
+            )
+        else:
+            assert train is not None
+            val_steering, val_detection = train_steering_and_detector(torch, args, stage, note, train, val)
+            torch_versions = {"steering": torch.__version__, "detector": torch.__version__}
+        write_yaml(stage / "drivable.yaml", note, drivable_spec())
+        check_preprocessing(bag, models, stage)
 
         t0 = time.perf_counter()
-        steering = train_steering(torch, train, val, args.steering_epochs)
-        val_steering = steering_mae(torch, steering, val)
-        log(f"  steering trained in {time.perf_counter() - t0:.0f} s")
+        drivable = train_drivable(torch, seg_train, seg_val, args.drivable_epochs)
+        val_drivable = drivable_score(torch, drivable, seg_val)
+        drivable.eval()
+        log(f"  drivable trained in {time.perf_counter() - t0:.0f} s; held-out {val_drivable.text()}")
         export_onnx(
-            torch,
-            steering,
-            torch.zeros(1, STEER_HEIGHT, STEER_WIDTH, 3),
-            stage / "steering.onnx",
-            "img_in",
-            ("angle", "throttle"),
-            note,
+            torch, drivable, torch.zeros(1, 3, SEG_HEIGHT, SEG_WIDTH), stage / "drivable.onnx", "images",
+            ("logits",), note,
         )
-        feed = val.steer_rgb[:8].astype(np.float32) / 255.0
-        worst = check_onnx(torch, steering, stage / "steering.onnx", feed)
-        log(f"  steering.onnx: ONNX Runtime vs torch max abs diff {worst:.2e}")
+        feed = (seg_val.rgb[:8].astype(np.float32) / 255.0).transpose(0, 3, 1, 2).copy()
+        worst = check_onnx(torch, drivable, stage / "drivable.onnx", feed)
+        log(f"  drivable.onnx: ONNX Runtime vs torch max abs diff {worst:.2e}")
+        torch_versions["drivable"] = torch.__version__
 
-        parser = create_parser(load_spec(spec_path=stage / "detector.yaml"))
-        settings = DetectionSettings(SCORE_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS, None)
-
-        def evaluate(model: Any) -> DetectionScore:
-            """Held-out score with the package's own ssd_raw parser (the decode the pipeline runs)."""
-            model.eval()
-            score = DetectionScore()
-            with torch.no_grad():
-                for start in range(0, len(val.det_rgb), 128):
-                    x = torch.from_numpy(val.det_rgb[start : start + 128]).float().mul_(2.0 / 255.0).sub_(1.0)
-                    logits, deltas = model(x.permute(0, 3, 1, 2).contiguous())
-                    for j in range(logits.shape[0]):
-                        raw = parser.parse(
-                            {"scores": logits[j : j + 1].numpy(), "boxes": deltas[j : j + 1].numpy()},
-                            settings,
-                        )
-                        boxes = model_to_source(raw.boxes)
-                        score.add(
-                            boxes, raw.class_ids, raw.scores, val.boxes[start + j], val.classes[start + j]
-                        )
-            model.train()
-            return score
-
-        t0 = time.perf_counter()
-        detector = train_detector(torch, train, val, anchors, args.detector_epochs, evaluate)
-        val_detection = evaluate(detector)
-        detector.eval()
-        log(f"  detector trained in {time.perf_counter() - t0:.0f} s")
-        export_onnx(
-            torch,
-            detector,
-            torch.zeros(1, 3, DET_HEIGHT, DET_WIDTH),
-            stage / "detector.onnx",
-            "images",
-            ("scores", "boxes"),
-            note,
-        )
-        feed = (val.det_rgb[:8].astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(0, 3, 1, 2).copy()
-        worst = check_onnx(torch, detector, stage / "detector.onnx", feed)
-        log(f"  detector.onnx: ONNX Runtime vs torch max abs diff {worst:.2e}")
-
-        log("recording the bag and evaluating both models on it through ModelPipeline...")
+        log("recording the bag and evaluating the models on it...")
         write_bag(stage / "drive_bag", bag)
-        result = evaluate_bag(stage, stage / "drive_bag")
-        sizes = sizes_of(stage)
+        result = evaluate_bag(models, stage, stage / "drive_bag")
+        sizes = sizes_of(stage, out, readme=False) if only_drivable else sizes_of(stage, readme=False)
         (stage / "README.md").write_text(
-            readme_text(result, val_steering, val_detection, sizes, torch.__version__),
+            readme_text(result, val_steering, val_detection, val_drivable, sizes, torch_versions),
             encoding="utf-8",
         )
-        sizes = sizes_of(stage)
-        install(stage, out, args.force)
+        install(stage, out, args.force, made)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    sizes = sizes_of(out)
 
     total = sum(sizes.values())
     log("")
     log(f"demo written to {out} ({total / 1024:.0f} KiB in all; budget {SIZE_BUDGET_BYTES / 1024:.0f} KiB):")
     for name, size in sizes.items():
-        log(f"  {name:40s} {size / 1024:8.1f} KiB")
+        log(f"  {name:40s} {size / 1024:8.1f} KiB{'' if name.split('/')[0] in made else '  (kept)'}")
     log(
         f"bag: {result.frames} frames; steering MAE {result.steering_mae:.3f} "
         f"(RMSE {result.steering_rmse:.3f}), throttle MAE {result.throttle_mae:.3f}"
     )
     log(f"bag: detector {result.detection.text()}")
+    log(f"bag: drivable area {result.drivable.text()}")
     log(f"total time {(time.perf_counter() - started) / 60:.1f} min")
     if total > SIZE_BUDGET_BYTES:
         log(
@@ -1141,15 +1451,122 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def check_preprocessing(folder: Path, bag: DriveData) -> None:
+def train_steering_and_detector(
+    torch: Any, args: argparse.Namespace, stage: Path, note: str, train: DriveData, val: DriveData
+) -> Tuple[Tuple[float, float], DetectionScore]:
+    """Train, export and check the steering and detector models into ``stage``; their held-out numbers."""
+    (stage / "labels.txt").write_text("".join(f"{label}\n" for label in LABELS), encoding="utf-8")
+    anchors = make_anchors()
+    np.save(stage / "detector_anchors.npy", anchors)
+    write_yaml(stage / "steering.yaml", note, steering_spec())
+    write_yaml(stage / "detector.yaml", note, detector_spec())
+
+    t0 = time.perf_counter()
+    steering = train_steering(torch, train, val, args.steering_epochs)
+    val_steering = steering_mae(torch, steering, val)
+    log(f"  steering trained in {time.perf_counter() - t0:.0f} s")
+    export_onnx(
+        torch,
+        steering,
+        torch.zeros(1, STEER_HEIGHT, STEER_WIDTH, 3),
+        stage / "steering.onnx",
+        "img_in",
+        ("angle", "throttle"),
+        note,
+    )
+    feed = val.steer_rgb[:8].astype(np.float32) / 255.0
+    worst = check_onnx(torch, steering, stage / "steering.onnx", feed)
+    log(f"  steering.onnx: ONNX Runtime vs torch max abs diff {worst:.2e}")
+
+    parser = create_parser(load_spec(spec_path=stage / "detector.yaml"))
+    settings = DetectionSettings(SCORE_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS, None)
+
+    def evaluate(model: Any) -> DetectionScore:
+        """Held-out score with the package's own ssd_raw parser (the decode the pipeline runs)."""
+        model.eval()
+        score = DetectionScore()
+        with torch.no_grad():
+            for start in range(0, len(val.det_rgb), 128):
+                x = torch.from_numpy(val.det_rgb[start : start + 128]).float().mul_(2.0 / 255.0).sub_(1.0)
+                logits, deltas = model(x.permute(0, 3, 1, 2).contiguous())
+                for j in range(logits.shape[0]):
+                    raw = parser.parse(
+                        {"scores": logits[j : j + 1].numpy(), "boxes": deltas[j : j + 1].numpy()},
+                        settings,
+                    )
+                    boxes = model_to_source(raw.boxes)
+                    score.add(boxes, raw.class_ids, raw.scores, val.boxes[start + j], val.classes[start + j])
+        model.train()
+        return score
+
+    t0 = time.perf_counter()
+    detector = train_detector(torch, train, val, anchors, args.detector_epochs, evaluate)
+    val_detection = evaluate(detector)
+    detector.eval()
+    log(f"  detector trained in {time.perf_counter() - t0:.0f} s")
+    export_onnx(
+        torch,
+        detector,
+        torch.zeros(1, 3, DET_HEIGHT, DET_WIDTH),
+        stage / "detector.onnx",
+        "images",
+        ("scores", "boxes"),
+        note,
+    )
+    feed = (val.det_rgb[:8].astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(0, 3, 1, 2).copy()
+    worst = check_onnx(torch, detector, stage / "detector.onnx", feed)
+    log(f"  detector.onnx: ONNX Runtime vs torch max abs diff {worst:.2e}")
+    return val_steering, val_detection
+
+
+def heldout_from_onnx(folder: Path, val: DriveData) -> Tuple[Tuple[float, float], DetectionScore]:
+    """The held-out numbers of the steering and detector ONNX files in ``folder`` (``--only drivable`` keeps
+    those models, so their numbers are measured again rather than copied; ONNX Runtime matches torch to
+    ~1e-5, which leaves them as training reported them)."""
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    steering = ort.InferenceSession(str(folder / "steering.onnx"), providers=providers)
+    angle, throttle = [], []
+    for item in val.steer_rgb:
+        a, t = steering.run(["angle", "throttle"], {"img_in": item[None].astype(np.float32) / 255.0})
+        angle.append(float(a.ravel()[0]))
+        throttle.append(float(t.ravel()[0]))
+    val_steering = (
+        float(np.mean(np.abs(np.asarray(angle, np.float32) - val.angle))),
+        float(np.mean(np.abs(np.asarray(throttle, np.float32) - val.throttle))),
+    )
+    detector = ort.InferenceSession(str(folder / "detector.onnx"), providers=providers)
+    parser = create_parser(load_spec(spec_path=folder / "detector.yaml"))
+    settings = DetectionSettings(SCORE_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS, None)
+    score = DetectionScore()
+    for i, item in enumerate(val.det_rgb):
+        x = (item.astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(2, 0, 1)[None].copy()
+        scores, boxes = detector.run(["scores", "boxes"], {"images": x})
+        raw = parser.parse({"scores": scores, "boxes": boxes}, settings)
+        score.add(model_to_source(raw.boxes), raw.class_ids, raw.scores, val.boxes[i], val.classes[i])
+    return val_steering, score
+
+
+def onnx_torch_version(path: Path) -> str:
+    """The torch version an exported model records (producer_version 'torch X'), or 'unknown'."""
+    import onnx
+
+    version = onnx.load(str(path), load_external_data=False).producer_version
+    return version[len("torch ") :] if version.startswith("torch ") else "unknown"
+
+
+def check_preprocessing(bag: DriveData, models: Path, drivable: Path) -> None:
     """The training tensors must be what the pipeline feeds the models (same decode, resize, channels)."""
     from trt_perception.images import decode_compressed
     from trt_perception.preprocess import preprocess_reference
 
     image = decode_compressed("jpeg", np.frombuffer(bag.jpegs[0], np.uint8))
-    for name, ours in (
-        ("steering", bag.steer_rgb[0].astype(np.float32) / 255.0),
-        ("detector", bag.det_rgb[0].astype(np.float32) * (2.0 / 255.0) - 1.0),
+    decoded = cv2.imdecode(np.frombuffer(bag.jpegs[0], np.uint8), cv2.IMREAD_UNCHANGED)
+    for name, folder, ours in (
+        ("steering", models, bag.steer_rgb[0].astype(np.float32) / 255.0),
+        ("detector", models, bag.det_rgb[0].astype(np.float32) * (2.0 / 255.0) - 1.0),
+        ("drivable", drivable, to_model_rgb(decoded, SEG_HEIGHT, SEG_WIDTH).astype(np.float32) / 255.0),
     ):
         spec = load_spec(spec_path=folder / f"{name}.yaml")
         tensor, _ = preprocess_reference(image, spec.input)
@@ -1159,10 +1576,10 @@ def check_preprocessing(folder: Path, bag: DriveData) -> None:
             raise RuntimeError(f"training preprocessing for {name} differs from the pipeline's by {worst}")
 
 
-def install(stage: Path, out: Path, force: bool) -> None:
-    """Move the staged files into ``out`` (replacing old ones only with --force)."""
+def install(stage: Path, out: Path, force: bool, names: Sequence[str] = OUTPUTS) -> None:
+    """Move the staged ``names`` into ``out`` (replacing old ones only with --force)."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUTS:
+    for name in names:
         source, target = stage / name, out / name
         if target.exists():
             if not force:
