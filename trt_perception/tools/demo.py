@@ -1,10 +1,12 @@
 """`trt-perception demo`: the first command a new user runs - replay the shipped demo bag, print the report.
 
-Everything it needs ships inside the Python package (``trt_perception/data/demo``: the bag, the steering and
-detector ONNX models with their specs, and ``demo_params.yaml``), so it works after a plain
-``pip install .`` with no GPU, no ROS and no network. The models were trained on synthetic scenes rendered
-by ``trt_perception.tools.synthetic_world``; the bag carries the "human" drive commands and the true object
-boxes, so the report shows how well the pilot follows the driver and how many objects the detector finds.
+Everything it needs ships inside the Python package (``trt_perception/data/demo``: the bag, the steering,
+detector and drivable-area ONNX models with their specs, and ``demo_params.yaml``, which runs them as three
+heads: ``detector``, ``drivable``, ``pilot``), so it works after a plain ``pip install .`` with no GPU, no ROS
+and no network. The models were trained on synthetic scenes rendered by
+``trt_perception.tools.synthetic_world``; the bag carries the "human" drive commands, the true object boxes
+and the true drivable area, so the report shows how well the pilot follows the driver, how many objects the
+detector finds and how well the drivable-area head outlines the road (mIoU).
 
 Each run writes into a fresh timestamped folder under the report directory, so no earlier run and no user
 file is ever overwritten.
@@ -24,9 +26,10 @@ from trt_perception.errors import ConfigError
 DEMO_DIR = Path(__file__).resolve().parent.parent / "data" / "demo"
 PARAMS_NAME = "demo_params.yaml"
 BAG_NAME = "drive_bag"
-MODEL_NAMES = ("steering.onnx", "steering.yaml", "detector.onnx", "detector.yaml")
+MODEL_NAMES = ("steering.onnx", "steering.yaml", "detector.onnx", "detector.yaml", "drivable.onnx", "drivable.yaml")
 TRUTH_DRIVE_TOPIC = "/teleop/cmd_vel"
 TRUTH_DETECTIONS_TOPIC = "/ground_truth/detections"
+TRUTH_MASK_TOPIC = "/ground_truth/drivable"  # png class ids (0 background, 1 road) for the segmentation head
 DEFAULT_REPORT_ROOT = "trt_perception_demo_report"
 
 PathLike = Union[str, Path]
@@ -91,6 +94,7 @@ def run_demo_replay(
         report_dir=run_dir,
         truth_drive_topic=TRUTH_DRIVE_TOPIC if TRUTH_DRIVE_TOPIC in topics else None,
         truth_detections_topic=TRUTH_DETECTIONS_TOPIC if TRUTH_DETECTIONS_TOPIC in topics else None,
+        truth_mask_topic=TRUTH_MASK_TOPIC if TRUTH_MASK_TOPIC in topics else None,
         progress=progress,
         plots=plots,
     )
@@ -109,8 +113,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from trt_perception.tools.report import format_report
 
     demo_files()  # a broken installation fails here, before the banner
-    print("trt_perception demo: replaying the shipped drive (synthetic scenes) through the steering and "
-          "detector models on ONNX Runtime, exactly as the node would run them", file=sys.stderr)
+    print("trt_perception demo: replaying the shipped drive (synthetic scenes) through the detector, "
+          "drivable-area and steering models on ONNX Runtime, exactly as the node would run them", file=sys.stderr)
     report = run_demo_replay(args.report, out=args.out, progress=not args.no_progress and sys.stderr.isatty())
     print(format_report(report))
     print()
