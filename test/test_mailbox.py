@@ -89,3 +89,55 @@ def test_producer_consumer_threads_lose_nothing_but_drops():
     assert taken == sorted(taken)  # newest-first never reorders
     assert taken[-1] == 4999
     assert len(taken) + box.dropped == 5000
+
+
+# ---------------------------------------------------------------------------------- several cameras
+
+
+def test_round_robin_serves_every_camera_in_turn_and_none_starves() -> None:
+    from trt_perception.mailbox import RoundRobinMailboxes
+
+    slots: RoundRobinMailboxes = RoundRobinMailboxes(3)
+    served = []
+    for frame in range(30):  # camera 0 floods (a frame every step), 1 and 2 are slower
+        slots.put(0, ("a", frame))
+        if frame % 2 == 0:
+            slots.put(1, ("b", frame))
+        if frame % 3 == 0:
+            slots.put(2, ("c", frame))
+        item = slots.next(timeout=0)
+        assert item is not None
+        served.append(item[0])
+    counts = [served.count(i) for i in range(3)]
+    assert min(counts) >= 7, counts  # each camera gets its turn although camera 0 always has a frame
+
+
+def test_round_robin_latest_frame_per_camera_and_drops_counted() -> None:
+    from trt_perception.mailbox import RoundRobinMailboxes
+
+    slots: RoundRobinMailboxes = RoundRobinMailboxes(2)
+    assert slots.put(0, "old") is False
+    assert slots.put(0, "new") is True  # replaced: dropped
+    assert slots.put(1, "only") is False
+    assert slots.next(timeout=0) == (0, "new")
+    assert slots.next(timeout=0) == (1, "only")
+    assert slots.next(timeout=0) is None
+    assert slots.mailboxes[0].dropped == 1
+
+
+def test_round_robin_wakes_the_worker_and_closes() -> None:
+    import threading
+    import time
+
+    from trt_perception.mailbox import RoundRobinMailboxes
+
+    slots: RoundRobinMailboxes = RoundRobinMailboxes(2)
+    got = []
+    worker = threading.Thread(target=lambda: got.append(slots.next(timeout=5.0)))
+    worker.start()
+    time.sleep(0.05)
+    slots.put(1, "frame")
+    worker.join(timeout=2.0)
+    assert got == [(1, "frame")]
+    slots.close()
+    assert slots.next(timeout=5.0) is None and slots.closed  # returns at once once closed

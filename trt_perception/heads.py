@@ -25,10 +25,11 @@ Clock = Callable[[], float]
 class Head:
     """One named head: its model pipeline and its task, run on a decoded frame."""
 
-    def __init__(self, name: str, task: Task, pipeline: ModelPipeline) -> None:
+    def __init__(self, name: str, task: Task, pipeline: ModelPipeline, owns_pipeline: bool = True) -> None:
         self.name = name
         self.task = task
         self.pipeline = pipeline
+        self.owns_pipeline = owns_pipeline  # False for a camera's copy sharing another head's model
 
     @property
     def spec(self) -> Any:
@@ -46,11 +47,17 @@ class Head:
     def describe(self) -> Dict[str, str]:
         return self.pipeline.describe()
 
+    def for_camera(self, clock: Optional[Clock] = None) -> Head:
+        """The same model with its own task state (tracks, memory) for another camera."""
+        task = type(self.task)(self.name, self.pipeline.spec, self.task.values, clock=clock or self.task.clock)
+        return Head(self.name, task, self.pipeline, owns_pipeline=False)
+
     def close(self) -> None:
         try:
             self.task.close()
         finally:
-            self.pipeline.close()
+            if self.owns_pipeline:
+                self.pipeline.close()
 
 
 def open_model(
@@ -252,10 +259,35 @@ def create_frame_processor(config: PerceptionConfig, clock: Optional[Clock] = No
         raise
 
 
+def create_camera_processors(config: PerceptionConfig, clock: Optional[Clock] = None) -> Dict[str, FrameProcessor]:
+    """One FrameProcessor per camera (key: camera name, '' for image_topic's). Each model is opened once and
+    shared by the cameras its head runs on; each camera gets its own task state and its own decoder."""
+    heads = {head.name: head for head in open_heads(config, clock)}
+    used: Dict[str, bool] = {}
+    processors: Dict[str, FrameProcessor] = {}
+    try:
+        for camera in config.camera_inputs:
+            chosen = []
+            for head_config in config.heads_for(camera.name):
+                head = heads[head_config.name]
+                chosen.append(head.for_camera(clock) if used.get(head.name) else head)
+                used[head.name] = True
+            processors[camera.name] = FrameProcessor(chosen)
+        return processors
+    except BaseException:
+        for processor in processors.values():
+            processor.close()
+        for name, head in heads.items():
+            if not used.get(name):
+                head.close()
+        raise
+
+
 __all__ = [
     "Head",
     "backend_options",
     "build_missing_engine",
+    "create_camera_processors",
     "create_frame_processor",
     "head_from_pipeline",
     "open_configured_head",

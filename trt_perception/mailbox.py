@@ -8,7 +8,7 @@ latency stays bounded by about one inference time. Replaced frames are counted a
 from __future__ import annotations
 
 import threading
-from typing import Generic, Optional, TypeVar
+from typing import Generic, List, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
 
@@ -72,3 +72,48 @@ class LatestFrameMailbox(Generic[T]):
 
     def __len__(self) -> int:
         return 1 if self._full else 0
+
+
+class RoundRobinMailboxes(Generic[T]):
+    """One latest-frame mailbox per camera, served in turn by one worker.
+
+    ``next`` takes a waiting frame from the camera after the one served last, so a fast camera cannot starve a
+    slow one: with every camera busy each gets one frame in N. One event wakes the worker for any camera.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.mailboxes: List[LatestFrameMailbox[T]] = [LatestFrameMailbox() for _ in range(count)]
+        self._wake = threading.Event()
+        self._start = 0
+        self._closed = False
+
+    def put(self, index: int, item: T) -> bool:
+        """Offer camera ``index``'s frame; True when it replaced a waiting one of that camera (dropped)."""
+        replaced = self.mailboxes[index].put(item)
+        self._wake.set()
+        return replaced
+
+    def next(self, timeout: Optional[float] = None) -> Optional[Tuple[int, T]]:
+        """(camera index, frame) of the next camera in turn with a frame waiting, waiting up to ``timeout``;
+        None on timeout or when closed."""
+        while True:
+            self._wake.clear()  # before looking: a frame put after this sets it again
+            count = len(self.mailboxes)
+            for offset in range(count):
+                index = (self._start + offset) % count
+                item = self.mailboxes[index].get(timeout=0)
+                if item is not None:
+                    self._start = (index + 1) % count
+                    return index, item
+            if self._closed or not self._wake.wait(timeout):
+                return None
+
+    def close(self) -> None:
+        self._closed = True
+        for mailbox in self.mailboxes:
+            mailbox.close()
+        self._wake.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

@@ -15,10 +15,10 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional
 
-from trt_perception.config import PerceptionConfig
+from trt_perception.config import CameraConfig, PerceptionConfig
 from trt_perception.errors import ConfigError, ImageError, TrtPerceptionError
-from trt_perception.heads import create_frame_processor
-from trt_perception.mailbox import LatestFrameMailbox
+from trt_perception.heads import create_camera_processors
+from trt_perception.mailbox import RoundRobinMailboxes
 from trt_perception.messages import (
     MessageTypes,
     copy_header,
@@ -49,11 +49,41 @@ WORKER_POLL = 0.2  # seconds the worker waits for a frame before checking for sh
 _OVERLAY_ENCODING = {"rgb": "rgb8", "bgr": "bgr8"}
 
 
+class CameraInput:
+    """One camera: its subscription, its FrameProcessor (decoder + the heads that run on it, models shared with
+    the other cameras), its latest-frame slot, statistics and publishers. ``name`` is '' for image_topic's."""
+
+    def __init__(self, config: CameraConfig, processor: Any, index: int) -> None:
+        self.index = index  # its slot in the node's RoundRobinMailboxes
+        self.name = config.name
+        self.topic = config.topic
+        self.transport = config.transport
+        self.processor = processor
+        self.stats = RollingStats(window=5.0, samples=300)
+        self.publishers: Dict[Any, Any] = {}  # (head, role) -> publisher
+        self.topic_names: List[str] = []
+        self.overlay_buffers: Dict[str, Any] = {}
+        self.last_outputs: Dict[str, Any] = {}
+        self.last_frame_id = ""
+        self.subscription: Any = None
+        self.reported = {"errors": 0.0, "bad_frames": 0.0}
+
+    @property
+    def resolved_topic(self) -> str:
+        """The resolved camera topic (namespace and remapping applied) for log lines."""
+        return str(getattr(self.subscription, "topic_name", self.topic))
+
+    def label(self) -> str:
+        return f"camera {self.name} " if self.name else ""
+
+
 class PerceptionNode:
     """Wraps an rclpy ``Node`` (composition keeps rclpy out of module import).
 
     Construction raises ``TrtPerceptionError`` (ConfigError, SpecError, BackendError...) for anything a user
-    can fix: ``main`` logs it as one line and exits 1.
+    can fix: ``main`` logs it as one line and exits 1. One worker thread serves every camera's latest-frame
+    slot in turn (round robin: no camera starves), so the models (one engine, one CUDA context) run one frame
+    at a time.
     """
 
     def __init__(self, node: Any) -> None:
@@ -64,34 +94,28 @@ class PerceptionNode:
         self.logger = node.get_logger()
         self._Parameter = Parameter
         self._SetParametersResult = SetParametersResult
-        self.processor: Any = None
+        self.cameras: List[CameraInput] = []
         self._worker: Optional[threading.Thread] = None
         self._lock = threading.Lock()  # pending head settings
         self._pending: Dict[str, Dict[str, Any]] = {}  # head -> its new param values, applied between frames
-        self._last_frame_id = ""
-        self._last_outputs: Dict[str, Any] = {}
-        self._overlay_buffers: Dict[str, Any] = {}
-        self._reported = {"errors": 0.0, "bad_frames": 0.0, "nonfinite": 0}
+        self._nonfinite_reported = 0
 
         self.table = self._check_overrides()
         self._values = self._declare_parameters(self.table)
         self.config = PerceptionConfig.from_params(self._values)
         self.types = MessageTypes.from_rclpy()
-        self.stats = RollingStats(window=5.0, samples=300)
-        self.mailbox: LatestFrameMailbox = LatestFrameMailbox()
-        self.processor = create_frame_processor(self.config, clock=self.now)
-        self.heads = self.processor.heads
-        self.drive_head = self.processor.drive_head
+        processors = create_camera_processors(self.config, clock=self.now)
+        self.cameras = [CameraInput(c, processors[c.name], i) for i, c in enumerate(self.config.camera_inputs)]
+        self.slots: RoundRobinMailboxes = RoundRobinMailboxes(len(self.cameras))
+        self.heads = [h for camera in self.cameras for h in camera.processor.heads if h.owns_pipeline]
+        drivers = [(c, c.processor.drive_head) for c in self.cameras if c.processor.drive_head is not None]
+        self.drive_camera, self.drive_head = drivers[0] if drivers else (None, None)
         self.safety = self.drive_head.task.safety if self.drive_head is not None else None
         try:
             self._require_messages()
-        except BaseException:
-            self.processor.close()
-            raise
-        try:
             self._create_interfaces()
         except BaseException:
-            self.processor.close()
+            self._close_processors()
             raise
         node.add_on_set_parameters_callback(self._on_set_parameters)
         if self.config.frame_policy == "latest":
@@ -188,18 +212,24 @@ class PerceptionNode:
         return self._SetParametersResult(successful=True)
 
     def _head_of(self, name: str) -> Optional[Any]:
+        """The head a parameter belongs to (its first camera's copy when it runs on several)."""
         prefix = name.split(".", 1)[0]
         for head in self.heads:
             if head.name == prefix:
                 return head
         return None
 
+    def _copies(self, head_name: str) -> List[Any]:
+        """Every camera's copy of a head (one per camera it runs on)."""
+        return [h for camera in self.cameras for h in camera.processor.heads if h.name == head_name]
+
     def _apply(self, changed: Dict[str, Any]) -> None:
         """Changed heads get their new values between frames; the driving head at once (its limits and the
         enable switch must act now, and PilotSafety is thread-safe)."""
         for head in {h for h in (self._head_of(n) for n in changed) if h is not None}:
             values = head_values(self._values, head.name)
-            if head is self.drive_head:
+            if head.name == getattr(self.drive_head, "name", None):
+                head = self.drive_head
                 head.task.apply(values)
                 if f"{head.name}.drive_enabled" in changed:
                     flag = bool(values["drive_enabled"])
@@ -216,8 +246,9 @@ class PerceptionNode:
 
     def _require_messages(self) -> None:
         types, config = self.types, self.config
-        image_type = "CompressedImage" if config.image_transport == "compressed" else "Image"
-        types.require("Header", image_type, param="image_transport")
+        for camera in self.cameras:
+            image_type = "CompressedImage" if camera.transport == "compressed" else "Image"
+            types.require("Header", image_type, param="image_transport")
         for head in self.heads:
             needed = sorted({t.type for t in head.task.topics(config.topic_prefix(head.name))})
             types.require(*needed, param=f"{head.name} ({head.task.name} head)")
@@ -228,9 +259,9 @@ class PerceptionNode:
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
         try:
-            from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+            from rclpy.event_handler import PublisherEventCallbacks
         except ImportError:  # Humble
-            from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks
+            from rclpy.qos_event import PublisherEventCallbacks
 
         node, config, types = self.node, self.config, self.types
         reliability = (
@@ -250,40 +281,22 @@ class PerceptionNode:
         overlay_qos = QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE
         )
-        image_type = types.CompressedImage if config.image_transport == "compressed" else types.Image
-        try:  # Jazzy also reports a publisher of another type on the topic (Image vs CompressedImage)
-            events = SubscriptionEventCallbacks(
-                incompatible_qos=self._on_incompatible_subscription,
-                incompatible_type=self._on_incompatible_type,
-            )
-        except TypeError:  # Humble
-            events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_subscription)
-        self.subscription = node.create_subscription(
-            image_type, config.image_topic, self._on_image, camera_qos, event_callbacks=events
-        )
-        compressed_topic = config.image_topic.rstrip("/").endswith("/compressed")
-        if (config.image_transport == "compressed") != compressed_topic:
-            self.logger.warning(
-                f"image_transport is '{config.image_transport}' but image_topic is {config.image_topic!r}: "
-                "image_transport's compressed topic is <camera topic>/compressed (CompressedImage), the raw "
-                "one has no suffix (Image); fix: make image_topic and image_transport agree"
-            )
         publisher_events = PublisherEventCallbacks(incompatible_qos=self._on_incompatible_publisher)
         self.command_pub = self.diagnostics_pub = None
-        self.publishers: Dict[Any, Any] = {}  # (head, role) -> publisher
-        self.topic_names: List[str] = []
-        for head in self.heads:
-            for topic in head.task.topics(config.topic_prefix(head.name)):
-                publisher = node.create_publisher(
-                    getattr(types, topic.type),
-                    topic.name,
-                    overlay_qos if topic.overlay else output_qos,
-                    event_callbacks=publisher_events,
-                )
-                self.publishers[(head.name, topic.role)] = publisher
-                self.topic_names.append(topic.name)
+        for camera in self.cameras:
+            self._subscribe(camera, camera_qos)
+            for head in camera.processor.heads:
+                for topic in head.task.topics(config.topic_prefix(head.name, camera.name)):
+                    publisher = node.create_publisher(
+                        getattr(types, topic.type),
+                        topic.name,
+                        overlay_qos if topic.overlay else output_qos,
+                        event_callbacks=publisher_events,
+                    )
+                    camera.publishers[(head.name, topic.role)] = publisher
+                    camera.topic_names.append(topic.name)
         if self.drive_head is not None:
-            self.command_pub = self.publishers[(self.drive_head.name, "command")]
+            self.command_pub = self.drive_camera.publishers[(self.drive_head.name, "command")]
             self.watchdog_timer = node.create_timer(WATCHDOG_PERIOD, self._on_watchdog)
         from std_srvs.srv import SetBool
 
@@ -292,16 +305,46 @@ class PerceptionNode:
             self.diagnostics_pub = node.create_publisher(types.DiagnosticArray, "/diagnostics", output_qos)
             self.diagnostics_timer = node.create_timer(config.diagnostics_period, self._on_diagnostics)
 
+    def _subscribe(self, camera: CameraInput, qos: Any) -> None:
+        try:
+            from rclpy.event_handler import SubscriptionEventCallbacks
+        except ImportError:  # Humble
+            from rclpy.qos_event import SubscriptionEventCallbacks
+
+        types = self.types
+        image_type = types.CompressedImage if camera.transport == "compressed" else types.Image
+        try:  # Jazzy also reports a publisher of another type on the topic (Image vs CompressedImage)
+            events = SubscriptionEventCallbacks(
+                incompatible_qos=lambda event, c=camera: self._on_incompatible_subscription(c, event),
+                incompatible_type=lambda event, c=camera: self._on_incompatible_type(c, event),
+            )
+        except TypeError:  # Humble
+            events = SubscriptionEventCallbacks(
+                incompatible_qos=lambda event, c=camera: self._on_incompatible_subscription(c, event)
+            )
+        camera.subscription = self.node.create_subscription(
+            image_type, camera.topic, lambda msg, c=camera: self._on_image(c, msg), qos, event_callbacks=events
+        )
+        transport_param = f"camera.{camera.name}.transport" if camera.name else "image_transport"
+        topic_param = f"camera.{camera.name}.topic" if camera.name else "image_topic"
+        compressed_topic = camera.topic.rstrip("/").endswith("/compressed")
+        if (camera.transport == "compressed") != compressed_topic:
+            self.logger.warning(
+                f"{transport_param} is '{camera.transport}' but {topic_param} is {camera.topic!r}: "
+                "the compressed topic is <camera topic>/compressed (CompressedImage), the raw one has no suffix "
+                f"(Image); fix: make {topic_param} and {transport_param} agree"
+            )
+
     @property
     def camera_topic(self) -> str:
-        """The resolved camera topic (namespace and remapping applied) for log lines."""
-        return str(getattr(self.subscription, "topic_name", self.config.image_topic))
+        """The (first) camera's resolved topic, for log lines."""
+        return self.cameras[0].resolved_topic if self.cameras else self.config.image_topic
 
-    def _on_incompatible_subscription(self, event: Any) -> None:
+    def _on_incompatible_subscription(self, camera: CameraInput, event: Any) -> None:
         policy = getattr(
             getattr(event, "last_policy_kind", None), "name", str(getattr(event, "last_policy_kind", ""))
         )
-        topic = self.camera_topic
+        topic = camera.resolved_topic
         if "RELIABILITY" in policy:
             fix = (
                 f"the camera on {topic} publishes best effort while qos_reliability is "
@@ -316,13 +359,12 @@ class PerceptionNode:
             f"camera subscription {topic}: a publisher has incompatible QoS (policy {policy}); {fix}"
         )
 
-    def _on_incompatible_type(self, event: Any) -> None:
-        expected = "CompressedImage" if self.config.image_transport == "compressed" else "Image"
+    def _on_incompatible_type(self, camera: CameraInput, event: Any) -> None:
+        expected = "CompressedImage" if camera.transport == "compressed" else "Image"
         self.logger.error(
-            f"camera subscription {self.camera_topic}: a publisher sends another message type "
-            f"than sensor_msgs/{expected} (image_transport: {self.config.image_transport}); fix: point "
-            "image_topic at the raw topic with image_transport: raw, or at .../compressed with "
-            "image_transport: compressed"
+            f"camera subscription {camera.resolved_topic}: a publisher sends another message type "
+            f"than sensor_msgs/{expected} (transport: {camera.transport}); fix: point the topic at the raw "
+            "topic with transport raw, or at .../compressed with transport compressed"
         )
 
     def _on_incompatible_publisher(self, event: Any) -> None:
@@ -342,83 +384,82 @@ class PerceptionNode:
 
     def _stamp_now(self, now: Optional[float] = None) -> Any:
         nanoseconds = self.node.get_clock().now().nanoseconds if now is None else round(now * 1e9)
-        return make_header(
-            self.types, nanoseconds // 1_000_000_000, nanoseconds % 1_000_000_000, self._last_frame_id
-        )
+        frame_id = self.drive_camera.last_frame_id if self.drive_camera is not None else ""
+        return make_header(self.types, nanoseconds // 1_000_000_000, nanoseconds % 1_000_000_000, frame_id)
 
-    def _on_image(self, msg: Any) -> None:
-        self.stats.frame_in(self.now())
+    def _on_image(self, camera: CameraInput, msg: Any) -> None:
+        camera.stats.frame_in(self.now())
         if self._worker is None:
-            self._process(msg)
-        elif self.mailbox.put(msg):
-            self.stats.dropped()
+            self._process(camera, msg)
+            return
+        if self.slots.put(camera.index, msg):
+            camera.stats.dropped()
 
     def _worker_loop(self) -> None:
-        while True:
-            msg = self.mailbox.get(timeout=WORKER_POLL)
-            if msg is None:
-                if self.mailbox.closed:
-                    return
-                continue
-            self._process(msg)
+        """Serve the cameras' latest frames in turn (no camera starves) until the node shuts down."""
+        while not self.slots.closed:
+            item = self.slots.next(timeout=WORKER_POLL)
+            if item is not None:
+                self._process(self.cameras[item[0]], item[1])
 
     def _apply_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
         for name, values in pending.items():
-            try:
-                self.processor.head(name).task.apply(values)
-            except ConfigError as exc:  # validated in the on-set callback; kept for safety
-                self.logger.error(str(exc))
+            for head in self._copies(name):
+                try:
+                    head.task.apply(values)
+                except ConfigError as exc:  # validated in the on-set callback; kept for safety
+                    self.logger.error(str(exc))
 
-    def _process(self, msg: Any) -> None:
+    def _process(self, camera: CameraInput, msg: Any) -> None:
         """One frame: the pipeline, then publishing. A bad frame is counted and skipped, never fatal."""
         self._apply_pending()
         period = self.config.bad_frame_log_period
         try:
-            result = self.processor.process(msg, self.now())
+            result = camera.processor.process(msg, self.now())
         except ImageError as exc:
-            self.stats.bad_frame()
-            self.logger.warning(f"bad frame skipped: {exc}", throttle_duration_sec=period)
+            camera.stats.bad_frame()
+            self.logger.warning(f"bad frame skipped: {camera.label()}{exc}", throttle_duration_sec=period)
             return
         except Exception as exc:  # an inference failure must not kill the node: count, log, go on
-            self.stats.error()
+            camera.stats.error()
             self.logger.error(
-                f"frame failed ({type(exc).__name__}: {exc}); skipped", throttle_duration_sec=period
+                f"frame failed ({camera.label()}{type(exc).__name__}: {exc}); skipped", throttle_duration_sec=period
             )
             return
         header = copy_header(self.types, msg.header)
-        self._last_frame_id = header.frame_id
+        camera.last_frame_id = header.frame_id
         try:
-            self._publish(result, header)
+            self._publish(camera, result, header)
         except Exception as exc:  # a message-building bug: same policy as a failed frame
-            self.stats.error()
+            camera.stats.error()
             self.logger.error(
-                f"publishing failed ({type(exc).__name__}: {exc})", throttle_duration_sec=period
+                f"publishing failed ({camera.label()}{type(exc).__name__}: {exc})", throttle_duration_sec=period
             )
             return
         done = self.now()
         stamp = stamp_seconds(msg.header)
         # on sim time the clock ticks at /clock's rate, so it can lag an exact image stamp: clamp at 0
         latency = max(0.0, done - stamp) if stamp > 0 else None
-        self.stats.frame_out(done, latency, result.timings)
+        camera.stats.frame_out(done, latency, result.timings)
 
-    def _publish(self, result: Any, header: Any) -> None:
+    def _publish(self, camera: CameraInput, result: Any, header: Any) -> None:
         """Every head's messages; its overlay only while someone subscribes to it."""
-        self._last_outputs = result.outputs
-        for head in self.heads:
+        camera.last_outputs = result.outputs
+        for head in camera.processor.heads:
             output = result.outputs.get(head.name)
             if output is None:
                 continue
             for role, message in head.task.messages(self.types, header, output):
-                self.publishers[(head.name, role)].publish(message)
-            if head is self.drive_head and output.command is not None:
+                camera.publishers[(head.name, role)].publish(message)
+            if head.task.drives and output.command is not None:
                 self._log_stop(output.command)
-            overlay = self.publishers.get((head.name, "overlay"))
+            overlay = camera.publishers.get((head.name, "overlay"))
             if overlay is not None and head.task.overlay_enabled and overlay.get_subscription_count() > 0:
-                self._publish_overlay(head, result, header, overlay)
+                self._publish_overlay(camera, head, result, header, overlay)
 
-    def _publish_overlay(self, head: Any, result: Any, header: Any, publisher: Any) -> None:
+    def _publish_overlay(self, camera: CameraInput, head: Any, result: Any, header: Any, publisher: Any) -> None:
         """The frame with this head's drawing (and the steering gauge of a driving head) on a reused buffer."""
         import numpy as np
 
@@ -427,12 +468,12 @@ class PerceptionNode:
         image = result.image
         order = "bgr" if image.color not in ("rgb", "bgr") else image.color
         shape = (image.height, image.width, 3)
-        buffer = self._overlay_buffers.get(head.name)
+        buffer = camera.overlay_buffers.get(head.name)
         if buffer is None or buffer.shape != shape:
-            buffer = self._overlay_buffers[head.name] = np.empty(shape, np.uint8)  # once per stream size
+            buffer = camera.overlay_buffers[head.name] = np.empty(shape, np.uint8)  # once per stream size
         canvas = copy_to_canvas(image.array, buffer)
         head.task.draw(canvas, result.outputs[head.name], order)
-        for other in self.heads:
+        for other in camera.processor.heads:
             if other is not head and other.name in result.outputs:
                 other.task.decorate(canvas, result.outputs[other.name], order)
         publisher.publish(overlay_image(self.types, header, canvas, _OVERLAY_ENCODING[order]))
@@ -462,7 +503,7 @@ class PerceptionNode:
             return
         stop = self.safety.check_watchdog(now)
         if stop is not None:
-            self.logger.warning(f"stopping the car: {stop.reason} on {self.camera_topic}")
+            self.logger.warning(f"stopping the car: {stop.reason} on {self.drive_camera.resolved_topic}")
             self._publish_command(stop, self._stamp_now(now))
 
     def _on_set_enabled(self, request: Any, response: Any) -> Any:
@@ -485,45 +526,54 @@ class PerceptionNode:
     # ------------------------------------------------------------------------------------ diagnostics
 
     def _on_diagnostics(self) -> None:
+        """One status for the node: per camera fps, latency, drops and bad frames (keys prefixed with the
+        camera's name when there are several), per head model, backend, stages and the task's own values."""
         now = self.now()
-        snap = self.stats.snapshot(now)
         values: Dict[str, Any] = {}
-        for key, value in snap.items():
-            if key.endswith((".p50", ".p95", ".max")):
-                values[f"{key} (ms)"] = value * 1000.0
-            else:
-                values[key] = value if not float(value).is_integer() else int(value)
         backends = []
-        last = self._last_outputs
+        level, problems, summaries = "OK", [], []
+
+        def worse(new: str) -> str:
+            return "ERROR" if "ERROR" in (level, new) else new
+
+        for camera in self.cameras:
+            snap = camera.stats.snapshot(now)
+            prefix = f"{camera.name}." if camera.name else ""
+            for key, value in snap.items():
+                if key.endswith((".p50", ".p95", ".max")):
+                    values[f"{prefix}{key} (ms)"] = value * 1000.0
+                else:
+                    values[f"{prefix}{key}"] = value if not float(value).is_integer() else int(value)
+            for head in camera.processor.heads:
+                for key, value in head.task.diagnostics(camera.last_outputs.get(head.name)).items():
+                    values[f"{prefix}{head.name}.{key}"] = value
+            reported = camera.reported
+            if snap["errors"] > reported["errors"]:
+                level = "ERROR"
+                problems.append(f"{camera.label()}{int(snap['errors'] - reported['errors'])} frames failed")
+            if snap["fps_in"] == 0.0:
+                level = worse("WARN")
+                problems.append(f"no frames on {camera.resolved_topic} (check the topic and QoS)")
+            if snap["bad_frames"] > reported["bad_frames"]:
+                level = worse("WARN")
+                problems.append(f"{camera.label()}{int(snap['bad_frames'] - reported['bad_frames'])} bad frames")
+            reported["errors"], reported["bad_frames"] = snap["errors"], snap["bad_frames"]
+            summaries.append(
+                f"{camera.label()}in {snap['fps_in']:.1f} fps, out {snap['fps_out']:.1f} fps, "
+                f"latency p95 {snap.get('latency.p95', 0.0) * 1000:.0f} ms, dropped {int(snap['dropped'])}"
+            )
         for head in self.heads:
             facts = head.describe()
             backends.append(facts.get("backend", "?"))
             values[f"{head.name}.model"] = self.config.head(head.name).model.model
             for key, value in facts.items():
                 values[f"{head.name}.{key}"] = value
-            for key, value in head.task.diagnostics(last.get(head.name)).items():
-                values[f"{head.name}.{key}"] = value
-        level, problems = "OK", []
-        if snap["errors"] > self._reported["errors"]:
-            level = "ERROR"
-            problems.append(f"{int(snap['errors'] - self._reported['errors'])} frames failed")
         if self.safety is not None:
-            if self.safety.error_count > self._reported["nonfinite"]:
+            if self.safety.error_count > self._nonfinite_reported:
                 level = "ERROR"
                 problems.append(f"model output NaN/inf: {self.safety.last_error}")
-            self._reported["nonfinite"] = self.safety.error_count
-        if snap["fps_in"] == 0.0:
-            level = "ERROR" if level == "ERROR" else "WARN"
-            problems.append(f"no frames on {self.camera_topic} (check the topic and QoS)")
-        if snap["bad_frames"] > self._reported["bad_frames"]:
-            level = "ERROR" if level == "ERROR" else "WARN"
-            problems.append(f"{int(snap['bad_frames'] - self._reported['bad_frames'])} bad frames")
-        self._reported["errors"], self._reported["bad_frames"] = snap["errors"], snap["bad_frames"]
-        summary = (
-            f"in {snap['fps_in']:.1f} fps, out {snap['fps_out']:.1f} fps, "
-            f"latency p95 {snap.get('latency.p95', 0.0) * 1000:.0f} ms, dropped {int(snap['dropped'])}"
-        )
-        message = "; ".join([*problems, summary])
+            self._nonfinite_reported = self.safety.error_count
+        message = "; ".join([*problems, *summaries])
         header = make_header(self.types, int(now), int((now % 1.0) * 1e9), "")
         name = f"{self.node.get_name()}: perception"
         self.diagnostics_pub.publish(
@@ -538,7 +588,11 @@ class PerceptionNode:
             f"{h.name} ({h.task.name}) {config.head(h.name).model.model} ({h.describe().get('backend', '?')})"
             for h in self.heads
         ]
-        outputs = ", ".join(self._resolved(t) for t in self.topic_names)
+        inputs = "; ".join(
+            f"{c.label()}{c.resolved_topic} ({c.transport}) -> {', '.join(h.name for h in c.processor.heads)}"
+            for c in self.cameras
+        ) if len(self.cameras) > 1 else f"{self.camera_topic} ({self.cameras[0].transport})"
+        outputs = ", ".join(self._resolved(t) for c in self.cameras for t in c.topic_names)
         drive = ""
         if self.drive_head is not None:
             drive = (
@@ -550,9 +604,8 @@ class PerceptionNode:
                 )
             )
         return (
-            f"running {', '.join(heads)} on {self.camera_topic} ({config.image_transport}, "
-            f"{config.qos_reliability}, depth {config.qos_depth}, policy {config.frame_policy}); "
-            f"publishing {outputs}{drive}"
+            f"running {', '.join(heads)} on {inputs} ({config.qos_reliability}, depth {config.qos_depth}, "
+            f"policy {config.frame_policy}); publishing {outputs}{drive}"
         )
 
     def _resolved(self, name: str) -> str:
@@ -561,9 +614,14 @@ class PerceptionNode:
         except Exception:  # older rclpy without resolve_topic_name: the relative name is still right
             return name
 
+    def _close_processors(self) -> None:
+        for camera in self.cameras:
+            camera.processor.close()
+        self.cameras = []
+
     def shutdown(self) -> None:
         """Stop the worker (it finishes its frame), then publish a stop if the pilot may be driving."""
-        self.mailbox.close()
+        self.slots.close()
         if self._worker is not None:
             self._worker.join(timeout=5.0)
         if self.safety is not None and self.safety.enabled and self.command_pub is not None:
@@ -572,8 +630,7 @@ class PerceptionNode:
                 self.logger.info("shutdown: stop command published")
             except Exception as exc:  # the context may already be gone (SIGKILL-like teardown)
                 self.logger.error(f"shutdown: could not publish the stop command: {exc}")
-        if self.processor is not None:
-            self.processor.close()
+        self._close_processors()
 
 
 def main(args: Optional[List[str]] = None) -> int:
