@@ -87,6 +87,17 @@ def test_detection_array_vision_msgs_4(store, mode, expected):
     assert first.id == ""
 
 
+def test_track_ids_go_into_detection2d_id(store):
+    from trt_perception.tracking import TrackedDetections
+
+    typestore, types = store
+    plain = sample_detections()
+    tracked = TrackedDetections(plain.boxes, plain.scores, plain.class_ids, plain.labels, ids=["17", ""])
+    back = roundtrip(typestore, detection_array(types, copy_header(types, input_header(types)), tracked))
+    assert [d.id for d in back.detections] == ["17", ""]
+    assert [d.results[0].hypothesis.class_id for d in back.detections] == ["cone", "7"]
+
+
 def test_empty_detections_still_make_a_message(store):
     typestore, types = store
     back = roundtrip(typestore, detection_array(types, input_header(types), Detections.empty()))

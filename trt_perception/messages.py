@@ -142,7 +142,8 @@ def detection_array(
 
     ``class_id_mode`` 'label' puts the label text in ``hypothesis.class_id`` (the id as text when a class
     has no label), 'id' the numeric class id as text. ``header`` is used as is: pass ``copy_header(...)``.
-    Detection2D.id is left empty (no tracking; vision_msgs allows that).
+    ``Detection2D.id`` carries the track id when the detections have ``ids`` (a head with a tracker:
+    ``tracking.TrackedDetections``), else it is left empty (vision_msgs allows that).
     """
     if class_id_mode not in ("label", "id"):
         raise ConfigError(f"detector.class_id_mode is {class_id_mode!r}; expected 'label' or 'id'")
@@ -155,6 +156,9 @@ def detection_array(
         class_ids = [label if label else str(i) for label, i in zip(detections.labels, ids)]
     else:
         class_ids = [str(i) for i in ids]
+    track_ids = getattr(detections, "ids", None)
+    if not track_ids or len(track_ids) != len(class_ids):
+        track_ids = [""] * len(class_ids)
     pose = _identity_pose(types)  # shared by this message's hypotheses: we never set a 3D pose
     Detection2D, Hyp, HypWithPose = types.Detection2D, types.ObjectHypothesis, types.ObjectHypothesisWithPose
     BoundingBox2D, Pose2D, Point2D = types.BoundingBox2D, types.Pose2D, types.Point2D
@@ -165,9 +169,9 @@ def detection_array(
             bbox=BoundingBox2D(
                 center=Pose2D(position=Point2D(x=c[0], y=c[1]), theta=0.0), size_x=s[0], size_y=s[1]
             ),
-            id="",
+            id=str(track_id),
         )
-        for c, s, score, cid in zip(centers, sizes, scores, class_ids)
+        for c, s, score, cid, track_id in zip(centers, sizes, scores, class_ids, track_ids)
     ]
     return types.Detection2DArray(header=header, detections=items)
 
