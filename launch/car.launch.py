@@ -61,11 +61,21 @@ def launch_node(context, *args, **kwargs):
             arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level").perform(context)],
             output="screen",
             emulate_tty=True,
-            # the car is this node: when it stops (a startup error is one clear log line and exit 1), stop the
-            # launch too, so performance_mode restores the clocks and nothing waits on a dead node
-            on_exit=Shutdown(reason="trt_perception exited"),
+            # the car is this node: when it stops, stop the launch too (performance_mode restores the clocks);
+            # a failed node (a startup error: one clear log line, exit 1) makes the launch itself exit 1
+            on_exit=on_node_exit,
         )
     ]
+
+
+def on_node_exit(event, context):
+    """Shut the launch down with the node; a non-zero exit becomes the launch's exit status 1, so systemd units
+    and scripts that wrap `ros2 launch` see the failure (launch turns an exception here into return code 1)."""
+    if event.returncode:
+        raise RuntimeError(
+            f"trt_perception exited with code {event.returncode}; its log line above says why and how to fix it"
+        )
+    return [Shutdown(reason="trt_perception exited")]
 
 
 def generate_launch_description() -> LaunchDescription:

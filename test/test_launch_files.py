@@ -113,3 +113,17 @@ def test_car_launch_refuses_a_bad_params_file(ros_launch, tmp_path):
     context.launch_configurations.update({"image_topic": "", "use_sim_time": "false"})
     with pytest.raises(ConfigError, match="detector.score_threshold"):
         load("car.launch.py").node_parameters(context, str(params))
+
+
+def test_car_launch_exit_status_carries_a_failed_node(ros_launch):
+    """A node that fails to start (exit 1) makes `ros2 launch` exit 1: launch turns the raised error into its
+    return code (checked on a real Jazzy: exit 1 for a missing model, 0 after Ctrl-C)."""
+    from types import SimpleNamespace
+
+    from launch.actions import Shutdown
+
+    module = load("car.launch.py")
+    with pytest.raises(RuntimeError, match="exited with code 1"):
+        module.on_node_exit(SimpleNamespace(returncode=1), None)
+    actions = module.on_node_exit(SimpleNamespace(returncode=0), None)
+    assert len(actions) == 1 and isinstance(actions[0], Shutdown)
