@@ -8,3 +8,20 @@ from pathlib import Path
 TEST_DIR = Path(__file__).resolve().parent
 if str(TEST_DIR) not in sys.path:
     sys.path.insert(0, str(TEST_DIR))
+
+# Graph surgery (NMS plugin insertion, SSD export finishing) needs onnx-graphsurgeon, which CI installs with the
+# test extra but a ROS workspace (`colcon test`) may lack: there those modules skip with the reason, not fail.
+NEEDS_GRAPHSURGEON = ("test_tools_nms_surgery.py", "test_tools_convert.py")
+
+
+def pytest_collection_modifyitems(config: object, items: list) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("onnx_graphsurgeon") is not None:
+        return
+    import pytest
+
+    skip = pytest.mark.skip(reason="needs onnx-graphsurgeon (pip install onnx-graphsurgeon; CI has it)")
+    for item in items:
+        if Path(str(item.fspath)).name in NEEDS_GRAPHSURGEON:
+            item.add_marker(skip)
