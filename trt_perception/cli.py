@@ -26,6 +26,8 @@ SUBCOMMANDS = (
      "write a model spec (MODEL.yaml) from an ONNX file: recognises Ultralytics exports and common layouts"),
     ("replay", "trt_perception.tools.replay", "add_replay_arguments", "run_replay",
      "run the node's pipeline over a rosbag2 recording, offline, and write outputs + a report"),
+    ("evaluate", "trt_perception.tools.evaluate", "add_evaluate_arguments", "run_evaluate",
+     "replay many recordings in parallel with one or two model sets: pooled mAP/MAE/latency, A/B, CI gates"),
     ("convert", "trt_perception.tools.convert", "add_convert_arguments", "run_convert",
      "convert Keras/TF/TFLite/PyTorch models to ONNX (+ spec); insert TensorRT NMS plugins"),
     ("build", "trt_perception.tools.build", "add_build_arguments", "run_build",
