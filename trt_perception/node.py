@@ -503,7 +503,11 @@ class PerceptionNode:
             return
         stop = self.safety.check_watchdog(now)
         if stop is not None:
-            self.logger.warning(f"stopping the car: {stop.reason} on {self.drive_camera.resolved_topic}")
+            topic = self.drive_camera.resolved_topic
+            if self.drive_camera.stats.frames_out == 0:  # before the first frame: a state, not news
+                self.logger.info(f"waiting for the first frame on {topic}: the car is held stopped")
+            else:
+                self.logger.warning(f"stopping the car: {stop.reason} on {topic}")
             self._publish_command(stop, self._stamp_now(now))
 
     def _on_set_enabled(self, request: Any, response: Any) -> Any:
@@ -553,7 +557,7 @@ class PerceptionNode:
                 problems.append(f"{camera.label()}{int(snap['errors'] - reported['errors'])} frames failed")
             if snap["fps_in"] == 0.0:
                 level = worse("WARN")
-                problems.append(f"no frames on {camera.resolved_topic} (check the topic and QoS)")
+                problems.append(self._no_frames_reason(camera))
             if snap["bad_frames"] > reported["bad_frames"]:
                 level = worse("WARN")
                 problems.append(f"{camera.label()}{int(snap['bad_frames'] - reported['bad_frames'])} bad frames")
@@ -573,12 +577,39 @@ class PerceptionNode:
                 level = "ERROR"
                 problems.append(f"model output NaN/inf: {self.safety.last_error}")
             self._nonfinite_reported = self.safety.error_count
+        if self._sim_time():
+            values["latency_clock"] = "sim time: latency = /clock - image stamp, not wall-clock latency"
         message = "; ".join([*problems, *summaries])
         header = make_header(self.types, int(now), int((now % 1.0) * 1e9), "")
         name = f"{self.node.get_name()}: perception"
         self.diagnostics_pub.publish(
             diagnostic_array(self.types, header, name, level, message, ",".join(backends), values)
         )
+
+    def _sim_time(self) -> bool:
+        try:
+            return bool(self.node.get_parameter("use_sim_time").value)
+        except Exception:  # not declared: wall clock
+            return False
+
+    def _no_frames_reason(self, camera: CameraInput) -> str:
+        """Why a camera delivers nothing, as far as the graph tells: no publisher at all, or publishers whose
+        frames never arrive (another message type or incompatible QoS; Cyclone DDS reports neither event)."""
+        topic = camera.resolved_topic
+        try:
+            publishers = self.node.get_publishers_info_by_topic(topic)
+        except Exception:  # very old rclpy: say what we can
+            publishers = None
+        if not publishers:
+            return f"no frames on {topic}: nothing publishes it (check the topic name and remapping)"
+        expected = "sensor_msgs/msg/CompressedImage" if camera.transport == "compressed" else "sensor_msgs/msg/Image"
+        types = sorted({str(getattr(p, "topic_type", "?")) for p in publishers})
+        if any(t != expected for t in types):
+            return (f"no frames on {topic}: its {len(publishers)} publisher(s) send {types}, this camera expects "
+                    f"{expected}; fix: point the topic at the raw topic (transport raw) or at .../compressed "
+                    "(transport compressed)")
+        return (f"no frames on {topic} although {len(publishers)} publisher(s) send {expected}: likely a QoS "
+                f"mismatch (qos_reliability is {self.config.qos_reliability}); see `ros2 topic info -v {topic}`")
 
     # ---------------------------------------------------------------------------------------- lifetime
 
@@ -622,6 +653,11 @@ class PerceptionNode:
     def shutdown(self) -> None:
         """Stop the worker (it finishes its frame), then publish a stop if the pilot may be driving."""
         self.slots.close()
+        if self.diagnostics_pub is not None:  # a last report: on sim time the timer stops with the bag's clock
+            try:
+                self._on_diagnostics()
+            except Exception as exc:  # the context may already be gone
+                self.logger.debug(f"final diagnostics not published: {exc}")
         if self._worker is not None:
             self._worker.join(timeout=5.0)
         if self.safety is not None and self.safety.enabled and self.command_pub is not None:
