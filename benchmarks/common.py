@@ -2,6 +2,7 @@
 
 Timing: every benchmark compares implementations side by side in one process. ``measure`` warms each one
 up, then runs them in interleaved rounds (A, B, C, A, B, C, ...) and reports the median of per-call times,
+its interquartile range, and throughput from the TOTAL time over all calls (not 1/median: the tail is fat),
 so a noisy neighbour or a frequency change hits every contender alike; ratios of medians are what the
 targets are about.
 """
@@ -49,6 +50,18 @@ class Timing:
     @property
     def us(self) -> float:
         return self.median * 1e6
+
+    @property
+    def iqr(self) -> float:
+        """Interquartile range of per-call seconds: the spread, robust to the fat tail."""
+        q1, q3 = np.percentile(self.samples, [25, 75])
+        return float(q3 - q1)
+
+    @property
+    def per_second(self) -> float:
+        """Throughput from the total time over all calls (not 1/median: the tail is fat)."""
+        total = float(sum(self.samples))
+        return len(self.samples) / total if total > 0 else float("nan")
 
 
 def measure(

@@ -58,32 +58,29 @@ def postprocess_ssd(
     max_detections: int = 100,
     variances: Sequence[float] = (0.1, 0.1, 0.2, 0.2),
 ) -> List[Detection]:
-    """Sigmoid over every score, decode every anchor, per-class threshold, per-box loops, OpenCV NMS."""
+    """What a user writes: sigmoid, best class per anchor (argmax), threshold, decode the survivors, one
+    cv2.dnn.NMSBoxesBatched call, then a list of tuples (the form a node then turns into messages)."""
     width, height = image_size
-    scores = 1.0 / (1.0 + np.exp(-outputs["scores"][0]))
-    reg = outputs["boxes"][0]
-    cx = anchors[:, 0] + reg[:, 0] * variances[0] * anchors[:, 2]
-    cy = anchors[:, 1] + reg[:, 1] * variances[1] * anchors[:, 3]
-    w = anchors[:, 2] * np.exp(reg[:, 2] * variances[2])
-    h = anchors[:, 3] * np.exp(reg[:, 3] * variances[3])
-    x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    scores = 1.0 / (1.0 + np.exp(-outputs["scores"][0][:, 1:]))  # background column 0 dropped
+    classes = scores.argmax(axis=1)
+    best = scores[np.arange(scores.shape[0]), classes]
+    keep = np.where(best > threshold)[0]
+    if len(keep) == 0:
+        return []
+    reg, anc = outputs["boxes"][0][keep], anchors[keep]
+    cx = anc[:, 0] + reg[:, 0] * variances[0] * anc[:, 2]
+    cy = anc[:, 1] + reg[:, 1] * variances[1] * anc[:, 3]
+    w = anc[:, 2] * np.exp(reg[:, 2] * variances[2])
+    h = anc[:, 3] * np.exp(reg[:, 3] * variances[3])
+    rects = np.stack([(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height], axis=1)
+    picked = cv2.dnn.NMSBoxesBatched(rects.tolist(), best[keep].tolist(), (classes[keep] + 1).tolist(), threshold, iou)
     detections: List[Detection] = []
-    for cls in range(1, scores.shape[1]):
-        candidates = np.where(scores[:, cls] > threshold)[0]
-        if len(candidates) == 0:
-            continue
-        rects, confidences = [], []
-        for i in candidates:
-            left, top = float(x1[i]) * width, float(y1[i]) * height
-            rects.append([left, top, float(x2[i]) * width - left, float(y2[i]) * height - top])
-            confidences.append(float(scores[i, cls]))
-        keep = cv2.dnn.NMSBoxes(rects, confidences, threshold, iou)
-        for k in np.array(keep).flatten():
-            x, y, bw, bh = rects[k]
-            detections.append((labels[cls], confidences[k], max(0.0, x), max(0.0, y),
-                               min(float(width), x + bw), min(float(height), y + bh)))  # fmt: skip
+    for k in np.array(picked, dtype=np.int64).flatten()[:max_detections]:
+        x, y, bw, bh = rects[k]
+        detections.append((labels[classes[keep][k] + 1], float(best[keep][k]), max(0.0, x), max(0.0, y),
+                           min(float(width), x + bw), min(float(height), y + bh)))  # fmt: skip
     detections.sort(key=lambda d: -d[1])
-    return detections[:max_detections]
+    return detections
 
 
 def detection_array(types: Any, header: Any, detections: Sequence[Detection]) -> Any:
