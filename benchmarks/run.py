@@ -38,6 +38,7 @@ BENCHMARKS = {  # name -> module; run in this order
     "gpu": "bench_gpu",
     "segmentation": "bench_segmentation",
     "yolo": "bench_yolo",
+    "replay": "bench_replay",
 }
 
 

@@ -25,7 +25,8 @@ def test_quick_run_prints_every_table_and_writes_json(tmp_path: Path) -> None:
     payload = json.loads(out.read_text(encoding="utf-8"))
     benchmarks = payload["benchmarks"]
     assert set(benchmarks) == {
-        "overhead", "postprocess", "end_to_end", "memory", "latency", "messages", "gpu", "segmentation", "yolo"
+        "overhead", "postprocess", "end_to_end", "memory", "latency", "messages", "gpu", "segmentation", "yolo",
+        "replay",
     }
     for name, table in benchmarks.items():
         assert "error" not in table, (name, table.get("error"))
