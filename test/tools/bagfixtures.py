@@ -1,7 +1,8 @@
 """rosbag2 recordings written by the tests with rosbags (nothing is downloaded), and frames with known content.
 
 ``write_bag`` records camera frames in any of the encodings replay must read (raw Image in bgr8/rgb8/mono8/
-yuyv, CompressedImage jpeg/png), optional recorded drive commands and ground-truth boxes, in mcap or sqlite3,
+yuyv, CompressedImage jpeg/png), optional recorded drive commands and ground-truth boxes (with track ids in
+``Detection2D.id`` when a frame lists them), in mcap or sqlite3,
 with Jazzy definitions or as a Humble sqlite3 bag that carries no message definitions at all.
 Import from a test: ``from bagfixtures import write_bag`` (test/conftest.py puts test/ on sys.path; this
 folder is added by the test modules themselves).
@@ -32,6 +33,7 @@ class RecordedFrame:
     t_ns: int
     boxes: List[Box] = field(default_factory=list)  # ground truth (where squares were drawn)
     labels: List[str] = field(default_factory=list)
+    track_ids: List[str] = field(default_factory=list)  # ground-truth track ids (Detection2D.id), '' = none
     drive: Optional[Tuple[float, float]] = None  # recorded (angular.z, linear.x) for this frame
     corrupt: bool = False  # write bytes the decoder must refuse
 
@@ -62,6 +64,61 @@ def frames_with_squares(
             image[y0:y1, x0:x1] = 255
             boxes = [tuple(float(v) for v in square)]
         frames.append(RecordedFrame(image, t0_ns + i * period_ns, boxes, [label] * len(boxes)))
+    return frames
+
+
+@dataclass
+class MovingObject:
+    """An object of a tracking test bag: ground truth in every frame it is in view (``first``..``last``),
+    seen by the coded detector (``track_factory``) except in ``missed`` frames, with a low score in ``low``."""
+
+    track_id: str
+    label: str
+    class_id: int
+    start: Tuple[float, float]  # top-left corner at frame 0 (source pixels)
+    velocity: Tuple[float, float]  # pixels per frame
+    size: Tuple[int, int] = (24, 24)
+    first: int = 0
+    last: int = 1 << 30
+    missed: Sequence[int] = ()
+    low: Sequence[int] = ()
+
+    def box(self, frame: int) -> Box:
+        x = round(self.start[0] + self.velocity[0] * frame)
+        y = round(self.start[1] + self.velocity[1] * frame)
+        return (float(x), float(y), float(x + self.size[0]), float(y + self.size[1]))
+
+
+def frames_with_tracks(
+    objects: Sequence[MovingObject],
+    count: int,
+    score: float = 0.9,
+    low_score: float = 0.3,
+    t0_ns: int = 5 * SEC,
+    period_ns: int = SEC // 10,
+) -> List[RecordedFrame]:
+    """Frames of the coded detector's size with the objects drawn (colour by class), their ground truth with
+    track ids, and the detections the coded detector will report written into row 0."""
+    from track_factory import HEIGHT, WIDTH, encode_detections
+
+    colours = [(0, 140, 255), (255, 120, 0), (80, 200, 80)]
+    frames = []
+    for i in range(count):
+        image = np.full((HEIGHT, WIDTH, 3), 30, np.uint8)
+        frame = RecordedFrame(image, t0_ns + i * period_ns)
+        rows = []
+        for obj in objects:
+            if not obj.first <= i <= obj.last:
+                continue
+            x0, y0, x1, y1 = obj.box(i)
+            cv2.rectangle(image, (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1), colours[obj.class_id % 3], -1)
+            frame.boxes.append((x0, y0, x1, y1))
+            frame.labels.append(obj.label)
+            frame.track_ids.append(obj.track_id)
+            if i not in obj.missed:
+                rows.append((x0, y0, x1, y1, low_score if i in obj.low else score, obj.class_id))
+        encode_detections(image, rows)
+        frames.append(frame)
     return frames
 
 
@@ -156,7 +213,7 @@ def write_bag(
                 drive = _drive_message(t, header, frame.drive, drive_type)
                 writer.write(drive_conn, frame.t_ns + 1_000_000, ts.serialize_cdr(drive, drive_msgtype))
             if truth_conn is not None:
-                truth = _truth_message(t, header, frame.boxes, frame.labels)
+                truth = _truth_message(t, header, frame.boxes, frame.labels, frame.track_ids)
                 writer.write(truth_conn, frame.t_ns, ts.serialize_cdr(truth, "vision_msgs/msg/Detection2DArray"))
     if humble_without_definitions:
         _strip_definitions(path)
@@ -212,21 +269,23 @@ def _drive_message(t: dict, header: object, values: Tuple[float, float], kind: s
     return twist
 
 
-def _truth_message(t: dict, header: object, boxes: Sequence[Box], labels: Sequence[str]):
+def _truth_message(t: dict, header: object, boxes: Sequence[Box], labels: Sequence[str],
+                   track_ids: Sequence[str] = ()):
     pose = t["geometry_msgs/msg/PoseWithCovariance"](
         pose=t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
                                          orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)),
         covariance=np.zeros(36),
     )
     detections = []
-    for (x0, y0, x1, y1), label in zip(boxes, labels):
+    ids = list(track_ids) or [""] * len(boxes)
+    for (x0, y0, x1, y1), label, track_id in zip(boxes, labels, ids):
         hyp = t["vision_msgs/msg/ObjectHypothesisWithPose"](
             hypothesis=t["vision_msgs/msg/ObjectHypothesis"](class_id=label, score=1.0), pose=pose)
         bbox = t["vision_msgs/msg/BoundingBox2D"](
             center=t["vision_msgs/msg/Pose2D"](position=t["vision_msgs/msg/Point2D"](x=(x0 + x1) / 2,
                                                                                     y=(y0 + y1) / 2), theta=0.0),
             size_x=float(x1 - x0), size_y=float(y1 - y0))
-        detections.append(t["vision_msgs/msg/Detection2D"](header=header, results=[hyp], bbox=bbox, id=""))
+        detections.append(t["vision_msgs/msg/Detection2D"](header=header, results=[hyp], bbox=bbox, id=track_id))
     return t["vision_msgs/msg/Detection2DArray"](header=header, detections=detections)
 
 

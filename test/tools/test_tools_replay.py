@@ -3,7 +3,8 @@
 Checked: one output per input frame with the input's stamp and frame_id, detections where squares were drawn,
 commands equal to what the brightness pilot must say, the output bag readable with the Humble and Jazzy
 definitions, every input encoding and both storages, Humble bags without definitions, the latest-frame
-drops of --realtime, bad frames counted and skipped, and every bad-bag error naming what is wrong.
+drops of --realtime, bad frames counted and skipped, every bad-bag error naming what is wrong, and a tracking
+head's ids in the output bag with MOTA/IDF1 against ground-truth track ids.
 """
 
 from __future__ import annotations
@@ -20,15 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bagfixtures import (
     SEC,
+    MovingObject,
     available_distros,
     brightness_command,
     frames_with_squares,
+    frames_with_tracks,
     read_messages,
     storage_file,
     write_bag,
     write_params,
 )
 from onnx_factory import brightness_pilot, grid_detector
+from track_factory import coded_detector
 
 from trt_perception.cli import main as cli_main
 from trt_perception.errors import BagError, ConfigError
@@ -390,3 +394,94 @@ def test_cli_default_output_goes_to_the_working_directory(tmp_path: Path, models
     assert (work / "run1_replay" / "metadata.yaml").is_file()
     assert cli_main(["replay", str(bag), "--params", str(params), "--no-progress"]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ tracking
+
+
+def tracking_scene() -> List[MovingObject]:
+    """A cone and a car crossing (overlapping boxes, different classes), and a cone the detector misses for
+    5 frames (0.5 s, under track_max_age 1 s) and sees with a low score (0.3) for 4 more."""
+    return [
+        MovingObject("cone-a", "cone", 0, start=(10, 20), velocity=(4, 0)),
+        MovingObject("car-b", "car", 1, start=(200, 28), velocity=(-4, 0)),
+        MovingObject("cone-c", "cone", 0, start=(40, 100), velocity=(3, -1), missed=range(10, 15), low=range(20, 24)),
+    ]
+
+
+def test_tracking_ids_in_the_output_bag_and_mota_idf1_in_the_report(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
+    coded_detector(tmp_path)
+    frames = frames_with_tracks(tracking_scene(), 30)
+    bag = write_bag(tmp_path / "tracks", frames, truth_topic="/gt")
+    params = write_params(tmp_path, heads=["detector"], detector__model=str(tmp_path / "coded.onnx"),
+                          detector__tracker="bytetrack")
+
+    report = replay_bag(bag, params, out=tmp_path / "out", report_dir=tmp_path / "rep", truth_detections_topic="/gt")
+
+    track = report.tracking_eval
+    assert track is not None and track.head == "detector" and track.frames == 30
+    # misses: the three objects' first frame (track_min_hits 2: no id yet) and cone-c's five unseen frames
+    assert (track.truth_boxes, track.truth_tracks, track.misses, track.false_positives, track.id_switches) == (
+        90, 3, 8, 0, 0)
+    assert track.predicted_tracks == 3 and report.tracks_total == 3
+    assert track.mota == pytest.approx(1 - 8 / 90)
+    assert track.idf1 == pytest.approx(2 * 82 / (2 * 82 + 8))
+    assert track.motp_iou == pytest.approx(1.0)
+    assert report.detection_eval is not None and report.detection_eval.overall.false_positives == 0
+
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert data["tracking_eval"]["mota"] == pytest.approx(1 - 8 / 90)
+    assert (data["tracking_eval"]["idtp"], data["tracking_eval"]["idfn"], data["tracking_eval"]["idfp"]) == (82, 8, 0)
+    assert data["detections"]["tracks"] == 3
+
+    # the output bag: every object keeps one id, its own, from its second frame on (low-score frames included)
+    published: Dict[str, set] = {}
+    assert report.output_topics["/detector/detections"] == "vision_msgs/msg/Detection2DArray"
+    for (_, msg), frame in zip(read_messages(tmp_path / "out")["/detector/detections"], frames):
+        truth = dict(zip(frame.boxes, frame.track_ids))
+        for d in msg.detections:
+            x, y = d.bbox.center.position.x, d.bbox.center.position.y
+            key = (x - d.bbox.size_x / 2, y - d.bbox.size_y / 2, x + d.bbox.size_x / 2, y + d.bbox.size_y / 2)
+            published.setdefault(truth[key], set()).add(d.id)
+    assert all(len(ids - {""}) == 1 for ids in published.values()), published
+    assert len(set.union(*published.values()) - {""}) == 3
+
+
+def test_tracking_notes_when_it_cannot_be_scored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
+    coded_detector(tmp_path)
+    frames = frames_with_tracks(tracking_scene(), 6)
+    bag = write_bag(tmp_path / "tracks", frames, truth_topic="/gt")
+    plain = write_params(tmp_path, heads=["detector"], detector__model=str(tmp_path / "coded.onnx"))
+    report = replay_bag(bag, plain, truth_detections_topic="/gt")
+    assert report.tracking_eval is None and report.tracks_total == 0
+    assert any("set detector.tracker: bytetrack to score tracking" in n for n in report.notes)
+
+    for frame in frames:
+        frame.track_ids = []
+    bag = write_bag(tmp_path / "no_ids", frames, truth_topic="/gt")
+    tracked = write_params(tmp_path, heads=["detector"], detector__model=str(tmp_path / "coded.onnx"),
+                           detector__tracker="bytetrack")
+    report = replay_bag(bag, tracked, truth_detections_topic="/gt")
+    assert report.tracking_eval is None and report.tracks_total == 3
+    assert any("carries no track ids" in n for n in report.notes)
+
+    frames[2].track_ids = ["cone-a", "", "cone-c"]
+    bag = write_bag(tmp_path / "some_ids", frames, truth_topic="/gt")
+    report = replay_bag(bag, tracked, truth_detections_topic="/gt")
+    assert report.tracking_eval is None
+    assert any("16 of 18 ground-truth boxes" in n and "have no track id" in n for n in report.notes)
+
+
+def test_tracking_report_says_when_motmetrics_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
+    monkeypatch.setitem(sys.modules, "motmetrics", None)
+    coded_detector(tmp_path)
+    bag = write_bag(tmp_path / "tracks", frames_with_tracks(tracking_scene(), 4), truth_topic="/gt")
+    params = write_params(tmp_path, heads=["detector"], detector__model=str(tmp_path / "coded.onnx"),
+                          detector__tracker="bytetrack")
+    report = replay_bag(bag, params, truth_detections_topic="/gt")
+    assert report.tracking_eval is None
+    assert any("motmetrics is not installed; fix: pip install motmetrics" in n for n in report.notes)

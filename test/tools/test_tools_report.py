@@ -17,6 +17,7 @@ from trt_perception.tools.report import (
     LatencyStats,
     ReplayReport,
     SampleFrame,
+    TrackingEval,
     format_report,
     mae_rmse,
     nearest_within,
@@ -138,3 +139,35 @@ def test_without_matplotlib_the_numbers_still_land_in_json(tmp_path: Path, monke
     assert data["detection_eval"]["overall"]["true_positives"] == 28
     assert data["latency_ms"]["total"]["count"] == 3
     assert "matplotlib" in format_report(report)
+
+
+def tracking_eval() -> TrackingEval:
+    values = {"num_frames": 30.0, "mota": 0.9, "motp": 0.2, "idf1": 0.95, "idp": 1.0, "idr": 0.9,
+              "num_switches": 1.0, "num_false_positives": 2.0, "num_misses": 6.0, "num_objects": 90.0,
+              "num_unique_objects": 3.0, "num_predictions": 86.0, "num_matches": 82.0, "mostly_tracked": 3.0,
+              "partially_tracked": 0.0, "mostly_lost": 0.0, "num_fragmentations": 1.0, "idtp": 80.0, "idfp": 6.0,
+              "idfn": 10.0}
+    return TrackingEval.from_metrics("detector", "/gt", 0.5, values, predicted_tracks=4)
+
+
+def test_tracking_section_in_the_table_and_the_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
+    report = sample_report()
+    report.tracking_eval = tracking_eval()
+    report.tracks_total = 4
+    text = format_report(report)
+    assert "tracks of detector vs /gt (30 frames with ground truth, IoU >= 0.5, motmetrics)" in text
+    assert "MOTA 0.900   IDF1 0.950   MOTP (mean IoU) 0.800" in text
+    assert "id switches 1   false positives 2   misses 6   fragmentations 1" in text
+    assert "truth: 3 tracks, 90 boxes   predicted: 4 tracks, 86 boxes" in text
+    assert "tracks        4 track ids published" in text
+    write_report_files(report, tmp_path)
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["tracking_eval"]["mota"] == 0.9 and data["tracking_eval"]["motp_iou"] == pytest.approx(0.8)
+    assert (data["tracking_eval"]["idtp"], data["tracking_eval"]["idfp"], data["tracking_eval"]["idfn"]) == (80, 6, 10)
+    assert data["detections"]["tracks"] == 4
+
+
+def test_tracking_eval_without_scored_boxes_is_null_not_nan() -> None:
+    empty = TrackingEval.from_metrics("detector", "/gt", 0.5, {"mota": math.nan, "idf1": math.nan}, 0)
+    assert empty.mota is None and empty.idf1 is None and empty.motp_iou is None and empty.truth_boxes == 0

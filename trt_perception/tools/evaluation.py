@@ -1,6 +1,7 @@
 """Accuracy measures replay reports per head: COCO mAP for detection (faster-coco-eval, the C++ port of
-pycocotools' COCOeval, not a hand-written mAP) and mIoU for segmentation (a running confusion matrix, so
-memory stays flat however long the bag).
+pycocotools' COCOeval, not a hand-written mAP), CLEAR-MOT and identity measures for tracking (motmetrics:
+MOTA, MOTP, IDF1, id switches), and mIoU for segmentation (a running confusion matrix, so memory stays flat
+however long the bag).
 """
 
 from __future__ import annotations
@@ -11,6 +12,15 @@ import cv2
 import numpy as np
 
 COCO_EVAL_HINT = "pip install faster-coco-eval (or: pip install 'trt_perception[eval]')"
+MOT_EVAL_HINT = "pip install motmetrics (or: pip install 'trt_perception[eval]')"
+TRACK_IOU = 0.5  # a track box matches a ground-truth box at IoU >= 0.5 (MOTChallenge's box criterion)
+MOT_METRICS = (
+    "num_frames", "mota", "motp", "idf1", "idp", "idr", "num_switches", "num_false_positives", "num_misses",
+    "num_objects", "num_unique_objects", "num_predictions", "num_matches", "mostly_tracked",
+    "partially_tracked", "mostly_lost", "num_fragmentations", "idtp", "idfp", "idfn",
+)  # fmt: skip
+
+TrackFrame = Tuple[np.ndarray, Sequence[str], Sequence[str], np.ndarray, Sequence[str], Sequence[str]]
 
 
 def coco_map(
@@ -50,6 +60,38 @@ def coco_map(
     evaluator.accumulate()
     evaluator.summarize()
     return {"map_50": float(evaluator.stats[1]), "map_50_95": float(evaluator.stats[0])}
+
+
+def mot_metrics(frames: Sequence[TrackFrame], iou_threshold: float = TRACK_IOU) -> Optional[Dict[str, float]]:
+    """CLEAR-MOT (Bernardin & Stiefelhagen 2008) and identity measures (Ristani et al. 2016) with motmetrics,
+    over frames of (truth boxes xyxy, truth labels, truth track ids, boxes, labels, track ids).
+
+    A pair can match when its labels agree and IoU >= ``iou_threshold`` (distance 1 - IoU); only boxes with a
+    track id are the tracker's output. Returns motmetrics' values under its own names (``motp`` is its mean
+    distance, 1 - IoU), or None when motmetrics is not installed. motmetrics 1.4 needs numeric ids and its
+    ``iou_matrix`` uses ``np.asfarray`` (gone in numpy 2), so ids are numbered here and IoU is ours.
+    """
+    try:
+        import motmetrics
+    except ImportError:
+        return None
+    from trt_perception.outputs.nms import iou_matrix
+
+    accumulator = motmetrics.MOTAccumulator(auto_id=True)
+    truth_numbers: Dict[str, int] = {}
+    track_numbers: Dict[str, int] = {}
+    for truth_boxes, truth_labels, truth_ids, boxes, labels, ids in frames:
+        keep = [i for i, track in enumerate(ids) if track]
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)[keep]
+        labels = [labels[i] for i in keep]
+        hypotheses = [track_numbers.setdefault(ids[i], len(track_numbers) + 1) for i in keep]
+        objects = [truth_numbers.setdefault(t, len(truth_numbers) + 1) for t in truth_ids]
+        iou = iou_matrix(np.asarray(truth_boxes, np.float64).reshape(-1, 4), boxes)
+        same = np.asarray(list(truth_labels), object)[:, None] == np.asarray(labels, object)[None, :]
+        distance = np.where(same.reshape(iou.shape) & (iou >= iou_threshold), 1.0 - iou, np.nan)
+        accumulator.update(objects, hypotheses, distance)
+    summary = motmetrics.metrics.create().compute(accumulator, metrics=list(MOT_METRICS), name="all")
+    return {name: float(summary[name].iloc[0]) for name in MOT_METRICS}
 
 
 class ConfusionMatrix:

@@ -39,6 +39,7 @@ from trt_perception.tools.report import (
     ReplayReport,
     SampleFrame,
     SegmentationEval,
+    TrackingEval,
     mae_rmse,
     nearest_within,
     score_frame,
@@ -604,7 +605,7 @@ class _Run:
         self.last_frame_id = ""
         self.drive_truth: List[Tuple[int, float, float]] = []
         self.drive_truth_type: Optional[str] = None
-        self.detection_truth: Dict[int, Tuple[np.ndarray, List[str]]] = {}
+        self.detection_truth: Dict[int, Tuple[np.ndarray, List[str], List[str]]] = {}  # stamp -> boxes, labels, ids
         self.output: Optional[_OutputBag] = None
         self.busy_until = -math.inf
 
@@ -832,8 +833,7 @@ class _Run:
             steering, throttle = _drive_values(msg, conn.msgtype)
             self.drive_truth.append((t_ns, steering, throttle))
         else:
-            boxes, labels = self._truth_boxes(msg)
-            self.detection_truth[_stamp_ns(msg)] = (boxes, labels)
+            self.detection_truth[_stamp_ns(msg)] = self._truth_boxes(msg)
 
     def _truth_mask(self, msg: Any) -> None:
         """A ground-truth class-id mask (mono8 Image or png CompressedImage), paired with its frame by stamp."""
@@ -863,17 +863,19 @@ class _Run:
         truth, prediction = (partner, mask) if predicted else (mask, partner)
         self.confusion.add(truth, prediction)
 
-    def _truth_boxes(self, msg: Any) -> Tuple[np.ndarray, List[str]]:
+    def _truth_boxes(self, msg: Any) -> Tuple[np.ndarray, List[str], List[str]]:
+        """Boxes (xyxy), labels and track ids ('' where Detection2D.id is empty) of a ground-truth message."""
         count = len(msg.detections)
         boxes = np.zeros((count, 4), np.float64)
         labels: List[str] = []
+        ids = [str(det.id) for det in msg.detections]
         for i, det in enumerate(msg.detections):  # ground truth: a few boxes per frame
             cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
             w, h = det.bbox.size_x, det.bbox.size_y
             boxes[i] = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
             class_id = det.results[0].hypothesis.class_id if det.results else ""
             labels.append(self._truth_label(str(class_id)))
-        return boxes, labels
+        return boxes, labels, ids
 
     def _truth_label(self, class_id: str) -> str:
         """Ground truth may name classes by label or by numeric id; compare by label where we know it."""
@@ -892,14 +894,17 @@ class _Run:
         if self.realtime:
             report.output_latency = LatencyStats.from_seconds(collect.output_latency)
         counts: Dict[str, int] = {}
+        tracks = set()
         for det in collect.detections:
             if det is None:
                 continue
+            tracks.update(getattr(det, "ids", ()))
             report.detections_total += len(det)
             report.detections_max_per_frame = max(report.detections_max_per_frame, len(det))
             for label in det.labels:
                 counts[label] = counts.get(label, 0) + 1
         report.detections_per_class = counts
+        report.tracks_total = len(tracks - {""})
         frame_t = np.asarray(collect.frame_t, np.float64)
         rel = (frame_t - t0_ns) * 1e-9
         if self.drive_head is not None:
@@ -909,6 +914,7 @@ class _Run:
             self._segmentation_report()
         if self.truth_detections_topic is not None and self.detection_head is not None:
             self._detection_report()
+            self._tracking_report()
         for sample, stamp in collect.samples:
             truth = self.detection_truth.get(stamp)
             if truth is not None:
@@ -990,7 +996,7 @@ class _Run:
         for det, index in zip(collect.detections, pick.tolist()):
             if index < 0 or det is None:
                 continue
-            truth_boxes, truth_labels = self.detection_truth[int(stamps[index])]
+            truth_boxes, truth_labels, _ = self.detection_truth[int(stamps[index])]
             evaluation.frames += 1
             for name, score in score_frame(det.boxes, det.scores, det.labels, truth_boxes, truth_labels).items():
                 evaluation.per_class.setdefault(name, ClassScore()).add(score)
@@ -999,7 +1005,7 @@ class _Run:
         scored = []
         for det, index in zip(collect.detections, pick.tolist()):
             if index >= 0 and det is not None:
-                truth_boxes, truth_labels = self.detection_truth[int(stamps[index])]
+                truth_boxes, truth_labels, _ = self.detection_truth[int(stamps[index])]
                 scored.append((truth_boxes, truth_labels, det.boxes, det.scores, det.labels))
         maps = coco_map(scored) if scored else None
         if maps is not None:
@@ -1011,6 +1017,46 @@ class _Run:
             self.report.notes.append(
                 f"no ground-truth message on {self.truth_detections_topic} carries the stamp of a processed "
                 "frame; precision/recall need boxes stamped like the images they describe")
+
+    def _tracking_report(self) -> None:
+        """MOTA/IDF1 of the detection head's tracks when the ground truth carries track ids (Detection2D.id)."""
+        head = self.detection_head
+        tracker = getattr(head.task, "tracker", None)
+        collect = self.collect
+        stamps = np.asarray(sorted(self.detection_truth), np.int64)
+        pick = nearest_within(np.asarray(collect.frame_stamp, np.float64), stamps.astype(np.float64),
+                              DETECTION_MATCH_TOLERANCE_S * 1e9)
+        pairs = [(det, self.detection_truth[int(stamps[i])]) for det, i in zip(collect.detections, pick.tolist())
+                 if i >= 0 and det is not None]
+        truth_ids = [ids for _, (_, _, ids) in pairs]
+        with_id = sum(1 for ids in truth_ids for t in ids if t)
+        without_id = sum(1 for ids in truth_ids for t in ids if not t)
+        if not with_id:
+            if tracker is not None and pairs:
+                self.report.notes.append(f"tracking not scored: the ground truth on {self.truth_detections_topic} "
+                                         "carries no track ids (Detection2D.id)")
+            return
+        if tracker is None:
+            self.report.notes.append(f"the ground truth on {self.truth_detections_topic} carries track ids; set "
+                                     f"{head.name}.tracker: bytetrack to score tracking (MOTA, IDF1)")
+            return
+        if without_id:
+            self.report.notes.append(f"tracking not scored: {without_id} of {with_id + without_id} ground-truth "
+                                     f"boxes on {self.truth_detections_topic} have no track id (Detection2D.id); "
+                                     "MOTA/IDF1 need an id on every box")
+            return
+        from trt_perception.tools.evaluation import MOT_EVAL_HINT, TRACK_IOU, mot_metrics
+
+        frames = [(truth[0], truth[1], truth[2], det.boxes, det.labels, getattr(det, "ids", [""] * len(det)))
+                  for det, truth in pairs]
+        values = mot_metrics(frames)
+        if values is None:
+            self.report.notes.append(f"tracking (MOTA, IDF1) not scored: motmetrics is not installed; fix: "
+                                     f"{MOT_EVAL_HINT}")
+            return
+        predicted = len({t for det, _ in pairs for t in getattr(det, "ids", ()) if t})
+        self.report.tracking_eval = TrackingEval.from_metrics(head.name, str(self.truth_detections_topic),
+                                                              TRACK_IOU, values, predicted)
 
 
 _FIELDS = {"twist": ("angular.z", "linear.x"), "ackermann": ("steering_angle", "speed")}
@@ -1028,11 +1074,17 @@ def _drive_values(msg: Any, msgtype: str) -> Tuple[float, float]:
 
 
 def _copy_detections(detections: Optional[Detections]) -> Optional[Detections]:
-    """Detections survive the frame: parsers may reuse their arrays for the next one."""
+    """Detections survive the frame: parsers may reuse their arrays for the next one. Track ids come along."""
     if detections is None:
         return None
-    return Detections(np.array(detections.boxes, np.float32), np.array(detections.scores, np.float32),
+    copy = Detections(np.array(detections.boxes, np.float32), np.array(detections.scores, np.float32),
                       np.array(detections.class_ids, np.int64), list(detections.labels))
+    ids = getattr(detections, "ids", None)
+    if ids is not None:
+        from trt_perception.tracking import TrackedDetections
+
+        return TrackedDetections(copy.boxes, copy.scores, copy.class_ids, copy.labels, ids=list(ids))
+    return copy
 
 
 def _to_bgr(image: Any) -> np.ndarray:
@@ -1066,8 +1118,10 @@ def _sample(frame: _Frame, decoded: Any, det: Detections, t0_ns: int) -> SampleF
     scale = min(1.0, SAMPLE_WIDTH / float(width))
     small = cv2.resize(image, (max(1, int(width * scale)), max(1, int(height * scale))),
                        interpolation=cv2.INTER_AREA) if scale < 1.0 else image.copy()
+    ids = getattr(det, "ids", None) or [""] * len(det)
+    labels = [f"{label} #{track}" if track else label for label, track in zip(det.labels, ids)]
     sample = SampleFrame(index=frame.index, time_s=(frame.t_ns - t0_ns) * 1e-9, image_bgr=small,
-                         boxes=np.asarray(det.boxes, np.float32) * scale, labels=list(det.labels),
+                         boxes=np.asarray(det.boxes, np.float32) * scale, labels=labels,
                          scores=np.asarray(det.scores, np.float32), class_ids=np.asarray(det.class_ids, np.int64),
                          scale=scale)
     return sample
@@ -1093,7 +1147,8 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
                         help="recorded drive commands (Twist, TwistStamped, AckermannDrive[Stamped]) to compare "
                              "steering/throttle against, e.g. /teleop/cmd_vel")
     parser.add_argument("--truth-detections-topic", default=None,
-                        help="ground-truth Detection2DArray topic for precision/recall at IoU 0.5")
+                        help="ground-truth Detection2DArray topic for precision/recall at IoU 0.5, and for "
+                             "MOTA/IDF1 when its Detection2D.id carry track ids and the head runs a tracker")
     parser.add_argument("--truth-mask-topic", default=None,
                         help="ground-truth class-id masks (mono8 Image or png CompressedImage, stamped like the "
                              "frames) for the segmentation head's mIoU")

@@ -131,6 +131,60 @@ class DetectionEval:
 
 
 @dataclass
+class TrackingEval:
+    """A tracking head's tracks against ground-truth track ids (``Detection2D.id`` on the truth topic):
+    CLEAR-MOT and identity measures from motmetrics, with the counts behind them so runs can be pooled
+    (MOTA = 1 - (misses + false positives + id switches) / truth boxes; IDF1 = 2 IDTP / (2 IDTP + IDFP + IDFN))."""
+
+    head: str
+    topic: str
+    frames: int  # processed frames that had a ground-truth message
+    iou_threshold: float
+    mota: Optional[float] = None  # None: not computed (motmetrics missing, or no scored frame)
+    motp_iou: Optional[float] = None  # mean IoU of the matched pairs (motmetrics' MOTP is 1 - this)
+    idf1: Optional[float] = None
+    idp: Optional[float] = None
+    idr: Optional[float] = None
+    id_switches: int = 0
+    false_positives: int = 0
+    misses: int = 0
+    matches: int = 0
+    fragmentations: int = 0
+    truth_boxes: int = 0
+    truth_tracks: int = 0
+    predicted_boxes: int = 0
+    predicted_tracks: int = 0
+    mostly_tracked: int = 0
+    partially_tracked: int = 0
+    mostly_lost: int = 0
+    idtp: int = 0
+    idfp: int = 0
+    idfn: int = 0
+
+    @classmethod
+    def from_metrics(cls, head: str, topic: str, iou_threshold: float, values: Dict[str, float],
+                     predicted_tracks: int) -> TrackingEval:
+        """From ``evaluation.mot_metrics``' values (motmetrics' names)."""
+        def count(name: str) -> int:
+            value = values.get(name, 0.0)
+            return round(value) if math.isfinite(value) else 0
+
+        motp = values.get("motp", math.nan)
+        return cls(
+            head=head, topic=topic, frames=count("num_frames"), iou_threshold=iou_threshold,
+            mota=_finite(values.get("mota", math.nan)), motp_iou=_finite(1.0 - motp),
+            idf1=_finite(values.get("idf1", math.nan)), idp=_finite(values.get("idp", math.nan)),
+            idr=_finite(values.get("idr", math.nan)), id_switches=count("num_switches"),
+            false_positives=count("num_false_positives"), misses=count("num_misses"), matches=count("num_matches"),
+            fragmentations=count("num_fragmentations"), truth_boxes=count("num_objects"),
+            truth_tracks=count("num_unique_objects"), predicted_boxes=count("num_predictions"),
+            predicted_tracks=predicted_tracks, mostly_tracked=count("mostly_tracked"),
+            partially_tracked=count("partially_tracked"), mostly_lost=count("mostly_lost"), idtp=count("idtp"),
+            idfp=count("idfp"), idfn=count("idfn"),
+        )  # fmt: skip
+
+
+@dataclass
 class SegmentationEval:
     """mIoU of a segmentation head against a ground-truth mask topic (class ids, mono8)."""
 
@@ -201,6 +255,8 @@ class ReplayReport:
     drive: Optional[DriveError] = None
     detection_eval: Optional[DetectionEval] = None
     segmentation_eval: Optional[SegmentationEval] = None
+    tracking_eval: Optional[TrackingEval] = None
+    tracks_total: int = 0  # distinct track ids the detection head published (0 without a tracker)
     out_bag: Optional[str] = None
     output_topics: Dict[str, str] = field(default_factory=dict)  # topic -> message type written
     report_dir: Optional[str] = None
@@ -245,6 +301,7 @@ class ReplayReport:
                 "per_frame": _finite(self.detections_per_frame),
                 "max_per_frame": self.detections_max_per_frame,
                 "per_class": dict(self.detections_per_class),
+                "tracks": self.tracks_total,
             },
             "drive": {"outputs": self.drive_outputs, "safety_stops": self.drive_stops},
             "drive_error": _clean(asdict(self.drive)) if self.drive else None,
@@ -266,6 +323,7 @@ class ReplayReport:
                 "map_50": _finite(ev.map_50) if ev.map_50 is not None else None,
                 "map_50_95": _finite(ev.map_50_95) if ev.map_50_95 is not None else None,
             }
+        data["tracking_eval"] = _clean(asdict(self.tracking_eval)) if self.tracking_eval is not None else None
         if self.segmentation_eval is not None:
             data["segmentation_eval"] = _clean(asdict(self.segmentation_eval))
             data["segmentation_eval"]["iou_per_class"] = {
@@ -406,6 +464,8 @@ def format_report(report: ReplayReport) -> str:
         if report.detections_per_class:
             per_class = ", ".join(f"{k}: {v}" for k, v in sorted(report.detections_per_class.items()))
             lines.append(f"  per class     {per_class}")
+        if report.tracks_total:
+            lines.append(f"  tracks        {report.tracks_total} track ids published")
     if report.drive_head:
         lines.append("")
         lines.append(f"  drive         {report.drive_outputs} commands, {report.drive_stops} safety stops")
@@ -430,6 +490,8 @@ def format_report(report: ReplayReport) -> str:
             )
         if ev.map_50 is not None:
             lines.append(f"  COCO mAP@0.5 {_num(ev.map_50)}   mAP@[.5:.95] {_num(ev.map_50_95)}   (faster-coco-eval)")
+    if report.tracking_eval is not None:
+        lines.extend(format_tracking(report.tracking_eval))
     if report.segmentation_eval is not None:
         sv = report.segmentation_eval
         lines.append("")
@@ -458,6 +520,22 @@ def format_report(report: ReplayReport) -> str:
     for note in report.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines)
+
+
+def format_tracking(te: TrackingEval) -> List[str]:
+    """The tracking section of the printed report."""
+    return [
+        "",
+        f"  tracks of {te.head} vs {te.topic} ({te.frames} frames with ground truth, IoU >= {te.iou_threshold:g}, "
+        "motmetrics)",
+        f"  MOTA {_num(te.mota)}   IDF1 {_num(te.idf1)}   MOTP (mean IoU) {_num(te.motp_iou)}   "
+        f"IDP {_num(te.idp)}   IDR {_num(te.idr)}",
+        f"  id switches {te.id_switches}   false positives {te.false_positives}   misses {te.misses}   "
+        f"fragmentations {te.fragmentations}",
+        f"  truth: {te.truth_tracks} tracks, {te.truth_boxes} boxes   predicted: {te.predicted_tracks} tracks, "
+        f"{te.predicted_boxes} boxes   mostly tracked {te.mostly_tracked}, partly {te.partially_tracked}, "
+        f"mostly lost {te.mostly_lost}",
+    ]
 
 
 # ----------------------------------------------------------------------------------------------- files
