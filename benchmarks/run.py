@@ -39,6 +39,7 @@ BENCHMARKS = {  # name -> module; run in this order
     "segmentation": "bench_segmentation",
     "yolo": "bench_yolo",
     "replay": "bench_replay",
+    "tracking": "bench_tracking",
 }
 
 
