@@ -40,6 +40,8 @@ BENCHMARKS = {  # name -> module; run in this order
     "yolo": "bench_yolo",
     "replay": "bench_replay",
     "tracking": "bench_tracking",
+    "heads": "bench_heads",
+    "cameras": "bench_cameras",
 }
 
 
