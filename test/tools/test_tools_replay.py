@@ -409,9 +409,7 @@ def tracking_scene() -> List[MovingObject]:
     ]
 
 
-def test_tracking_ids_in_the_output_bag_and_mota_idf1_in_the_report(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
+def test_tracking_ids_in_the_output_bag_and_mota_idf1_in_the_report(tmp_path: Path) -> None:
     coded_detector(tmp_path)
     frames = frames_with_tracks(tracking_scene(), 30)
     bag = write_bag(tmp_path / "tracks", frames, truth_topic="/gt")
@@ -435,6 +433,11 @@ def test_tracking_ids_in_the_output_bag_and_mota_idf1_in_the_report(tmp_path: Pa
     assert data["tracking_eval"]["mota"] == pytest.approx(1 - 8 / 90)
     assert (data["tracking_eval"]["idtp"], data["tracking_eval"]["idfn"], data["tracking_eval"]["idfp"]) == (82, 8, 0)
     assert data["detections"]["tracks"] == 3
+    series = report.series
+    assert {k: len(v) for k, v in series.truth_track_times.items()} == {"cone-a": 30, "car-b": 30, "cone-c": 30}
+    assert sorted(len(v) for v in series.track_times.values()) == [29 - 5, 29, 29]  # cone-c unseen for 5 frames
+    if report_module._pyplot() is not None:
+        assert "tracks.png" in [Path(p).name for p in report.files]
 
     # the output bag: every object keeps one id, its own, from its second frame on (low-score frames included)
     published: Dict[str, set] = {}

@@ -171,3 +171,13 @@ def test_tracking_section_in_the_table_and_the_json(tmp_path: Path, monkeypatch:
 def test_tracking_eval_without_scored_boxes_is_null_not_nan() -> None:
     empty = TrackingEval.from_metrics("detector", "/gt", 0.5, {"mota": math.nan, "idf1": math.nan}, 0)
     assert empty.mota is None and empty.idf1 is None and empty.motp_iou is None and empty.truth_boxes == 0
+
+
+def test_tracks_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    report = sample_report()
+    report.tracking_eval = tracking_eval()
+    report.series.track_times = {"1": [0.0, 0.1, 0.2], "2": [0.1, 0.2], "3": [0.3]}
+    report.series.truth_track_times = {"cone-a": [0.0, 0.1, 0.2, 0.3], "cone-b": [0.1, 0.2]}
+    written = write_report_files(report, tmp_path)
+    assert "tracks.png" in [p.name for p in written] and (tmp_path / "tracks.png").stat().st_size > 1000

@@ -894,17 +894,15 @@ class _Run:
         if self.realtime:
             report.output_latency = LatencyStats.from_seconds(collect.output_latency)
         counts: Dict[str, int] = {}
-        tracks = set()
         for det in collect.detections:
             if det is None:
                 continue
-            tracks.update(getattr(det, "ids", ()))
             report.detections_total += len(det)
             report.detections_max_per_frame = max(report.detections_max_per_frame, len(det))
             for label in det.labels:
                 counts[label] = counts.get(label, 0) + 1
         report.detections_per_class = counts
-        report.tracks_total = len(tracks - {""})
+        self._track_series(t0_ns)
         frame_t = np.asarray(collect.frame_t, np.float64)
         rel = (frame_t - t0_ns) * 1e-9
         if self.drive_head is not None:
@@ -921,6 +919,27 @@ class _Run:
                 sample.truth_boxes = truth[0] * sample.scale
                 sample.truth_labels = list(truth[1])
         series.samples = _pick_samples([s for s, _ in collect.samples], SAMPLE_FRAMES)
+
+    def _track_series(self, t0_ns: int) -> None:
+        """When the head tracks: the times each published id was seen, and each ground-truth id (matched to the
+        processed frames by stamp), for tracks.png; and how many ids were published."""
+        collect, series = self.collect, self.report.series
+        frame_s = ((np.asarray(collect.frame_t, np.float64) - t0_ns) * 1e-9).tolist()
+        for det, seconds in zip(collect.detections, frame_s):
+            for track in getattr(det, "ids", None) or ():
+                if track:
+                    series.track_times.setdefault(track, []).append(seconds)
+        self.report.tracks_total = len(series.track_times)
+        if not series.track_times or not self.detection_truth:
+            return
+        stamps = sorted(self.detection_truth)
+        order = np.argsort(np.asarray(collect.frame_stamp, np.int64), kind="stable")
+        frame_stamps = np.asarray(collect.frame_stamp, np.float64)[order]
+        pick = nearest_within(np.asarray(stamps, np.float64), frame_stamps, DETECTION_MATCH_TOLERANCE_S * 1e9)
+        for stamp, index in zip(stamps, pick.tolist()):
+            for track in self.detection_truth[stamp][2] if index >= 0 else ():
+                if track:
+                    series.truth_track_times.setdefault(track, []).append(frame_s[int(order[index])])
 
     def _drive_report(self, rel: np.ndarray, t0_ns: int) -> None:
         report, collect, series = self.report, self.collect, self.report.series

@@ -225,6 +225,8 @@ class ReplaySeries:
     recorded_throttle: List[float] = field(default_factory=list)
     steering_units: Tuple[str, str] = ("steering", "throttle")
     samples: List[SampleFrame] = field(default_factory=list)
+    track_times: Dict[str, List[float]] = field(default_factory=dict)  # published track id -> seconds seen
+    truth_track_times: Dict[str, List[float]] = field(default_factory=dict)  # ground-truth track id -> seconds
 
 
 @dataclass
@@ -554,7 +556,8 @@ def _pyplot() -> Any:
 
 
 def write_report_files(report: ReplayReport, directory: Path, plots: bool = True) -> List[Path]:
-    """Write report.json and, with matplotlib, steering.png / latency.png / detections.png into ``directory``."""
+    """Write report.json and, with matplotlib, steering.png / latency.png / detections.png / tracks.png into
+    ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     report.report_dir = str(directory)
@@ -570,6 +573,8 @@ def write_report_files(report: ReplayReport, directory: Path, plots: bool = True
             written.append(_plot_latency(plt, report, directory / "latency.png"))
         if series.samples:
             written.append(_plot_samples(plt, series.samples, directory / "detections.png"))
+        if series.track_times:
+            written.append(_plot_tracks(plt, report, directory / "tracks.png"))
     json_path = directory / "report.json"
     report.files = [str(p) for p in [*written, json_path]]
     json_path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
@@ -635,6 +640,37 @@ def _plot_latency(plt: Any, report: ReplayReport, path: Path) -> Path:
     ax_total.set_xlabel("ms per frame")
     ax_total.set_title("total (decode + models)", fontsize=10)
     fig.suptitle(f"latency per frame, {report.frames_processed} frames", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _plot_tracks(plt: Any, report: ReplayReport, path: Path) -> Path:
+    """One lane per track id over time: ground truth (grey, when the bag has track ids) above the head's
+    tracks (coloured). A track broken in two shows as two lanes; an id switch as lanes that hand over."""
+    series = report.series
+    panels = [("tracker", series.track_times)]
+    if series.truth_track_times:
+        panels.insert(0, ("ground truth", series.truth_track_times))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 1.6 + 2.2 * len(panels)), sharex=True, squeeze=False)
+    for ax, (title, tracks) in zip(axes[:, 0], panels):
+        lanes = sorted(tracks, key=lambda k: (min(tracks[k]) if tracks[k] else 0.0, k))
+        for lane, key in enumerate(lanes):
+            times = tracks[key]
+            color = "0.45" if title == "ground truth" else plt.get_cmap("tab20")(lane % 20)
+            ax.plot(times, [lane] * len(times), "|", color=color, markersize=4)
+        if len(lanes) <= 30:
+            ax.set_yticks(range(len(lanes)))
+            ax.set_yticklabels(lanes, fontsize=6)
+        ax.set_ylabel(f"{title}\n({len(lanes)} ids)", fontsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel("time since first frame (s)")
+    title = f"tracks of {report.detection_head} over time"
+    if report.tracking_eval is not None and report.tracking_eval.mota is not None:
+        te = report.tracking_eval
+        title += f"  (MOTA {te.mota:.3f}, IDF1 {_num(te.idf1)}, {te.id_switches} id switches)"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
