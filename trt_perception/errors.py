@@ -20,6 +20,11 @@ class ImageError(TrtPerceptionError, ValueError):
     """An image message cannot be decoded (bad encoding, size, step or data)."""
 
 
+class OutputError(TrtPerceptionError, ValueError):
+    """A model's output on one frame does not have the shape, dtype or values its output format expects
+    (dynamic shapes, NaN counts, wrong row widths): that frame is refused, the next one may be fine."""
+
+
 class BackendError(TrtPerceptionError):
     """A backend cannot be created or run (missing runtime, provider, plugin or file)."""
 

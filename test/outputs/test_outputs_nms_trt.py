@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trt_perception.backends.base import TensorSpec
-from trt_perception.errors import SpecError
+from trt_perception.errors import OutputError, SpecError
 from trt_perception.outputs import DetectionSettings, create_parser
 from trt_perception.outputs.nms_trt import NmsTrtParser, count_from_bits
 from trt_perception.spec import parse_spec
@@ -72,12 +72,12 @@ def test_count_limits_rows_and_unused_rows_are_ignored() -> None:
 
 
 def test_count_out_of_bounds_is_an_error_naming_the_tensor() -> None:
-    with pytest.raises(SpecError, match=r"'NMS_1'.*11 detections.*10 rows"):
+    with pytest.raises(OutputError, match=r"'NMS_1'.*11 detections.*10 rows"):
         make_parser().parse(nms_outputs(ROWS, count=11), ALL)
-    with pytest.raises(SpecError, match="NMS_1"):
+    with pytest.raises(OutputError, match="NMS_1"):
         make_parser().parse(nms_outputs(ROWS, count=-1), ALL)
     cast_count = {"NMS": nms_outputs(ROWS)["NMS"], "NMS_1": np.full((1, 1, 1), 3.0, np.float32)}
-    with pytest.raises(SpecError, match="NMS_1"):  # a float VALUE 3.0 has bits 1077936128
+    with pytest.raises(OutputError, match="NMS_1"):  # a float VALUE 3.0 has bits 1077936128
         make_parser().parse(cast_count, ALL)
 
 

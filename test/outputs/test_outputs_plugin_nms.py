@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trt_perception.backends.base import TensorSpec
-from trt_perception.errors import SpecError
+from trt_perception.errors import OutputError, SpecError
 from trt_perception.outputs import DetectionSettings, create_parser
 from trt_perception.outputs.base import OutputParser
 from trt_perception.outputs.plugin_nms import BatchedNmsParser, EfficientNmsParser
@@ -113,7 +113,7 @@ def test_batched_nms_float_class_ids_are_rounded() -> None:
 def test_count_out_of_bounds_is_an_error(fmt: str) -> None:
     outputs = plugin_outputs(fmt, BOXES, SCORES, CLASSES, n=4)
     outputs["num_detections"][0, 0] = 5
-    with pytest.raises(SpecError, match=r"'num_detections'.*5 detections.*4 rows"):
+    with pytest.raises(OutputError, match=r"'num_detections'.*5 detections.*4 rows"):
         make_parser(fmt).parse(outputs, ALL)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from trt_perception.backends.base import TensorSpec
-from trt_perception.errors import SpecError
+from trt_perception.errors import OutputError, SpecError
 from trt_perception.outputs import DetectionSettings, create_parser
 from trt_perception.outputs.base import OutputParser
 from trt_perception.outputs.steering import CategoricalSteeringParser, LinearSteeringParser
@@ -136,7 +136,7 @@ def test_categorical_custom_bins_and_nan() -> None:
     bad[0, 1] = np.nan
     result = parser.parse({"angle": bad, "throttle": one_hot(4, 2)}, SETTINGS)
     assert math.isnan(result.angle) and result.throttle == pytest.approx(0.5)
-    with pytest.raises(SpecError, match=r"'angle' gave 15 angle bins.*angle_bins is 5"):
+    with pytest.raises(OutputError, match=r"'angle'.*gave shape \[1, 15\].*angle_bins is 5"):
         parser.parse({"angle": one_hot(15, 0), "throttle": one_hot(4, 2)}, SETTINGS)
 
 

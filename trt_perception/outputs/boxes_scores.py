@@ -35,11 +35,12 @@ from trt_perception.backends.base import TensorSpec
 from trt_perception.errors import SpecError
 from trt_perception.outputs.base import DetectionSettings, OutputParser, RawDetections
 from trt_perception.outputs.checks import (
-    batch0,
     check_params,
     check_roles,
     check_tensor,
     find_output,
+    frame_error,
+    frame_output,
     known,
     param_bool,
     param_choice,
@@ -122,14 +123,19 @@ class BoxesScoresParser(OutputParser):
         return self._columns_ok
 
     def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> RawDetections:
-        scores = batch0(np.asarray(outputs[self.tensor("scores")]), 2)
-        raw_boxes = np.asarray(outputs[self.tensor("boxes")])
+        with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN outputs: dropped by the NMS and finalize
+            return self._parse(outputs, settings)
+
+    def _parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> RawDetections:
+        spec = self.spec
+        scores = frame_output(spec, outputs, "scores", "[B, N, C] class scores", 2, rows_may_be_empty=True)
         count, classes = int(scores.shape[0]), int(scores.shape[1])
+        boxes_text = f"[B, N, 4] or [B, N, 1, 4] boxes, N = {count} as the scores give"
+        frame_output(spec, outputs, "boxes", boxes_text, 2, 4, rows_may_be_empty=True)
+        raw_boxes = np.asarray(outputs[self.tensor("boxes")])
         if raw_boxes.size < count * 4:
-            raise SpecError(
-                f"boxes_scores outputs {self.tensor('boxes')!r} {list(raw_boxes.shape)} and "
-                f"{self.tensor('scores')!r} {list(scores.shape)} disagree on the number of boxes; fix: map "
-                "output.tensors to the tensors of one detection head"
+            raise frame_error(
+                spec, "boxes", raw_boxes, boxes_text, "map output.tensors to the tensors of one detection head"
             )
         boxes_in = raw_boxes.reshape(-1, 4)[:count]  # batch item 0
         if self._mask is None or self._mask.shape != scores.shape:

@@ -7,12 +7,13 @@ the fix, so one log line is enough to act on.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from trt_perception.backends.base import TensorSpec
-from trt_perception.errors import SpecError
+from trt_perception.errors import OutputError, SpecError
 from trt_perception.spec import ModelSpec
 
 FLOAT_KINDS = ("float32", "float16")
@@ -194,10 +195,101 @@ def batch0(array: np.ndarray, core_rank: int) -> np.ndarray:
     return array
 
 
+# ------------------------------------------------------------------------------------------ per frame
+#
+# A model whose output shapes are dynamic (or a runtime that misbehaves) can hand over anything on one frame:
+# an empty tensor, a count of NaN, rows of another width. The checks below run per frame on the arrays
+# themselves, cost a few attribute reads, and turn each such frame into one OutputError naming tensor, shape
+# and expectation; the node and replay count that frame as failed and go on.
+
+FRAME_FIX = (
+    "check output.format and output.tensors against the model (trt-perception inspect); a model with dynamic "
+    "output shapes must still give the format's shapes on every frame"
+)
+
+
+def shape_text(shape: Sequence[Any]) -> str:
+    """``[1, 0]`` for a frame's actual shape (``[]`` for a scalar)."""
+    return "[" + ", ".join(str(int(d)) for d in shape) + "]"
+
+
+def frame_error(
+    spec: ModelSpec, role: str, array: Optional[np.ndarray], expected: str, fix: str = FRAME_FIX
+) -> OutputError:
+    """The OutputError for one frame's output ``role`` (``array`` None: the output is missing)."""
+    name = spec.output.tensors.get(role, role)
+    where = f"model output {name!r} (output.tensors.{role}, format {spec.output.format!r})"
+    if array is None:
+        found = "is missing from this frame's outputs"
+    else:
+        found = f"gave shape {shape_text(array.shape)} {array.dtype} on this frame"
+    return OutputError(f"{where} {found}; the format expects {expected}; fix: {fix}")
+
+
+def frame_output(
+    spec: ModelSpec,
+    outputs: Mapping[str, Any],
+    role: str,
+    expected: str,
+    core_rank: int,
+    last_dim: Optional[int] = None,
+    rows_may_be_empty: bool = False,
+    kinds: str = "fiu",
+) -> np.ndarray:
+    """Batch item 0 (``core_rank`` dims) of output ``role``, checked by ``frame_array``."""
+    array = frame_array(spec, outputs, role, expected, core_rank, last_dim, rows_may_be_empty, kinds)
+    return batch0(array, core_rank)
+
+
+def frame_array(
+    spec: ModelSpec,
+    outputs: Mapping[str, Any],
+    role: str,
+    expected: str,
+    core_rank: int,
+    last_dim: Optional[int] = None,
+    rows_may_be_empty: bool = False,
+    kinds: str = "fiu",
+) -> np.ndarray:
+    """Output ``role`` of one frame as an array, checked: numeric (``kinds``: numpy dtype kinds), at least
+    ``core_rank`` dims, no empty batch dim, every core dim non-empty (the first one may be 0 with
+    ``rows_may_be_empty``: a dynamic detection count of 0), and the last dim ``last_dim`` when given."""
+    name = spec.output.tensors[role]
+    value = outputs.get(name)
+    if value is None:
+        raise frame_error(spec, role, None, expected)
+    array = np.asarray(value)
+    if array.dtype.kind not in kinds or array.ndim < core_rank:
+        raise frame_error(spec, role, array, expected)
+    shape = array.shape
+    leading, core = shape[: array.ndim - core_rank], shape[array.ndim - core_rank :]
+    if 0 in leading or 0 in core[1 if rows_may_be_empty else 0 :]:
+        raise frame_error(spec, role, array, expected)
+    if last_dim is not None and core_rank and core[-1] != last_dim:
+        raise frame_error(spec, role, array, expected)
+    return array
+
+
+def frame_count(spec: ModelSpec, role: str, array: Any, limit: int, rows_role: str) -> int:
+    """A detection count read from the model (batch item 0): a whole number in [0, ``limit``].
+
+    ``array`` is the count tensor, or a 0-d array of the count already decoded (nms_trt's bits)."""
+    array = np.asarray(array)
+    expected = f"a whole detection count in [0, {limit}] (the rows of output.tensors.{rows_role})"
+    if array.size == 0 or array.dtype.kind not in "fiu":
+        raise frame_error(spec, role, array, expected)
+    value = array.reshape(-1)[0]
+    if array.dtype.kind == "f":
+        number = float(value)
+        if not math.isfinite(number) or number != math.floor(number):
+            raise frame_error(spec, role, array, expected, f"the count is {number!r}; " + FRAME_FIX)
+    return checked_count(int(value), limit, spec.output.tensors[role], role)
+
+
 def checked_count(value: int, limit: int, tensor: str, role: str) -> int:
     """A detection count read from the model must lie in [0, limit]: anything else means a layout mismatch."""
     if not 0 <= value <= limit:
-        raise SpecError(
+        raise OutputError(
             f"model output {tensor!r} (output.tensors.{role}) says {value} detections but the detection "
             f"tensors hold {limit} rows; the count tensor is not in the layout the output format expects; "
             "fix: check output.format and output.tensors against the model (trt-perception inspect)"

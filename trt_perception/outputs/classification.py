@@ -25,6 +25,7 @@ from trt_perception.outputs.checks import (
     check_roles,
     check_tensor,
     find_output,
+    frame_array,
     known,
     param_choice,
 )
@@ -102,7 +103,7 @@ class ClassificationParser(OutputParser):
     ) -> RawClassification:
         if settings is None:
             settings = ClassificationSettings.from_spec(self.spec.classification)
-        raw = np.asarray(outputs[self.tensor("scores")])
+        raw = frame_array(self.spec, outputs, "scores", SHAPES, 0)
         classes = _classes_of(raw.shape) if raw.ndim else 1
         row = raw.reshape(-1)[:classes].astype(np.float64)  # batch item 0 comes first in every layout
         if self.activation == "softmax":

@@ -30,11 +30,12 @@ from trt_perception.backends.base import TensorSpec
 from trt_perception.errors import SpecError
 from trt_perception.outputs.base import DetectionSettings, OutputParser, RawDetections
 from trt_perception.outputs.checks import (
-    batch0,
     check_params,
     check_roles,
     check_tensor,
     find_output,
+    frame_error,
+    frame_output,
     known,
     param_bool,
     param_choice,
@@ -81,14 +82,13 @@ class EndToEndParser(OutputParser):
 
     def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> RawDetections:
         name = self.tensor("detections")
-        raw = np.asarray(outputs[name])
+        expected = "[B, K, 6] rows x1, y1, x2, y2, score, class or [K, 7] rows batch, x1, y1, x2, y2, class, score"
+        raw = frame_output(self.spec, outputs, "detections", expected, 2, rows_may_be_empty=True)
         width = int(raw.shape[-1])
         if width not in COLUMNS:
-            raise SpecError(
-                f"model output {name!r} (output.tensors.detections) gave shape {list(raw.shape)}; the format "
-                "expects 6 or 7 values per row; fix: check output.format and output.tensors"
-            )
-        table = batch0(raw, 2) if width == 6 else raw.reshape(-1, width)  # 7: the batch column says
+            raise frame_error(self.spec, "detections", np.asarray(outputs[name]), expected)
+        # 6: batch item 0; 7: every image's rows, the batch column says which are image 0's
+        table = raw if width == 6 else np.asarray(outputs[name]).reshape(-1, width)
         box_columns, score_column, class_column = COLUMNS[width]
         scores = table[:, score_column]
         classes = table[:, class_column]
@@ -98,7 +98,7 @@ class EndToEndParser(OutputParser):
         rows = table[keep]
         boxes = np.asarray(rows[:, box_columns], np.float32)
         if self.box_format == "cxcywh":
-            half = boxes[:, 2:4] * 0.5
-            boxes = np.concatenate([boxes[:, 0:2] - half, boxes[:, 0:2] + half], axis=1)
-        class_ids = np.rint(rows[:, class_column]).astype(np.int64)
-        return finalize(boxes, rows[:, score_column], class_ids, settings, self.scale)
+            with np.errstate(over="ignore", invalid="ignore"):  # inf sizes: dropped by finalize
+                half = boxes[:, 2:4] * 0.5
+                boxes = np.concatenate([boxes[:, 0:2] - half, boxes[:, 0:2] + half], axis=1)
+        return finalize(boxes, rows[:, score_column], rows[:, class_column], settings, self.scale)

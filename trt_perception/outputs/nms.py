@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from trt_perception.errors import ConfigError
+from trt_perception.errors import ConfigError, OutputError
 from trt_perception.outputs.base import DetectionSettings, RawDetections
 
 try:  # OpenCV is a hard dependency, but its dnn module is optional in some builds.
@@ -103,6 +103,11 @@ def batched_nms(
     n = int(scores.shape[0])
     if n == 0:
         return np.zeros((0,), np.int64)
+    finite = np.isfinite(scores) & np.isfinite(boxes).all(axis=1)
+    if not finite.all():  # NaN/inf would corrupt the overlap order (and OpenCV's offset span): leave them out
+        index = np.flatnonzero(finite)
+        kept = batched_nms(boxes[index], scores[index], np.asarray(class_ids)[index], iou_threshold, top_k, backend)
+        return index[kept]
     if backend == "auto":
         backend = "opencv" if _NMS_BATCHED is not None else "offset" if _NMS_BOXES is not None else "numpy"
     if backend == "numpy":
@@ -148,20 +153,40 @@ def finalize(
     """Threshold, allow-list, sort by score (descending), cap, scale boxes by (sx, sy) to model pixels.
 
     Inputs are the few rows an NMS kept (not the anchor matrix), so the copies made here are small. Corner
-    pairs are put in order (x1 <= x2, y1 <= y2): plugins pass through whatever order the model gave.
+    pairs are put in order (x1 <= x2, y1 <= y2): plugins pass through whatever order the model gave. A row
+    whose score or box (after scaling) is not finite, or whose class id is not a finite number within int32,
+    is dropped here, so NaN/inf never reach a Detection2DArray. Float class ids are rounded to the nearest.
     """
-    scores = np.asarray(scores, np.float32).reshape(-1)
-    keep = scores >= settings.score_threshold  # NaN scores fail this comparison and are dropped
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32's range becomes inf: dropped
+        scores = np.asarray(scores, np.float32).reshape(-1)
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    count = scores.shape[0]
+    classes = np.asarray(class_ids).reshape(-1)
+    if boxes.shape[0] != count or classes.shape[0] != count or classes.dtype.kind not in "fiub":
+        raise OutputError(
+            f"detections of {boxes.shape[0]} boxes, {count} scores and {classes.shape[0]} {classes.dtype} class "
+            "ids do not line up; expected one box, score and numeric class id per row; fix: check output.tensors"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = boxes * np.asarray([scale[0], scale[1], scale[0], scale[1]], np.float32)
+        keep = scores >= settings.score_threshold  # NaN scores fail this comparison
+        keep &= np.isfinite(scores)
+        keep &= np.isfinite(scaled).all(axis=1)
+        if classes.dtype.kind == "f":
+            valid = np.isfinite(classes) & (np.abs(classes) < 2.0**31)
+            keep &= valid
+            ids = np.rint(np.where(valid, classes, -1.0)).astype(np.int64)
+        else:
+            ids = classes.astype(np.int64)
     if settings.allowed_class_ids is not None:
-        keep &= np.isin(class_ids, np.fromiter(settings.allowed_class_ids, np.int64))
+        keep &= np.isin(ids, np.fromiter(settings.allowed_class_ids, np.int64))
     index = np.flatnonzero(keep)
     order = index[np.argsort(-scores[index], kind="stable")][: max(0, int(settings.max_detections))]
-    picked = np.asarray(boxes, np.float32).reshape(-1, 4)[order]
+    picked = scaled[order]
     out = np.empty((order.shape[0], 4), np.float32)
     np.minimum(picked[:, 0:2], picked[:, 2:4], out=out[:, 0:2])
     np.maximum(picked[:, 0:2], picked[:, 2:4], out=out[:, 2:4])
-    out *= np.asarray([scale[0], scale[1], scale[0], scale[1]], np.float32)
-    return RawDetections(out, scores[order].copy(), np.asarray(class_ids).reshape(-1)[order].astype(np.int64))
+    return RawDetections(out, scores[order].copy(), ids[order])
 
 
 # ------------------------------------------------------------------------------ EfficientNMS reference

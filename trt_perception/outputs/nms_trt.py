@@ -14,15 +14,16 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from trt_perception.backends.base import TensorSpec
-from trt_perception.errors import SpecError
+from trt_perception.errors import OutputError, SpecError
 from trt_perception.outputs.base import DetectionSettings, OutputParser, RawDetections
 from trt_perception.outputs.checks import (
-    batch0,
     check_params,
     check_roles,
     check_tensor,
-    checked_count,
     find_output,
+    frame_count,
+    frame_error,
+    frame_output,
     known,
     param_bool,
 )
@@ -34,14 +35,15 @@ ROW_LAYOUT = "[image_id, label, conf, xmin, ymin, xmax, ymax]"
 
 def count_from_bits(array: np.ndarray) -> int:
     """The detection count of batch item 0 from an NMS_1-style tensor: float32 bits read as int32."""
-    first = np.ascontiguousarray(np.asarray(array).reshape(-1)[:1])
-    if first.dtype == np.float32:
+    array = np.asarray(array)
+    first = np.ascontiguousarray(array.reshape(-1)[:1])
+    if first.size and first.dtype == np.float32:
         return int(first.view(np.int32)[0])
-    if first.dtype.kind in "iu":
+    if first.size and first.dtype.kind in "iu":
         return int(first[0])
-    raise SpecError(
-        f"the nms_trt count tensor has dtype {first.dtype}; expected float32 holding int32 bits (or int32); "
-        "fix: map output.tensors.count to the NMS_1 output"
+    raise OutputError(
+        f"the nms_trt count tensor gave shape {list(array.shape)} {array.dtype}; expected one float32 holding "
+        "int32 bits (or int32) per image, [1, 1, 1]; fix: map output.tensors.count to the NMS_1 output"
     )
 
 
@@ -78,11 +80,14 @@ class NmsTrtParser(OutputParser):
             )
 
     def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> RawDetections:
-        rows = batch0(np.asarray(outputs[self.tensor("detections")]), 2)
-        count = checked_count(
-            count_from_bits(outputs[self.tensor("count")]), rows.shape[0], self.tensor("count"), "count"
+        rows = frame_output(
+            self.spec, outputs, "detections", f"[1, K, 7] rows {ROW_LAYOUT}", 2, 7, rows_may_be_empty=True
         )
+        count_text = "[1, 1, 1] float32 holding the int32 count bits (or int32)"
+        count_array = frame_output(self.spec, outputs, "count", count_text, 0)
+        if count_array.dtype != np.float32 and count_array.dtype.kind not in "iu":
+            raise frame_error(self.spec, "count", np.asarray(outputs[self.tensor("count")]), count_text)
+        count = frame_count(self.spec, "count", count_from_bits(count_array), rows.shape[0], "detections")
         rows = rows[:count]
-        rows = rows[rows[:, 1] >= 0]  # unused rows carry label -1
-        labels = np.rint(rows[:, 1]).astype(np.int64)
-        return finalize(rows[:, 3:7], rows[:, 2], labels, settings, self.scale)
+        rows = rows[rows[:, 1] >= 0]  # unused rows carry label -1 (NaN labels fail the comparison too)
+        return finalize(rows[:, 3:7], rows[:, 2], rows[:, 1], settings, self.scale)

@@ -25,12 +25,13 @@ from trt_perception.outputs.base import DetectionSettings, OutputParser, RawDete
 from trt_perception.outputs.checks import (
     FLOAT_KINDS,
     INT_KINDS,
-    batch0,
     check_params,
     check_roles,
     check_tensor,
-    checked_count,
     find_output,
+    frame_count,
+    frame_error,
+    frame_output,
     param_bool,
     param_choice,
     same_dim,
@@ -81,19 +82,21 @@ class _PluginNmsParser(OutputParser):
             ],
         )
 
-    def _classes(self, classes: np.ndarray) -> np.ndarray:
-        return classes.astype(np.int64)
-
     def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> RawDetections:
-        boxes = batch0(np.asarray(outputs[self.tensor("boxes")]), 2)
-        scores = batch0(np.asarray(outputs[self.tensor("scores")]), 1)
-        classes = batch0(np.asarray(outputs[self.tensor("classes")]), 1)
-        raw_count = int(np.asarray(outputs[self.tensor("num_detections")]).reshape(-1)[0])
-        count = checked_count(raw_count, boxes.shape[0], self.tensor("num_detections"), "num_detections")
+        spec = self.spec
+        boxes = frame_output(spec, outputs, "boxes", "[B, N, 4] boxes", 2, 4, rows_may_be_empty=True)
+        rows = f"[B, N] with N >= the detection count (boxes give {boxes.shape[0]} rows)"
+        scores = frame_output(spec, outputs, "scores", f"{rows} scores", 1, rows_may_be_empty=True)
+        classes = frame_output(spec, outputs, "classes", f"{rows} {self.class_text}", 1, rows_may_be_empty=True)
+        count_array = frame_output(spec, outputs, "num_detections", "[B, 1] or [B] detection counts", 0)
+        count = frame_count(spec, "num_detections", count_array, boxes.shape[0], "boxes")
+        for role, array in (("scores", scores), ("classes", classes)):
+            if array.shape[0] < count:
+                raise frame_error(spec, role, np.asarray(outputs[self.tensor(role)]), rows)
         boxes = boxes[:count]
         if self.box_order == "yxyx":
             boxes = boxes[:, _YXYX_TO_XYXY]
-        return finalize(boxes, scores[:count], self._classes(classes[:count]), settings, self.scale)
+        return finalize(boxes, scores[:count], classes[:count], settings, self.scale)
 
 
 class EfficientNmsParser(_PluginNmsParser):
@@ -103,11 +106,8 @@ class EfficientNmsParser(_PluginNmsParser):
 
 
 class BatchedNmsParser(_PluginNmsParser):
-    """BatchedNMS_TRT outputs (float32 class ids, rounded to the nearest integer)."""
+    """BatchedNMS_TRT outputs (float32 class ids, rounded to the nearest integer by ``finalize``)."""
 
     format = "batched_nms"
     class_dtypes = FLOAT_KINDS + INT_KINDS
     class_text = "float32 class ids"
-
-    def _classes(self, classes: np.ndarray) -> np.ndarray:
-        return np.rint(classes).astype(np.int64)

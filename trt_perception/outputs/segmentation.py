@@ -39,11 +39,12 @@ from trt_perception.outputs.checks import (
     FLOAT_KINDS,
     INT_KINDS,
     bad_param,
-    batch0,
     check_params,
     check_roles,
     check_tensor,
     find_output,
+    frame_error,
+    frame_output,
     is_number,
     known,
 )
@@ -169,31 +170,35 @@ class SegmentationParser(OutputParser):
         self._best = self._plane32 = self._chw = self._float_ids = None  # made on first use
 
     def parse(self, outputs: Mapping[str, np.ndarray], settings: Any = None) -> RawSegmentation:
-        raw = np.asarray(outputs[self.tensor("mask")])
+        raw = np.asarray(outputs.get(self.tensor("mask"), np.zeros((0,), np.float32)))
+        item = frame_output(self.spec, outputs, "mask", SHAPES, 3 if raw.ndim >= 4 else 2)
+        with np.errstate(over="ignore", invalid="ignore"):  # float ids beyond float32: inf, i.e. no class
+            return self._parse(raw, item)
+
+    def _parse(self, raw: np.ndarray, item: np.ndarray) -> RawSegmentation:
         if raw.ndim >= 4:
-            item = batch0(raw, 3)
             channels = item.shape[0] if self.layout == "NCHW" else item.shape[2]
             if channels > 1:
                 return self._argmax(item, channels)
             ids = item[0] if self.layout == "NCHW" else item[:, :, 0]
         else:
-            ids = batch0(raw, 2)
+            ids = item
         return self._ids(ids)
 
     def _argmax(self, item: np.ndarray, channels: int) -> RawSegmentation:
         if channels > MAX_CLASSES:
-            raise SpecError(
-                f"model output {self.tensor('mask')!r} gave {channels} classes (shape {item.shape}, layout "
-                f"{self.layout}); a mask holds at most {MAX_CLASSES}; fix: check output.layout"
-            )
+            raise frame_error(
+                self.spec, "mask", item, f"at most {MAX_CLASSES} classes along the {self.layout} class axis "
+                f"(a mask holds ids 0..{MAX_CLASSES - 1}); this frame has {channels}", "check output.layout",
+            )  # fmt: skip
         nchw = self.layout == "NCHW"
         height, width = (item.shape[1], item.shape[2]) if nchw else (item.shape[0], item.shape[1])
         dtype = item.dtype
         if dtype not in (np.float32, np.float16, np.uint8):
-            raise SpecError(
-                f"model output {self.tensor('mask')!r} has dtype {dtype}; scores must be float32, float16 "
-                "or uint8; fix: map the right tensor (trt-perception inspect)"
-            )
+            raise frame_error(
+                self.spec, "mask", item, "per-class scores as float32, float16 or uint8",
+                "map the right tensor (trt-perception inspect)",
+            )  # fmt: skip
         self._buffers(("scores", channels, height, width, dtype.str, self.layout), height, width)
         if not item.flags.c_contiguous:
             item = np.ascontiguousarray(item)
@@ -247,11 +252,8 @@ class SegmentationParser(OutputParser):
             np.copyto(values, UNSEEN, where=values < 0)
             np.nan_to_num(values, copy=False, nan=UNSEEN)
             np.copyto(class_map, values, casting="unsafe")
-        else:
-            raise SpecError(
-                f"model output {self.tensor('mask')!r} has dtype {dtype}; class ids must be int32, int64, "
-                "uint8 or float; fix: map the right tensor (trt-perception inspect)"
-            )
+        else:  # pragma: no cover - frame_output lets only numeric kinds through
+            raise frame_error(self.spec, "mask", ids, "class ids as integers or floats")
         labels = len(self.spec.segmentation.labels)
         return RawSegmentation(class_map, labels if labels else 256)
 

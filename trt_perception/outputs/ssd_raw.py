@@ -31,6 +31,8 @@ from trt_perception.outputs.checks import (
     check_roles,
     check_tensor,
     find_output,
+    frame_error,
+    frame_output,
     is_number,
     known,
     param_choice,
@@ -266,15 +268,18 @@ class SsdRawParser(OutputParser):
 
     def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> RawDetections:
         anchors = self.num_anchors
+        spec = self.spec
+        scores_text = f"[B, A, C] class scores for the {anchors} anchors of output.anchors"
+        boxes_text = f"[B, A, 4] or [B, A, 1, 4] box regression for the {anchors} anchors of output.anchors"
+        frame_output(spec, outputs, "scores", scores_text, 2)
+        frame_output(spec, outputs, "boxes", boxes_text, 2, 4)
         raw_scores = np.asarray(outputs[self.tensor("scores")])
         raw_boxes = np.asarray(outputs[self.tensor("boxes")])
         classes = int(raw_scores.shape[-1])
-        if raw_scores.size < anchors * classes or raw_boxes.size < anchors * 4:
-            raise SpecError(
-                f"ssd_raw outputs {self.tensor('scores')!r} {raw_scores.shape} and {self.tensor('boxes')!r} "
-                f"{raw_boxes.shape} hold fewer than the {anchors} anchors of output.anchors; "
-                "fix: check the anchors"
-            )
+        if raw_scores.size < anchors * classes:
+            raise frame_error(spec, "scores", raw_scores, scores_text, "check output.anchors against the model")
+        if raw_boxes.size < anchors * 4:
+            raise frame_error(spec, "boxes", raw_boxes, boxes_text, "check output.anchors against the model")
         scores = raw_scores.reshape(-1, classes)[:anchors]  # batch item 0 (a view for contiguous outputs)
         deltas = raw_boxes.reshape(-1, 4)[:anchors]
         if self._mask is None or self._mask.shape != scores.shape:
@@ -303,9 +308,10 @@ class SsdRawParser(OutputParser):
         if rows.shape[0] > self.pre_nms_top_k:
             top = np.argpartition(-candidate_scores, self.pre_nms_top_k - 1)[: self.pre_nms_top_k]
             rows, cols, candidate_scores = rows[top], cols[top], candidate_scores[top]
-        if self.score_activation == "sigmoid":
-            candidate_scores = (1.0 / (1.0 + np.exp(-candidate_scores))).astype(np.float32)
-        boxes = self.decode(deltas, rows)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN outputs: dropped by the NMS and finalize
+            if self.score_activation == "sigmoid":
+                candidate_scores = (1.0 / (1.0 + np.exp(-candidate_scores))).astype(np.float32)
+            boxes = self.decode(deltas, rows)
         kept = batched_nms(boxes, candidate_scores, cols, settings.iou_threshold, settings.max_detections)
         return finalize(boxes[kept], candidate_scores[kept], cols[kept], settings)
 
@@ -314,9 +320,10 @@ class SsdRawParser(OutputParser):
         """Softmax probabilities of the candidates (``logits`` at ``rows``), over their whole rows."""
         unique_rows, inverse = np.unique(rows, return_inverse=True)
         block = scores[unique_rows].astype(np.float64)
-        peak = block.max(axis=1)
-        log_sum = peak + np.log(np.exp(block - peak[:, None]).sum(axis=1))
-        return np.exp(logits.astype(np.float64) - log_sum[inverse.reshape(-1)]).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf logits give NaN: dropped by the threshold
+            peak = block.max(axis=1)
+            log_sum = peak + np.log(np.exp(block - peak[:, None]).sum(axis=1))
+            return np.exp(logits.astype(np.float64) - log_sum[inverse.reshape(-1)]).astype(np.float32)
 
     def decode(self, deltas: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """xyxy boxes in model-input pixels for the regression ``deltas`` (A, 4) of anchors ``rows``."""

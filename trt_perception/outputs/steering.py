@@ -20,6 +20,8 @@ from trt_perception.outputs.checks import (
     check_roles,
     check_tensor,
     find_output,
+    frame_array,
+    frame_output,
     known,
     param_int,
     param_range,
@@ -30,9 +32,9 @@ from trt_perception.spec import ModelSpec
 HEADS = ("angle", "throttle")
 
 
-def _first_value(array: np.ndarray) -> float:
-    """The scalar of batch item 0 from a [B, 1], [B] or [1] output."""
-    return float(np.asarray(array).reshape(-1)[0])
+def _value(spec: ModelSpec, outputs: Mapping[str, np.ndarray], role: str) -> float:
+    """The scalar of batch item 0 from a [B, 1], [B] or [1] output (OutputError when the frame has none)."""
+    return float(batch0(frame_array(spec, outputs, role, f"[B, 1] or [B] {role} value", 0), 0))
 
 
 class LinearSteeringParser(OutputParser):
@@ -73,10 +75,10 @@ class LinearSteeringParser(OutputParser):
 
     def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> SteeringPrediction:
         if self.combined:
-            row = batch0(np.asarray(outputs[self.tensor("combined")]), 1)
+            row = frame_output(self.spec, outputs, "combined", "[B, 2] (angle and throttle columns)", 1, 2)
             return SteeringPrediction(float(row[self.angle_column]), float(row[self.throttle_column]))
         return SteeringPrediction(
-            _first_value(outputs[self.tensor("angle")]), _first_value(outputs[self.tensor("throttle")])
+            _value(self.spec, outputs, "angle"), _value(self.spec, outputs, "throttle")
         )
 
 
@@ -128,20 +130,16 @@ class CategoricalSteeringParser(OutputParser):
                     f"output.{role}_bins is {bins}; fix: set {role}_bins: {shape[-1]} in the spec"
                 )
 
-    def _unbin(self, role: str, array: np.ndarray) -> float:
+    def _unbin(self, role: str, outputs: Mapping[str, np.ndarray]) -> float:
         bins, values = self._bins(role)
-        scores = batch0(np.asarray(array), 1)
-        if scores.shape[0] != bins:
-            raise SpecError(
-                f"model output {self.tensor(role)!r} gave {scores.shape[0]} {role} bins; "
-                f"output.{role}_bins is {bins}; fix: set {role}_bins: {scores.shape[0]}"
-            )
+        expected = f"[B, {bins}] {role} bin scores (output.{role}_bins is {bins})"
+        scores = frame_output(self.spec, outputs, role, expected, 1, bins)
         if np.isnan(scores).any():
             return float("nan")
         return float(values[int(np.argmax(scores))])
 
     def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> SteeringPrediction:
         return SteeringPrediction(
-            self._unbin("angle", outputs[self.tensor("angle")]),
-            self._unbin("throttle", outputs[self.tensor("throttle")]),
+            self._unbin("angle", outputs),
+            self._unbin("throttle", outputs),
         )

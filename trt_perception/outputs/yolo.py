@@ -57,15 +57,15 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from trt_perception.backends.base import TensorSpec
-from trt_perception.errors import SpecError
+from trt_perception.errors import OutputError, SpecError
 from trt_perception.outputs.base import DetectionSettings, OutputParser, RawDetections
 from trt_perception.outputs.checks import (
     bad_param,
-    batch0,
     check_params,
     check_roles,
     check_tensor,
     find_output,
+    frame_output,
     known,
     param_bool,
     param_choice,
@@ -269,19 +269,31 @@ class YoloParser(OutputParser):
         """Formats with a fixed grid (yolox decode) check N here."""
 
     def _geometry(self, shape: Tuple[int, ...], name: str) -> Tuple[str, int]:
+        """Layout and class count of a frame's [channels, N] / [N, channels] shape, decided once per shape.
+
+        A shape that contradicts the spec (found on a frame because the model's dims are dynamic) refuses that
+        frame with an OutputError carrying the load-time check's explanation."""
         cached = self._shapes.get(shape)
         if cached is None:
-            resolved = self.resolve_layout(shape, name, final=True)
-            assert resolved is not None
-            self._check_points(shape[1] if resolved[0] == "channels_first" else shape[0], name)
+            try:
+                resolved = self.resolve_layout(shape, name, final=True)
+                assert resolved is not None
+                self._check_points(shape[1] if resolved[0] == "channels_first" else shape[0], name)
+            except SpecError as exc:
+                raise OutputError(f"on this frame: {exc}") from None
             cached = self._shapes[shape] = resolved
         return cached
 
     # ---------------------------------------------------------------------------------------- per frame
 
     def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> RawDetections:
+        with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN outputs: dropped by the NMS and finalize
+            return self._parse(outputs, settings)
+
+    def _parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> RawDetections:
         name = self.tensor("predictions")
-        raw = batch0(np.asarray(outputs[name]), 2)
+        expected = f"[B, channels, N] or [B, N, channels] with channels = {self.channel_text}"
+        raw = frame_output(self.spec, outputs, "predictions", expected, 2)
         layout, _ = self._geometry(raw.shape, name)
         threshold = settings.score_threshold
         box = self.box_columns
@@ -380,7 +392,8 @@ class YoloxParser(YoloParser):
             height, width = self.input_size
             raise SpecError(
                 f"{self._where(name)} has {n} rows but the decode grid of a {width}x{height} input with strides "
-                f"{list(self.strides)} has {self.num_points} (sum of (H/s)*(W/s)); fix: set input.height/width "
+                f"{list(self.strides)} has {self.num_points} (sum of (H/s)*(W/s)); the format expects one row per "
+                "grid cell; fix: set input.height/width "
                 "to the size the model was exported for and output.strides to its strides, or decode: false "
                 "for a model exported with --decode_in_inference"
             )
@@ -389,7 +402,6 @@ class YoloxParser(YoloParser):
         if self.decode:
             assert self._grid is not None and self._stride is not None
             stride = self._stride[points]
-            cxcywh = np.concatenate(
-                [(cxcywh[:, 0:2] + self._grid[points]) * stride, np.exp(cxcywh[:, 2:4]) * stride], axis=1
-            )
+            sizes = np.exp(cxcywh[:, 2:4]) * stride  # overflow: inf boxes, which the NMS and finalize drop
+            cxcywh = np.concatenate([(cxcywh[:, 0:2] + self._grid[points]) * stride, sizes], axis=1)
         return super().boxes(cxcywh, points)
