@@ -35,8 +35,13 @@ setup(
         "surgery": ["onnx-graphsurgeon"],
         "convert": ["tf2onnx", "onnx-graphsurgeon"],
         "report": ["matplotlib"],
-        "eval": ["faster-coco-eval"],  # COCO mAP in replay reports (wheels for x86-64 and aarch64, Python 3.8+)
-        "test": ["pytest", "ruff", "vermin", "onnx-graphsurgeon", "matplotlib", "faster-coco-eval"],
+        # COCO mAP and MOTA/IDF1 in replay reports (wheels for x86-64 and aarch64, Python 3.8+)
+        "eval": ["faster-coco-eval", "motmetrics>=1.4.0"],
+        "tracking": ["lapx>=0.5.13"],  # the tracker's linear assignment (lapjv)
+        "test": [
+            "pytest", "ruff", "vermin", "onnx-graphsurgeon", "matplotlib", "faster-coco-eval", "motmetrics>=1.4.0",
+            "lapx>=0.5.13",
+        ],
     },
     zip_safe=True,
     maintainer="trt_perception maintainers",
