@@ -575,24 +575,25 @@ def test_engine_from_another_tensorrt_is_refused_before_deserializing(
 
 
 def test_plan_header_alone_detects_the_version(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # 9.1+ plans carry the version at 24-27 (trtexec printPlanVersion @v9.1.0): refused before deserializing
     env = make_env(monkeypatch, tmp_path, "10.0.1")
-    path = env.engine(env.plan(AFFINE, tensorrt_version="8.6.1"))
+    path = env.engine(env.plan(AFFINE, tensorrt_version="10.3.0"))
     with pytest.raises(
-        EngineMismatchError, match=r"built with 8\.6\.1 \(from the plan header\), this machine has 10\.0\.1"
+        EngineMismatchError, match=r"built with 10\.3\.0 \(from the plan header\), this machine has 10\.0\.1"
     ):
         TensorRTBackend(path)
     with pytest.raises(EngineMismatchError, match=r"<model\.onnx> --output .* --force\n.*not recorded"):
         TensorRTBackend(path)
+    assert "deserialize" not in env.gpu.kinds()
 
 
 def test_tensorrt_own_version_and_device_errors_become_mismatch_errors(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     env = make_env(monkeypatch, tmp_path, "8.2.1")
-    plan = bytearray(env.plan(AFFINE))
-    plan[24] = 0  # header not understood: only TensorRT itself can tell
-    with pytest.raises(EngineMismatchError, match="Version tag does not match"):
-        TensorRTBackend(env.engine(bytes(plan)))
+    plan = env.plan(AFFINE, tensorrt_version="8.4.3")  # an 8.x header says nothing: only TensorRT can tell
+    with pytest.raises(EngineMismatchError, match="(?s)8.4.x \\(serialization tag 213\\).*Version tag does not match"):
+        TensorRTBackend(env.engine(plan))
     other_gpu = env.plan(AFFINE, compute_capability=(7, 2))
     with pytest.raises(EngineMismatchError, match="(?s)another GPU.*expecting compute 7.2 got compute 8.7"):
         TensorRTBackend(env.engine(other_gpu))
@@ -748,7 +749,7 @@ def test_shared_cuda_api_is_not_closed_by_the_backend(
 
 
 def test_plan_header_parsing() -> None:
-    assert read_plan_header(make_plan(AFFINE, tensorrt_version="8.2.1")) == PlanHeader(True, (8, 2, 1))
+    assert read_plan_header(make_plan(AFFINE, tensorrt_version="8.2.1")) == PlanHeader(True, None)  # 8.x layout
     assert read_plan_header(make_plan(AFFINE, tensorrt_version="10.13.3")) == PlanHeader(True, (10, 13, 3))
     assert read_plan_header(make_plan(AFFINE, magic=b"ptrt")) == PlanHeader(False, None)
     assert read_plan_header(b"ftrt") == PlanHeader(True, None)

@@ -38,6 +38,11 @@ pool API), call by call:
 - Calibrators: python/src/infer/pyInt8.cpp: ``IInt8Calibrator``, ``IInt8EntropyCalibrator2`` (and the
   legacy/entropy/minmax ones) with ``get_batch_size``, ``get_algorithm``, ``get_batch(names)`` (returns device
   pointers or None), ``read_calibration_cache()``, ``write_calibration_cache(cache)``; ``CalibrationAlgoType``.
+  At v10.0.0 the bound ``get_batch_size`` is ``utils::deprecateMember(..., "Implicit batch dimensions support
+  has been removed")`` (pyInt8.cpp l.287-335; C++ ``getBatchSize`` is TRT_DEPRECATED, NvInfer.h l.7550-7552):
+  calling the base method warns "Use Implicit batch dimensions support has been removed instead.", while the
+  trampoline still calls a Python override of ``get_batch_size`` when TensorRT asks (pyInt8.cpp l.35-50, which
+  prints the error and answers -1 when there is none). The builder double asks, as TensorRT does.
 - ``IOptimizationProfile.set_shape(input, min, opt, max)`` / ``get_shape`` (pyCore.cpp lambdas
   opt_profile_set_shape), ``ITimingCache.serialize/combine/reset``, ``IHostMemory`` (pyFoundationalTypes.cpp:
   buffer protocol, ``dtype``, ``nbytes``), ``IProgressMonitor`` (10.0 only: ``phase_start(phase_name,
@@ -47,8 +52,9 @@ A call the real version lacks is missing from its double, so code that uses the 
 here as it would on the car. Behaviour is only what the builder tool depends on: the ONNX parser reads the
 model's graph inputs/outputs with ``onnx`` (plugin ops must be registered by ``init_libnvinfer_plugins``),
 ``build_serialized_network`` returns None for dynamic inputs without a profile (as TensorRT does), runs an
-attached INT8 calibrator the way TensorRT does (cache first, then ``get_batch`` until None, then
-``write_calibration_cache``), and returns an ``IHostMemory`` whose bytes record the configuration.
+attached INT8 calibrator the way TensorRT does (``get_batch_size``, cache first, then ``get_batch`` until None,
+then ``write_calibration_cache``), and returns an ``IHostMemory`` whose bytes record the configuration (a
+VERSION_COMPATIBLE build makes a version-compatible plan, with the lean runtime unless EXCLUDE_LEAN_RUNTIME).
 Every call that configures the build is appended to ``module.builder_calls`` for the tests to assert on.
 """
 
@@ -56,6 +62,7 @@ from __future__ import annotations
 
 import json
 import types
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 PLUGINS = {
@@ -374,6 +381,10 @@ def add_builder_api(module: types.ModuleType, version: Optional[str] = None) -> 
             pass
 
         def get_batch_size(self) -> int:
+            if not v8:  # pyInt8.cpp @v10.0.0 l.287: utils::deprecateMember -> issueDeprecationWarning
+                warnings.warn(
+                    "Use Implicit batch dimensions support has been removed instead.", DeprecationWarning, stacklevel=2
+                )
             raise NotImplementedError("pure virtual get_batch_size")
 
         def get_algorithm(self) -> Any:
@@ -631,13 +642,20 @@ def add_builder_api(module: types.ModuleType, version: Optional[str] = None) -> 
             first = config.profiles[0].shapes if config.profiles else {}
             profiles = {name: [list(s) for s in shapes] for name, shapes in first.items()}
             gpu = module._fake.gpu
+            flags = plan["flags"]
             return IHostMemory(make_plan(
                 tensors, tensorrt_version=module.__version__, compute_capability=gpu.compute_capability,
                 plugins=network.plugins, program="mean", params={"builder": plan}, profiles=profiles,
+                version_compatible="VERSION_COMPATIBLE" in flags, lean_runtime="EXCLUDE_LEAN_RUNTIME" not in flags,
             ))
 
         def _calibrate(self, network: INetworkDefinition, calibrator: Any) -> Optional[str]:
-            """What TensorRT does with a calibrator: the cache if it gives one, else batches, then write."""
+            """What TensorRT does with a calibrator: its batch size, the cache if it gives one, else batches,
+            then write. The batch size goes through the trampoline: a Python override answers; without one
+            TensorRT prints the error and gets -1 (pyInt8.cpp l.35-50)."""
+            overridden = type(calibrator).get_batch_size is not IInt8Calibrator.get_batch_size
+            batch_size = int(calibrator.get_batch_size()) if overridden else -1
+            record("calibrator_batch_size", batch_size)
             cache = calibrator.read_calibration_cache()
             if cache is not None and len(bytes(cache)) > 0:
                 return "cache"

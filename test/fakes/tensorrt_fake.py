@@ -10,27 +10,40 @@ changed later), call by call:
   ``ILogger.Severity`` INTERNAL_ERROR/ERROR/WARNING/INFO/VERBOSE exported onto ``ILogger``) and ``Logger``
   (``Logger(min_severity=WARNING)``, ``Logger.Severity``, ``Logger.ERROR``...): pyCore.cpp ``bindCore``;
   the Severity copies on Logger come from packaging/tensorrt/__init__.py.
-- ``DataType`` (8.2.1: FLOAT HALF INT8 INT32 BOOL; 8.5.1 adds UINT8; 10.0.0 adds BF16 INT64 FP8 INT4) and
-  the module-level ``float32``/``float16``/... aliases: pyFoundationalTypes.cpp ``py::enum_<DataType>``.
-- ``nptype``, ``volume``: packaging/tensorrt/__init__.py (``nptype`` of 8.2.1 maps ``np.bool``).
+- ``DataType`` (8.2.1: FLOAT HALF INT8 INT32 BOOL; 8.5.1 adds UINT8; v8.6.1 adds FP8; v10.0.0 adds BF16 INT64
+  INT4; v10.8.0 FP4; v10.12.0 E8M0) and the module-level ``float32``/``float16``/... aliases:
+  pyFoundationalTypes.cpp ``py::enum_<DataType>``. Members carry the C++ values, not their list position:
+  FLOAT 0, HALF 1, INT8 2, INT32 3, BOOL 4, UINT8 5, FP8 6, BF16 7, INT64 8, INT4 9, FP4 10, E8M0 11
+  (include/NvInferRuntimeCommon.h @8.2.1 l.120-132, @8.5.1 l.119-145; include/NvInferRuntimeBase.h @v8.6.1
+  l.122-153, @v10.0.0 l.131-170, @v11.1 l.151-197).
+- ``nptype``, ``volume``: packaging/tensorrt/__init__.py. ``nptype`` builds its table with ``np.bool`` up to
+  8.5.2 (@8.2.1 l.165, @8.4.3 l.166, @8.5.1 l.166, @8.5.2 l.166; ``np.bool_`` from @8.5.3 l.166), so on numpy
+  1.24-1.26, which removed ``np.bool``, every call raises AttributeError there.
 - ``init_libnvinfer_plugins(logger, namespace)`` -> bool: pyPlugin.cpp (all three tags).
 - ``Runtime(logger)``, ``Runtime.deserialize_cuda_engine(serialized_engine)`` (None on failure, errors go to
   the logger), ``DLA_core``, ``num_DLA_cores``, ``logger``: pyCore.cpp ``py::class_<IRuntime>``.
+  ``engine_host_code_allowed`` (default False) from v8.6.1 (pyCore.cpp @v8.6.1 l.1297, @v10.0.0 l.1524; absent
+  at 8.5.3): a version-compatible plan that embeds the lean runtime deserializes only when it is True
+  (include/NvInferRuntime.h @v8.6.1 l.927-936; trtexec sets it for --versionCompatible, sampleEngines.cpp
+  @v8.6.1 l.121-125). The error TensorRT logs then is not quoted in any source found: the double's wording is
+  its own.
 - ``TensorIOMode`` NONE/INPUT/OUTPUT: pyCore.cpp at 8.5.1 and v10.0.0 (absent at 8.2.1).
 - ``ICudaEngine``: pyCore.cpp ``py::class_<ICudaEngine>``.
   Binding API (8.2.1; deprecated at 8.5.1 via utils::deprecate -> DeprecationWarning "Use X instead.";
   removed at v10.0.0): ``num_bindings``, ``__len__``, ``get_binding_name(index)``,
   ``get_binding_index(name)``, ``binding_is_input(index|name)``, ``get_binding_shape(index|name)``,
   ``get_binding_dtype(index|name)``, ``max_batch_size`` (deprecated at 8.5.1), ``get_profile_shape
-  (profile_index, binding)``, ``is_shape_binding(binding)``. ``has_implicit_batch_dimension``: plain at
-  8.2.1/8.5.1, deprecated (always False) at v10.0.0, removed at v11.1.
+  (profile_index, binding)`` (deprecated at 8.5.1; at v10.0.0 still there, deprecated, l.1183-1186; gone from
+  v10.0.1 on, so absent from every 10.x double but "10.0.0"), ``is_shape_binding(binding)``.
+  ``has_implicit_batch_dimension``: plain at 8.2.1/8.5.1, deprecated (always False) at v10.0.0, removed at v11.1.
   Tensor API (8.5.1 and v10.0.0): ``num_io_tensors``, ``get_tensor_name(index)``, ``get_tensor_mode(name)``,
   ``get_tensor_shape(name)``, ``get_tensor_dtype(name)``, ``get_tensor_profile_shape(name, profile_index)``,
   ``is_shape_inference_io(name)``. All versions: ``create_execution_context()``,
   ``num_optimization_profiles``, ``num_layers``, ``name``, ``device_memory_size``, ``serialize()``.
 - ``IExecutionContext``: pyCore.cpp ``py::class_<IExecutionContext>``.
   Binding API: ``execute(batch_size=1, bindings)`` and ``execute_async(batch_size=1, bindings,
-  stream_handle, input_consumed=None)`` (implicit batch; deprecated at 8.5.1, removed at v10.0.0),
+  stream_handle, input_consumed=None)`` (implicit batch; ``bindings`` and ``stream_handle`` have NO default:
+  pyCore.cpp @8.2.1 l.596-597; deprecated at 8.5.1, removed at v10.0.0),
   ``execute_async_v2(bindings, stream_handle, input_consumed=None)`` (explicit batch; removed at v10.0.0),
   ``set_binding_shape(binding, shape)``, ``get_binding_shape(binding)`` (deprecated at 8.5.1, removed at
   v10.0.0). All versions: ``execute_v2(bindings)``, ``all_binding_shapes_specified``, ``engine``, ``name``.
@@ -38,17 +51,42 @@ changed later), call by call:
   ``set_tensor_address(name, memory)``, ``get_tensor_address(name)``, ``execute_async_v3(stream_handle)``,
   ``infer_shapes()``.
 
-Behaviour, besides the signatures: engines are *fake plans* made by ``make_plan`` (the "ftrt" magic, the
-TensorRT version in header bytes 24-26 as autoware_tensorrt_common reads them, then a JSON description).
-Deserializing checks what real TensorRT checks and logs the errors it logs (texts from NVIDIA/TensorRT and
-user reports): magic tag, version ("Version tag does not match" on 8.x, "expecting library version" on 10.x),
-GPU ("expecting compute X got compute Y"), plugins (8.0-8.4 name the plugin: "getPluginCreator could not
-find plugin: NAME version: 1"; 8.5+ do not). Built-in plugins exist only after
-``init_libnvinfer_plugins``; others only after their library was loaded through ``PluginLibraries.cdll``
-(install it as ``ctypes.CDLL``). Execution reads the input device buffers of the shared ``FakeGpu``
-(``fakes.cuda_fake``), runs a named numpy *program* and writes the outputs, queued on the given stream like
-a real kernel (so results appear at stream synchronize). Implicit-batch engines refuse ``execute_async_v2``
-and ``execute_async_v3``; explicit-batch engines refuse ``execute_async``, as the docs above say.
+Behaviour, besides the signatures: engines are *fake plans* made by ``make_plan``: a 32-byte header, then a
+JSON description. The header follows what is known per version:
+
+- 9.1 and later (trtexec ``printPlanVersion``, samples/common/sampleEngines.cpp @v9.1.0 l.1352-1373, @v10.0.0
+  l.1388-1424, unchanged at v11.1): magic "ftrt" (kPLAN_FILE_TAG 0x74727466), bytes 4-7 zero, TensorRT
+  major/minor/patch/build at bytes 24-27;
+- 8.x: magic "ftrt", then the serialization tag as a little-endian uint32 at bytes 8-11 (NVIDIA/TensorRT#3073:
+  the "Serialize Version" is "in the 9th byte"; 205 for 8.2.1.8, 213 for 8.4.3.1, 232 for 8.5.3.1). Nothing
+  shows what else 8.x keeps in the first 28 bytes: the double leaves bytes 4-7 at 0 (the case where NVIDIA's
+  own bytes-4-7 check would not stop a reader) and the rest 0 unless a test writes ``header_bytes`` there.
+
+The description, not the header, holds the double's truth (version, tag, compute capability, plugins,
+version compatibility), so a reader that trusts the wrong bytes is caught. Deserializing checks what real
+TensorRT checks and logs the errors it logs (texts from NVIDIA/TensorRT issues and user logs):
+
+- magic: "Magic tag does not match";
+- another minor (another serialization tag): 8.x "stdVersionRead == serializationVersion failed.Version tag does
+  not match. Note: Current Version: 213, Serialized Engine Version: 205" then "Engine deserialization failed."
+  (#2041, #2072, D2SLAM#52); 10.x "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (Serialization
+  assertion stdVersionRead == kSERIALIZATION_VERSION failed.Version tag does not match. Note: Current Version:
+  240, Serialized Engine Version: 239)" (user logs of 10.9/10.11). Tags not known for a version (8.0, 8.6, 9.x,
+  10.x) are invented by the double as 1000 + 100 * major + minor, which no real tag is;
+- same minor, another patch: "The engine plan file is not compatible with this version of TensorRT, expecting
+  library version 8.2.3 got 8.2.1, please rebuild." (InsightFace-REST#84 at 8.2, AI-Aimbot#109 at 8.5);
+- version-compatible plans (``version_compatible=True``, built 8.6+) load on later runtimes of the same major
+  and 8 -> 9/10, 10 -> 11 (TensorRT docs, Version Compatibility), and with an embedded lean runtime only when
+  ``Runtime.engine_host_code_allowed`` is True;
+- GPU ("expecting compute X got compute Y"), plugins (8.0-8.4 name the plugin: "getPluginCreator could not
+  find plugin: NAME version: 1"; 8.5+ do not).
+
+Built-in plugins exist only after ``init_libnvinfer_plugins``; others only after their library was loaded
+through ``PluginLibraries.cdll`` (install it as ``ctypes.CDLL``). Execution reads the input device buffers of
+the shared ``FakeGpu`` (``fakes.cuda_fake``), runs a named numpy *program* and writes the outputs, queued on the
+given stream like a real kernel (so results appear at stream synchronize). Implicit-batch engines refuse
+``execute_async_v2`` and ``execute_async_v3``; explicit-batch engines refuse ``execute_async``, as the docs above
+say.
 
 Fake-only names live under ``module._fake`` (gpu, plugin registry, events) so they never shadow real ones.
 """
@@ -82,9 +120,21 @@ VERSION_MISMATCH_8 = (
     "{current}, Serialized Engine Version: {serialized})"
 )
 VERSION_MISMATCH_10 = (
+    "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (Serialization assertion stdVersionRead == "
+    "kSERIALIZATION_VERSION failed.Version tag does not match. Note: Current Version: {current}, Serialized "
+    "Engine Version: {serialized})"
+)
+LIBRARY_MISMATCH = (
     "6: The engine plan file is not compatible with this version of TensorRT, expecting library version "
     "{here} got {built}, please rebuild."
 )
+HOST_CODE_NOT_ALLOWED = (  # the double's own wording (see the module docstring)
+    "1: [runtime.cpp::deserializeCudaEngine] Error Code 1: Serialization (the plan embeds host code (a lean "
+    "runtime) and IRuntime::setEngineHostCodeAllowed(true) was not called)"
+)
+# NVIDIA/TensorRT#3073 (8.2.1.8: 205, 8.4.3.1: 213, 8.5.3.1: 232); others are invented (see module docstring).
+SERIALIZATION_TAGS = {(8, 2): 205, (8, 4): 213, (8, 5): 232}
+HEADER_LAYOUT_FROM = (9, 1)  # the first version whose trtexec reads the version at bytes 24-27
 DEVICE_MISMATCH = (
     "6: The engine plan file is generated on an incompatible device, expecting compute {built} got compute "
     "{here}, please rebuild."
@@ -101,6 +151,11 @@ BUILTIN_PLUGINS = (
 NUMPY_OF = {
     "FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "BOOL": np.bool_,
     "UINT8": np.uint8, "INT64": np.int64,
+}  # fmt: skip
+# C++ values of nvinfer1::DataType (see the module docstring), whatever the order Python registers them in.
+DATATYPE_VALUES = {
+    "FLOAT": 0, "HALF": 1, "INT8": 2, "INT32": 3, "BOOL": 4, "UINT8": 5, "FP8": 6, "BF16": 7, "INT64": 8,
+    "INT4": 9, "FP4": 10, "E8M0": 11,
 }  # fmt: skip
 
 Program = Callable[[Dict[str, np.ndarray], Dict[str, Tuple[Tuple[int, ...], np.dtype]], Mapping[str, Any]],
@@ -171,15 +226,27 @@ def make_plan(
     params: Optional[Mapping[str, Any]] = None,
     profiles: Optional[Mapping[str, Sequence[Sequence[int]]]] = None,
     magic: bytes = PLAN_MAGIC,
+    version_compatible: bool = False,
+    lean_runtime: Optional[bool] = None,
+    header_bytes: Optional[Mapping[int, int]] = None,
 ) -> bytes:
     """A fake serialized engine. ``tensors``: dicts with name, mode ('input'/'output'), shape (-1 = dynamic;
     implicit-batch shapes exclude the batch dimension), dtype (DataType member name, default FLOAT).
     Dynamic output dims take the value of the same dim of the first input. ``profiles``: input name ->
-    [min, opt, max] shapes of optimization profile 0."""
-    major, minor, patch = _version(tensorrt_version)
+    [min, opt, max] shapes of optimization profile 0. The header has the layout of ``tensorrt_version`` (see
+    the module docstring); ``header_bytes`` (offset -> byte) then overwrites header bytes a test wants to
+    control, such as whatever an 8.x plan holds at 24-27. ``version_compatible``: built with
+    VERSION_COMPATIBLE; ``lean_runtime`` (default: the same): the lean runtime is embedded (not excluded with
+    EXCLUDE_LEAN_RUNTIME)."""
+    version = _version(tensorrt_version)
     header = bytearray(PLAN_HEADER_SIZE)
     header[: len(magic)] = magic
-    header[24:27] = bytes([major, minor, patch])
+    if version[:2] >= HEADER_LAYOUT_FROM:
+        header[24:28] = bytes([version[0], version[1], version[2], _build_number(tensorrt_version)])
+    else:
+        header[8:12] = serialization_tag(version).to_bytes(4, "little")
+    for offset, value in (header_bytes or {}).items():
+        header[int(offset)] = int(value)
     description = {
         "tensors": [
             {
@@ -190,6 +257,7 @@ def make_plan(
             }
             for t in tensors
         ],
+        "tensorrt_version": list(version),
         "compute_capability": list(compute_capability),
         "implicit_batch": implicit_batch,
         "max_batch_size": max_batch_size,
@@ -197,8 +265,28 @@ def make_plan(
         "program": program,
         "params": dict(params or {}),
         "profiles": {k: [list(s) for s in v] for k, v in (profiles or {}).items()},
+        "version_compatible": bool(version_compatible),
+        "lean_runtime": bool(version_compatible if lean_runtime is None else lean_runtime),
     }
     return bytes(header) + json.dumps(description).encode()
+
+
+def serialization_tag(version: Sequence[int]) -> int:
+    """The serialization tag of a TensorRT version: known ones from #3073, else an invented 1000+ number."""
+    return SERIALIZATION_TAGS.get((version[0], version[1]), 1000 + 100 * version[0] + version[1])
+
+
+def _build_number(version: str) -> int:
+    parts = str(version).split(".")
+    return int(parts[3]) % 256 if len(parts) > 3 and parts[3].isdigit() else 0
+
+
+def _runs_version_compatible(built: Sequence[int], here: Sequence[int]) -> bool:
+    """TensorRT docs, Version Compatibility: built 8.6+, forward within a major, 8 -> 9/10 and 10 -> 11."""
+    built2, here2 = tuple(built[:2]), tuple(here[:2])
+    if built2 < (8, 6) or built2 > here2:
+        return False
+    return built2[0] == here2[0] or (built2[0], here2[0]) in {(8, 9), (8, 10), (10, 11)}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -223,6 +311,27 @@ def _deprecated(function: Callable[..., Any], use_instead: str) -> Callable[...,
 
 def _deprecated_property(function: Callable[[Any], Any], use_instead: str) -> property:
     return property(_deprecated(function, use_instead))
+
+
+class _PybindEnum(enum.IntEnum):
+    """An IntEnum that prints as pybind11 enums do ("DataType.FLOAT"), whatever Python's IntEnum does (3.11
+    prints IntEnum members as their number)."""
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}.{self.name}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+_REQUIRED = object()  # a pybind11 argument declared without a default ("bindings"_a, "stream_handle"_a)
+
+
+def _require(call: str, **arguments: Any) -> None:
+    """pybind11's refusal of a call that leaves out an argument that has no default."""
+    missing = [name for name, value in arguments.items() if value is _REQUIRED]
+    if missing:
+        raise TypeError(f"{call}(): incompatible function arguments: {', '.join(missing)} not given (no default)")
 
 
 class Dims:
@@ -312,25 +421,30 @@ def make_tensorrt_module(version: str, gpu: Optional[FakeGpu] = None) -> types.M
     module.ILogger = ILogger
     module.Logger = Logger
 
-    # ---- data types (pyFoundationalTypes.cpp)
+    # ---- data types (pyFoundationalTypes.cpp; registration order, C++ values from DATATYPE_VALUES)
     names = ["FLOAT", "HALF", "INT8", "INT32", "BOOL"]
     if (major, minor) >= (8, 5):
         names.append("UINT8")
+    if (major, minor) >= (8, 6):
+        names.append("FP8")
     if major >= 10:
         names = ["FLOAT", "HALF", "BF16", "INT8", "INT32", "INT64", "BOOL", "UINT8", "FP8", "INT4"]
-    DataType = enum.IntEnum("DataType", {n: i for i, n in enumerate(names)})
+        names += (["FP4"] if (major, minor) >= (10, 8) else []) + (["E8M0"] if (major, minor) >= (10, 12) else [])
+    DataType = _PybindEnum("DataType", [(n, DATATYPE_VALUES[n]) for n in names])
     module.DataType = DataType
     aliases = {
         "FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "BOOL": "bool",
-        "UINT8": "uint8", "BF16": "bfloat16", "INT64": "int64", "FP8": "fp8", "INT4": "int4",
+        "UINT8": "uint8", "BF16": "bfloat16", "INT64": "int64", "FP8": "fp8", "INT4": "int4", "FP4": "fp4",
+        "E8M0": "e8m0",
     }  # fmt: skip
     for name in names:
         setattr(module, aliases[name], DataType[name])
+    nptype_uses_np_bool = _version(version) < (8, 5, 3)  # packaging/tensorrt/__init__.py up to 8.5.2
 
     def nptype(trt_type: Any) -> Any:
+        if nptype_uses_np_bool and not hasattr(np, "bool"):  # the table is built on every call, np.bool first
+            raise AttributeError("module 'numpy' has no attribute 'bool'")
         mapping = {DataType[n]: NUMPY_OF[n] for n in names if n in NUMPY_OF}
-        if (major, minor) < (8, 5) and not hasattr(np, "bool"):
-            raise AttributeError("module 'numpy' has no attribute 'bool'")  # 8.2's nptype on numpy 1.24-1.26
         if trt_type in mapping:
             return mapping[trt_type]
         raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
@@ -590,8 +704,9 @@ def make_tensorrt_module(version: str, gpu: Optional[FakeGpu] = None) -> types.M
             fake.gpu.destroy_stream(handle)
             return ok
 
-        def _execute_async(self, batch_size: int = 1, bindings: Sequence[int] = (), stream_handle: Any = 0,
+        def _execute_async(self, batch_size: int = 1, bindings: Any = _REQUIRED, stream_handle: Any = _REQUIRED,
                            input_consumed: Any = None) -> bool:  # fmt: skip
+            _require("execute_async", bindings=bindings, stream_handle=stream_handle)
             if not self.engine._implicit:
                 self._error(3, "enqueue", "condition: mEngine.hasImplicitBatchDimension() "
                             "(use execute_async_v2 / enqueueV2 for explicit-batch engines)")  # fmt: skip
@@ -601,7 +716,8 @@ def make_tensorrt_module(version: str, gpu: Optional[FakeGpu] = None) -> types.M
                 return False
             return self._run(self._bindings_map(bindings), int(batch_size), stream_handle, "enqueue")
 
-        def _execute(self, batch_size: int = 1, bindings: Sequence[int] = ()) -> bool:
+        def _execute(self, batch_size: int = 1, bindings: Any = _REQUIRED) -> bool:
+            _require("execute", bindings=bindings)
             handle = fake.gpu.new_stream().handle
             ok = self._execute_async(batch_size, bindings, handle)
             fake.gpu.destroy_stream(handle)
@@ -694,7 +810,7 @@ def make_tensorrt_module(version: str, gpu: Optional[FakeGpu] = None) -> types.M
                 ICudaEngine._has_implicit_batch, "Implicit batch dimensions support has been removed"
             )
         )
-    if major >= 10:  # v10.0.0 keeps a deprecated get_profile_shape(profile_index, binding)
+    if _version(version) == (10, 0, 0):  # v10.0.0 keeps a deprecated get_profile_shape; v10.0.1 drops it
         ICudaEngine.get_profile_shape = _deprecated(
             ICudaEngine._get_profile_shape, "get_tensor_profile_shape"
         )
@@ -716,6 +832,7 @@ def make_tensorrt_module(version: str, gpu: Optional[FakeGpu] = None) -> types.M
             self.logger = logger
             self.DLA_core = -1
             self.num_DLA_cores = 0
+            self._host_code_allowed = False
             fake.logger = logger
 
         def deserialize_cuda_engine(self, serialized_engine: Any) -> Optional[ICudaEngine]:
@@ -732,18 +849,25 @@ def make_tensorrt_module(version: str, gpu: Optional[FakeGpu] = None) -> types.M
             failed = DESERIALIZE_FAILED
             if not plan.startswith(PLAN_MAGIC) or len(plan) < PLAN_HEADER_SIZE:
                 return [MAGIC_MISMATCH, failed]
-            built = tuple(plan[24:27])
-            if built[:2] != (major, minor):
-                built_text = ".".join(map(str, built))
-                if major >= 10:
-                    return [VERSION_MISMATCH_10.format(here=version, built=built_text), failed]
-                current, serialized = major * 100 + minor, built[0] * 100 + built[1]
-                return [VERSION_MISMATCH_8.format(current=current, serialized=serialized), failed]
             description = json.loads(plan[PLAN_HEADER_SIZE:].decode())
+            built = tuple(description["tensorrt_version"])
+            here = _version(version)
+            compatible = bool(description.get("version_compatible")) and _runs_version_compatible(built, here)
+            if built[:2] != here[:2] and not compatible:
+                current, serialized = serialization_tag(here), serialization_tag(built)
+                if major >= 10:
+                    return [VERSION_MISMATCH_10.format(current=current, serialized=serialized)]
+                return [VERSION_MISMATCH_8.format(current=current, serialized=serialized), failed]
+            if built != here and not compatible:
+                built_text = ".".join(map(str, built))
+                return [LIBRARY_MISMATCH.format(here=".".join(map(str, here)), built=built_text), failed]
+            lean = bool(description.get("version_compatible") and description.get("lean_runtime"))
+            if lean and not self._host_code_allowed:
+                return [HOST_CODE_NOT_ALLOWED, failed]
             cc = tuple(description["compute_capability"])
             if cc != tuple(fake.gpu.compute_capability):
-                here = ".".join(map(str, fake.gpu.compute_capability))
-                return [DEVICE_MISMATCH.format(built=f"{cc[0]}.{cc[1]}", here=here), failed]
+                here_cc = ".".join(map(str, fake.gpu.compute_capability))
+                return [DEVICE_MISMATCH.format(built=f"{cc[0]}.{cc[1]}", here=here_cc), failed]
             for plugin in description["plugins"]:
                 if plugin not in fake.plugins:
                     lines = []
@@ -753,6 +877,17 @@ def make_tensorrt_module(version: str, gpu: Optional[FakeGpu] = None) -> types.M
                     return [*lines, failed]
             return None
 
+    if (major, minor) >= (8, 6):  # pyCore.cpp @v8.6.1 l.1296-1297, @v10.0.0 l.1523-1524
+
+        def _get_host_code(self: Runtime) -> bool:
+            return self._host_code_allowed
+
+        def _set_host_code(self: Runtime, allowed: bool) -> None:
+            if not isinstance(allowed, bool):
+                raise TypeError("engine_host_code_allowed: incompatible function arguments (expected bool)")
+            self._host_code_allowed = allowed
+
+        Runtime.engine_host_code_allowed = property(_get_host_code, _set_host_code)  # type: ignore[attr-defined]
     module.Runtime = Runtime
     return module
 

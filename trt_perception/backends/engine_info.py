@@ -1,13 +1,20 @@
 """What a serialized TensorRT engine was built with, and whether it can run here.
 
 TensorRT engines are not portable across TensorRT versions or GPUs ("Version tag does not match",
-"expecting compute 7.2 got compute 8.7"). Two sources say what an engine was built with:
+"expecting compute 7.2 got compute 8.7"). Two sources say what an engine was built with, in this order:
 
-- the plan header: Autoware's ``autoware_tensorrt_common`` reads TensorRT major/minor/patch from bytes
-  24/25/26 of the plan (TRT_MAJOR_IDX..TRT_PATCH_IDX, citing NVIDIA/TensorRT#3073). That layout is not
-  documented by NVIDIA, so it is read best-effort and only when the plan starts with the magic tag below;
 - the ``build:`` section the builder (``trt-perception build``) writes into the engine's spec sidecar:
-  tensorrt_version, gpu_name, compute_capability, precision, source_onnx, onnx_sha256, flags.
+  tensorrt_version, gpu_name, compute_capability, precision, source_onnx, onnx_sha256, flags. It is the first
+  source of truth;
+- the plan header, only where NVIDIA's own reader proves its layout: trtexec's ``printPlanVersion``
+  (NVIDIA/TensorRT samples/common/sampleEngines.cpp, from tag v9.1.0 l.1352-1373 to v11.1) checks the
+  magic ``kPLAN_FILE_TAG`` 0x74727466 ("ftrt" on disk), requires the next 32-bit word (bytes 4-7) to be 0
+  ("Blob index to store the plan version may depend on the serialization version") and only then reads
+  major/minor/patch/build from bytes 24-27. That reader does not exist before 9.1, and for 8.2-8.5 plans
+  NVIDIA/TensorRT#3073 shows only a serialization tag near the start (205 for 8.2.1, 213 for 8.4.3, 232 for
+  8.5.3), nothing at 24-26. So the header is read only when both the plan's header and the TensorRT here are
+  9.1 or later; an 8.x engine without build metadata goes to ``deserialize_cuda_engine``, whose refusal the
+  backend turns into the same clear message.
 
 A mismatch becomes one ``EngineMismatchError`` message that says what the engine was built with, what is
 here, and the exact command that rebuilds it. No TensorRT import happens in this module.
@@ -26,38 +33,54 @@ from trt_perception.errors import SpecError
 
 LOG = logging.getLogger("trt_perception.tensorrt")
 
-# Magic tag at the start of TensorRT 8+ plan files ("ftrt"; unverified against NVIDIA documentation, which
-# does not describe the plan layout). Header bytes are only trusted when it matches.
+# kPLAN_FILE_TAG 0x74727466, little-endian on disk (sampleEngines.cpp printPlanVersion @v9.1.0 l.1359).
 PLAN_MAGIC = b"ftrt"
-PLAN_VERSION_OFFSET = 24  # major, minor, patch at 24, 25, 26 (autoware_tensorrt_common, NVIDIA/TensorRT#3073)
+PLAN_VERSION_OFFSET = 24  # major, minor, patch, build at 24..27, when bytes 4-7 are 0 (same function, l.1362-1369)
+PLAN_HEADER_SIZE = 28  # printPlanVersion refuses shorter plans ("Plan file is incorrect")
+# The first TensorRT whose trtexec reads the version from the header (printPlanVersion is absent at v8.6.1).
+HEADER_LAYOUT_PROVEN_FROM = (9, 1)
+# Serialization tags that 8.x prints in "Version tag does not match. Note: Current Version: X, Serialized Engine
+# Version: Y" (measured by a user in NVIDIA/TensorRT#3073: 8.2.1.8 -> 205, 8.4.3.1 -> 213, 8.5.3.1 -> 232; the
+# same numbers appear in #2041/#2072 logs). Other versions' tags are not known here.
+SERIALIZATION_TAGS = {205: "8.2", 213: "8.4", 232: "8.5"}
+# Version-compatible engines (BuilderFlag.VERSION_COMPATIBLE, from 8.6) run on later runtimes of the same major,
+# and across these majors (TensorRT docs "Version Compatibility": TensorRT 8 engines run on 9 and 10; support
+# matrix 11.x: 10 -> 11). Nothing runs backwards.
+VERSION_COMPATIBLE_FROM = (8, 6)
+VERSION_COMPATIBLE_ACROSS = frozenset({(8, 9), (8, 10), (10, 11)})
 # Always explicit: `trt-perception build` defaults to fp16, so an fp32 engine needs --fp32 to stay fp32.
 PRECISION_FLAGS = {"fp32": " --fp32", "fp16": " --fp16", "int8": " --int8"}
 
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+_TAG_RE = re.compile(r"Current Version:\s*(\d+),\s*Serialized Engine Version:\s*(\d+)", re.I)
+_LIBRARY_RE = re.compile(r"expecting library version\s+([\d.]+)\s+got\s+([\d.]+)", re.I)
 _CC_RE = re.compile(r"(\d+)\D+(\d+)")
 
 
 @dataclass(frozen=True)
 class PlanHeader:
-    """What the first bytes of a plan say. ``tensorrt_version`` is None when the header is not understood."""
+    """What the first bytes of a plan say. ``tensorrt_version`` is None unless the layout is proven (9.1+)."""
 
     magic_ok: bool
     tensorrt_version: Optional[Tuple[int, int, int]]
 
 
 def read_plan_header(plan: bytes) -> PlanHeader:
-    """Best-effort TensorRT version from a plan's header (see module docstring); never raises."""
-    head = bytes(plan[: PLAN_VERSION_OFFSET + 3])
-    if len(head) < PLAN_VERSION_OFFSET + 3 or not head.startswith(PLAN_MAGIC):
-        return PlanHeader(magic_ok=head.startswith(PLAN_MAGIC), tensorrt_version=None)
-    major, minor, patch = (
-        head[PLAN_VERSION_OFFSET],
-        head[PLAN_VERSION_OFFSET + 1],
-        head[PLAN_VERSION_OFFSET + 2],
-    )
-    if not 5 <= major <= 30:  # not a TensorRT major we know of: the layout changed, trust nothing
+    """The TensorRT version in a plan's header, read as trtexec's printPlanVersion does; never raises.
+
+    ``tensorrt_version`` is set only when the magic matches, bytes 4-7 are 0 and the version read is 9.1 or
+    later: before 9.1 NVIDIA documents no header layout, and 8.x plans hold other data there.
+    """
+    head = bytes(plan[:PLAN_HEADER_SIZE])
+    magic_ok = head.startswith(PLAN_MAGIC)
+    if len(head) < PLAN_HEADER_SIZE or not magic_ok:
+        return PlanHeader(magic_ok=magic_ok, tensorrt_version=None)
+    if int.from_bytes(head[4:8], "little") != 0:  # printPlanVersion: "Serialization version is not supported"
         return PlanHeader(magic_ok=True, tensorrt_version=None)
-    return PlanHeader(magic_ok=True, tensorrt_version=(int(major), int(minor), int(patch)))
+    major, minor, patch = (int(b) for b in head[PLAN_VERSION_OFFSET : PLAN_VERSION_OFFSET + 3])
+    if (major, minor) < HEADER_LAYOUT_PROVEN_FROM or major > 30:  # not a layout (or a major) anyone proved
+        return PlanHeader(magic_ok=True, tensorrt_version=None)
+    return PlanHeader(magic_ok=True, tensorrt_version=(major, minor, patch))
 
 
 def parse_version(text: Any) -> Optional[Tuple[int, int, int]]:
@@ -129,6 +152,12 @@ class BuildInfo:
     def known(self) -> bool:
         return any(v is not None for v in (self.tensorrt_version, self.gpu_name, self.compute_capability))
 
+    @property
+    def version_compatible(self) -> bool:
+        """Built with BuilderFlag.VERSION_COMPATIBLE (``flags: [version_compatible]``, trtexec
+        ``--versionCompatible``): such a plan may embed the lean runtime, which the runtime must allow."""
+        return "version_compatible" in self.flags
+
 
 @dataclass(frozen=True)
 class RuntimeInfo:
@@ -153,26 +182,40 @@ def _cc_text(cc: Tuple[int, int]) -> str:
     return f"{cc[0]}.{cc[1]}"
 
 
+def version_runs_here(
+    built: Tuple[int, ...], here: Tuple[int, ...], version_compatible: bool
+) -> bool:
+    """Whether an engine built with TensorRT ``built`` can load on TensorRT ``here`` (major.minor compared).
+
+    Plain engines need the same major.minor (a patch difference is left to TensorRT, which decides it:
+    "expecting library version 8.2.3 got 8.2.1"). Version-compatible ones (8.6+) also run forward within a
+    major and across the majors in ``VERSION_COMPATIBLE_ACROSS``.
+    """
+    if tuple(built[:2]) == tuple(here[:2]):
+        return True
+    if not version_compatible or tuple(built[:2]) < VERSION_COMPATIBLE_FROM or tuple(built[:2]) > tuple(here[:2]):
+        return False
+    return built[0] == here[0] or (built[0], here[0]) in VERSION_COMPATIBLE_ACROSS
+
+
 def find_mismatches(header: PlanHeader, build: BuildInfo, runtime: RuntimeInfo) -> List[Mismatch]:
-    """Compare what the engine was built with against what runs here (TensorRT major.minor, GPU CC)."""
+    """Compare what the engine was built with against what runs here (TensorRT version, GPU CC).
+
+    The build metadata decides when it records a version; the plan header only when it does not, and only
+    where both the header's layout and the TensorRT here are 9.1+ (see the module docstring).
+    """
     problems: List[Mismatch] = []
     here = parse_version(runtime.tensorrt_version)
-    version_compatible = "version_compatible" in build.flags
-    built_versions = []
-    if build.tensorrt_version and parse_version(build.tensorrt_version):
-        built_versions.append(
-            (parse_version(build.tensorrt_version), build.tensorrt_version, "build metadata")
-        )
-    if header.tensorrt_version is not None:
-        text = ".".join(str(v) for v in header.tensorrt_version)
-        built_versions.append((header.tensorrt_version, text, "plan header"))
-    for built, text, source in built_versions if here is not None else []:
-        same = built[:2] == here[:2]
-        # Version-compatible engines (TensorRT >= 8.6, VERSION_COMPATIBLE flag) run on later TensorRT of the
-        # same major; anything else needs the exact major.minor.
-        if not same and not (version_compatible and built[0] == here[0] and built[:2] < here[:2]):
-            problems.append(Mismatch("TensorRT version", text, runtime.tensorrt_version, source))
-            break
+    built_metadata = parse_version(build.tensorrt_version)
+    built: Optional[Tuple[int, int, int]] = None
+    text = source = ""
+    if built_metadata is not None:
+        built, text, source = built_metadata, str(build.tensorrt_version), "build metadata"
+    elif header.tensorrt_version is not None and here is not None and here[:2] >= HEADER_LAYOUT_PROVEN_FROM:
+        built, source = header.tensorrt_version, "plan header"
+        text = ".".join(str(v) for v in built)
+    if built is not None and here is not None and not version_runs_here(built, here, build.version_compatible):
+        problems.append(Mismatch("TensorRT version", text, runtime.tensorrt_version, source))
     if build.compute_capability is not None:
         built_cc, here_cc = build.compute_capability, runtime.compute_capability
         hardware_compatible = (
@@ -198,6 +241,34 @@ def find_mismatches(header: PlanHeader, build: BuildInfo, runtime: RuntimeInfo) 
             runtime.gpu_name,
         )
     return problems
+
+
+def explain_version_error(text: str, runtime_version: str) -> Optional[str]:
+    """What TensorRT's own version refusal means, in TensorRT versions where it prints tags or versions.
+
+    8.x and 10.x print "Version tag does not match. Note: Current Version: 213, Serialized Engine Version: 205"
+    (serialization tags, see ``SERIALIZATION_TAGS``); a patch-level mismatch prints "expecting library version
+    8.2.3 got 8.2.1" (this library, then the engine's). None when ``text`` has neither.
+    """
+    match = _TAG_RE.search(text)
+    if match:
+        current, serialized = int(match.group(1)), int(match.group(2))
+        built = SERIALIZATION_TAGS.get(serialized)
+        ours = SERIALIZATION_TAGS.get(current)
+        built_text = f"TensorRT {built}.x" if built else "another TensorRT version"
+        ours_text = f"TensorRT {runtime_version}" + ("" if ours is None else f" ({ours}.x)")
+        return (
+            f"the engine was built with {built_text} (serialization tag {serialized}); "
+            f"{ours_text} reads tag {current} only"
+            + ("" if built and ours else " (tags known here: 205 = 8.2, 213 = 8.4, 232 = 8.5; NVIDIA/TensorRT#3073)")
+        )
+    match = _LIBRARY_RE.search(text)
+    if match:
+        return (
+            f"the engine was built with TensorRT {match.group(2)}; this TensorRT library is {match.group(1)} "
+            "and loads only engines of its exact version"
+        )
+    return None
 
 
 def resolve_source_onnx(engine_path: Union[str, Path], build: BuildInfo) -> Optional[Path]:

@@ -29,7 +29,9 @@ import importlib
 import logging
 import os
 import re
+import sys
 import threading
+import warnings
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ from trt_perception.backends.cuda import CudaApi, select_cuda_api
 from trt_perception.backends.engine_info import (
     BuildInfo,
     RuntimeInfo,
+    explain_version_error,
     find_mismatches,
     load_build_metadata,
     mismatch_message,
@@ -56,8 +59,9 @@ from trt_perception.errors import BackendError, BuildError, EngineMismatchError
 LOG = logging.getLogger("trt_perception.tensorrt")
 
 # TensorRT DataType member name -> numpy dtype (looked up on the imported module, so members a version lacks,
-# such as UINT8 before 8.5 or INT64 before 10, are simply absent). Not trt.nptype: TensorRT 8.2's maps
-# np.bool, which numpy 1.24-1.26 removed.
+# such as UINT8 before 8.5 or INT64 before 10, are simply absent; never by numeric value). Not trt.nptype: up
+# to 8.5.2 it builds its table with np.bool (python/packaging/tensorrt/__init__.py @8.2.1 l.165, @8.5.2
+# l.166; np.bool_ from 8.5.3), which numpy 1.24-1.26 removed, so every call fails there.
 _NUMPY_TYPES = (
     ("FLOAT", np.float32),
     ("HALF", np.float16),
@@ -78,17 +82,91 @@ _DEVICE_ERROR_RE = re.compile(r"incompatible device|expecting compute", re.I)
 _MAGIC_ERROR_RE = re.compile(r"magic ?tag", re.I)
 
 
+# Where JetPack's python3-libnvinfer puts the bindings: /usr/lib/python3.6/dist-packages/tensorrt on JetPack 4
+# (NVIDIA/TensorRT#1811), /usr/lib/python3.8/dist-packages/tensorrt on JetPack 5 (jetson-containers#699).
+_SYSTEM_BINDINGS_GLOB = "usr/lib/python3*/dist-packages/tensorrt"
+# First line of /etc/nv_tegra_release: "# R32 (release), REVISION: 7.1, GCID: ..." (jetson-containers
+# jetson_containers/l4t_version.py get_l4t_version); R32 is JetPack 4, R34/R35 JetPack 5, R36 JetPack 6.
+_L4T_RE = re.compile(r"#\s*R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)")
+_JETPACK_OF_L4T = {32: "4", 34: "5", 35: "5", 36: "6"}
+SYSTEM_ROOT = Path("/")  # where /etc/nv_tegra_release and /usr/lib/python3*/dist-packages are looked for
+NANO_ROUTE = (
+    "build TensorRT's Python bindings for this Python from NVIDIA's sources with "
+    "scripts/build_tensorrt_python.sh in the trt_perception source tree (docs_tensorrt.md, \"The Jetson Nano's "
+    "Python\")"
+)
+
+
+def _l4t_release(root: Path) -> Optional[Tuple[int, str]]:
+    """(32, '7.1') from /etc/nv_tegra_release, or None off a Jetson."""
+    try:
+        first = (root / "etc/nv_tegra_release").read_text(errors="replace").splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    match = _L4T_RE.search(first)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def explain_tensorrt_import_error(
+    exc: ImportError, python: Optional[Tuple[int, int]] = None, executable: Optional[str] = None,
+    root: Optional[Path] = None,
+) -> str:  # fmt: skip
+    """Why ``import tensorrt`` failed here and what to do, in one message (``root`` is for tests).
+
+    The common Jetson causes: JetPack 4 ships the bindings for Python 3.6 only (trt_perception needs 3.8+);
+    the bindings exist for this Python but a venv hides the system site-packages; or the module is found
+    but its library does not load (bindings built for another TensorRT than the installed one).
+    """
+    python = python or (sys.version_info[0], sys.version_info[1])
+    executable = executable or sys.executable
+    root = SYSTEM_ROOT if root is None else root
+    here = f"{python[0]}.{python[1]}"
+    l4t = _l4t_release(root)
+    jetpack = f"JetPack {_JETPACK_OF_L4T[l4t[0]]} (L4T R{l4t[0]}.{l4t[1]})" if l4t and l4t[0] in _JETPACK_OF_L4T else ""
+    bindings = {p.parent.parent.name[len("python"):]: p for p in sorted(root.glob(_SYSTEM_BINDINGS_GLOB))}
+    onnx = "; or run the .onnx model with backend onnxruntime meanwhile"
+    if not isinstance(exc, ModuleNotFoundError) or (exc.name not in (None, "tensorrt")):
+        return (
+            f"the 'tensorrt' Python module was found but does not load ({exc}); its compiled bindings must "
+            "match this Python and the TensorRT libraries installed here (e.g. bindings built for TensorRT "
+            "8.2.1 need JetPack 4.6.1+'s libnvinfer 8.2.1); fix: reinstall the bindings that match "
+            f"(on JetPack: python3-libnvinfer for the system Python; for another Python, {NANO_ROUTE})" + onnx
+        )
+    if here in bindings:
+        return (
+            f"the 'tensorrt' module is not importable from {executable} ({exc}), but TensorRT's bindings for "
+            f"Python {here} are installed at {bindings[here]}: this Python (a virtual environment?) does not "
+            "see the system site-packages; fix: create the venv with --system-site-packages "
+            f"(python3 -m venv --system-site-packages <dir>), or use the system python3" + onnx
+        )
+    if bindings:
+        others = ", ".join(f"Python {v} ({p})" for v, p in bindings.items())
+        nano = (
+            f" {jetpack} ships TensorRT's Python bindings for its system Python 3.6 only, and trt_perception "
+            "needs Python 3.8+."
+            if l4t is not None and l4t[0] == 32
+            else ""
+        )
+        return (
+            f"the 'tensorrt' module is not importable from Python {here} ({executable}): TensorRT's Python "
+            f"bindings on this machine are for {others}, and compiled bindings load only in the Python they "
+            f"were built for.{nano} Fix: {NANO_ROUTE}, then pip install the wheel it makes into this Python" + onnx
+        )
+    where = f" on {jetpack}" if jetpack else ""
+    return (
+        f"the TensorRT backend needs the 'tensorrt' Python module ({exc}); fix: on a Jetson it comes "
+        f"with JetPack{where} (sudo apt install python3-libnvinfer; use the system python3 or a venv with "
+        "--system-site-packages; on JetPack 4 that is Python 3.6 only: " + NANO_ROUTE + "), on a "
+        "desktop pip install tensorrt" + onnx
+    )
+
+
 def import_tensorrt() -> ModuleType:
-    """The ``tensorrt`` module, or a BackendError that says how to get it."""
+    """The ``tensorrt`` module, or a BackendError that says plainly why not and how to get it."""
     try:
         return importlib.import_module("tensorrt")
     except ImportError as exc:
-        raise BackendError(
-            f"the TensorRT backend needs the 'tensorrt' Python module ({exc}); fix: on a Jetson it comes "
-            "with JetPack (python3-libnvinfer; use the system python3 or a venv with "
-            "--system-site-packages), on a "
-            "desktop pip install tensorrt; or run the .onnx model with backend onnxruntime"
-        ) from exc
+        raise BackendError(explain_tensorrt_import_error(exc)) from exc
 
 
 def _make_logger(trt: ModuleType) -> Any:
@@ -297,6 +375,36 @@ class _BindingApi(_ApiBase):
         return bool(self.context.execute_async_v2(self.bindings, stream_handle))
 
 
+# utils::deprecate (python/include/utils.h, src/utils.cpp issueDeprecationWarning @8.5.1..v10.0.0) warns
+# "Use X instead." on EVERY call through PyErr_WarnEx(DeprecationWarning, msg, 1), attributed to the calling
+# Python frame, i.e. this module. Its return value is ignored, so under `-W error` each call leaves an exception
+# set: the call fails. 8.5/8.6 deprecate execute_async, max_batch_size and get_binding_* (pyCore.cpp @8.5.1
+# l.786-925), the only way to run an implicit-batch engine there.
+_BINDING_DEPRECATION = r"Use .+ instead\."
+_silenced: List[str] = []
+
+
+def _silence_binding_deprecations(trt: ModuleType) -> None:
+    """Ignore the binding API's DeprecationWarnings raised from this module (logged once instead).
+
+    The implicit-batch path calls ``execute_async`` every frame; one warning (or, with ``-W error``, one
+    exception) per frame is noise where there is no other API to call. Only this module's calls matching
+    TensorRT's "Use X instead." text are filtered. The filter goes in front each time an engine opens
+    (``filterwarnings`` drops its older copy), so a reset of the filters in between does not lose it.
+    """
+    warnings.filterwarnings(
+        "ignore", message=_BINDING_DEPRECATION, category=DeprecationWarning, module=re.escape(__name__) + r"\Z"
+    )
+    if not _silenced:
+        _silenced.append(str(getattr(trt, "__version__", "?")))
+        LOG.info(
+            "TensorRT %s deprecates the binding API that implicit-batch engines need (execute_async, "
+            "get_binding_*): its per-call DeprecationWarnings from %s are ignored",
+            _silenced[0],
+            __name__,
+        )
+
+
 def _select_api(trt: ModuleType, res: _ResourceOwner) -> Union[_TensorApi, _BindingApi]:
     """Pick the API generation from what the engine object offers (feature detection)."""
     engine = res.engine
@@ -308,6 +416,8 @@ def _select_api(trt: ModuleType, res: _ResourceOwner) -> Union[_TensorApi, _Bind
         implicit = bool(getattr(engine, "has_implicit_batch_dimension", False))
         if has_tensor_api and not implicit:
             return _TensorApi(trt, res)  # 8.5/8.6: the tensor API, binding calls are deprecated there
+        if has_tensor_api:
+            _silence_binding_deprecations(trt)
         return _BindingApi(trt, res, implicit)
     raise BackendError(
         f"this tensorrt module ({getattr(trt, '__version__', '?')}) has an engine object with neither "
@@ -406,10 +516,22 @@ class TensorRTBackend(Backend):
         self._plugin_handles = _load_plugin_libraries(trt, self._logger, self.plugin_libraries)
         res = self._res
         res.runtime = trt.Runtime(self._logger)
+        self._allow_lean_runtime(res.runtime)
         mark = self._logger.count
         res.engine = res.runtime.deserialize_cuda_engine(plan)
         if res.engine is None:
-            raise self._deserialize_error(self._logger.errors_since(mark))
+            error = self._deserialize_error(self._logger.errors_since(mark))
+            if not (auto_rebuild and isinstance(error, EngineMismatchError)) or mismatches:
+                raise error
+            # The header could not tell (8.x) and TensorRT refused the version or GPU: rebuild once.
+            plan = self._rebuild(str(error))
+            if build_metadata is None:
+                self._build = BuildInfo.from_mapping(load_build_metadata(self.model_path))
+            self._allow_lean_runtime(res.runtime)
+            mark = self._logger.count
+            res.engine = res.runtime.deserialize_cuda_engine(plan)
+            if res.engine is None:
+                raise self._deserialize_error(self._logger.errors_since(mark))
         self._api = _select_api(trt, res)
         self._dtypes = {
             getattr(trt.DataType, n): np.dtype(t) for n, t in _NUMPY_TYPES if hasattr(trt.DataType, n)
@@ -438,6 +560,26 @@ class TensorRTBackend(Backend):
             api.name,
             self._runtime_info.gpu_name,
         )
+
+    def _allow_lean_runtime(self, runtime: Any) -> None:
+        """Let a version-compatible engine's embedded lean runtime load, where its build metadata says so.
+
+        ``Runtime.engine_host_code_allowed`` (pyCore.cpp @v8.6.1 l.1297, @v10.0.0 l.1524; default False)
+        must be True to deserialize a plan that carries host code, as trtexec does for --versionCompatible
+        (sampleEngines.cpp @v8.6.1 l.121-125) and Polygraphy's loader. Only then: a plain engine never needs it.
+        """
+        if not self._build.version_compatible:
+            return
+        if hasattr(runtime, "engine_host_code_allowed"):
+            runtime.engine_host_code_allowed = True
+            LOG.info("engine %s is version-compatible: allowing its embedded lean runtime", self.model_path.name)
+        else:
+            LOG.warning(
+                "engine %s is marked version_compatible, but TensorRT %s has no Runtime.engine_host_code_allowed "
+                "(added in 8.6); version-compatible engines need TensorRT 8.6 or later to load",
+                self.model_path.name,
+                self._runtime_info.tensorrt_version,
+            )
 
     def _rebuild(self, message: str) -> bytes:
         """auto_rebuild: build the engine again from its recorded source ONNX, then read the new plan."""
@@ -480,12 +622,15 @@ class TensorRTBackend(Backend):
         if _VERSION_ERROR_RE.search(text) or _DEVICE_ERROR_RE.search(text):
             what = "another TensorRT version" if _VERSION_ERROR_RE.search(text) else "another GPU"
             major, minor = self._runtime_info.compute_capability
+            meaning = explain_version_error(text, self._runtime_info.tensorrt_version)
             return EngineMismatchError(
                 f"TensorRT {self._runtime_info.tensorrt_version} cannot load engine {self.model_path}: "
                 "it was built "
                 f"with {what} (this GPU: {self._runtime_info.gpu_name}, compute capability "
-                f"{major}.{minor}).{logged}\n"
-                f"Rebuild it here:\n  {command}"
+                f"{major}.{minor})." + (f"\nThat is: {meaning}." if meaning else "") + f"{logged}\n"
+                f"Engines are tied to the TensorRT version and GPU they were built with; rebuild it here:\n"
+                f"  {command}"
+                + ("" if self._build.source_onnx else "\n  (replace <model.onnx> with the engine's source ONNX)")
             )
         if "plugin" in text.lower():
             names = sorted({a or b for a, b in _PLUGIN_NAME_RE.findall(text)})
@@ -503,9 +648,16 @@ class TensorRTBackend(Backend):
                 "fix: point the model param at "
                 f"the .engine built by trt-perception build, or rebuild it: {command}"
             )
+        lean = ""
+        if not self._build.version_compatible and hasattr(self._res.runtime, "engine_host_code_allowed"):
+            lean = (
+                "\nIf it was built version-compatible (trtexec --versionCompatible, BuilderFlag.VERSION_COMPATIBLE),"
+                " say so in its spec's build section (flags: [version_compatible]): its embedded lean runtime "
+                "loads only when allowed."
+            )
         return BackendError(
             f"TensorRT could not deserialize engine {self.model_path}.{logged}\n"
-            f"If the engine is stale, rebuild it here: {command}"
+            f"If the engine is stale, rebuild it here: {command}{lean}"
         )
 
     # ------------------------------------------------------------------------------------------- buffers
@@ -516,8 +668,9 @@ class TensorRTBackend(Backend):
             dtype = self._dtypes.get(trt_dtype)
             if dtype is None:
                 raise BackendError(
-                    f"engine tensor {name!r} has TensorRT dtype {trt_dtype}, which has no numpy equivalent; "
-                    "fix: rebuild the engine with FP32/FP16/INT32/INT8/UINT8/BOOL inputs and outputs"
+                    f"engine tensor {name!r} has TensorRT dtype {getattr(trt_dtype, 'name', trt_dtype)}, which has "
+                    "no numpy equivalent here; fix: rebuild the engine with FP32/FP16/INT32/INT8/UINT8/BOOL/INT64 "
+                    "inputs and outputs (FP8, BF16, INT4 and FP4 tensors must stay inside the network)"
                 )
             buffers.append(IOBuffer(name, index, is_input, dtype, shape))
         self._res.buffers = buffers

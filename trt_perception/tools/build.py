@@ -261,14 +261,16 @@ def _version_tuple(version: str) -> Tuple[int, ...]:
 
 
 def import_tensorrt() -> Any:
+    """The ``tensorrt`` module, or a BuildError saying why not (the backend's explanation: JetPack 4's Python
+    3.6-only bindings, a venv hiding the system site-packages, bindings that do not match the libraries)."""
     try:
         import tensorrt
     except ImportError as exc:
+        from trt_perception.backends.tensorrt import explain_tensorrt_import_error
+
         raise BuildError(
-            f"cannot build engines: the TensorRT Python module is not importable ({exc}); fix: on a Jetson it "
-            "comes with JetPack (apt install python3-libnvinfer, or use the system python3); on a desktop "
-            "`pip install tensorrt` (or the trt_perception[tensorrt] extra). The .onnx model still runs on "
-            "ONNX Runtime meanwhile"
+            f"cannot build engines: {explain_tensorrt_import_error(exc)}; on a desktop also `pip install tensorrt` "
+            "(or the trt_perception[tensorrt] extra)"
         ) from exc
     return tensorrt
 
