@@ -4,8 +4,11 @@ views, row padding, byte order, rclpy/rosbags data containers, compressed frames
 from __future__ import annotations
 
 import array
+import struct
+import time
+import zlib
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, List
 
 import cv2
 import numpy as np
@@ -13,11 +16,13 @@ import pytest
 
 from trt_perception.errors import ImageError
 from trt_perception.images import (
+    MAX_PIXELS,
     BufferPool,
     DecodedImage,
     ImageDecoder,
     decode_compressed,
     decode_image,
+    decode_image_file,
     decode_raw,
     encode_compressed,
     image_fields,
@@ -455,3 +460,126 @@ def test_image_fields_and_encode_refuse_bad_arrays() -> None:
         image_fields(np.zeros((4, 4), np.uint8), "bgr8")
     with pytest.raises(ImageError, match="fmt"):
         encode_compressed(np.zeros((4, 4, 3), np.uint8), "bgr", "webp")
+
+
+# ---------------------------------------------------------------------- resource guards, quiet codecs, files
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A small PNG whose header claims a huge 8-bit gray image (its pixel data is a short, valid zlib stream)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+            + png_chunk(b"IEND", b""))  # fmt: skip
+
+
+def encoded(ext: str, image: np.ndarray) -> np.ndarray:
+    ok, data = cv2.imencode(ext, image)
+    assert ok
+    return data.reshape(-1)
+
+
+def test_default_pixel_limit_refuses_a_png_bomb_from_its_header() -> None:
+    assert MAX_PIXELS >= 3840 * 2160 * 4  # generous for 4K (and 8K) cameras
+    started = time.perf_counter()
+    with pytest.raises(ImageError, match=r"30000x30000.*900000000 pixels.*max_pixels") as info:
+        decode_compressed("png", np.frombuffer(png_bomb(30000, 30000), np.uint8))
+    assert time.perf_counter() - started < 0.5  # refused from the header, nothing decoded
+    assert "fix" in str(info.value)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".bmp"])
+def test_max_pixels_of_a_decoder_is_read_from_the_header(ext: str) -> None:
+    data = encoded(ext, smooth_bgr(40, 50))
+    small, large = ImageDecoder(max_pixels=40 * 50 - 1), ImageDecoder(max_pixels=40 * 50)
+    with pytest.raises(ImageError, match=r"50x40 .*2000 pixels.*max_pixels 1999"):
+        small(SimpleNamespace(format="jpeg", data=data))
+    assert large(SimpleNamespace(format="jpeg", data=data)).array.shape[:2] == (40, 50)
+
+
+def test_max_pixels_applies_to_raw_images_too() -> None:
+    msg = image_msg(smooth_bgr(), "bgr8")
+    with pytest.raises(ImageError, match=rf"{W}x{H} .*max_pixels 100"):
+        ImageDecoder(max_pixels=100)(msg)
+    assert ImageDecoder()(msg).array.shape == (H, W, 3)
+    with pytest.raises(ImageError, match="max_pixels"):
+        ImageDecoder(max_pixels=0)
+
+
+def bad_frames(count: int, seed: int = 0) -> List[np.ndarray]:
+    """Truncated JPEG/PNG frames and PNG frames with flipped bits (a damaged transport)."""
+    rng = np.random.default_rng(seed)
+    jpg, png = encoded(".jpg", smooth_bgr(96, 128)), encoded(".png", smooth_bgr(96, 128))
+    frames = []
+    for i in range(count):
+        if i % 3 == 0:
+            frames.append(jpg[: int(rng.integers(2, jpg.size - 2))].copy())
+        elif i % 3 == 1:
+            frames.append(png[: int(rng.integers(8, png.size - 1))].copy())
+        else:
+            flipped = png.copy()
+            flipped[int(rng.integers(40, png.size - 20))] ^= 0x10
+            frames.append(flipped)
+    return frames
+
+
+def test_damaged_frames_are_refused_before_the_codecs_print_anything(capfd: Any) -> None:
+    capfd.readouterr()
+    for frame in bad_frames(300):
+        with pytest.raises(ImageError, match=r"CompressedImage\.data .*(truncated|damaged|CRC)"):
+            decode_compressed("jpeg", frame)
+    assert capfd.readouterr().err == ""  # libjpeg/libpng would have printed a line per frame
+
+
+def test_other_formats_and_incomplete_headers() -> None:
+    tiff = encoded(".tiff", smooth_bgr())
+    with pytest.raises(ImageError, match=r"is not JPEG, PNG, WebP or BMP data") as info:
+        decode_compressed("tiff", tiff)
+    assert "starting b'II*" in str(info.value)
+    for data in (b"\xff\xd8", b"\xff\xd8\xff\xe0\x00\x10JFIF", b"\x89PNG\r\n\x1a\n", b"RIFF\x00\x00\x00\x00WEBP",
+                 b"BM\x00\x00"):  # fmt: skip
+        with pytest.raises(ImageError, match="CompressedImage.data"):
+            decode_compressed("jpeg", np.frombuffer(data, np.uint8))
+
+
+def test_gray_alpha_png_decodes_as_its_gray() -> None:
+    gray = smooth_bgr()[:, :, 0].copy()
+    gray_alpha = np.stack([gray, np.full_like(gray, 200)], -1)  # OpenCV cannot write it: PNG color type 4
+    rows = b"".join(b"\x00" + row.tobytes() for row in gray_alpha)
+    header = struct.pack(">IIBBBBB", W, H, 8, 4, 0, 0, 0)
+    data = np.frombuffer(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(rows))
+                         + png_chunk(b"IEND", b""), np.uint8)  # fmt: skip
+    decoded = decode_compressed("png", data)  # OpenCV gives BGRA; the alpha goes
+    assert decoded.color == "bgr"
+    for channel in range(3):
+        np.testing.assert_array_equal(decoded.array[:, :, channel], gray)
+
+
+def test_image_files_decode_exactly_as_compressed_messages(tmp_path: Any) -> None:
+    bgr = smooth_bgr()
+    deep = (bgr[:, :, 1].astype(np.uint16) * 257 + 3).astype(np.uint16)
+    for name, image in (("color.jpg", bgr), ("color.png", bgr), ("deep.png", deep)):
+        path = tmp_path / name
+        assert cv2.imwrite(str(path), image)
+        from_file = decode_image_file(path)
+        from_message = decode_compressed("png" if name.endswith("png") else "jpeg", np.fromfile(str(path), np.uint8))
+        assert from_file.color == from_message.color
+        np.testing.assert_array_equal(from_file.array, from_message.array)
+    assert decode_image_file(tmp_path / "deep.png").color == "gray16"  # as the node sees a mono16 png frame
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes((tmp_path / "color.jpg").read_bytes()[:-40])
+    assert cv2.imread(str(truncated)) is not None  # OpenCV's file reader accepts it ...
+    with pytest.raises(ImageError, match=r"truncated\.jpg.*truncated"):  # ... the node's decoder does not
+        decode_image_file(truncated)
+    with pytest.raises(ImageError, match="missing.png does not exist"):
+        decode_image_file(tmp_path / "missing.png")
+    with pytest.raises(ImageError, match="is a directory"):
+        decode_image_file(tmp_path)
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageError, match="0 bytes"):
+        decode_image_file(tmp_path / "empty.png")
+    with pytest.raises(ImageError, match=rf"color\.png.*{W}x{H} .*max_pixels 10"):
+        decode_image_file(tmp_path / "color.png", max_pixels=10)

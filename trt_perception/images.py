@@ -8,14 +8,22 @@ the rest (alpha, YUV 4:2:2, NV12/21, Bayer, big-endian mono16) take exactly one 
 into a reusable ``BufferPool`` array when the caller passes one (the per-frame path does).
 
 Every bad input raises ``ImageError`` naming the field, its value, what was expected and the fix, before
-numpy or OpenCV see it.
+numpy or OpenCV see it. Compressed frames are checked before the codec runs (``compressed_size``): the width
+and height come from the JPEG/PNG/WebP/BMP header, so a small message that would decode to gigabytes (a
+30000x30000 PNG is under 1 MB) is refused by ``max_pixels`` without allocating anything; a JPEG without its
+end-of-image marker and a PNG with a missing chunk or a CRC mismatch (a truncated or damaged transport) are
+refused too, so libjpeg/libpng never see them and never print their own stderr lines (which bypass ROS
+logging and any throttle); the node's throttled warning is the only voice. ``decode_image_file`` reads an
+image file through the same path, so ``trt-perception infer`` sees a file exactly as the node sees the frame.
 """
 
 from __future__ import annotations
 
 import sys
+import zlib
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -23,6 +31,7 @@ import numpy as np
 from trt_perception.errors import ImageError
 
 COLORS = ("rgb", "bgr", "gray", "gray16")
+MAX_PIXELS = 40_000_000  # default frame size limit: 4K is 8.3 Mpixel, 8K 33 Mpixel; a 40 Mpixel BGR frame is 120 MB
 
 
 @dataclass(frozen=True)
@@ -183,10 +192,12 @@ def decode_raw(
     data: Any,
     is_bigendian: Any = 0,
     pool: Optional[BufferPool] = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> DecodedImage:
     """Decode the fields of a ``sensor_msgs/Image``: a view of ``data`` where the layout allows."""
     height = _positive_int(height, "height")
     width = _positive_int(width, "width")
+    _check_pixels(width, height, max_pixels, "Image")
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise ImageError(f"Image.step is {step!r}; expected a non-negative integer (bytes per row)")
     step = int(step)
@@ -265,14 +276,190 @@ def _decode_mono16(
 # ----------------------------------------------------------------------------------------- compressed images
 
 
+def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{what} is {width}x{height} ({width * height} pixels), above max_pixels {max_pixels}; a frame this "
+            "large would take too much memory and time to decode; fix: lower the camera's resolution, or raise "
+            "the node's max_pixels parameter if such frames are intended"
+        )
+
+
+def check_max_pixels(max_pixels: Any) -> int:
+    """A usable ``max_pixels`` limit (a positive integer)."""
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels <= 0:
+        raise ImageError(f"max_pixels is {max_pixels!r}; expected a positive number of pixels, e.g. {MAX_PIXELS}")
+    return int(max_pixels)
+
+
+Bytes = Union[bytes, memoryview]  # a message's bytes: read in place, never copied whole
+
+
+class _Damaged(Exception):
+    """Why compressed data cannot go to the codec (turned into ImageError by the caller, who knows the field)."""
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM carry no length
+
+
+def _u16(data: Bytes, at: int, order: str = "big") -> int:
+    return int.from_bytes(data[at : at + 2], order)
+
+
+def _u32(data: Bytes, at: int, order: str = "big") -> int:
+    return int.from_bytes(data[at : at + 4], order)
+
+
+def _png_size(data: Bytes, max_pixels: int, what: str) -> Tuple[int, int]:
+    """Width and height from IHDR; then every chunk must be complete with a matching CRC, up to IEND."""
+    view = memoryview(data)  # zero-copy slices for the CRCs
+    size = len(data)
+    pos = len(_PNG_SIGNATURE)
+    width = height = 0
+    seen_data = False
+    while True:
+        if pos + 12 > size:
+            raise _Damaged(f"truncated: the PNG ends after {size} bytes without its IEND chunk")
+        length = _u32(data, pos)
+        kind = bytes(view[pos + 4 : pos + 8])
+        end = pos + 12 + length
+        if end > size:
+            raise _Damaged(f"truncated: PNG chunk {kind!r} at byte {pos} needs {length} bytes, {size - pos - 12} left")
+        if zlib.crc32(view[pos + 4 : end - 4]) != _u32(data, end - 4):
+            raise _Damaged(f"damaged: PNG chunk {kind!r} at byte {pos} fails its CRC check")
+        if pos == len(_PNG_SIGNATURE):
+            if kind != b"IHDR" or length != 13:
+                raise _Damaged(f"damaged: the PNG starts with chunk {kind!r} instead of IHDR")
+            width, height = _u32(data, pos + 8), _u32(data, pos + 12)
+            if width == 0 or height == 0:
+                raise _Damaged(f"damaged: the PNG header says {width}x{height}")
+            _check_pixels(width, height, max_pixels, what)  # before the CRC pass over the pixel data
+        seen_data = seen_data or kind == b"IDAT"
+        if kind == b"IEND":
+            break
+        pos = end
+    if not seen_data:
+        raise _Damaged("damaged: the PNG has no IDAT (pixel data) chunk")
+    return width, height
+
+
+def _jpeg_size(data: Bytes) -> Tuple[int, int]:
+    """Width and height from the first SOF segment; the scan that follows must end with an EOI marker."""
+    size = len(data)
+    pos = 2
+    width = height = 0
+    while True:
+        if pos >= size:
+            raise _Damaged(f"truncated: the JPEG ends after {size} bytes, before its image data")
+        if data[pos] != 0xFF:
+            raise _Damaged(f"damaged: the JPEG has byte 0x{data[pos]:02x} at {pos} where a marker should be")
+        while pos < size and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= size:
+            raise _Damaged(f"truncated: the JPEG ends after {size} bytes, before its image data")
+        marker = data[pos]
+        pos += 1
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker == 0xD9 or (marker == 0xDA and not width):
+            raise _Damaged(f"damaged: JPEG marker 0x{marker:02x} at byte {pos - 1} comes before the frame header")
+        if pos + 2 > size or pos + _u16(data, pos) > size or _u16(data, pos) < 2:
+            raise _Damaged(f"truncated: JPEG segment 0x{marker:02x} at byte {pos - 1} runs past the {size} bytes")
+        if marker in _JPEG_SOF and not width:
+            if _u16(data, pos) < 8:
+                raise _Damaged(f"damaged: the JPEG frame header at byte {pos - 1} is too short")
+            height, width = _u16(data, pos + 3), _u16(data, pos + 5)
+            if width == 0 or height == 0:
+                raise _Damaged(f"damaged: the JPEG frame header says {width}x{height}")
+        if marker == 0xDA:  # start of scan: entropy-coded data follows, where 0xFF is always escaped
+            if not _has_eoi(data, pos + _u16(data, pos)):
+                raise _Damaged(f"truncated: the JPEG has no end-of-image marker in its {size} bytes")
+            return width, height
+        pos += _u16(data, pos)
+
+
+def _has_eoi(data: Bytes, scan: int) -> bool:
+    """Whether an EOI marker follows ``scan``: entropy-coded data escapes 0xFF, so any FF D9 after the first
+    scan starts is the end of the image. It sits at the end unless junk trails it: the tail is searched first."""
+    tail = max(scan, len(data) - 4096)
+    if bytes(data[tail:]).find(b"\xff\xd9") >= 0:
+        return True
+    return tail > scan and bytes(data[scan:]).find(b"\xff\xd9") >= 0
+
+
+def _webp_size(data: Bytes) -> Tuple[int, int]:
+    kind = data[12:16]
+    if len(data) < 30 or data[8:12] != b"WEBP":
+        raise _Damaged(f"truncated: the WebP header ends after {len(data)} bytes")
+    if kind == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        return _u16(data, 26, "little") & 0x3FFF, _u16(data, 28, "little") & 0x3FFF
+    if kind == b"VP8L" and data[20] == 0x2F:
+        bits = _u32(data, 21, "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if kind == b"VP8X":
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    raise _Damaged(f"damaged: WebP chunk {bytes(kind)!r} is not VP8, VP8L or VP8X")
+
+
+def _bmp_size(data: Bytes) -> Tuple[int, int]:
+    if len(data) < 26:
+        raise _Damaged(f"truncated: the BMP header ends after {len(data)} bytes")
+    if _u32(data, 14, "little") == 12:  # OS/2 BITMAPCOREHEADER
+        return _u16(data, 18, "little"), _u16(data, 20, "little")
+    width = int.from_bytes(data[18:22], "little", signed=True)
+    height = int.from_bytes(data[22:26], "little", signed=True)
+    return abs(width), abs(height)  # negative height: rows stored top-down
+
+
+def compressed_size(
+    data: Bytes, max_pixels: int = MAX_PIXELS, data_name: str = "CompressedImage.data"
+) -> Tuple[int, int]:
+    """(width, height) of JPEG/PNG/WebP/BMP ``data`` read from its header, refusing a frame above
+    ``max_pixels`` and a JPEG/PNG that is truncated or damaged, before any codec runs (``ImageError``)."""
+    try:
+        if data[:2] == b"\xff\xd8":
+            width, height = _jpeg_size(data)
+        elif data[:8] == _PNG_SIGNATURE:
+            width, height = _png_size(data, max_pixels, data_name)
+        elif data[:4] == b"RIFF":
+            width, height = _webp_size(data)
+        elif data[:2] == b"BM":
+            width, height = _bmp_size(data)
+        else:
+            raise ImageError(
+                f"{data_name} ({len(data)} bytes, starting {bytes(data[:4])!r}) is not JPEG, PNG, WebP or BMP data; "
+                "expected a jpeg or png image; fix: check the publisher's compression format (or convert the "
+                "file to PNG)"
+            )
+    except _Damaged as exc:
+        raise ImageError(
+            f"{data_name} ({len(data)} bytes) is {exc}; fix: the frame was cut or corrupted on its way (check the "
+            "camera driver, the network/transport, or the bag it was recorded into)"
+        ) from None
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{data_name} ({len(data)} bytes) has a header saying {width}x{height}; expected an image")
+    _check_pixels(width, height, max_pixels, data_name)
+    return width, height
+
+
+
 def _compressed_color(fmt: str) -> str:
     """'bgr' unless the format says the compressed pixels are RGB ('rgb8; jpeg compressed rgb8')."""
     _, _, target = fmt.partition("compressed")
     return "rgb" if target.strip().lower().startswith("rgb") else "bgr"
 
 
-def decode_compressed(fmt: str, data: Any, pool: Optional[BufferPool] = None) -> DecodedImage:
-    """Decode a ``sensor_msgs/CompressedImage`` (jpeg/png; the format string only refines the color order)."""
+def decode_compressed(
+    fmt: str,
+    data: Any,
+    pool: Optional[BufferPool] = None,
+    max_pixels: int = MAX_PIXELS,
+    data_name: str = "CompressedImage.data",
+) -> DecodedImage:
+    """Decode a ``sensor_msgs/CompressedImage`` (jpeg/png, also webp/bmp; the format string only refines the
+    color order). The header is checked first (``compressed_size``); ``data_name`` names the bytes in errors."""
     if not isinstance(fmt, str):
         raise ImageError(f"CompressedImage.format is {fmt!r}; expected a string such as 'jpeg'")
     if "compresseddepth" in fmt.lower().replace(" ", ""):
@@ -280,11 +467,10 @@ def decode_compressed(fmt: str, data: Any, pool: Optional[BufferPool] = None) ->
             f"CompressedImage.format is {fmt!r}: a compressedDepth depth image; expected a camera image "
             "(jpeg or png); fix: subscribe to the color image topic"
         )
-    buf = _as_uint8_buffer(data, "CompressedImage.data")
+    buf = _as_uint8_buffer(data, data_name)
     if buf.size == 0:
-        raise ImageError(
-            "CompressedImage.data is empty; expected jpeg or png bytes; fix: check the publisher"
-        )
+        raise ImageError(f"{data_name} is empty (0 bytes); expected jpeg or png bytes; fix: check the publisher")
+    compressed_size(memoryview(buf), max_pixels, data_name)
     try:
         array = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
@@ -294,7 +480,7 @@ def decode_compressed(fmt: str, data: Any, pool: Optional[BufferPool] = None) ->
         reason = "OpenCV could not decode it"
     if array is None:
         raise ImageError(
-            f"CompressedImage.data ({buf.size} bytes, format {fmt!r}, starting {bytes(buf[:4])!r}) is not a "
+            f"{data_name} ({buf.size} bytes, format {fmt!r}, starting {bytes(buf[:4])!r}) is not a "
             f"decodable jpeg/png image ({reason}); fix: check the publisher's compression format"
         )
     if array.ndim == 2:
@@ -306,18 +492,42 @@ def decode_compressed(fmt: str, data: Any, pool: Optional[BufferPool] = None) ->
         out = _out(pool, (*array.shape[:2], 3))
         array = cv2.cvtColor(array, cv2.COLOR_BGRA2BGR, dst=out)
     elif array.shape[2] != 3:
-        raise ImageError(f"CompressedImage.data decodes to {array.shape[2]} channels; expected 1, 3 or 4")
+        raise ImageError(f"{data_name} decodes to {array.shape[2]} channels; expected 1, 3 or 4")
     return DecodedImage(array, color)
 
 
-def decode_image(msg: Any, pool: Optional[BufferPool] = None) -> DecodedImage:
+def decode_image_file(path: Union[str, Path], max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """An image file decoded exactly as a CompressedImage frame of the same bytes (one decoder for the node
+    and ``infer``): same header checks, same refusals, 16-bit gray kept as ``gray16``; EXIF orientation is
+    not applied (cameras do not set it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"image file {path} is a directory; expected an image file (jpeg/png/webp/bmp)")
+    if not path.exists():
+        raise ImageError(f"image file {path} does not exist; fix: check the path")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageError(
+            f"image file {path} cannot be read ({exc.strerror or exc}); fix: check its permissions"
+        ) from None
+    if not data:
+        raise ImageError(
+            f"image file {path} is empty (0 bytes); expected a jpeg/png image; fix: re-save or re-copy it"
+        )
+    suffix = path.suffix.lower().lstrip(".")
+    return decode_compressed(suffix or "image", np.frombuffer(data, np.uint8), None, max_pixels, f"image file {path}")
+
+
+def decode_image(msg: Any, pool: Optional[BufferPool] = None, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     """Decode an Image (it has ``encoding``) or a CompressedImage (it has ``format``) message."""
     if hasattr(msg, "encoding"):
         return decode_raw(
-            msg.height, msg.width, msg.encoding, msg.step, msg.data, getattr(msg, "is_bigendian", 0), pool
-        )
+            msg.height, msg.width, msg.encoding, msg.step, msg.data, getattr(msg, "is_bigendian", 0), pool,
+            max_pixels,
+        )  # fmt: skip
     if hasattr(msg, "format"):
-        return decode_compressed(msg.format, msg.data, pool)
+        return decode_compressed(msg.format, msg.data, pool, max_pixels)
     raise ImageError(
         f"message of type {type(msg).__name__} has neither 'encoding' (sensor_msgs/Image) nor 'format' "
         "(sensor_msgs/CompressedImage); fix: subscribe to an image topic"
@@ -328,13 +538,15 @@ class ImageDecoder:
     """``decode_image`` with a private ``BufferPool``: the per-frame decoder of one image stream.
 
     A converted frame (YUV, Bayer, alpha) lives in the pool until the next frame of the same size.
+    ``max_pixels`` refuses larger frames (raw, or compressed from the header, before decoding) as ImageError.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_pixels: int = MAX_PIXELS) -> None:
         self.pool = BufferPool()
+        self.max_pixels = check_max_pixels(max_pixels)
 
     def __call__(self, msg: Any) -> DecodedImage:
-        return decode_image(msg, self.pool)
+        return decode_image(msg, self.pool, self.max_pixels)
 
 
 # -------------------------------------------------------------------------------------- arrays -> messages
