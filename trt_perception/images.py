@@ -292,6 +292,25 @@ def check_max_pixels(max_pixels: Any) -> int:
     return int(max_pixels)
 
 
+_OPENCV_QUIET = False
+
+
+def _quiet_opencv() -> None:
+    """Lower OpenCV's own log level to FATAL, once per process: imdecode logs an ``[ERROR] ... imdecode_`` line
+    for every frame it cannot read, unthrottled and outside ROS logging, while the ImageError it turns into
+    already carries the reason to the node's throttled warning. (libjpeg/libpng print on their own: see
+    ``compressed_size``, which keeps damaged frames away from them.)"""
+    global _OPENCV_QUIET
+    if _OPENCV_QUIET:
+        return
+    _OPENCV_QUIET = True
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None and hasattr(logging, "LOG_LEVEL_FATAL"):
+        logging.setLogLevel(logging.LOG_LEVEL_FATAL)
+    elif hasattr(cv2, "setLogLevel"):  # OpenCV 4.x spelling: 1 = FATAL
+        cv2.setLogLevel(1)
+
+
 Bytes = Union[bytes, memoryview]  # a message's bytes: read in place, never copied whole
 
 
@@ -300,6 +319,7 @@ class _Damaged(Exception):
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # by color type
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
 _JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM carry no length
 
@@ -333,8 +353,18 @@ def _png_size(data: Bytes, max_pixels: int, what: str) -> Tuple[int, int]:
             if kind != b"IHDR" or length != 13:
                 raise _Damaged(f"damaged: the PNG starts with chunk {kind!r} instead of IHDR")
             width, height = _u32(data, pos + 8), _u32(data, pos + 12)
-            if width == 0 or height == 0:
-                raise _Damaged(f"damaged: the PNG header says {width}x{height}")
+            depth, color, compression, filtering, interlace = (data[pos + i] for i in range(16, 21))
+            if (
+                width == 0
+                or height == 0
+                or depth not in _PNG_DEPTHS.get(color, ())
+                or (compression, filtering) != (0, 0)
+                or interlace > 1
+            ):
+                raise _Damaged(
+                    f"damaged: the PNG header says {width}x{height}, bit depth {depth}, color type {color}, "
+                    f"compression {compression}, filter {filtering}, interlace {interlace}"
+                )
             _check_pixels(width, height, max_pixels, what)  # before the CRC pass over the pixel data
         seen_data = seen_data or kind == b"IDAT"
         if kind == b"IEND":
@@ -406,6 +436,8 @@ def _webp_size(data: Bytes) -> Tuple[int, int]:
 def _bmp_size(data: Bytes) -> Tuple[int, int]:
     if len(data) < 26:
         raise _Damaged(f"truncated: the BMP header ends after {len(data)} bytes")
+    if _u32(data, 2, "little") > len(data):  # the file size it declares (0 is allowed: unknown)
+        raise _Damaged(f"truncated: the BMP says {_u32(data, 2, 'little')} bytes, {len(data)} are there")
     if _u32(data, 14, "little") == 12:  # OS/2 BITMAPCOREHEADER
         return _u16(data, 18, "little"), _u16(data, 20, "little")
     width = int.from_bytes(data[18:22], "little", signed=True)
@@ -471,6 +503,7 @@ def decode_compressed(
     if buf.size == 0:
         raise ImageError(f"{data_name} is empty (0 bytes); expected jpeg or png bytes; fix: check the publisher")
     compressed_size(memoryview(buf), max_pixels, data_name)
+    _quiet_opencv()
     try:
         array = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
