@@ -28,11 +28,12 @@ from test_preprocess import padded_image as padded  # one definition of the shar
 from test_preprocess import random_image as random_frame
 
 from trt_perception.backends.cuda import CudaApi, select_cuda_api
-from trt_perception.errors import BackendError, SpecError
+from trt_perception.errors import BackendError, ImageError, SpecError
 from trt_perception.gpu_preprocess import (
     ARG_KINDS,
     CHUNK_BYTES,
     KERNEL_NAMES,
+    DeviceImage,
     GpuPreprocessor,
     linear_tables,
     nearest_tables,
@@ -204,8 +205,10 @@ class NumpyLauncher:
         xtab = np.frombuffer(view(xptr, 16 * cw), np.int32).reshape(cw, 4)
         ytab = np.frombuffer(view(yptr, 16 * ch), np.int32).reshape(ch, 4)
         rows = int(ytab[:, 1].max()) + 1
-        raw = np.frombuffer(view(src, pitch * rows), np.uint16 if wide else np.uint8)
-        frame = raw.reshape(rows, -1)
+        raw = np.frombuffer(view(src, pitch * rows), np.uint8).reshape(rows, pitch)
+        pixel = cn * (2 if wide else 1)
+        frame = np.ascontiguousarray(raw[:, : pitch // pixel * pixel])  # device frames may pad their rows
+        frame = frame.view(np.uint16 if wide else np.uint8)
         if cn == 3:
             frame = frame.reshape(rows, -1, 3)
         picture = resize_u16_high_byte(frame, xtab, ytab) if wide else resize_u8(frame, xtab, ytab)
@@ -347,6 +350,113 @@ def test_every_upload_mode_gives_the_same_tensor(
                 assert compare(pre, cpu, frame) <= tolerance(spec, source, pre.dtype)
 
 
+# ------------------------------------------------------------ frames already on the device (CUDA double)
+
+
+def device_copy(gpu: Any, image: DecodedImage, pad: int = 0) -> DeviceImage:
+    """``image`` put into fake device memory with ``pad`` bytes after each row, as a DeviceImage."""
+    array = np.ascontiguousarray(image.array)
+    row = array.shape[1] * array.itemsize * (3 if array.ndim == 3 else 1)
+    pitch = row + pad
+    pointer = gpu.malloc(pitch * array.shape[0])
+    rows = np.zeros((array.shape[0], pitch), np.uint8)
+    rows[:, :row] = array.reshape(array.shape[0], -1).view(np.uint8)
+    gpu.view(pointer, rows.nbytes)[:] = rows.tobytes()
+    return DeviceImage(pointer, array.shape[0], array.shape[1], pitch, image.color)
+
+
+@pytest.mark.parametrize(("spec", "source"), list(random_specs(24, seed=17)))
+def test_device_frames_give_the_host_frames_tensor(
+    monkeypatch: pytest.MonkeyPatch, spec: InputSpec, source: str
+) -> None:
+    """A DeviceImage (padded rows, crop, every color) is read in place: same tensor, nothing uploaded."""
+    gpu = fake_cuda(monkeypatch)
+    with GpuPreprocessor(spec, cuda="cuda-python", launcher=NumpyLauncher(gpu)) as pre:
+        cpu = Preprocessor(spec)
+        for seed, (height, width) in enumerate(frame_sizes(spec)):
+            image = random_frame(source, height, width, seed)
+            for pad in (0, 64 + seed):
+                frame = device_copy(gpu, image, pad)
+                gpu.clear_events()
+                transform = pre(frame)
+                expected, expected_transform = cpu(image)
+                uploads = gpu.of("htod")  # read in place: only the resize tables go up (on a new geometry)
+                assert all(c["pointer"] == pre._tables_device for c in uploads) and not gpu.of("malloc")
+                assert transform == expected_transform
+                got = pre.download()
+                diff = float(np.abs(got.astype(np.float64) - expected.astype(np.float64)).max())
+                assert diff <= tolerance(spec, source, pre.dtype), (spec, source, height, width, pad, diff)
+                gpu.free(frame.pointer)
+
+
+def test_host_and_device_frames_alternate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Switching between uploaded and in-place frames reconfigures both ways; from_device is the same entry."""
+    spec = InputSpec(name="Input", height=30, width=40, scale=(2 / 255,) * 3, offset=(-1.0,) * 3, crop_top=4)
+    gpu = fake_cuda(monkeypatch)
+    image = random_frame("bgr", 48, 64, seed=2)
+    expected, _ = Preprocessor(spec)(image)
+    with GpuPreprocessor(spec, cuda="cuda-python", launcher=NumpyLauncher(gpu)) as pre:
+        frame = device_copy(gpu, image, pad=16)
+        for call in (lambda: pre(image), lambda: pre(frame), lambda: pre(image),
+                     lambda: pre.from_device(frame.pointer, 48, 64, frame.pitch, "bgr")):  # fmt: skip
+            call()
+            np.testing.assert_allclose(pre.download(), expected, atol=1e-6)
+        gpu.free(frame.pointer)
+
+
+def test_device_frame_on_a_foreign_stream_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = InputSpec(name="x", height=8, width=8)
+    gpu = fake_cuda(monkeypatch)
+    with GpuPreprocessor(spec, cuda="cuda-python", launcher=NumpyLauncher(gpu)) as pre:
+        frame = device_copy(gpu, random_frame("rgb", 16, 16), pad=0)
+        own = pre.cuda.stream_handle(pre.stream)
+        for ready in (None, 0, 1, own):  # written, legacy default stream (our streams wait for it), our stream
+            pre(DeviceImage(frame.pointer, 16, 16, frame.pitch, "rgb", stream=ready))
+        with pytest.raises(ImageError, match="stream 0x.*fix: synchronize"):
+            pre(DeviceImage(frame.pointer, 16, 16, frame.pitch, "rgb", stream=own + 0x1000))
+        pre.synchronize()
+        gpu.free(frame.pointer)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"color": "yuv"}, "color is 'yuv'"),
+        ({"pointer": 0}, "pointer is 0; expected a positive integer; fix"),
+        ({"height": -1}, "height is -1"),
+        ({"width": True}, "width is True"),
+        ({"pitch": 10}, "pitch is 10 bytes .* expected at least 12"),
+    ],
+)
+def test_device_image_fields_are_checked(kwargs: Dict[str, Any], match: str) -> None:
+    fields = {"pointer": 0x1000, "height": 2, "width": 4, "pitch": 12, "color": "bgr", **kwargs}
+    with pytest.raises(ImageError, match=match):
+        DeviceImage(**fields)
+
+
+class _CudaArray:
+    def __init__(self, **interface: Any) -> None:
+        self.__cuda_array_interface__ = {"data": (0x7000, False), "version": 3, "strides": None, **interface}
+
+
+def test_device_image_from_cuda_array_interface() -> None:
+    frame = DeviceImage.from_cuda_array(_CudaArray(shape=(4, 5, 3), typestr="|u1"), "rgb")
+    assert (frame.pointer, frame.height, frame.width, frame.pitch, frame.stream) == (0x7000, 4, 5, 15, None)
+    padded = DeviceImage.from_cuda_array(_CudaArray(shape=(4, 5, 1), typestr="|u1", strides=(64, 1, 1),
+                                                    stream=0x5010), "gray")  # fmt: skip
+    assert (padded.pitch, padded.stream) == (64, 0x5010)
+    wide = DeviceImage.from_cuda_array(_CudaArray(shape=(4, 5), typestr="<u2", strides=(16, 2)), "gray16")
+    assert wide.pitch == 16
+    with pytest.raises(ImageError, match=r"shape \(4, 5, 3\) typestr '\|u1' for color 'gray'"):
+        DeviceImage.from_cuda_array(_CudaArray(shape=(4, 5, 3), typestr="|u1"), "gray")
+    with pytest.raises(ImageError, match="strides .* fix: make the array contiguous"):
+        DeviceImage.from_cuda_array(_CudaArray(shape=(4, 5, 3), typestr="|u1", strides=(15, 1, 5)), "rgb")
+    with pytest.raises(ImageError, match="no usable __cuda_array_interface__"):
+        DeviceImage.from_cuda_array(np.zeros((4, 5, 3), np.uint8), "rgb")
+    with pytest.raises(ImageError, match="no host copy"):
+        frame.download()
+
+
 # ------------------------------------------------------------------------------------- on a real GPU
 
 
@@ -446,6 +556,37 @@ def test_gpu_writes_into_a_given_device_buffer_from_another_thread(real_api: Cud
             real_api.free(target)
             real_api.free_pinned(host)
             real_api.stream_destroy(stream)
+
+
+@pytest.mark.gpu
+def test_gpu_kernel_reads_a_padded_device_frame_in_place(real_api: CudaApi) -> None:
+    """A cupy frame with padded rows (DeviceImage.from_cuda_array) gives the CPU path's tensor."""
+    cupy = pytest.importorskip("cupy")
+    specs = [
+        InputSpec(name="Input", height=300, width=300, scale=(2 / 255,) * 3, offset=(-1.0,) * 3),
+        InputSpec(name="images", height=640, width=640, resize="letterbox", pad_value=114.0,
+                  scale=(1 / 255,) * 3, offset=(0.0,) * 3, dtype="float16"),
+        InputSpec(name="img_in", height=120, width=160, layout="NHWC", scale=(1 / 255,) * 3, offset=(0.0,) * 3,
+                  crop_top=40, color="GRAY"),
+    ]  # fmt: skip
+    for spec in specs:
+        with GpuPreprocessor(spec, cuda=real_api) as pre:
+            for seed, (height, width) in enumerate([(480, 640), (1080, 1920), (37, 53)]):
+                image = random_frame("bgr", height, width, seed=seed)
+                with real_api.activated():
+                    storage = cupy.zeros((height, width * 3 + 128), cupy.uint8)
+                    storage[:, : width * 3] = cupy.asarray(image.array.reshape(height, -1))
+                    view = storage[:, : width * 3].reshape(height, width, 3)
+                    cupy.cuda.runtime.deviceSynchronize()
+                    frame = DeviceImage.from_cuda_array(view, "bgr")
+                    assert frame.pitch == width * 3 + 128
+                    pre(DeviceImage(frame.pointer, height, width, frame.pitch, "bgr", owner=storage))
+                    got = pre.download()
+                expected, _ = Preprocessor(spec)(image)
+                diff = float(np.abs(got.astype(np.float64) - expected.astype(np.float64)).max())
+                key = f"{real_api.name} device frame {spec.dtype}"
+                MAX_DIFFS[key] = max(MAX_DIFFS.get(key, 0.0), diff)
+                assert diff <= (1e-3 if spec.dtype == "float16" else 1e-5), (spec.name, height, width, diff)
 
 
 @pytest.mark.gpu

@@ -6,6 +6,10 @@ it to the device and one kernel does crop, resize, color order, scale/offset, la
 (float32/float16/uint8) and the letterbox border, writing straight into a device buffer (the engine's input
 binding when the backend passes its address). The CPU never touches a float frame.
 
+Frames already on the GPU (a JPEG decoded by ``gpu_decode`` with nvImageCodec, a cupy/torch array) come as
+a ``DeviceImage``: the kernel reads them in place through their pitch, with no upload and no host copy; the
+same tables, arguments and results as for a host frame with those pixels.
+
 Same numbers as the CPU path: the geometry (crop rows, letterbox placement, the returned ``ImageTransform``)
 comes from ``preprocess``, and the resize reproduces OpenCV's ``INTER_LINEAR`` for uint8 bit for bit: the
 pixel-centre convention ``src = (dst + 0.5) * scale - 0.5``, OpenCV's 11-bit fixed-point weights (clamped
@@ -29,14 +33,15 @@ from __future__ import annotations
 import ctypes
 import importlib
 import threading
+from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from trt_perception.backends.cuda import CudaApi, PyCudaApi, select_cuda_api
 from trt_perception.errors import BackendError, ImageError, SpecError
-from trt_perception.images import DecodedImage
+from trt_perception.images import COLORS, DecodedImage
 from trt_perception.preprocess import ImageTransform, _channel_map, _geometry, _pad_values, _resolve_dtype
 from trt_perception.spec import InputSpec
 
@@ -47,6 +52,10 @@ OUT_TYPES = {np.dtype(np.float32): 0, np.dtype(np.float16): 1, np.dtype(np.uint8
 UPLOADS = ("auto", "pinned", "direct")
 GATHER_FRACTION = 0.75  # upload only the rows the resize reads when they are at most this share of the frame
 CHUNK_BYTES = 1 << 21  # staged uploads go in chunks this big, so the bus copies one while the CPU fills the next
+# Stream values a device frame may carry that need no wait here: None (written), 0 and 1 (the legacy default
+# stream: the streams made by ``CudaApi.stream_create`` are blocking ones, so they wait for it on their own).
+READY_STREAMS = (None, 0, 1)
+DEVICE_PACKS = 8  # packed kernel arguments cached per device frame address (a decoder's ring of buffers)
 
 # One source for every launcher. Tables are int4 per output column / row: (index0, index1, weight0, weight1);
 # uint8 frames use OpenCV's 11-bit fixed-point weights, uint16 frames float weights stored as their bits.
@@ -239,6 +248,112 @@ def resize_tables(
         f"input.interpolation is {interpolation!r}; the GPU preprocessor supports 'linear' and 'nearest'; "
         "fix: set input.interpolation: linear in the spec, or use the CPU preprocessor (gpu_preprocess off)"
     )
+
+
+# ------------------------------------------------------------------------------------------ device frames
+
+
+@dataclass(frozen=True)
+class DeviceImage:
+    """A decoded frame in device memory, read in place by ``GpuPreprocessor`` (no upload, no host copy).
+
+    ``pointer``: the device address of row 0; ``pitch``: bytes from one row to the next (>= width x channels
+    x itemsize: decoders pad rows); ``color`` as for ``DecodedImage`` ('rgb'/'bgr' HxWx3 uint8, 'gray' uint8,
+    'gray16' native uint16). ``stream``: the raw ``cudaStream_t`` the pixels are still being written on, or
+    None when they are written already; a preprocessor accepts None, 0/1 (legacy default stream) or its own
+    stream (the work is ordered on it). ``owner`` keeps the memory alive (an nvImageCodec Image, a cupy
+    array); ``download`` is how a host copy is made for the heads and overlays that need one.
+    """
+
+    pointer: int
+    height: int
+    width: int
+    pitch: int
+    color: str
+    stream: Optional[int] = None
+    owner: Any = field(default=None, compare=False, repr=False)
+    downloader: Optional[Callable[[], DecodedImage]] = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.color not in COLORS:
+            raise ImageError(f"DeviceImage color is {self.color!r}; expected one of {list(COLORS)}")
+        for name in ("pointer", "height", "width", "pitch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ImageError(
+                    f"DeviceImage.{name} is {value!r}; expected a positive integer"
+                    + ("; fix: pass the frame's device address" if name == "pointer" else "")
+                )
+        if self.pitch < self.row_bytes:
+            raise ImageError(
+                f"DeviceImage.pitch is {self.pitch} bytes for a {self.width} pixel wide {self.color!r} frame; "
+                f"expected at least {self.row_bytes} (width x {self.channels} channels x {self.itemsize} bytes)"
+            )
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.color in ("rgb", "bgr") else 1
+
+    @property
+    def itemsize(self) -> int:
+        return 2 if self.color == "gray16" else 1
+
+    @property
+    def row_bytes(self) -> int:
+        return self.width * self.channels * self.itemsize
+
+    def download(self) -> DecodedImage:
+        """A host copy of the frame (CPU heads, overlays, reports); a device-to-host copy each call."""
+        if self.downloader is None:
+            raise ImageError(
+                "this DeviceImage has no host copy (made without a downloader); fix: pass downloader= "
+                "or preprocess it on the GPU only"
+            )
+        return self.downloader()
+
+    @classmethod
+    def from_cuda_array(cls, array: Any, color: str, downloader: Optional[Callable[[], DecodedImage]] = None
+                        ) -> DeviceImage:  # fmt: skip
+        """Describe anything with ``__cuda_array_interface__`` (cupy, torch, numba, nvImageCodec) as a frame.
+
+        Shapes HxW or HxWxC (C 1 or 3) of uint8 (uint16 for 'gray16'); rows may be padded, pixels may not. The
+        interface's ``stream`` (version 3) is kept, so a frame still being written on a foreign stream is
+        refused by the preprocessor instead of read early.
+        """
+        try:
+            interface = dict(array.__cuda_array_interface__)
+        except (AttributeError, RuntimeError, TypeError) as exc:
+            raise ImageError(
+                f"{type(array).__name__} has no usable __cuda_array_interface__ ({exc}); expected a device "
+                "array (cupy, torch.cuda, numba, nvImageCodec Image)"
+            ) from None
+        shape = tuple(int(d) for d in interface.get("shape", ()))
+        typestr = str(interface.get("typestr", ""))
+        itemsize = 2 if color == "gray16" else 1
+        channels = shape[2] if len(shape) == 3 else 1
+        expected_type = ("<u2", "=u2") if itemsize == 2 else ("|u1", "<u1", "=u1")
+        want_channels = 3 if color in ("rgb", "bgr") else 1
+        if len(shape) not in (2, 3) or channels != want_channels or typestr not in expected_type:
+            raise ImageError(
+                f"device array of shape {shape} typestr {typestr!r} for color {color!r}; expected HxW"
+                f"{'x3' if want_channels == 3 else ' or HxWx1'} {'uint16' if itemsize == 2 else 'uint8'}"
+            )
+        strides = interface.get("strides")
+        pitch = shape[1] * channels * itemsize
+        if strides is not None:
+            strides = tuple(int(v) for v in strides)
+            inner = (channels * itemsize, itemsize)[: len(shape) - 1]
+            if strides[1:] != inner:
+                raise ImageError(
+                    f"device array strides {strides} for shape {shape}; expected padded rows at most (pixel "
+                    f"strides {inner}); fix: make the array contiguous along each row (cupy.ascontiguousarray)"
+                )
+            pitch = strides[0]
+        stream = interface.get("stream")
+        return cls(
+            pointer=int(interface["data"][0]), height=shape[0], width=shape[1], pitch=pitch, color=color,
+            stream=None if stream is None else int(stream), owner=array, downloader=downloader,
+        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- launchers
@@ -457,8 +572,10 @@ class GpuPreprocessor:
     (tests run the kernel's arithmetic in numpy through one); None compiles ``KERNEL_SOURCE`` with the
     adapter's library.
 
-    ``__call__`` queues the work and returns the ``ImageTransform`` (identical to the CPU path's); the
-    tensor is ready once the stream is synchronized (the backend's per-frame sync, or ``synchronize()``).
+    ``__call__`` takes a ``DecodedImage`` (host frame, uploaded as above) or a ``DeviceImage`` (a frame already
+    on the GPU, e.g. decoded by nvImageCodec: read in place, nothing uploaded), queues the work and returns the
+    ``ImageTransform`` (identical to the CPU path's); the tensor is ready once the stream is synchronized (the
+    backend's per-frame sync, or ``synchronize()``). ``from_device`` is the same for a bare device pointer.
     """
 
     def __init__(
@@ -493,7 +610,9 @@ class GpuPreprocessor:
         self._staging: Optional[np.ndarray] = None
         self._staging_view: Optional[np.ndarray] = None
         self._in_flight = False
-        self._key: Optional[Tuple[int, int, str]] = None
+        self._key: Optional[Tuple[int, int, str, Optional[int]]] = None
+        self._args: List[Union[int, float]] = []
+        self._device_packs: Dict[int, Any] = {}
         self.transform: Optional[ImageTransform] = None
         self.launcher: Any = None
         self.stream = stream
@@ -539,7 +658,9 @@ class GpuPreprocessor:
 
     # -- set-up, once per frame geometry --------------------------------------------------------------
 
-    def _configure(self, height: int, width: int, color: str) -> None:
+    def _configure(self, height: int, width: int, color: str, device_pitch: Optional[int] = None) -> None:
+        """Tables, buffers and kernel arguments for one frame geometry; ``device_pitch``: the frame is on the
+        device already (read in place with that pitch: no upload buffers, no row gathering)."""
         spec = self.spec
         geo = _geometry(spec, height, width)
         rows = height - geo.crop_top - geo.crop_bottom
@@ -550,6 +671,11 @@ class GpuPreprocessor:
         xtab, ytab = resize_tables(
             spec.interpolation, width, rows, geo.content_width, geo.content_height, wide
         )
+        if device_pitch is not None:
+            self._row_index = None
+            self._tail_configure(geo, color, wide, channels, xtab, ytab, 0, device_pitch)
+            self._key = (height, width, color, device_pitch)
+            return
         needed = np.unique(ytab[:, :2])  # source rows the resize reads
         if self.upload != "direct" and len(needed) <= GATHER_FRACTION * rows:
             self._row_index: Optional[np.ndarray] = needed.astype(np.intp)
@@ -575,6 +701,16 @@ class GpuPreprocessor:
         self._staging_view = self._staging[:nbytes].view(frame_dtype).reshape(frame_shape)  # type: ignore[index]
         step = max(1, CHUNK_BYTES // row_bytes)
         self._chunks = [(a, min(a + step, upload_rows), a * row_bytes) for a in range(0, upload_rows, step)]
+        self._tail_configure(geo, color, wide, channels, xtab, ytab, self._frame_device, row_bytes)
+        self._packed = self.launcher.prepare(self._args)
+        self._key = (height, width, color, None)
+
+    def _tail_configure(
+        self, geo: Any, color: str, wide: bool, channels: int, xtab: np.ndarray, ytab: np.ndarray, source: int,
+        pitch: int,
+    ) -> None:  # fmt: skip
+        """Upload the tables and build the kernel arguments (``self._args``) for a source at ``source``."""
+        spec = self.spec
         tables = self._tables_host[: 16 * (len(xtab) + len(ytab))].view(np.int32).reshape(-1, 4)
         tables[: len(xtab)] = xtab
         tables[len(xtab) :] = ytab
@@ -591,8 +727,8 @@ class GpuPreprocessor:
         offset = list(spec.offset) + [spec.offset[0]] * (3 - len(spec.offset))
         pads = [float(p) for p in _pad_values(spec, self.dtype).astype(np.float32)]
         pads += [pads[0]] * (3 - len(pads))
-        args = [
-            self._frame_device, row_bytes, channels,
+        self._args = [
+            source, pitch, channels,
             self._tables_device, self._tables_device + 16 * len(xtab),
             geo.content_width, geo.content_height, geo.pad_x, geo.pad_y,
             self.output_pointer, spec.width, spec.height, spec.channels, int(spec.layout == "NCHW"),
@@ -600,29 +736,59 @@ class GpuPreprocessor:
             mapping[0], mapping[1], mapping[2], gray_flag,
             *[float(np.float32(s)) for s in scale[:3]], *[float(np.float32(o)) for o in offset[:3]], *pads[:3],
         ]  # fmt: skip
-        self._packed = self.launcher.prepare(args)
+        self._device_packs = {}
         self._kernel = KERNEL_NAMES[1] if wide else KERNEL_NAMES[0]
         self._grid = (-(-spec.width // BLOCK[0]), -(-spec.height // BLOCK[1]))
         self._geo = geo
         self.transform = geo.transform
-        self._key = (height, width, color)
 
     # -- per frame ------------------------------------------------------------------------------------
 
-    def __call__(self, image: DecodedImage) -> ImageTransform:
-        """Queue upload + kernel for one frame on ``self.stream``; returns the box transform at once."""
+    def __call__(self, image: Union[DecodedImage, DeviceImage]) -> ImageTransform:
+        """Queue upload (host frames) + kernel for one frame on ``self.stream``; returns the box transform at once."""
+        if isinstance(image, DeviceImage):
+            return self._run_device(image)
         array = image.array
-        key = (int(array.shape[0]), int(array.shape[1]), image.color)
+        key = (int(array.shape[0]), int(array.shape[1]), image.color, None)
         with self._lock, self.cuda.activated():
             if self._in_flight:  # staging memory may still be read by the last frame's copies
                 self.cuda.stream_synchronize(self.stream)
             if key != self._key:
-                self._configure(*key)
+                self._configure(*key[:3])
             geo = self._geo
             if geo.crop_top or geo.crop_bottom:
                 array = array[geo.crop_top : key[0] - geo.crop_bottom]
             self._upload(array)
             self.launcher.launch(self._kernel, self._grid, self._packed, self.stream)
+            self._in_flight = True
+        return self.transform  # type: ignore[return-value]
+
+    def from_device(
+        self, pointer: int, height: int, width: int, pitch: int, color: str, stream: Optional[int] = None
+    ) -> ImageTransform:
+        """The kernel on a frame already in device memory at ``pointer`` (see ``DeviceImage``)."""
+        return self._run_device(DeviceImage(pointer, height, width, pitch, color, stream))
+
+    def _run_device(self, image: DeviceImage) -> ImageTransform:
+        """Queue the kernel reading ``image`` in place; its pixels must be written or ordered on our stream."""
+        key = (int(image.height), int(image.width), image.color, int(image.pitch))
+        with self._lock, self.cuda.activated():
+            if image.stream not in READY_STREAMS and image.stream != self.cuda.stream_handle(self.stream):
+                raise ImageError(
+                    f"device frame is still being written on CUDA stream {image.stream:#x}, not on this "
+                    f"preprocessor's stream; fix: synchronize that stream first (or decode on this one)"
+                )
+            if key != self._key:
+                self._configure(*key)
+            pointer = int(image.pointer) + self._geo.crop_top * key[3]
+            packed = self._device_packs.get(pointer)
+            if packed is None:  # a decoder cycles through a few buffers: pack each address once
+                if len(self._device_packs) >= DEVICE_PACKS:
+                    self._device_packs.clear()
+                args = list(self._args)
+                args[0] = pointer
+                packed = self._device_packs[pointer] = self.launcher.prepare(args)
+            self.launcher.launch(self._kernel, self._grid, packed, self.stream)
             self._in_flight = True
         return self.transform  # type: ignore[return-value]
 
