@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import cv2
 import numpy as np
 
-from trt_perception.errors import ConfigError, ImageError, TrtPerceptionError
-from trt_perception.images import DecodedImage
+from trt_perception.errors import ConfigError, TrtPerceptionError
+from trt_perception.images import DecodedImage, decode_image_file
 from trt_perception.results import Classification, Detections, SegmentationMask, SteeringPrediction
 
 
@@ -38,24 +40,23 @@ def backend_options(args: argparse.Namespace) -> Dict[str, Any]:
 
 def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("images", nargs="+", type=Path, help="image files (anything OpenCV reads)")
+    parser.add_argument("images", nargs="+", type=Path,
+                        help="image files (jpeg, png, webp, bmp), decoded exactly as the node decodes a frame")
     parser.add_argument("--score-threshold", type=float, help="override detection.score_threshold")
     parser.add_argument("--iou-threshold", type=float, help="override detection.iou_threshold")
     parser.add_argument("--max-detections", type=int, help="override detection.max_detections")
     parser.add_argument("--classes", nargs="+", help="only these class labels or ids")
-    parser.add_argument("--output-dir", type=Path, help="write annotated copies here (<name>_annotated.png)")
+    parser.add_argument("--output-dir", type=Path,
+                        help="write annotated copies here (<name>_annotated.png; <name>_2_annotated.png for a second "
+                             "input of the same name)")
     parser.add_argument("--force", action="store_true", help="replace annotated files that already exist")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
 
 
 def read_image(path: Path) -> DecodedImage:
-    """An image file as the pipeline's decoded frame (OpenCV reads BGR)."""
-    if not path.is_file():
-        raise ImageError(f"image file {path} does not exist; fix: check the path")
-    array = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if array is None:
-        raise ImageError(f"image file {path} cannot be decoded by OpenCV; expected a jpeg/png/bmp/... image")
-    return DecodedImage(array, "bgr")
+    """An image file as the node would see it as a CompressedImage frame (``images.decode_image_file``: the
+    same header checks and refusals, 16-bit gray kept as gray16 for the spec's own conversion)."""
+    return decode_image_file(path)
 
 
 def result_dict(path: Path, result: object) -> Dict[str, Any]:
@@ -64,8 +65,8 @@ def result_dict(path: Path, result: object) -> Dict[str, Any]:
         return {
             "image": str(path),
             "detections": [
-                {"label": label, "class_id": int(cid), "score": round(float(score), 4),
-                 "box_xyxy": [round(float(v), 1) for v in box]}
+                {"label": label, "class_id": int(cid), "score": float(score),
+                 "box_xyxy": [float(v) for v in box]}
                 for box, score, cid, label in zip(result.boxes, result.scores, result.class_ids, result.labels)
             ],
         }
@@ -121,7 +122,11 @@ def detection_values(args: argparse.Namespace, task: str) -> Dict[str, Any]:
     given = {k: getattr(args, k) for k in DETECTION_FLAGS if getattr(args, k, None) is not None}
     if given and task != "detection":
         flags = ", ".join(DETECTION_FLAGS[k] for k in given)
-        raise ConfigError(f"{flags} apply to detection models; {args.model} is a {task} model; fix: drop {flags}")
+        verb = "applies" if len(given) == 1 else "apply"
+        raise ConfigError(
+            f"{flags} {verb} to detection models; {args.model} is a {task} model, which has no score/IoU "
+            f"threshold or class filter; fix: drop {flags}"
+        )
     params = {p.name: p for p in task_class("detection").PARAMS}
     values: Dict[str, Any] = {}
     for key, value in given.items():
@@ -132,30 +137,101 @@ def detection_values(args: argparse.Namespace, task: str) -> Dict[str, Any]:
     return values
 
 
-def run_infer(args: argparse.Namespace) -> int:
-    from trt_perception.heads import open_model
+def annotated_targets(images: List[Path], output_dir: Path) -> List[Path]:
+    """One annotated file per input: ``<stem>_annotated.png``, then ``<stem>_2_annotated.png``... for later
+    inputs of the same name (a/x.jpg and b/x.jpg), so no input's output replaces another's within a run."""
+    used = set()
+    targets = []
+    for path in images:
+        name, count = f"{path.stem}_annotated.png", 1
+        while name in used:
+            count += 1
+            name = f"{path.stem}_{count}_annotated.png"
+        used.add(name)
+        targets.append(output_dir / name)
+    return targets
+
+
+def check_output_dir(output_dir: Path, targets: List[Path], force: bool) -> None:
+    """Refuse an --output-dir that cannot take the annotated files BEFORE any work: a file in its place, a
+    folder we cannot create or write, or files of an earlier run (without --force)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"--output-dir {output_dir} is a file, not a folder; fix: pass a folder path")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--output-dir {output_dir} cannot be created ({exc.strerror or exc}); fix: pass a folder you can "
+            "write to"
+        ) from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=str(output_dir), prefix=".infer-write-test-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"--output-dir {output_dir} is not writable ({exc.strerror or exc}); fix: pass a folder you can write "
+            "to, or fix its permissions"
+        ) from None
+    existing = [t for t in targets if t.exists()]
+    if existing and not force:
+        more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
+        shown = ", ".join(str(t) for t in existing[:5]) + more
+        raise ConfigError(
+            f"{shown} {'exists' if len(existing) == 1 else 'exist'}; refusing to overwrite annotated files of an "
+            "earlier run; fix: pass --force, or another --output-dir"
+        )
+
+
+def write_annotated(head: Any, image: DecodedImage, output: Any, target: Path) -> None:
     from trt_perception.overlay import copy_to_canvas
 
+    canvas = copy_to_canvas(image.array, np.empty((*image.array.shape[:2], 3), np.uint8))
+    head.task.draw(canvas, output, image.color)
+    head.task.decorate(canvas, output, image.color)
+    try:
+        written = cv2.imwrite(str(target), canvas)
+    except cv2.error as exc:
+        written, reason = False, str(exc).strip().splitlines()[-1]
+    else:
+        reason = "OpenCV could not write it"
+    if not written:
+        raise TrtPerceptionError(f"annotated image {target} was not written ({reason}); fix: check the folder")
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    """Every image is run; a failing one is reported on stderr and the rest go on; exit 1 if any failed."""
+    from trt_perception.heads import open_model
+
+    output_dir: Optional[Path] = args.output_dir
+    targets = annotated_targets(list(args.images), output_dir) if output_dir else []
+    if output_dir:
+        check_output_dir(output_dir, targets, args.force)
     head = open_model(args.model, args.spec, args.backend, backend_options(args))
+    failures = 0
     try:
         head.task.apply({**head.task.values, **detection_values(args, head.task.name)})
-        if args.output_dir:
-            args.output_dir.mkdir(parents=True, exist_ok=True)
-        for path in args.images:
-            image = read_image(path)
-            output = head.run(image, 0.0)
+        for index, path in enumerate(args.images):
+            try:
+                image = read_image(path)
+                output = head.run(image, 0.0)
+                data = result_dict(path, output.result)
+                if output_dir:
+                    write_annotated(head, image, output, targets[index])
+                    data["annotated"] = str(targets[index])
+            except TrtPerceptionError as exc:
+                failures += 1
+                print(f"trt-perception infer: error: {path}: {exc}", file=sys.stderr)
+                continue
             if args.json:
-                print(json.dumps(result_dict(path, output.result)))
+                print(json.dumps(data))
             else:
-                print("\n".join(format_result(path, output.result)))
-            if args.output_dir:
-                target = args.output_dir / f"{path.stem}_annotated.png"
-                if target.exists() and not args.force:
-                    raise TrtPerceptionError(f"{target} exists; refusing to overwrite it (pass --force)")
-                canvas = copy_to_canvas(image.array, np.empty((*image.array.shape[:2], 3), np.uint8))
-                head.task.draw(canvas, output, image.color)
-                head.task.decorate(canvas, output, image.color)
-                cv2.imwrite(str(target), canvas)
+                lines = format_result(path, output.result)
+                if output_dir:
+                    lines.append(f"  annotated: {targets[index]}")
+                print("\n".join(lines))
     finally:
         head.close()
+    if failures:
+        print(f"trt-perception infer: {failures} of {len(args.images)} images failed (see above)", file=sys.stderr)
+        return 1
     return 0
