@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -25,6 +26,72 @@ _PROVIDER_ALIASES = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
+
+
+QUIET = 3  # ONNX Runtime log severity: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
+PLUGIN_DOMAIN = "trt.plugins"  # where `trt-perception convert --nms` puts TensorRT plugin nodes
+
+
+def _plugin_nodes(path: Path, message: str) -> List[str]:
+    """TensorRT plugin ops in the model (by domain or the ``_TRT`` suffix TensorRT's plugins carry)."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # no onnx package, or a file onnx cannot read either: the error text still names the op
+        return sorted(set(re.findall(r"\b([A-Za-z0-9]+_TRT)\b", message)))
+    return sorted({n.op_type for n in model.graph.node if n.domain == PLUGIN_DOMAIN or n.op_type.endswith("_TRT")})
+
+
+def _pre_surgery_model(path: Path) -> str:
+    """The model `convert --nms` started from (``x.onnx`` for ``x_efficient_nms.onnx``), when it is there."""
+    for suffix in ("_efficient_nms", "_batched_nms"):
+        if path.stem.endswith(suffix):
+            original = path.with_name(path.stem[: -len(suffix)] + path.suffix)
+            if original.is_file():
+                return f"{original} (the model before `trt-perception convert --nms`)"
+    return "the model before `trt-perception convert --nms` (the ssd_raw/yolo ONNX it was made from, with its spec)"
+
+
+def load_error(path: Path, exc: Exception, version: str) -> BackendError:
+    """A BackendError naming the file, what is wrong with it, and the fix, for an ONNX Runtime load failure."""
+    text = str(exc).strip()
+    reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .* failed:)?", "", text).strip()
+    size = path.stat().st_size if path.is_file() else 0
+    plugins = _plugin_nodes(path, text) if "registered function/op" in text or "_TRT" in text else []
+    if plugins:
+        return BackendError(
+            f"{path} contains TensorRT plugin node(s) {plugins}, which only TensorRT runs (ONNX Runtime has no such "
+            f"op); fix: build a TensorRT engine from it (trt-perception build {path.name}) and run that, or run "
+            f"{_pre_surgery_model(path)} with ONNX Runtime"
+        )
+    ir = re.search(r"IR version: (\d+), max supported IR version: (\d+)", text)
+    if ir:
+        return BackendError(
+            f"ONNX Runtime {version} cannot load {path}: its IR version {ir.group(1)} is newer than this onnxruntime "
+            f"reads (up to {ir.group(2)}); fix: upgrade onnxruntime (pip install -U onnxruntime), or re-export the "
+            "model with an older onnx package"
+        )
+    opset = re.search(r"[Oo]pset (\d+) is under development|opset (\d+) .*not supported|till opset (\d+)", text)
+    if opset:
+        used = re.search(r"[Oo]pset (\d+)", text)
+        newest = re.search(r"till opset (\d+)", text)
+        return BackendError(
+            f"ONNX Runtime {version} cannot load {path}: it uses opset {used.group(1) if used else '?'}, newer than "
+            f"this onnxruntime supports{f' (up to {newest.group(1)})' if newest else ''}; fix: re-export with a "
+            "lower opset (trt-perception convert --opset 13; TensorRT 8.2 on the Nano parses 7..13) or upgrade "
+            "onnxruntime"
+        )
+    if "Protobuf parsing failed" in text or "No graph was found" in text:
+        return BackendError(
+            f"ONNX Runtime cannot load {path} ({size} bytes): it is not a complete ONNX file ({reason}); fix: "
+            "re-export or re-copy it (an interrupted download or copy leaves a cut file); a TensorRT engine "
+            "belongs to the tensorrt backend (.engine/.plan suffix or --backend tensorrt)"
+        )
+    return BackendError(
+        f"ONNX Runtime {version} cannot load {path} ({size} bytes): {reason}; fix: check the model with "
+        "`python -m onnx.checker` or re-export it; a model with TensorRT-only layers runs with the tensorrt backend"
+    )
 
 
 def _tensor_spec(arg: object) -> TensorSpec:
@@ -77,7 +144,18 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(
                 f"ONNX Runtime graph optimisation level {optimization!r} is unknown; expected one of {list(levels)}"
             )
+        path = Path(model_path)
+        if path.is_file() and path.stat().st_size == 0:
+            raise BackendError(
+                f"model file {path} is empty (0 bytes); expected an ONNX model; fix: re-export or re-copy it (an "
+                "interrupted download or copy leaves an empty file)"
+            )
+        # Errors only: old exporters list every initializer as a graph input and ONNX Runtime warns once per
+        # initializer (244 lines for a small face SSD) about an optimisation it then does anyway; what matters
+        # (a failed load) is an exception, which becomes a BackendError below.
+        ort.set_default_logger_severity(QUIET)
         options = ort.SessionOptions()
+        options.log_severity_level = QUIET
         options.graph_optimization_level = levels[optimization]
         if threads:
             options.intra_op_num_threads = int(threads)
@@ -89,8 +167,8 @@ class OnnxRuntimeBackend(Backend):
             options.add_session_config_entry("session.inter_op.allow_spinning", flag)
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=wanted)
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types; name the file either way
-            raise BackendError(f"ONNX Runtime cannot load {model_path}: {exc}") from exc
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types; name the file, cause and fix
+            raise load_error(path, exc, ort.__version__) from exc
         self.providers = list(self.session.get_providers())
         self.inputs = tuple(_tensor_spec(a) for a in self.session.get_inputs())
         self.outputs = tuple(_tensor_spec(a) for a in self.session.get_outputs())
