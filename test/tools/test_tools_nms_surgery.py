@@ -55,7 +55,8 @@ def _head(name: str, source: str, k: int, width: int, rng: np.random.Generator, 
 
 
 def ssd_model(folder: Path, name: str = "ssd", box_order: str = "xy", activation: str = "sigmoid",
-              boxes_4d: bool = False, seed: int = 0, variances: Tuple[float, ...] = (0.1, 0.1, 0.2, 0.2)) -> Path:
+              boxes_4d: bool = False, seed: int = 0, variances: Tuple[float, ...] = (0.1, 0.1, 0.2, 0.2),
+              opset: int = 13) -> Path:
     """A two-feature-map SSD: boxes [1,A,4] (or [1,A,1,4]) and scores [1,A,3] from 1x1 conv heads."""
     rng = np.random.default_rng(seed)
     per_layer = [3, len(RATIOS) + 1]  # reduce_boxes_in_lowest_layer: 3 anchors in the first layer
@@ -85,7 +86,7 @@ def ssd_model(folder: Path, name: str = "ssd", box_order: str = "xy", activation
          helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, count, CLASSES])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     path = folder / f"{name}.onnx"
@@ -307,7 +308,7 @@ YOLO_POINTS = (YOLO_SIZE // YOLO_STRIDE) ** 2
 
 
 def yolo_model(folder: Path, fmt: str = "yolo", seed: int = 1, normalized: bool = False, agnostic: bool = False,
-               name: str = "yolo") -> Path:
+               name: str = "yolo", opset: int = 13) -> Path:
     """A YOLO-style head from 1x1 convs on an 8x8 pooled map (64 points), laid out as its exporter does:
     boxes sigmoid(conv) * [S, S, S/2, S/2] (yolox: raw offsets / log sizes for the grid decode), classes
     softmax(6 * conv) so at most one class per point passes 0.5, objectness sigmoid(conv) for yolov5/yolox."""
@@ -354,7 +355,7 @@ def yolo_model(folder: Path, fmt: str = "yolo", seed: int = 1, normalized: bool 
         nodes, name, [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, YOLO_SIZE, YOLO_SIZE])],
         [helper.make_tensor_value_info("output0", TensorProto.FLOAT, out_shape)], inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     path = folder / f"{name}.onnx"
@@ -521,3 +522,54 @@ def test_yolo_cli_and_refusals(tmp_path: Path) -> None:
     yolox.with_suffix(".yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(BuildError, match="64 rows but the YOLOX grid .* has 16"):
         add_nms_to_file(yolox, tmp_path / "z.onnx", kind="efficient")
+
+
+# ------------------------------------------------------------------------------------------------------ opsets
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+@pytest.mark.parametrize("kind", ["efficient", "batched"])
+def test_opset_9_models_keep_their_opset_and_pass_the_checker(tmp_path: Path, kind: str) -> None:
+    """Opset 9 has Slice with attributes, not inputs: the nodes inserted must be built for the model's opset
+    (before: "Node nms/deltas_center_node ... Slice:1 has input size 4" from onnx.checker)."""
+    image = _image(3)
+    twin_out, _ = add_nms_to_file(ssd_model(tmp_path, name="ssd13", seed=4), tmp_path / "twin.onnx", kind=kind)
+    source = ssd_model(tmp_path, name="ssd9", seed=4, opset=9)
+    out, _ = add_nms_to_file(source, tmp_path / f"ssd9_{kind}.onnx", kind=kind)
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    assert _opset(model) == 9
+    got, want = _run(pre_nms_model(model), image), _run(pre_nms_model(onnx.load(str(twin_out))), image)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6)
+    for fmt in ("yolo", "yolov5"):  # the YOLO cut (Slice per column group), also the corners for batched
+        yolo = yolo_model(tmp_path, fmt, name=f"{fmt}9", opset=9)
+        out, _ = add_nms_to_file(yolo, tmp_path / f"{fmt}9_{kind}.onnx", kind=kind)
+        model = onnx.load(str(out))
+        onnx.checker.check_model(model)
+        assert _opset(model) == 9
+        _run(pre_nms_model(model), np.random.default_rng(0).random((1, 3, YOLO_SIZE, YOLO_SIZE)).astype(np.float32))
+
+
+def test_opset_argument_converts_the_model_first(tmp_path: Path) -> None:
+    source = ssd_model(tmp_path, name="ssd9", seed=2, opset=9)
+    kept, _ = add_nms_to_file(source, tmp_path / "kept.onnx", kind="batched")
+    converted, _ = add_nms_to_file(source, tmp_path / "converted.onnx", kind="batched", opset=13)
+    model = onnx.load(str(converted))
+    onnx.checker.check_model(model)
+    assert _opset(model) == 13 and _opset(onnx.load(str(kept))) == 9
+    image = _image(7)
+    got, want = _run(pre_nms_model(model), image), _run(pre_nms_model(onnx.load(str(kept))), image)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6)
+    model, _ = insert_nms(onnx.load(str(source)), load_spec(source), "efficient", opset=11)
+    assert _opset(model) == 11
+    with pytest.raises(ConfigError, match=r"--opset 5.*7\.\.\d+"):
+        add_nms_to_file(source, tmp_path / "old.onnx", kind="batched", opset=5)
+    with pytest.raises(ConfigError, match=r"--opset 99"):
+        add_nms_to_file(source, tmp_path / "new.onnx", kind="batched", opset=99)
+    assert not (tmp_path / "old.onnx").exists() and not (tmp_path / "new.onnx").exists()

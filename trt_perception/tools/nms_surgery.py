@@ -168,8 +168,11 @@ def _batch_dim(tensor: Any) -> Any:
     return shape[0] if shape else "batch"
 
 
-def _ops(gs: Any, graph: Any) -> Tuple[Callable[..., Any], Callable[..., Any]]:
-    """``const(name, value)`` and ``op(op_type, inputs, name, dtype, shape, **attrs)`` adding to ``graph``."""
+def _ops(gs: Any, graph: Any) -> Tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    """``const(name, value)``, ``op(op_type, inputs, name, dtype, shape, **attrs)`` and
+    ``slice_last(source, start, end, name, shape)`` (columns start:end of axis 2) adding to ``graph``, built
+    for the graph's opset: Slice takes its bounds as attributes before opset 10 and as inputs from 10 on."""
+    opset = int(graph.opset)
 
     def const(name: str, value: np.ndarray) -> Any:
         return gs.Constant(f"nms/{name}", np.ascontiguousarray(value))
@@ -179,7 +182,54 @@ def _ops(gs: Any, graph: Any) -> Tuple[Callable[..., Any], Callable[..., Any]]:
         graph.nodes.append(gs.Node(op_type, f"nms/{name}_node", attrs, inputs, [out]))
         return out
 
-    return const, op
+    def slice_last(source: Any, start: int, end: int, name: str, shape: Any) -> Any:
+        if opset < 10:
+            return op("Slice", [source], name, shape=shape, starts=[start], ends=[end], axes=[2])
+        bounds = [const(f"{name}_{key}", np.array([value], np.int64))
+                  for key, value in (("start", start), ("end", end), ("axis", 2))]  # fmt: skip
+        return op("Slice", [source, *bounds], name, shape=shape)
+
+    return const, op, slice_last
+
+
+MIN_OPSET = 7  # Reshape with a shape input (5) and TensorRT's ONNX parser (7)
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The model's ai.onnx opset."""
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def with_opset(model: onnx.ModelProto, opset: Optional[int]) -> onnx.ModelProto:
+    """``model`` converted to ai.onnx ``opset`` (onnx.version_converter) when one is asked for; else as it is.
+
+    The NMS nodes are then built for that opset, so the output passes onnx.checker at any opset from 7 on."""
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and not MIN_OPSET <= int(opset) <= newest:
+        raise ConfigError(
+            f"--opset {opset} is not one the NMS surgery can write; expected {MIN_OPSET}..{newest} (this onnx "
+            "package's newest); fix: pass e.g. --opset 13 (TensorRT 8.2 on the Nano parses 7..13)"
+        )
+    current = default_opset(model)
+    if opset is None or int(opset) == current:
+        if current < MIN_OPSET:
+            raise BuildError(
+                f"the model is at opset {current}; the NMS surgery needs opset {MIN_OPSET} or later; fix: pass "
+                "--opset 13 to convert it first"
+            )
+        return model
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, int(opset))
+    except Exception as exc:  # the converter raises RuntimeError/ValidationError/C++ errors by op
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BuildError(
+            f"onnx.version_converter cannot convert the model from opset {current} to {opset} ({reason}); fix: "
+            f"re-export it at opset {opset} from its framework, or leave --opset out to keep opset {current}"
+        ) from None
+    converted.ir_version = max(int(model.ir_version), int(converted.ir_version))
+    return converted
 
 
 def insert_nms(
@@ -188,12 +238,17 @@ def insert_nms(
     kind: str = "efficient",
     settings: Optional[NmsSettings] = None,
     plugin_op: Optional[str] = None,
+    opset: Optional[int] = None,
 ) -> Tuple[onnx.ModelProto, Dict[str, Any]]:
-    """The model with the NMS plugin appended, and the new spec mapping (not yet validated or written)."""
+    """The model with the NMS plugin appended, and the new spec mapping (not yet validated or written).
+
+    ``opset``: convert the model to this ai.onnx opset first (None: keep the model's); the inserted nodes are
+    built for the resulting opset either way."""
     if kind not in NMS_KINDS:
         raise ConfigError(f"--nms {kind!r} is not known; expected one of {list(NMS_KINDS)}")
     gs = _gs()
     settings = settings or NmsSettings.from_spec(spec)
+    model = with_opset(model, opset)
     graph = gs.import_onnx(model)
     if spec.output.format in YOLO_FORMATS:
         return _insert_yolo_nms(gs, graph, model, spec, kind, settings, plugin_op)
@@ -203,7 +258,7 @@ def insert_nms(
     count = int(heads.anchors.shape[1])
     batch = _batch_dim(scores)
 
-    const, op = _ops(gs, graph)
+    const, op, slice_last = _ops(gs, graph)
 
     # Box regression as [B, A, 4] (a [B, A, 1, 4] head is reshaped; 0 keeps the batch dim).
     deltas = op("Reshape", [boxes, const("deltas_shape", np.array([0, -1, 4], np.int64))], "deltas",
@@ -238,7 +293,7 @@ def insert_nms(
         inputs = [scaled, scores_in, const("anchors", heads.anchors.astype(np.float32))]
         op_type = plugin_op or EFFICIENT_OP
     else:
-        corners = _decode_corners(op, const, deltas, heads, batch, count)
+        corners = _decode_corners(op, const, slice_last, deltas, heads, batch, count)
         top_k = settings.top_k or min(count, BATCHED_TOP_K_LIMIT)
         if k > top_k and settings.top_k is None:
             k = top_k  # fewer anchors than detections asked for: every anchor fits
@@ -372,16 +427,14 @@ def _insert_yolo_nms(
     channels = box + classes
     batch = _batch_dim(predictions)
     count = shape[2] if layout == "channels_first" else shape[1]
-    const, op = _ops(gs, graph)
+    const, op, slice_last = _ops(gs, graph)
 
     table = predictions
     if layout == "channels_first":
         table = op("Transpose", [predictions], "rows", shape=[batch, count, channels], perm=[0, 2, 1])
 
     def columns(source: Any, label: str, start: int, end: int) -> Any:
-        bounds = [const(f"{label}_{key}", np.array([value], np.int64))
-                  for key, value in (("start", start), ("end", end), ("axis", 2))]  # fmt: skip
-        return op("Slice", [source, *bounds], label, shape=[batch, count, end - start])
+        return slice_last(source, start, end, label, [batch, count, end - start])
 
     xywh = columns(table, "boxes_cxcywh", 0, 4)
     scores = columns(table, "class_scores", box, channels)
@@ -461,7 +514,7 @@ def _insert_yolo_nms(
                    consumed=(predictions.name,), normalized=parser.normalized, box_order="xyxy", k=k)
 
 
-def _decode_corners(op: Any, const: Any, deltas: Any, heads: _Heads, batch: Any, count: int) -> Any:
+def _decode_corners(op: Any, const: Any, slice_last: Any, deltas: Any, heads: _Heads, batch: Any, count: int) -> Any:
     """ONNX ops turning the regression into [B, A, 1, 4] corner boxes (the ssd_raw decoder's formula).
 
     center = anchor_center + d_center * variance_center * anchor_size
@@ -472,9 +525,7 @@ def _decode_corners(op: Any, const: Any, deltas: Any, heads: _Heads, batch: Any,
     variances = heads.variances.astype(np.float64)
 
     def piece(name: str, start: int) -> Any:
-        bounds = [const(f"{name}_{key}", np.array([value], np.int64))
-                  for key, value in (("start", start), ("end", start + 2), ("axis", 2))]
-        return op("Slice", [deltas, *bounds], f"deltas_{name}", shape=[batch, count, 2])
+        return slice_last(deltas, start, start + 2, f"deltas_{name}", [batch, count, 2])
 
     center_delta, size_delta = piece("center", 0), piece("size", 2)
     center_factor = (anchors[:, 2:4] * variances[0:2])[None].astype(np.float32)
@@ -533,10 +584,12 @@ def add_nms_to_file(
     max_detections: Optional[int] = None,
     top_k: Optional[int] = None,
     plugin_op: Optional[str] = None,
+    opset: Optional[int] = None,
 ) -> Tuple[Path, Path]:
     """``convert --nms``: read the model and its ssd_raw/YOLO spec, write ``<out>.onnx`` and ``<out>.yaml``.
 
-    Thresholds and counts default to the spec's ``detection`` section (see ``NmsSettings``).
+    Thresholds and counts default to the spec's ``detection`` section (see ``NmsSettings``). ``opset``: the
+    ai.onnx opset to write (the model is converted first); None keeps the model's own.
     """
     onnx_path = Path(onnx_path)
     output = Path(output_path) if output_path is not None else default_output_path(onnx_path, kind)
@@ -549,7 +602,7 @@ def add_nms_to_file(
     spec = load_spec(onnx_path, spec_path)
     model = onnx.load(str(onnx_path))
     settings = NmsSettings.from_spec(spec, score_threshold, iou_threshold, max_detections, top_k)
-    new_model, data = insert_nms(model, spec, kind, settings, plugin_op)
+    new_model, data = insert_nms(model, spec, kind, settings, plugin_op, opset)
     if spec.source is not None and spec.source.parent.resolve() != output.parent.resolve():
         from trt_perception.tools.build import rebase_spec_paths
 
