@@ -296,3 +296,34 @@ def test_output_parser_fuzz(name: str) -> None:
     # the parser still works on a good frame after all that
     good = case.outputs(np.random.default_rng(5))
     CHECKS[case.task](parser.parse(good, case.settings))
+
+
+# --------------------------------------------------------------------------------- inspect's range check
+
+NUMERIC = [np.float32, np.float16, np.float64, np.int32, np.int64, np.uint8]
+
+
+@pytest.mark.parametrize("name", sorted(PARSER_CASES))
+def test_inspect_range_check_fuzz(name: str) -> None:
+    """`trt-perception inspect` looks at one synthetic frame's outputs: whatever a model gives (empty dynamic
+    outputs, NaN, a batch of several), the check answers with lines, never a traceback."""
+    from trt_perception.tools.inspect_model import check_output_ranges
+
+    case = PARSER_CASES[name]
+    spec = case.make().spec
+    for index in range(PARSER_CASES_PER_FORMAT // 3):
+        rng = np.random.default_rng([2, index, len(name)])
+        outputs = parser_outputs(rng, case)
+        for key, value in outputs.items():  # a runtime hands over real numbers only
+            array = np.asarray(value)
+            if array.dtype.kind not in "fiu":
+                dtype = NUMERIC[int(rng.integers(0, len(NUMERIC)))]
+                with np.errstate(all="ignore"):
+                    outputs[key] = np.real(array).astype(dtype) if array.dtype.kind == "c" else np.zeros(
+                        array.shape, dtype)
+        try:
+            lines = check_output_ranges(spec, outputs)
+        except Exception as exc:  # pragma: no cover - the failure this test exists for
+            shapes = {k: (getattr(v, "shape", None), getattr(v, "dtype", None)) for k, v in outputs.items()}
+            pytest.fail(f"{name} case {index} {shapes} raised {type(exc).__name__}: {exc}")
+        assert all(isinstance(line, str) and line.startswith("WARNING") for line in lines)

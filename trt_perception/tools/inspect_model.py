@@ -127,7 +127,12 @@ def sample_outputs(backend: Any, spec: ModelSpec) -> Dict[str, np.ndarray]:
 
 
 def _span(values: np.ndarray) -> str:
-    return f"[{float(np.nanmin(values)):.4g}, {float(np.nanmax(values)):.4g}]"
+    """``[min, max]`` of the non-NaN values (an empty or all-NaN output says so instead of failing)."""
+    values = np.asarray(values).reshape(-1)
+    finite = values[~np.isnan(values)]
+    if finite.size == 0:
+        return "[no values]" if values.size == 0 else "[all NaN]"
+    return f"[{float(finite.min()):.4g}, {float(finite.max()):.4g}]"
 
 
 def _within(values: np.ndarray, low: float, high: float, tol: float = 1e-3) -> bool:
@@ -149,7 +154,7 @@ def _warn(spec: ModelSpec, role: str, tensor: str, what: str, fix: str) -> str:
 
 def _yolo_table(array: np.ndarray, fmt: str) -> np.ndarray:
     """Rows of one image: (N, 4+C) for yolo (either layout), (N, 5+C) for yolov5/yolox."""
-    table = array.reshape(array.shape[-2], array.shape[-1]) if array.ndim >= 2 else array.reshape(1, -1)
+    table = array.reshape(-1, array.shape[-2], array.shape[-1])[0] if array.ndim >= 2 else array.reshape(1, -1)
     if fmt == "yolo" and table.shape[0] < table.shape[1]:
         table = table.T
     return table
@@ -163,6 +168,11 @@ def check_output_ranges(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> L
     none (or probabilities given to softmax), ``end_to_end`` scores outside [0, 1], plugin boxes whose units
     contradict ``normalized``.
     """
+    with np.errstate(all="ignore"):  # inf/NaN outputs are reported by the lines below, not as numpy warnings
+        return _range_warnings(spec, outputs)
+
+
+def _range_warnings(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> List[str]:
     fmt = spec.output.format
     params = spec.output.params
     warnings: List[str] = []
@@ -204,7 +214,7 @@ def check_output_ranges(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> L
                                   " are not probabilities", "output.score_activation: sigmoid or softmax"))
     elif fmt in ("yolo", "yolov5", "yolox"):
         array = get("predictions")
-        if array is not None and array.ndim >= 2 and min(array.shape[-2:]) >= 5:
+        if array is not None and array.size and array.ndim >= 2 and min(array.shape[-2:]) >= 5:
             table = _yolo_table(array, fmt)
             boxes, classes = table[:, :4], table[:, 4:]
             normalized = bool(params.get("normalized", False))
@@ -255,7 +265,7 @@ def check_output_ranges(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> L
                 ))
     elif fmt == "end_to_end":
         dets = get("detections")
-        if dets is not None and dets.ndim >= 2 and dets.shape[-1] in (6, 7):
+        if dets is not None and dets.size and dets.ndim >= 2 and dets.shape[-1] in (6, 7):
             rows = dets.reshape(-1, dets.shape[-1])
             score, cls = (4, 5) if rows.shape[1] == 6 else (6, 5)
             order = ("x1, y1, x2, y2, score, class" if rows.shape[1] == 6 else
@@ -284,9 +294,10 @@ def check_output_ranges(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> L
             elif kept.size and not normalized and _within(kept, 0.0, 1.0, 0.01):
                 warnings.append(_warn(spec, "boxes", name("boxes"), f"normalized: false but the kept boxes span "
                                       f"{_span(kept)} (normalized)", "output.normalized: true"))
-            if scores is not None and n > 0 and float(np.min(scores.reshape(-1)[:n])) < 0:
+            kept_scores = scores.reshape(-1)[: max(n, 0)] if scores is not None else np.zeros(0)
+            if kept_scores.size and float(np.nanmin(kept_scores)) < 0:
                 warnings.append(_warn(
-                    spec, "scores", name("scores"), f"negative scores {_span(scores.reshape(-1)[:n])}",
+                    spec, "scores", name("scores"), f"negative scores {_span(kept_scores)}",
                     "on TensorRT 8.2 (Jetson Nano) EfficientNMS returns bad scores: use --nms batched",
                 ))
     elif fmt == "boxes_scores":
