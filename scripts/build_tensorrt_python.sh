@@ -171,7 +171,7 @@ else
     PKG_PY=$PYTHON
 fi
 
-note "TensorRT ${installed:-?} (tag $TAG), Python $PYV ($PYTHON), pybind11 $PYBIND11_TAG, target $TARGET," \
+note "TensorRT ${installed:-?} (tag $TAG), Python $PYV ($PYTHON), pybind11 ${PYBIND11_SRC:-$PYBIND11_TAG}, target $TARGET," \
     "work folder $WORKDIR, $JOBS compile jobs$( ((DRY_RUN)) && echo ', dry run')"
 
 # ---- sources: NVIDIA/TensorRT at the tag (+ parsers/onnx), pybind11 v2.9, this Python's headers
@@ -179,7 +179,9 @@ run mkdir -p "$WORKDIR" "$EXT"
 if [[ -z $TENSORRT_SRC && ! -d $TRT_SRC/.git ]]; then
     run git clone --depth 1 --branch "$TAG" "$TENSORRT_GIT" "$TRT_SRC"
 fi
-run git -C "$TRT_SRC" submodule update --init parsers/onnx
+if [[ ! -f $TRT_SRC/parsers/onnx/NvOnnxParser.h ]]; then
+    run git -C "$TRT_SRC" submodule update --init parsers/onnx
+fi
 if [[ -n $PYBIND11_SRC ]]; then
     run ln -sfn "$(cd "$PYBIND11_SRC" && pwd)" "$EXT/pybind11"
 elif [[ ! -d $EXT/pybind11/.git ]]; then

@@ -140,7 +140,9 @@ def explain_tensorrt_import_error(
             f"(python3 -m venv --system-site-packages <dir>), or use the system python3" + onnx
         )
     if bindings:
-        others = ", ".join(f"Python {v} ({p})" for v, p in bindings.items())
+        others = ", ".join(  # /usr/lib/python3/dist-packages is the system python3's, whatever its minor
+            f"{'the system python3' if v == '3' else 'Python ' + v} ({p})" for v, p in bindings.items()
+        )
         nano = (
             f" {jetpack} ships TensorRT's Python bindings for its system Python 3.6 only, and trt_perception "
             "needs Python 3.8+."
