@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from typing import List
 
@@ -20,6 +21,7 @@ from trt_perception.tools.synthetic_world import (
     WorldObject,
     render_drivable_mask,
     render_frame,
+    render_frame_tracked,
 )
 
 
@@ -239,3 +241,66 @@ def test_objects_in_front_of_the_road_are_not_drivable() -> None:
         assert core[y0:y1, x0:x1].sum() > 20  # the object covers road in the bare mask...
         assert not (core[y0:y1, x0:x1] & inside).any()  # ...and that road is cut out
         assert inside.any()  # road still shows around it
+
+
+def test_track_ids_name_each_box_by_its_world_object(frames: List[Frame]) -> None:
+    """One id per box, "<kind>-<index in World.objects>", unique within a frame, and the id's object is really
+    the one in the box: its ground contact point projects inside the box's bottom half."""
+    world = World(3)
+    seen = set()
+    for frame in frames:
+        assert len(frame.track_ids) == len(frame.labels)
+        assert len(set(frame.track_ids)) == len(frame.track_ids)
+        for track_id, label in zip(frame.track_ids, frame.labels):
+            kind, index = track_id.rsplit("-", 1)
+            assert kind == label and world.objects[int(index)].kind == label
+            assert world.objects[int(index)].track_id == track_id
+            seen.add(track_id)
+    assert len(seen) >= 3
+
+
+def test_a_track_id_follows_its_object_from_frame_to_frame(frames: List[Frame]) -> None:
+    """Between neighbouring frames (0.1 s) an id's box moves a little, and objects grow as the car nears them:
+    a mix-up of ids between objects would show as a jump."""
+    pairs = 0
+    for before, after in zip(frames, frames[1:]):
+        old = dict(zip(before.track_ids, before.boxes))
+        for track_id, box in zip(after.track_ids, after.boxes):
+            if track_id in old:
+                centre_shift = np.abs((box[:2] + box[2:]) / 2 - (old[track_id][:2] + old[track_id][2:]) / 2).max()
+                assert centre_shift < 40.0, (after.index, track_id, centre_shift)
+                pairs += 1
+    assert pairs > 20
+
+
+def test_render_frame_tracked_is_render_frame_plus_ids() -> None:
+    world = World(3)
+    pose = _pose_on_centre_line(world, 30.0)
+    image, boxes, labels = render_frame(world, pose)
+    image2, boxes2, labels2, ids = render_frame_tracked(world, pose)
+    assert image.tobytes() == image2.tobytes() and labels == labels2 and len(ids) == len(labels)
+    np.testing.assert_array_equal(boxes, boxes2)
+
+
+def test_frames_and_truth_are_the_bytes_they_were_before_track_ids() -> None:
+    """Ids draw nothing from the world's random generator: the frames, masks, boxes and commands of a drive are
+    the bytes recorded before ids existed (so the demo bag's camera and mask messages did not change;
+    ``make_demo.py --only bag`` checks the same against the shipped bag). Pixels and float truth may
+    legitimately differ on another OpenCV/numpy build, so the digests are checked on the one they were
+    recorded with."""
+    recorded = ("5.1.0", "2.4.6")
+    if (cv2.__version__, np.__version__) != recorded:
+        pytest.skip(f"digests recorded with OpenCV {recorded[0]}, numpy {recorded[1]}; "
+                    f"this is OpenCV {cv2.__version__}, numpy {np.__version__}")
+    pixels, truth = hashlib.sha256(), hashlib.sha256()
+    frames = list(Drive(World(3), fps=10.0, duration_s=3.0, drivable_masks=True))
+    assert len(frames) == 30
+    for f in frames:
+        assert f.drivable is not None
+        pixels.update(f.image_bgr.tobytes())
+        pixels.update(f.drivable.tobytes())
+        truth.update(f.boxes.tobytes())
+        truth.update(",".join(f.labels).encode())
+        truth.update(np.array([f.steering, f.throttle, f.t, f.lateral_offset, f.heading_error, f.curvature]).tobytes())
+    assert truth.hexdigest() == "082290c199b05c05eb32890d2994754ce5951d481118c09fd34263387c124ea2"
+    assert pixels.hexdigest() == "9b2630860ae1643b8177e79989d9dcbb8899415ffd67a1305e067bf79902d994"

@@ -6,15 +6,18 @@ ground plane with a winding track (asphalt, white edge lines, a dashed centre li
 lighting and tree shadows, and traffic cones and boxes beside and on the road, through a pinhole camera, so
 objects shrink with distance. Each frame carries the "human" drive command (a pure-pursuit controller that
 the simulated car follows, with a disturbance in its path so the car wanders off the centre line and the
-commands cover recoveries) and the pixel boxes of the visible objects; on request also the drivable-area
-mask (``render_drivable_mask``: the road surface as the camera sees it, objects on it cut out).
+commands cover recoveries), the pixel boxes of the visible objects with a track id per object
+(``"cone-12"``: the same object keeps its id in every frame it is seen, for scoring trackers); on request
+also the drivable-area mask (``render_drivable_mask``: the road surface as the camera sees it, objects on it
+cut out).
 
 Conventions:
 - steering in [-1, 1], negative = left, positive = right (DonkeyCar's convention, as ``SteeringPrediction``);
   throttle in [0, 1] (slower in curves);
 - boxes are float32 pixel ``[x_min, y_min, x_max, y_max]`` in the rendered image, clipped to it; labels are
   ``"cone"`` or ``"box"``; objects smaller than ``MIN_BOX_PX`` on either side, or hidden by nearer objects for
-  more than half of their in-image area, are left out;
+  more than half of their in-image area, are left out; each box's track id is ``f"{kind}-{index}"`` with
+  ``index`` the object's place in ``World.objects`` (``WorldObject.track_id``);
 - world units are metres, world frame x/y on the ground, headings counter-clockwise from +x; lateral offsets
   from the centre line are positive to the LEFT.
 
@@ -24,7 +27,7 @@ Everything is deterministic given the seeds: same seeds and image size -> same p
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -83,6 +86,7 @@ class Frame:
     heading_error: float = 0.0  # radians, positive = pointing left of the track direction
     curvature: float = 0.0  # track curvature at the car, 1/m, positive = left turn
     drivable: Optional[np.ndarray] = None  # (H, W) uint8 road mask (1 = road), with Drive(drivable_masks=True)
+    track_ids: List[str] = field(default_factory=list)  # one per box: the object's stable id ("cone-12")
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class WorldObject:
     yaw: float
     size: Tuple[float, float, float]  # width, depth, height (cone: base diameter, base diameter, height)
     color: Tuple[int, int, int]  # BGR of the body
+    track_id: str = ""  # f"{kind}-{index in World.objects}", set by World: the truth's id in every frame
 
 
 @dataclass(frozen=True)
@@ -235,7 +240,12 @@ class World:
         rng = np.random.default_rng([self.seed, 1])
         self.track = Track(rng, length_m=length_m)
         self.appearance = self._appearance(rng)
-        self.objects = self._objects(rng, object_spacing_m)
+        # Ids name each object by its place in the world, so a tracker's output can be scored frame to frame;
+        # they are set after placement and draw nothing from the generator (same worlds as before ids existed).
+        self.objects = [
+            replace(obj, track_id=f"{obj.kind}-{index}")
+            for index, obj in enumerate(self._objects(rng, object_spacing_m))
+        ]
         self.shadows = self._shadows(rng)
         # Hill height (elevation angle, radians) over 1024 azimuth bins around the world.
         az = np.arange(1024) * (2 * math.pi / 1024)
@@ -614,8 +624,23 @@ def render_frame(
     """Render the camera view at ``pose``; returns (BGR uint8 image, (N, 4) float32 boxes, labels).
 
     ``s_hint`` (the car's arc length along the track) speeds up finding the visible track part; without
-    it the nearest centre-line sample is searched over the whole track.
+    it the nearest centre-line sample is searched over the whole track. ``render_frame_tracked`` also
+    returns each box's track id.
     """
+    image, boxes, labels, _ = render_frame_tracked(world, pose, width, height, t, camera, s_hint)
+    return image, boxes, labels
+
+
+def render_frame_tracked(
+    world: World,
+    pose: CarPose,
+    width: int = 320,
+    height: int = 240,
+    t: float = 0.0,
+    camera: Camera = DEFAULT_CAMERA,
+    s_hint: Optional[float] = None,
+) -> Tuple[np.ndarray, np.ndarray, List[str], List[str]]:
+    """``render_frame`` plus the track id of each box (``WorldObject.track_id``, e.g. ``"cone-12"``)."""
     projector = _Projector(camera, pose, width, height)
     rays_cam = _pixel_rays(int(width), int(height), camera)
     image, ground, factor = _background(world, projector, rays_cam, width, height)
@@ -652,13 +677,13 @@ def render_frame(
         )
     scale = np.where(ground, factor * (1.0 - shade_f), 1.0).astype(np.float32)
     canvas = np.clip(canvas.astype(np.float32) * scale[..., None], 0, 255).astype(np.uint8)
-    boxes, labels = _draw_objects(canvas, world, projector, near, width, height)
+    boxes, labels, track_ids = _draw_objects(canvas, world, projector, near, width, height)
     # Global light: contrast about mid-grey, brightness, colour cast.
     gain, contrast, cast = world.light(t)
     lut_scale = np.asarray(cast, np.float32) * gain
     out = (canvas.astype(np.float32) - 128.0) * contrast + 128.0
     out = np.clip(out * lut_scale, 0, 255)
-    return out.astype(np.uint8), boxes, labels
+    return out.astype(np.uint8), boxes, labels, track_ids
 
 
 def _car_arc_length(world: World, pose: CarPose, s_hint: Optional[float]) -> float:
@@ -714,8 +739,8 @@ def _draw_objects(
     objects: Sequence[WorldObject],
     width: int,
     height: int,
-) -> Tuple[np.ndarray, List[str]]:
-    """Draw objects far to near; return the truth boxes of those visible enough."""
+) -> Tuple[np.ndarray, List[str], List[str]]:
+    """Draw objects far to near; return the truth boxes, labels and track ids of those visible enough."""
     sun = (math.cos(world.appearance.sun_azimuth), math.sin(world.appearance.sun_azimuth))
     drawn = []
     for obj in objects:
@@ -741,7 +766,7 @@ def _draw_objects(
         hulls.append(hull)
         cv2.fillPoly(ids, [_fixed(hull)], number, cv2.LINE_8, _SHIFT)
     counts = np.bincount(ids.ravel(), minlength=len(drawn) + 1)
-    boxes, labels = [], []
+    boxes, labels, track_ids = [], [], []
     for number, ((obj, (_, silhouette, _)), hull) in enumerate(zip(drawn, hulls), start=1):
         x0, y0 = np.clip(silhouette.min(axis=0), 0, [width, height])
         x1, y1 = np.clip(silhouette.max(axis=0), 0, [width, height])
@@ -752,7 +777,8 @@ def _draw_objects(
             continue
         boxes.append([x0, y0, x1, y1])
         labels.append(obj.kind)
-    return np.asarray(boxes, np.float32).reshape(-1, 4), labels
+        track_ids.append(obj.track_id)
+    return np.asarray(boxes, np.float32).reshape(-1, 4), labels, track_ids
 
 
 # --------------------------------------------------------------------------------------------------- drive
@@ -860,7 +886,7 @@ class Drive:
         for index in range(n):
             steering, throttle, lateral, heading_error = self.command(state)
             pose = CarPose(state.x, state.y, state.heading, float(pitch[step]), float(roll[step]))
-            image, boxes, labels = render_frame(
+            image, boxes, labels, track_ids = render_frame_tracked(
                 self.world, pose, self.width, self.height, index / self.fps, self.camera, s_hint=state.s
             )
             drivable = (
@@ -880,6 +906,7 @@ class Drive:
                 heading_error,
                 track.curvature_at(state.s),
                 drivable,
+                track_ids,
             )
             for _ in range(drv.substeps):
                 steering, throttle, _, _ = self.command(state)
@@ -927,5 +954,6 @@ __all__ = [
     "drive_frames",
     "render_drivable_mask",
     "render_frame",
+    "render_frame_tracked",
     "smooth_noise",
 ]
