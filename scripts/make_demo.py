@@ -14,17 +14,21 @@ network, so the demo's data and models are made here, reproducibly, from the syn
    output ``logits`` [1,2,30,40]: background, road; its own worlds, rendered with the road mask) on CPU;
 3. export ONNX (opset 13, static batch 1, float32, onnx.checker clean), write the specs, check the models
    with ONNX Runtime and through ``ModelPipeline``;
-4. record the demo bag (rosbag2, mcap): camera frames, the "human" drive command, the true boxes and the
-   true drivable-area mask (png);
+4. record the demo bag (rosbag2, mcap): camera frames, the "human" drive command, the true boxes with each
+   object's track id (``Detection2D.id``, e.g. ``cone-12``, stable over the drive) and the true
+   drivable-area mask (png);
 5. evaluate the models on the bag through the real pipeline and write README.md with the numbers.
 
     pip install torch==2.13.0        # a build-time extra only; running the demo needs no torch
     python scripts/make_demo.py --out trt_perception/data/demo [--force]
     python scripts/make_demo.py --out trt_perception/data/demo --force --only drivable
+    python scripts/make_demo.py --out trt_perception/data/demo --force --only bag      # no torch needed
 
-``--only drivable`` remakes just the drivable-area model, its spec, the bag and README.md: the steering and
-detector files in --out stay as they are (their held-out numbers are measured again from their ONNX files,
-and the bag's camera, command and box messages are the same bytes as before).
+``--only drivable`` remakes just the drivable-area model, its spec, the bag and README.md; ``--only bag``
+remakes just the bag and README.md. The other files in --out stay as they are (held-out numbers of kept
+models are measured again from their ONNX files), and the new bag's camera, command and mask messages must
+be the same bytes as the old bag's (its truth boxes too, apart from their ids): the run stops before
+installing anything if they are not.
 
 The renderer's outputs (frames, truth, the bag) are the same bytes on every run. The models are the same
 bytes for the same torch version and thread count (``--threads``, default 2); another torch version may
@@ -144,8 +148,13 @@ OUTPUTS = (
     "drive_bag",
     "README.md",
 )
-# What --only drivable remakes; the other outputs must exist and are left alone.
+# What --only drivable / --only bag remake; the other outputs must exist and are left alone.
 DRIVABLE_OUTPUTS = ("drivable.onnx", "drivable.yaml", "drive_bag", "README.md")
+BAG_OUTPUTS = ("drive_bag", "README.md")
+ONLY_OUTPUTS = {"drivable": DRIVABLE_OUTPUTS, "bag": BAG_OUTPUTS}
+# Topics whose messages a partial remake must leave byte for byte as they were (the truth boxes are compared
+# with their ids blanked: ids are what --only bag exists to change).
+KEPT_TOPICS = (TOPIC_IMAGE, TOPIC_COMMAND, TOPIC_DRIVABLE)
 
 
 def log(text: str) -> None:
@@ -168,6 +177,7 @@ class DriveData:
     times: np.ndarray  # (n,) float64 seconds
     jpegs: List[bytes] = field(default_factory=list)
     masks: List[np.ndarray] = field(default_factory=list)  # bag only: (240, 320) uint8 drivable area, 1 = road
+    track_ids: List[List[str]] = field(default_factory=list)  # per frame, one per box: the object's id ("cone-12")
 
 
 @dataclass
@@ -215,6 +225,7 @@ def render_drive(job: Tuple[int, int, float, float], keep_jpegs: bool = False) -
     )
     steer, det, angle, throttle, boxes, classes, times, jpegs = [], [], [], [], [], [], [], []
     masks: List[np.ndarray] = []
+    track_ids: List[List[str]] = []
     for frame in drive:
         decoded, encoded = jpeg_round_trip(frame.image_bgr, f"frame {frame.index} of drive {job}")
         steer.append(to_model_rgb(decoded, STEER_HEIGHT, STEER_WIDTH))
@@ -223,6 +234,7 @@ def render_drive(job: Tuple[int, int, float, float], keep_jpegs: bool = False) -
         throttle.append(frame.throttle)
         boxes.append(frame.boxes.astype(np.float32))
         classes.append(np.asarray([CLASSES.index(label) + 1 for label in frame.labels], np.int64))
+        track_ids.append(list(frame.track_ids))
         times.append(frame.t)
         if keep_jpegs:
             jpegs.append(encoded.tobytes())
@@ -237,6 +249,7 @@ def render_drive(job: Tuple[int, int, float, float], keep_jpegs: bool = False) -
         np.asarray(times),
         jpegs,
         masks,
+        track_ids,
     )
 
 
@@ -302,33 +315,35 @@ def concat(drives: Sequence[DriveData]) -> DriveData:
         [b for d in drives for b in d.boxes],
         [c for d in drives for c in d.classes],
         np.concatenate([d.times for d in drives]),
+        track_ids=[t for d in drives for t in d.track_ids],
     )
 
 
 def render_all(
-    workers: int, with_training: bool = True
-) -> Tuple[Optional[DriveData], DriveData, DriveData, DrivableData, DrivableData]:
+    workers: int, with_training: bool = True, with_drivable_training: bool = True
+) -> Tuple[Optional[DriveData], DriveData, DriveData, Optional[DrivableData], DrivableData]:
     """Training (unless not ``with_training``), validation and bag drives of the steering and detector
-    worlds, then the drivable-area worlds' training and held-out drives, rendered in ``workers`` processes
-    (same bytes either way)."""
+    worlds, then the drivable-area worlds' training (unless not ``with_drivable_training``) and held-out
+    drives, rendered in ``workers`` processes (same bytes either way)."""
     jobs = (list(TRAIN_DRIVES) if with_training else []) + list(VAL_DRIVES)
+    seg_jobs = list(SEG_TRAIN_DRIVES) if with_drivable_training else []
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             bag_future = pool.submit(render_bag_drive, BAG_DRIVE)
             seg_val_futures = [pool.submit(render_drivable_val, job) for job in SEG_VAL_DRIVES]
             drives = list(pool.map(render_drive, jobs))
-            seg_train = list(pool.map(render_drivable_drive, SEG_TRAIN_DRIVES))
+            seg_train = list(pool.map(render_drivable_drive, seg_jobs))
             bag = bag_future.result()
             seg_val = [future.result() for future in seg_val_futures]
     else:
         drives = [render_drive(job) for job in jobs]
         bag = render_bag_drive(BAG_DRIVE)
-        seg_train = [render_drivable_drive(job) for job in SEG_TRAIN_DRIVES]
+        seg_train = [render_drivable_drive(job) for job in seg_jobs]
         seg_val = [render_drivable_val(job) for job in SEG_VAL_DRIVES]
     trained = len(jobs) - len(VAL_DRIVES)
     train = concat(drives[:trained]) if with_training else None
     val = concat(drives[trained:])
-    return train, val, bag, concat_drivable(seg_train), concat_drivable(seg_val)
+    return train, val, bag, concat_drivable(seg_train) if seg_train else None, concat_drivable(seg_val)
 
 
 # --------------------------------------------------------------------------------------------- anchors
@@ -971,8 +986,8 @@ def check_onnx(torch: Any, model: Any, path: Path, feed: np.ndarray) -> float:
 
 
 def write_bag(path: Path, data: DriveData) -> None:
-    """rosbag2 (mcap): camera jpegs, the human Twist, the true boxes and (when ``data.masks``) the true
-    drivable-area masks as png, all at the frame's record time.
+    """rosbag2 (mcap): camera jpegs, the human Twist, the true boxes with their objects' track ids in
+    Detection2D.id and (when ``data.masks``) the true drivable-area masks as png, all at the frame's record time.
 
     The Twist follows REP 103 as the node's messages do: angular.z = -steering (positive = left),
     linear.x = throttle.
@@ -1005,7 +1020,10 @@ def write_bag(path: Path, data: DriveData) -> None:
             )
             writer.write(command_conn, stamp_ns, store.serialize_cdr(twist, twist_type))
             detections = []
-            for k, (box, class_id) in enumerate(zip(data.boxes[i], data.classes[i])):
+            ids = data.track_ids[i]
+            if len(ids) != len(data.boxes[i]):
+                raise RuntimeError(f"frame {i}: {len(data.boxes[i])} truth boxes but {len(ids)} track ids")
+            for box, class_id, track_id in zip(data.boxes[i], data.classes[i], ids):
                 x0, y0, x1, y1 = (float(v) for v in box)
                 hypothesis = t["vision_msgs/msg/ObjectHypothesisWithPose"](
                     hypothesis=t["vision_msgs/msg/ObjectHypothesis"](
@@ -1028,7 +1046,7 @@ def write_bag(path: Path, data: DriveData) -> None:
                 )
                 detections.append(
                     t["vision_msgs/msg/Detection2D"](
-                        header=header, results=[hypothesis], bbox=bbox, id=str(k)
+                        header=header, results=[hypothesis], bbox=bbox, id=track_id
                     )
                 )
             truth = t[truth_type](header=header, detections=detections)
@@ -1059,6 +1077,41 @@ def read_bag(path: Path) -> List[Tuple[Any, Any, Any, Any]]:
     ]
 
 
+def bag_differences(old: Path, new: Path) -> List[str]:
+    """Where the ``new`` bag differs from the ``old`` one outside the truth boxes' ids: the KEPT_TOPICS'
+    messages must be the same bytes at the same times, and the truth messages the same bytes once every
+    Detection2D.id is blanked in both. Empty when only the ids changed."""
+    from rosbags.rosbag2 import Reader
+
+    from trt_perception.rosbag_types import get_typestore
+
+    store = get_typestore("jazzy")
+
+    def messages(path: Path) -> Dict[str, List[Tuple[int, bytes]]]:
+        found: Dict[str, List[Tuple[int, bytes]]] = {}
+        with Reader(path) as reader:
+            for conn, t_ns, raw in reader.messages():
+                if conn.topic == TOPIC_TRUTH:
+                    msg = store.deserialize_cdr(raw, conn.msgtype)
+                    for detection in msg.detections:
+                        detection.id = ""
+                    raw = store.serialize_cdr(msg, conn.msgtype)
+                found.setdefault(conn.topic, []).append((t_ns, bytes(raw)))
+        return found
+
+    before, after = messages(old), messages(new)
+    problems = []
+    for topic in (*KEPT_TOPICS, TOPIC_TRUTH):
+        a, b = before.get(topic, []), after.get(topic, [])
+        if len(a) != len(b):
+            problems.append(f"{topic}: {len(a)} messages before, {len(b)} now")
+            continue
+        changed = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        if changed:
+            problems.append(f"{topic}: {len(changed)} of {len(a)} messages differ (first: message {changed[0]})")
+    return problems
+
+
 # ------------------------------------------------------------------------------------------- evaluation
 
 
@@ -1073,6 +1126,7 @@ class BagResult:
     seconds: float
     drivable: SegmentationScore = field(default_factory=SegmentationScore)
     mask_bytes: int = 0  # png bytes of the drivable-area truth, all frames
+    truth_tracks: int = 0  # distinct track ids (Detection2D.id) among the truth boxes
 
 
 def evaluate_bag(models: Path, drivable_folder: Path, bag: Path) -> BagResult:
@@ -1089,6 +1143,7 @@ def evaluate_bag(models: Path, drivable_folder: Path, bag: Path) -> BagResult:
     errors_angle, errors_throttle = [], []
     score = DetectionScore()
     per_class: Dict[str, int] = {}
+    track_ids = set()
     label_ids = {label: i for i, label in enumerate(LABELS)}
     messages = read_bag(bag)
     for image_msg, twist, truth, mask_msg in messages:
@@ -1115,6 +1170,7 @@ def evaluate_bag(models: Path, drivable_folder: Path, bag: Path) -> BagResult:
             np.float64,
         ).reshape(-1, 4)
         truth_labels = [d.results[0].hypothesis.class_id for d in truth.detections]
+        track_ids.update(d.id for d in truth.detections)
         for label in truth_labels:
             per_class[label] = per_class.get(label, 0) + 1
         score.add(
@@ -1138,6 +1194,7 @@ def evaluate_bag(models: Path, drivable_folder: Path, bag: Path) -> BagResult:
         len(messages) / FPS,
         segmentation,
         mask_bytes,
+        len(track_ids - {""}),
     )
 
 
@@ -1181,7 +1238,8 @@ def readme_text(
                 f"`{TOPIC_TRUTH}`",
                 "vision_msgs/msg/Detection2DArray",
                 "true boxes in pixels (`bbox.center.position.x/y`, `bbox.size_x/size_y`), "
-                "`results[0].hypothesis.class_id` = `cone` or `box`, score 1.0, header copied from the image",
+                "`results[0].hypothesis.class_id` = `cone` or `box`, score 1.0, `id` = the object's track id "
+                "(`cone-12`: the same object keeps it in every frame it is seen), header copied from the image",
             ),
             (
                 f"`{TOPIC_DRIVABLE}`",
@@ -1229,7 +1287,9 @@ for a real car. Run it with `trt-perception demo`, or with replay directly:
 Everything here except `demo_params.yaml` (the params of `trt-perception demo`, kept by hand) is made by
 `python scripts/make_demo.py --out trt_perception/data/demo --force` (torch is needed only for that:
 `pip install torch==2.13.0`); nothing is downloaded. `--only drivable` remakes just `drivable.onnx`,
-`drivable.yaml`, the bag and this file, leaving the steering and detector files as they are.
+`drivable.yaml`, the bag and this file, leaving the steering and detector files as they are; `--only bag`
+remakes just the bag and this file (no torch needed). Either way the new bag's camera, command and mask
+messages must be the same bytes as the old bag's, and its truth boxes the same apart from their ids.
 
 {files}
 
@@ -1244,7 +1304,10 @@ frame each, all with the frame's time as record time and header.stamp (from 2025
 The human is a pure-pursuit controller following the centre line, with a random disturbance on the car's
 path so that it wanders off the line and the commands include recoveries; throttle drops before curves.
 The truth holds the cones and boxes at least {MIN_BOX_PX:g} px on each side and not more than half hidden
-(by nearer objects or the image border): {truth_counts}.
+(by nearer objects or the image border): {truth_counts}. Each box carries its object's track id in
+`Detection2D.id` (`cone-12`, `box-31`: the object's place in the world), {result.truth_tracks} ids in all, so
+replay scores a tracking detection head (`tracker: bytetrack`) with MOTA and IDF1. An object that leaves the
+view (a curve, or hidden by a nearer one) keeps its id when it comes back.
 
 The drivable-area truth is drawn by `render_drivable_mask` from the same geometry as the frame. It is a
 png-compressed mono8 image (about {result.mask_bytes / max(1, result.frames) / 1024:.1f} KiB a frame) rather
@@ -1325,10 +1388,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="replace existing demo files in --out")
     parser.add_argument(
         "--only",
-        choices=("drivable",),
+        choices=tuple(ONLY_OUTPUTS),
         default=None,
-        help="remake only the drivable-area model, its spec, the bag and README.md; the steering and detector "
-        "files in --out must exist and are kept as they are",
+        help="drivable: remake only the drivable-area model, its spec, the bag and README.md; bag: remake only "
+        "the bag and README.md (no torch needed). The other files in --out must exist and are kept as they "
+        "are; the new bag's camera, command and mask messages must equal the old bag's byte for byte",
     )
     parser.add_argument(
         "--threads",
@@ -1347,8 +1411,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     out = Path(args.out)
-    only_drivable = args.only == "drivable"
-    made = DRIVABLE_OUTPUTS if only_drivable else OUTPUTS
+    only_drivable, only_bag = args.only == "drivable", args.only == "bag"
+    made = ONLY_OUTPUTS[args.only] if args.only else OUTPUTS
     existing = [name for name in made if (out / name).exists()]
     if existing and not args.force:
         log(
@@ -1358,40 +1422,47 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     kept = [name for name in OUTPUTS if name not in made]
     missing = [name for name in kept if not (out / name).exists()]
-    if only_drivable and missing:
+    if args.only and missing:
         log(
-            f"error: --only drivable keeps the steering and detector files, but {out} lacks {missing}; "
+            f"error: --only {args.only} keeps {kept}, but {out} lacks {missing}; "
             "fix: run without --only to make everything"
         )
         return 2
-    try:
-        import torch
-    except ImportError:
-        log("error: torch is not installed; it is needed only to build the demo: pip install torch==2.13.0")
-        return 2
-    torch.set_num_threads(max(1, args.threads))
-    torch.use_deterministic_algorithms(True)
+    torch: Any = None
+    if not only_bag:
+        try:
+            import torch
+        except ImportError:
+            log("error: torch is not installed; it is needed only to build the demo: pip install torch==2.13.0")
+            return 2
+        torch.set_num_threads(max(1, args.threads))
+        torch.use_deterministic_algorithms(True)
 
+    with_training = not (only_drivable or only_bag)
     log(
-        f"rendering {0 if only_drivable else len(TRAIN_DRIVES)} training drives, {len(VAL_DRIVES)} held-out "
-        f"drives, the bag drive, {len(SEG_TRAIN_DRIVES)} + {len(SEG_VAL_DRIVES)} drivable-area drives..."
+        f"rendering {len(TRAIN_DRIVES) if with_training else 0} training drives, {len(VAL_DRIVES)} held-out "
+        f"drives, the bag drive, {0 if only_bag else len(SEG_TRAIN_DRIVES)} + {len(SEG_VAL_DRIVES)} "
+        "drivable-area drives..."
     )
     t0 = time.perf_counter()
-    train, val, bag, seg_train, seg_val = render_all(max(1, args.workers), with_training=not only_drivable)
+    train, val, bag, seg_train, seg_val = render_all(
+        max(1, args.workers), with_training=with_training, with_drivable_training=not only_bag
+    )
     log(
         f"  {0 if train is None else len(train.angle)} training, {len(val.angle)} held-out, {len(bag.angle)} "
-        f"bag, {len(seg_train.rgb)} + {len(seg_val.rgb)} drivable-area frames in {time.perf_counter() - t0:.0f} s"
+        f"bag, {0 if seg_train is None else len(seg_train.rgb)} + {len(seg_val.rgb)} drivable-area frames in "
+        f"{time.perf_counter() - t0:.0f} s"
     )
 
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=str(out.parent)))
-    models = out if only_drivable else stage  # where the steering and detector files are read from
+    models = out if args.only else stage  # where the steering and detector files are read from
     try:
         note = (
             "Demo model trained on SYNTHETIC scenes by scripts/make_demo.py (trt_perception).\n"
             "Regenerate: python scripts/make_demo.py --out trt_perception/data/demo --force"
         )
-        if only_drivable:
+        if args.only:
             val_steering, val_detection = heldout_from_onnx(out, val)
             torch_versions = {name: onnx_torch_version(out / f"{name}.onnx") for name in ("steering", "detector")}
             log(
@@ -1402,27 +1473,49 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             assert train is not None
             val_steering, val_detection = train_steering_and_detector(torch, args, stage, note, train, val)
             torch_versions = {"steering": torch.__version__, "detector": torch.__version__}
-        write_yaml(stage / "drivable.yaml", note, drivable_spec())
-        check_preprocessing(bag, models, stage)
-
-        t0 = time.perf_counter()
-        drivable = train_drivable(torch, seg_train, seg_val, args.drivable_epochs)
-        val_drivable = drivable_score(torch, drivable, seg_val)
-        drivable.eval()
-        log(f"  drivable trained in {time.perf_counter() - t0:.0f} s; held-out {val_drivable.text()}")
-        export_onnx(
-            torch, drivable, torch.zeros(1, 3, SEG_HEIGHT, SEG_WIDTH), stage / "drivable.onnx", "images",
-            ("logits",), note,
-        )
-        feed = (seg_val.rgb[:8].astype(np.float32) / 255.0).transpose(0, 3, 1, 2).copy()
-        worst = check_onnx(torch, drivable, stage / "drivable.onnx", feed)
-        log(f"  drivable.onnx: ONNX Runtime vs torch max abs diff {worst:.2e}")
-        torch_versions["drivable"] = torch.__version__
+        if only_bag:
+            drivable_folder = out
+            val_drivable = drivable_heldout_from_onnx(out, seg_val)
+            torch_versions["drivable"] = onnx_torch_version(out / "drivable.onnx")
+            check_preprocessing(bag, models, drivable_folder)
+            log(f"kept drivable from {out}; held-out {val_drivable.text()}")
+        else:
+            assert seg_train is not None
+            drivable_folder = stage
+            write_yaml(stage / "drivable.yaml", note, drivable_spec())
+            check_preprocessing(bag, models, stage)
+            t0 = time.perf_counter()
+            drivable = train_drivable(torch, seg_train, seg_val, args.drivable_epochs)
+            val_drivable = drivable_score(torch, drivable, seg_val)
+            drivable.eval()
+            log(f"  drivable trained in {time.perf_counter() - t0:.0f} s; held-out {val_drivable.text()}")
+            export_onnx(
+                torch, drivable, torch.zeros(1, 3, SEG_HEIGHT, SEG_WIDTH), stage / "drivable.onnx", "images",
+                ("logits",), note,
+            )
+            feed = (seg_val.rgb[:8].astype(np.float32) / 255.0).transpose(0, 3, 1, 2).copy()
+            worst = check_onnx(torch, drivable, stage / "drivable.onnx", feed)
+            log(f"  drivable.onnx: ONNX Runtime vs torch max abs diff {worst:.2e}")
+            torch_versions["drivable"] = torch.__version__
 
         log("recording the bag and evaluating the models on it...")
         write_bag(stage / "drive_bag", bag)
-        result = evaluate_bag(models, stage, stage / "drive_bag")
-        sizes = sizes_of(stage, out, readme=False) if only_drivable else sizes_of(stage, readme=False)
+        if (out / "drive_bag").exists():
+            problems = bag_differences(out / "drive_bag", stage / "drive_bag")
+            if problems and args.only:
+                log(
+                    f"error: --only {args.only} must leave the bag's {', '.join(KEPT_TOPICS)} and truth boxes as "
+                    f"they were, but: {'; '.join(problems)}; nothing was installed; fix: find what changed the "
+                    "renderer's output, or run without --only"
+                )
+                return 2
+            log(
+                f"  the new bag against {out / 'drive_bag'}: "
+                + ("; ".join(problems) if problems else f"{', '.join(KEPT_TOPICS)} the same bytes, truth boxes the "
+                   "same apart from their ids")
+            )
+        result = evaluate_bag(models, drivable_folder, stage / "drive_bag")
+        sizes = sizes_of(stage, out, readme=False) if args.only else sizes_of(stage, readme=False)
         (stage / "README.md").write_text(
             readme_text(result, val_steering, val_detection, val_drivable, sizes, torch_versions),
             encoding="utf-8",
@@ -1443,6 +1536,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     log(f"bag: detector {result.detection.text()}")
     log(f"bag: drivable area {result.drivable.text()}")
+    log(f"bag: {result.truth_tracks} truth track ids over {sum(result.truth_per_class.values())} boxes")
     log(f"total time {(time.perf_counter() - started) / 60:.1f} min")
     if total > SIZE_BUDGET_BYTES:
         log(
@@ -1546,6 +1640,21 @@ def heldout_from_onnx(folder: Path, val: DriveData) -> Tuple[Tuple[float, float]
         raw = parser.parse({"scores": scores, "boxes": boxes}, settings)
         score.add(model_to_source(raw.boxes), raw.class_ids, raw.scores, val.boxes[i], val.classes[i])
     return val_steering, score
+
+
+def drivable_heldout_from_onnx(folder: Path, val: DrivableData) -> SegmentationScore:
+    """The held-out score of the drivable-area ONNX file in ``folder`` (``--only bag`` keeps the model; the
+    same argmax and 8x8 upscale as ``drivable_score``, on ONNX Runtime instead of torch)."""
+    import onnxruntime as ort
+
+    assert val.masks is not None
+    session = ort.InferenceSession(str(folder / "drivable.onnx"), providers=["CPUExecutionProvider"])
+    score = SegmentationScore()
+    for rgb, mask in zip(val.rgb, val.masks):
+        x = (rgb.astype(np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
+        (logits,) = session.run(["logits"], {"images": x})
+        score.add(mask, to_source_size(logits[0].argmax(0).astype(np.uint8)))
+    return score
 
 
 def onnx_torch_version(path: Path) -> str:
