@@ -6,7 +6,10 @@ heads: ``detector``, ``drivable``, ``pilot``), so it works after a plain ``pip i
 and no network. The models were trained on synthetic scenes rendered by
 ``trt_perception.tools.synthetic_world``; the bag carries the "human" drive commands, the true object boxes
 and the true drivable area, so the report shows how well the pilot follows the driver, how many objects the
-detector finds and how well the drivable-area head outlines the road (mIoU).
+detector finds and how well the drivable-area head outlines the road (mIoU). The detector tracks what it finds
+(``tracker: bytetrack``) and the bag's true boxes carry their objects' track ids, so the report scores the tracks
+too (MOTA, IDF1) and draws them (tracks.png). Without lapx (the tracker's solver, an extra) the demo runs
+untracked and says how to add it.
 
 Each run writes into a fresh timestamped folder under the report directory, so no earlier run and no user
 file is ever overwritten.
@@ -17,9 +20,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 from trt_perception.errors import ConfigError
 
@@ -74,6 +77,32 @@ def fresh_run_dir(root: PathLike) -> Path:
                       "fix: pass another --report DIR")
 
 
+def _lapx_installed() -> bool:
+    try:
+        import lap  # noqa: F401  (lapx: the tracker's linear assignment)
+    except ImportError:
+        return False
+    return True
+
+
+def demo_config(params: Path) -> Tuple[Any, Optional[str]]:
+    """The demo's params as replay takes them, and a note when they had to change: without lapx the heads run
+    untracked (a plain ``pip install .`` has no lapx; the demo must still run), rather than refusing to start."""
+    if _lapx_installed():
+        return params, None
+    from trt_perception.tools.replay import load_config
+    from trt_perception.tracking import LAPX_HINT
+
+    config = load_config(params)
+    tracked = [h.name for h in config.heads if h.values.get("tracker", "none") != "none"]
+    if not tracked:
+        return config, None
+    heads = tuple(replace(h, values={**h.values, "tracker": "none"}) if h.name in tracked else h for h in config.heads)
+    note = (f"{', '.join(tracked)} ran without its tracker: lapx (the tracker's linear assignment) is not installed, "
+            f"so there are no track ids, MOTA/IDF1 or tracks.png; fix: {LAPX_HINT}")
+    return replace(config, heads=heads), note
+
+
 def run_demo_replay(
     report_root: PathLike = DEFAULT_REPORT_ROOT,
     out: Optional[PathLike] = None,
@@ -85,11 +114,14 @@ def run_demo_replay(
     from trt_perception.tools.replay import bag_topics, replay_bag
 
     files = demo_files(folder)
+    config, note = demo_config(files.params)
+    if note:
+        print(f"trt_perception demo: note: {note}", file=sys.stderr)
     topics = bag_topics(files.bag)
     run_dir = fresh_run_dir(report_root)
-    return replay_bag(
+    report = replay_bag(
         files.bag,
-        files.params,
+        config,
         out=Path(out) if out is not None else run_dir / "replay_bag",
         report_dir=run_dir,
         truth_drive_topic=TRUTH_DRIVE_TOPIC if TRUTH_DRIVE_TOPIC in topics else None,
@@ -98,6 +130,9 @@ def run_demo_replay(
         progress=progress,
         plots=plots,
     )
+    if note:
+        report.notes.append(note)
+    return report
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +142,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None,
                         help="output bag with the detections and drive commands (default: inside the run folder)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-plots", action="store_true",
+                        help="report.json without the PNG plots (saves matplotlib's import and drawing)")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -115,7 +152,8 @@ def run_demo(args: argparse.Namespace) -> int:
     demo_files()  # a broken installation fails here, before the banner
     print("trt_perception demo: replaying the shipped drive (synthetic scenes) through the detector, "
           "drivable-area and steering models on ONNX Runtime, exactly as the node would run them", file=sys.stderr)
-    report = run_demo_replay(args.report, out=args.out, progress=not args.no_progress and sys.stderr.isatty())
+    report = run_demo_replay(args.report, out=args.out, progress=not args.no_progress and sys.stderr.isatty(),
+                             plots=not args.no_plots)
     print(format_report(report))
     print()
     print("Next:")
