@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -18,6 +20,7 @@ from trt_perception.tools.report import (
     ReplayReport,
     SampleFrame,
     TrackingEval,
+    attach_mask,
     format_report,
     mae_rmse,
     nearest_within,
@@ -181,3 +184,65 @@ def test_tracks_plot(tmp_path: Path) -> None:
     report.series.truth_track_times = {"cone-a": [0.0, 0.1, 0.2, 0.3], "cone-b": [0.1, 0.2]}
     written = write_report_files(report, tmp_path)
     assert "tracks.png" in [p.name for p in written] and (tmp_path / "tracks.png").stat().st_size > 1000
+
+
+def _segmentation_head(colors: tuple = ((0, 0, 0), (0, 200, 0))) -> SimpleNamespace:
+    """What attach_mask reads of a segmentation head: its name and its spec's labels and colours."""
+    return SimpleNamespace(name="drivable", spec=SimpleNamespace(
+        segmentation=SimpleNamespace(labels=("background", "road"), colors=colors)))
+
+
+def _grey_sample() -> SampleFrame:
+    return SampleFrame(4, 0.4, np.full((60, 80, 3), 100, np.uint8), np.array([[10, 5, 30, 25]], np.float32),
+                       ["cone #3"], np.array([0.9], np.float32), class_ids=np.array([1]),
+                       truth_boxes=np.array([[10, 5, 31, 26]], np.float32), truth_labels=["cone"])
+
+
+def test_attach_mask_shrinks_and_copies_the_heads_mask() -> None:
+    sample = _grey_sample()
+    mask = np.zeros((120, 160), np.uint8)  # the source frame: twice the sample's size
+    mask[60:] = 1
+    attach_mask(sample, _segmentation_head(), {"drivable": SimpleNamespace(result=SimpleNamespace(mask=mask))})
+    assert sample.mask is not None and sample.mask.shape == (60, 80)
+    assert not sample.mask[:30].any() and sample.mask[30:].all()
+    assert sample.mask_colors == [(0, 0, 0), (0, 200, 0)] and sample.mask_labels == ["background", "road"]
+    mask[:] = 0  # the head reuses its buffer for the next frame: the sample keeps its own copy
+    assert sample.mask[30:].all()
+
+    untouched = _grey_sample()
+    attach_mask(untouched, None, {})  # no segmentation head
+    attach_mask(untouched, _segmentation_head(), {})  # the head gave nothing this frame
+    assert untouched.mask is None
+
+
+def test_detections_grid_tints_the_mask_and_draws_truth_and_detections(tmp_path: Path) -> None:
+    """Road pixels take the road colour at GRID_MASK_ALPHA, background (black in the spec) stays as it was; the
+    frame is enlarged to GRID_TILE_WIDTH under a caption; the grid is a PNG without matplotlib."""
+    sample = _grey_sample()
+    mask = np.zeros((60, 80), np.uint8)
+    mask[30:] = 1
+    attach_mask(sample, _segmentation_head(), {"drivable": SimpleNamespace(result=SimpleNamespace(mask=mask))})
+    tile = report_module._sample_tile(sample)
+    zoom = report_module.GRID_TILE_WIDTH / 80
+    caption = tile.shape[0] - round(60 * zoom)
+    assert tile.shape[1] == report_module.GRID_TILE_WIDTH and caption > 10
+    alpha = report_module.GRID_MASK_ALPHA
+    road = tile[caption + round(50 * zoom), round(60 * zoom)].astype(int)  # BGR, away from edges and boxes
+    expected = np.round(np.array([100, 100, 100]) * (1 - alpha) + np.array([0, 200, 0]) * alpha)
+    assert np.abs(road - expected).max() <= 1
+    assert (tile[caption + round(10 * zoom), round(60 * zoom)] == 100).all()  # background: untinted
+    box_edge = tile[caption + round(15 * zoom), round(10 * zoom)]  # the detection's left edge, class colour
+    assert not (box_edge == 100).all()
+
+    path = report_module._plot_samples(None, [sample, _grey_sample()], tmp_path / "detections.png")
+    grid = cv2.imread(str(path))
+    assert grid is not None and grid.shape[1] == 2 * report_module.GRID_TILE_WIDTH + 3 * 6
+
+
+def test_mask_classes_without_a_spec_colour_take_the_overlay_palette() -> None:
+    from trt_perception.overlay import class_color
+
+    palette = report_module._mask_palette(None, 3)
+    assert (palette[0] == -1).all()  # class 0 (background by convention) is not tinted
+    assert tuple(palette[2]) == class_color(2, "bgr")
+    assert (report_module._mask_palette([(0, 0, 0), (10, 20, 30)], 2)[1] == (30, 20, 10)).all()
