@@ -133,3 +133,99 @@ def test_check_against_model_names_tensor_spec_and_model() -> None:
         check_input(spec, [TensorSpec("Input", (1, 3, 300, 300), np.dtype(np.uint8))])
     with pytest.raises(SpecError, match="output.tensors.count is 'NMS_1'"):
         check_output_names(spec, [TensorSpec("NMS", (1, 100, 7), np.dtype(np.float32))])
+
+
+# ------------------------------------------------------------------- pilot inputs, sequences, masks
+
+
+def pilot_spec(**extra: Any) -> Dict[str, Any]:
+    spec: Dict[str, Any] = {
+        "task": "steering",
+        "input": {"name": "img_in", "height": 120, "width": 160, "layout": "NHWC", "scale": 1 / 255},
+        "output": {"format": "steering_linear", "tensors": {"angle": "angle", "throttle": "throttle"}},
+    }
+    spec.update(extra)
+    return spec
+
+
+def test_extra_inputs_parse_with_donkeycar_defaults() -> None:
+    spec = parse_spec(pilot_spec(inputs={
+        "mem_in": {"source": "memory", "length": 3},
+        "imu_in": {"source": "imu"},
+        "xbehavior_in": {"source": "behavior", "labels": ["Left_Lane", "Right_Lane"]},
+    }))
+    memory, imu, behavior = spec.inputs
+    assert (memory.name, memory.size, memory.start) == ("mem_in", 6, (0.0, 0.0))
+    assert imu.fields == ("linear_acceleration.x", "linear_acceleration.y", "linear_acceleration.z",
+                          "angular_velocity.x", "angular_velocity.y", "angular_velocity.z")
+    assert imu.scale == pytest.approx((1, 1, 1, 57.29577951308232, 57.29577951308232, 57.29577951308232))
+    assert (imu.topic, imu.max_age, imu.size) == ("imu", 0.25, 6)
+    assert (behavior.topic, behavior.default, behavior.size) == ("behavior", "Left_Lane", 2)
+    spec = parse_spec(pilot_spec(inputs={"imu_in": {"source": "imu", "fields": ["orientation.w"], "topic": "/car/imu",
+                                                    "max_age": 1}}))
+    assert spec.inputs[0].scale == (1.0,) and spec.inputs[0].topic == "/car/imu"
+
+
+@pytest.mark.parametrize("inputs, needle", [
+    ({"mem_in": {"source": "sonar"}}, "inputs.mem_in.source"),
+    ({"mem_in": {"source": "memory"}}, "'inputs.mem_in.length' is missing"),
+    ({"mem_in": {"source": "memory", "length": 0}}, "inputs.mem_in.length"),
+    ({"mem_in": {"source": "memory", "length": 3, "start": [0.0]}}, "a list of 2 numbers"),
+    ({"mem_in": {"source": "memory", "length": 3, "topic": "x"}}, r"unknown spec key\(s\) \['inputs.mem_in.topic'\]"),
+    ({"imu_in": {"source": "imu", "fields": ["accel.x"]}}, "sensor_msgs/Imu fields"),
+    ({"imu_in": {"source": "imu", "scale": [1.0]}}, "a list of 6 numbers"),
+    ({"imu_in": {"source": "imu", "max_age": 0}}, "seconds in \\(0, 60\\]"),
+    ({"imu_in": {"source": "imu", "topic": "/"}}, "a topic name"),
+    ({"b": {"source": "behavior"}}, "inputs.b.labels"),
+    ({"b": {"source": "behavior", "labels": ["a", "a"]}}, "distinct names"),
+    ({"b": {"source": "behavior", "labels": ["a"], "default": "z"}}, "one of the labels"),
+    ({"img_in": {"source": "memory", "length": 1}}, "other than the image"),
+    ({"a": {"source": "imu"}, "b": {"source": "behavior", "labels": ["x"], "topic": "imu"}}, "one topic per input"),
+    ({"mem_in": 3}, "a mapping with a source"),
+])
+def test_bad_extra_inputs_name_the_key(inputs: Dict[str, Any], needle: str) -> None:
+    with pytest.raises(SpecError, match=needle):
+        parse_spec(pilot_spec(inputs=inputs))
+
+
+def test_extra_inputs_only_for_steering() -> None:
+    spec = ssd_spec()
+    spec["inputs"] = {"mem_in": {"source": "memory", "length": 1}}
+    with pytest.raises(SpecError, match="feed steering pilots only"):
+        parse_spec(spec)
+
+
+def test_sequence_and_mask() -> None:
+    spec = parse_spec(pilot_spec(input={"name": "img_in", "height": 120, "width": 160, "layout": "NHWC",
+                                        "sequence": 3, "mask": {"top": 45, "right": 5}}))
+    assert spec.input.shape == (1, 120, 160, 3) and spec.input.tensor_shape == (1, 3, 120, 160, 3)
+    assert spec.input.mask == (((0, 45), (155, 45), (155, 120), (0, 120)),)
+    nchw = parse_spec(pilot_spec(input={"name": "img_in", "height": 8, "width": 8, "sequence": 2}))
+    assert nchw.input.tensor_shape == (1, 2, 3, 8, 8)
+    polygon = parse_spec(pilot_spec(input={"name": "img_in", "height": 120, "width": 160,
+                                           "mask": [{"polygon": [[0, 0], [9, 0], [9, 9]]}, {"bottom": 3}]}))
+    assert polygon.input.mask == (((0, 0), (9, 0), (9, 9)), ((0, 0), (160, 0), (160, 117), (0, 117)))
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"sequence": -1}, "input.sequence"),
+    ({"mask": {"top": 120}}, "masks everything"),
+    ({"mask": {"top": -1}}, "non-negative pixel counts"),
+    ({"mask": {"middle": 3}}, r"unknown spec key\(s\) \['input.mask.middle'\]"),
+    ({"mask": {"polygon": [[0, 0], [1, 1]]}}, "at least 3"),
+    ({"mask": [{"top": 1}, 5]}, r"input.mask\[1\]"),
+    ({"mask": []}, "a region like"),
+])
+def test_bad_sequence_and_mask_name_the_key(change: Dict[str, Any], needle: str) -> None:
+    base = {"name": "img_in", "height": 120, "width": 160, "layout": "NHWC"}
+    with pytest.raises(SpecError, match=needle):
+        parse_spec(pilot_spec(input={**base, **change}))
+
+
+def test_check_input_of_a_sequence_model() -> None:
+    spec = parse_spec(pilot_spec(input={"name": "img_in", "height": 120, "width": 160, "layout": "NHWC",
+                                        "sequence": 3}))
+    check_input(spec, [TensorSpec("img_in", (1, 3, 120, 160, 3), np.dtype(np.float32))])
+    check_input(spec, [TensorSpec("img_in", (3, 120, 160, 3), np.dtype(np.float32))])  # implicit batch
+    with pytest.raises(SpecError, match="a sequence of 3 frames"):
+        check_input(spec, [TensorSpec("img_in", (1, 4, 120, 160, 3), np.dtype(np.float32))])

@@ -27,6 +27,17 @@ COLORS = ("RGB", "BGR", "GRAY")
 RESIZE_MODES = ("stretch", "letterbox")
 INTERPOLATIONS = ("linear", "nearest", "area")
 DTYPES = ("float32", "float16", "uint8")
+INPUT_SOURCES = ("memory", "imu", "behavior")
+IMU_FIELDS = tuple(
+    f"{group}.{axis}"
+    for group, axes in (("linear_acceleration", "xyz"), ("angular_velocity", "xyz"), ("orientation", "xyzw"))
+    for axis in axes
+)
+# DonkeyCar's IMU vector: imu/acl_x, acl_y, acl_z, gyr_x, gyr_y, gyr_z (autorope/donkeycar@cde8bbe9
+# donkeycar/parts/keras.py:487, templates/complete.py:384-386), accel in m/s^2 and gyro in deg/s as its MPU6050/
+# MPU9250 part reads them (parts/imu.py:73-89 via mpu6050.get_gyro_data); sensor_msgs/Imu carries rad/s.
+DONKEY_IMU_FIELDS = IMU_FIELDS[:6]
+DEG_PER_RAD = 180.0 / np.pi
 
 
 @dataclass(frozen=True)
@@ -135,6 +146,10 @@ class InputSpec:
     offset: Tuple[float, ...] = (0.0, 0.0, 0.0)
     crop_top: int = 0  # rows removed from the frame, counted at model resolution (DonkeyCar ROI crop)
     crop_bottom: int = 0
+    sequence: int = 0  # > 0: the input holds the last N frames, [1, N, ...] (DonkeyCar rnn / 3d pilots)
+    # Regions kept by a DonkeyCar mask transformation, as polygons in model pixels (x, y) drawn the way DonkeyCar
+    # draws them (cv2.fillConvexPoly, edges included); pixels outside any of them are set to 0 before scaling.
+    mask: Tuple[Tuple[Tuple[int, int], ...], ...] = ()
 
     @property
     def channels(self) -> int:
@@ -142,10 +157,40 @@ class InputSpec:
 
     @property
     def shape(self) -> Tuple[int, int, int, int]:
-        """Batch-1 tensor shape in the spec's layout."""
+        """Batch-1 shape of ONE frame in the spec's layout (what the preprocessor writes)."""
         if self.layout == "NCHW":
             return (1, self.channels, self.height, self.width)
         return (1, self.height, self.width, self.channels)
+
+    @property
+    def tensor_shape(self) -> Tuple[int, ...]:
+        """The model input's shape: one frame, or ``[1, sequence, ...frame]`` for a frame sequence."""
+        if self.sequence:
+            return (1, self.sequence, *self.shape[1:])
+        return self.shape
+
+
+@dataclass(frozen=True)
+class ExtraInput:
+    """A model input besides the camera frame, and where its values come from each frame (spec ``inputs``).
+
+    ``memory``: the pilot's own last ``length`` raw (angle, throttle) outputs, oldest first, started as ``start``
+    (DonkeyCar KerasMemory). ``imu``: ``fields`` of the latest sensor_msgs/Imu on ``topic``, each times its
+    ``scale``; older than ``max_age`` seconds = a stop. ``behavior``: a one-hot vector over ``labels``, set by a
+    std_msgs/String on ``topic`` (or the head's ``behavior`` param), ``default`` at start.
+    """
+
+    name: str
+    source: str
+    size: int  # values in the tensor ([1, size])
+    length: int = 0
+    start: Tuple[float, float] = (0.0, 0.0)
+    topic: str = ""
+    fields: Tuple[str, ...] = ()
+    scale: Tuple[float, ...] = ()
+    max_age: float = 0.0
+    labels: Tuple[str, ...] = ()
+    default: str = ""
 
 
 @dataclass(frozen=True)
@@ -237,6 +282,7 @@ class ModelSpec:
     detection: DetectionSpec = field(default_factory=DetectionSpec)
     classification: ClassificationSpec = field(default_factory=ClassificationSpec)
     segmentation: SegmentationSpec = field(default_factory=SegmentationSpec)
+    inputs: Tuple[ExtraInput, ...] = ()  # model inputs other than the image, in spec order
     name: str = ""
     build: Mapping[str, Any] = field(default_factory=dict)
     source: Optional[Path] = None  # the spec file, for resolving relative paths
@@ -325,7 +371,7 @@ def _parse_input(section: Mapping[str, Any]) -> InputSpec:
         section,
         (
             "name", "height", "width", "layout", "color", "resize", "pad_value", "interpolation", "dtype",
-            "scale", "offset", "mean", "std", "crop",
+            "scale", "offset", "mean", "std", "crop", "sequence", "mask",
         ),
         p,
     )
@@ -358,6 +404,10 @@ def _parse_input(section: Mapping[str, Any]) -> InputSpec:
     crop_bottom = _take(crop, "bottom", p + "crop.", 0, int)
     if crop_top < 0 or crop_bottom < 0:
         raise _fail(p + "crop", dict(crop), "non-negative row counts")
+    sequence = _take(section, "sequence", p, 0, int)
+    if sequence < 0:
+        raise _fail(p + "sequence", sequence, "a positive number of frames (or 0: one frame)")
+    mask = _parse_mask(section.get("mask"), height, width) if "mask" in section else ()
     return InputSpec(
         name=str(_take(section, "name", p, kind=str)),
         height=height,
@@ -372,7 +422,121 @@ def _parse_input(section: Mapping[str, Any]) -> InputSpec:
         offset=offset,
         crop_top=crop_top,
         crop_bottom=crop_bottom,
+        sequence=sequence,
+        mask=mask,
     )
+
+
+MASK_EXAMPLE = "{top: 45, bottom: 0, left: 0, right: 0} or {polygon: [[20, 60], [140, 60], [160, 120], [0, 120]]}"
+
+
+def _parse_mask(value: Any, height: int, width: int) -> Tuple[Tuple[Tuple[int, int], ...], ...]:
+    """``input.mask``: one region or a list of regions kept (the intersection), each a DonkeyCar ROI rectangle
+    ``{top, bottom, left, right}`` (TRANSFORMATIONS CROP: autorope/donkeycar@cde8bbe9 parts/cv.py:472-524, the
+    rectangle ``[[left, top], [W - right, top], [W - right, H - bottom], [left, H - bottom]]`` filled with
+    cv2.fillConvexPoly, edges included) or a ``{polygon: [[x, y], ...]}`` (TRAPEZE: [[UL, MIN_Y], [UR, MIN_Y],
+    [LR, MAX_Y], [LL, MAX_Y]], cv.py ImgTrapezoidalMask), in model-input pixels."""
+    key = "input.mask"
+    regions = value if isinstance(value, (list, tuple)) else [value]
+    if not regions:
+        raise _fail(key, value, f"a region like {MASK_EXAMPLE}, or a list of them")
+    polygons = []
+    for index, region in enumerate(regions):
+        where = key if len(regions) == 1 and not isinstance(value, (list, tuple)) else f"{key}[{index}]"
+        if not isinstance(region, Mapping):
+            raise _fail(where, region, f"a mapping like {MASK_EXAMPLE}")
+        if "polygon" in region:
+            _check_keys(region, ("polygon",), where + ".")
+            points = region["polygon"]
+            ok = isinstance(points, (list, tuple)) and len(points) >= 3 and all(
+                isinstance(pt, (list, tuple)) and len(pt) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in pt)
+                for pt in points
+            )
+            if not ok:
+                raise _fail(where + ".polygon", points, "a list of at least 3 [x, y] integer points (model pixels)")
+            polygons.append(tuple((int(x), int(y)) for x, y in points))
+            continue
+        _check_keys(region, ("top", "bottom", "left", "right"), where + ".")
+        sides = {k: _take(region, k, where + ".", 0, int) for k in ("top", "bottom", "left", "right")}
+        if any(v < 0 for v in sides.values()):
+            raise _fail(where, dict(region), "non-negative pixel counts (DonkeyCar ROI_CROP_TOP/BOTTOM/LEFT/RIGHT)")
+        if sides["top"] + sides["bottom"] >= height or sides["left"] + sides["right"] >= width:
+            raise _fail(where, dict(region), f"a region inside the {width}x{height} input (it masks everything)")
+        left, top = sides["left"], sides["top"]
+        right, bottom = width - sides["right"], height - sides["bottom"]
+        polygons.append(((left, top), (right, top), (right, bottom), (left, bottom)))
+    return tuple(polygons)
+
+
+def _number_list(value: Any, key: str, count: Optional[int] = None) -> Tuple[float, ...]:
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value
+    )
+    if not ok or (count is not None and len(value) != count):
+        raise _fail(key, value, f"a list of {count} numbers" if count is not None else "a list of numbers")
+    return tuple(float(v) for v in value)
+
+
+_SOURCE_KEYS = {
+    "memory": ("source", "length", "start"),
+    "imu": ("source", "topic", "fields", "scale", "max_age"),
+    "behavior": ("source", "topic", "labels", "default"),
+}
+INPUTS_EXAMPLE = (
+    "inputs: {mem_in: {source: memory, length: 3}} (DonkeyCar memory pilot), {imu_in: {source: imu}} or "
+    "{xbehavior_in: {source: behavior, labels: [Left_Lane, Right_Lane]}}"
+)
+
+
+def _parse_inputs(section: Mapping[str, Any], image_input: str) -> Tuple[ExtraInput, ...]:
+    """``inputs``: model input name -> where its values come from (see ``ExtraInput``)."""
+    parsed = []
+    for name, entry in section.items():
+        p = f"inputs.{name}."
+        if not isinstance(name, str) or not name:
+            raise _fail("inputs", dict(section), "model input names as keys")
+        if name == image_input:
+            raise _fail(f"inputs.{name}", entry, "a model input other than the image (input.name feeds the frame)")
+        if not isinstance(entry, Mapping):
+            raise _fail(f"inputs.{name}", entry, f"a mapping with a source, e.g. {INPUTS_EXAMPLE}")
+        source = _choice(entry, "source", p, INPUT_SOURCES)
+        _check_keys(entry, _SOURCE_KEYS[source], p)
+        if source == "memory":
+            length = _take(entry, "length", p, kind=int)
+            if length < 1:
+                raise _fail(p + "length", length, "the number of (angle, throttle) pairs, >= 1 (the tensor is [1, 2n])")
+            start = _number_list(entry.get("start", [0.0, 0.0]), p + "start", 2)
+            parsed.append(ExtraInput(name, source, 2 * length, length=length, start=(start[0], start[1])))
+        elif source == "imu":
+            topic = _take(entry, "topic", p, "imu", str)
+            fields = entry.get("fields", list(DONKEY_IMU_FIELDS))
+            if not isinstance(fields, (list, tuple)) or not fields or any(f not in IMU_FIELDS for f in fields):
+                raise _fail(p + "fields", fields, f"a list of sensor_msgs/Imu fields from {list(IMU_FIELDS)}")
+            default_scale = [DEG_PER_RAD if f.startswith("angular_velocity") else 1.0 for f in fields]
+            scale = _number_list(entry.get("scale", default_scale), p + "scale", len(fields))
+            max_age = float(_take(entry, "max_age", p, 0.25, (int, float)))
+            if not 0.0 < max_age <= 60.0:
+                raise _fail(p + "max_age", max_age, "seconds in (0, 60]: older IMU data stops the car")
+            parsed.append(ExtraInput(name, source, len(fields), topic=topic, fields=tuple(fields), scale=scale,
+                                     max_age=max_age))
+        else:
+            topic = _take(entry, "topic", p, "behavior", str)
+            labels = entry.get("labels")
+            if not isinstance(labels, (list, tuple)) or not labels or not all(isinstance(x, str) and x for x in labels):
+                raise _fail(p + "labels", labels, "the behavior names in one-hot order (DonkeyCar BEHAVIOR_LIST)")
+            if len(set(labels)) != len(labels):
+                raise _fail(p + "labels", labels, "distinct names")
+            default = _take(entry, "default", p, labels[0], str)
+            if default not in labels:
+                raise _fail(p + "default", default, f"one of the labels {list(labels)}")
+            parsed.append(ExtraInput(name, source, len(labels), topic=topic, labels=tuple(labels), default=default))
+        if source in ("imu", "behavior") and not parsed[-1].topic.strip("/"):
+            raise _fail(p + "topic", parsed[-1].topic, "a topic name (relative names follow the node's namespace)")
+    topics = [i.topic for i in parsed if i.topic]
+    if len(set(topics)) != len(topics):
+        raise _fail("inputs", dict(section), "one topic per input (two inputs read the same topic)")
+    return tuple(parsed)
 
 
 def _parse_output(section: Mapping[str, Any]) -> OutputSpec:
@@ -477,7 +641,7 @@ def parse_spec(data: Mapping[str, Any], source: Optional[Union[str, Path]] = Non
         _check_keys(
             data,
             ("version", "name", "task", "input", "output", "detection", "classification", "segmentation",
-             "build", "source"),
+             "build", "source", "inputs"),
             "",
         )
         version = _take(data, "version", "", SPEC_VERSION, int)
@@ -496,6 +660,10 @@ def parse_spec(data: Mapping[str, Any], source: Optional[Union[str, Path]] = Non
         classification = _parse_classification(_mapping(data, "classification", required=False), source_path)
         segmentation = _parse_segmentation(_mapping(data, "segmentation", required=False), source_path)
         build = dict(_mapping(data, "build", required=False))
+        extra = _parse_inputs(_mapping(data, "inputs", required=False), model_input.name)
+        if extra and task != "steering":
+            raise _fail("inputs", data["inputs"], "no extra inputs for a " + task + " model",
+                        "inputs (memory, imu, behavior) feed steering pilots only")
     except SpecError as exc:
         raise SpecError(f"{exc}{where}") from None
     return ModelSpec(
@@ -505,6 +673,7 @@ def parse_spec(data: Mapping[str, Any], source: Optional[Union[str, Path]] = Non
         detection=detection,
         classification=classification,
         segmentation=segmentation,
+        inputs=extra,
         name=str(data.get("name", "")),
         build=build,
         source=source_path,
@@ -615,15 +784,20 @@ def check_input(spec: ModelSpec, inputs: Sequence[Any]) -> Any:
             f"the model's inputs are {sorted(by_name)}; fix: set input.name to one of them"
         )
     tensor = by_name[spec.input.name]
-    expected = spec.input.shape
+    expected = spec.input.tensor_shape
     shape = tuple(tensor.shape)
-    if len(shape) == 3:  # implicit-batch TensorRT engines leave the batch dimension out
+    if len(shape) == len(expected) - 1:  # implicit-batch TensorRT engines leave the batch dimension out
         shape = (1, *shape)
     if not _dims_match(expected, shape):
+        sequence = (
+            f", a sequence of {spec.input.sequence} frames" if spec.input.sequence
+            else "; a 5-D input holds a frame sequence: set input.sequence to its second dimension"
+            if len(shape) == 5 else ""
+        )
         raise SpecError(
             f"model input {tensor.name!r} has shape {tuple(tensor.shape)} but the spec says {expected} "
-            f"(layout {spec.input.layout}, {spec.input.height}x{spec.input.width}, color {spec.input.color}); "
-            "fix: correct input.layout/height/width/color in the spec"
+            f"(layout {spec.input.layout}, {spec.input.height}x{spec.input.width}, color {spec.input.color}"
+            f"{sequence}); fix: correct input.layout/height/width/color/sequence in the spec"
         )
     dtype = np.dtype(tensor.dtype)
     float_ok = spec.input.dtype in ("float32", "float16") and dtype in (np.float32, np.float16)
@@ -633,6 +807,54 @@ def check_input(spec: ModelSpec, inputs: Sequence[Any]) -> Any:
             f"fix: set input.dtype: {dtype} in the spec"
         )
     return tensor
+
+
+_SIZE_FIX = {
+    "memory": "set inputs.{name}.length to half its last dimension",
+    "imu": "list as many inputs.{name}.fields as its last dimension",
+    "behavior": "list as many inputs.{name}.labels as its last dimension",
+}
+
+
+def check_extra_inputs(spec: ModelSpec, inputs: Sequence[Any]) -> Dict[str, Any]:
+    """Every model input besides the image must be declared in the spec's ``inputs`` with a matching size, and
+    every declared one must exist: a pilot fed nothing for ``mem_in`` would drive on garbage. Returns
+    name -> TensorSpec of the extra inputs."""
+    by_name = {t.name: t for t in inputs}
+    declared = {extra.name: extra for extra in spec.inputs}
+    found: Dict[str, Any] = {}
+    for tensor in inputs:
+        if tensor.name == spec.input.name:
+            continue
+        extra = declared.get(tensor.name)
+        if extra is None:
+            raise SpecError(
+                f"model input {tensor.name!r} {list(tensor.shape)} is not fed: the spec's inputs section does not "
+                f"name it (the image goes to {spec.input.name!r}); fix: add it under inputs, e.g. "
+                f"{INPUTS_EXAMPLE}; `trt-perception convert` writes it for DonkeyCar pilots"
+            )
+        shape = [d for d in tuple(tensor.shape)]
+        if len(shape) == 1:  # implicit batch
+            shape = [1, *shape]
+        if len(shape) != 2 or not _dims_match((1, extra.size), shape):
+            raise SpecError(
+                f"model input {tensor.name!r} has shape {list(tensor.shape)} but inputs.{extra.name} "
+                f"({extra.source}) holds {extra.size} values ([1, {extra.size}]); fix: "
+                f"{_SIZE_FIX[extra.source].format(name=extra.name)}"
+            )
+        if np.dtype(tensor.dtype) not in (np.float32, np.float16):
+            raise SpecError(
+                f"model input {tensor.name!r} has dtype {np.dtype(tensor.dtype)}; inputs.{extra.name} "
+                f"({extra.source}) feeds float32 values; fix: export the model with a float input"
+            )
+        found[tensor.name] = tensor
+    missing = sorted(set(declared) - set(by_name))
+    if missing:
+        raise SpecError(
+            f"spec inputs {missing} name no model input; the model's inputs are {sorted(by_name)}; fix: use "
+            "those names under inputs, or remove the entries"
+        )
+    return found
 
 
 def check_output_names(spec: ModelSpec, outputs: Sequence[Any]) -> None:
