@@ -170,3 +170,55 @@ def test_categorical_check_outputs_compares_bin_counts() -> None:
 def test_categorical_bad_params(output: Dict[str, Any], pattern: str) -> None:
     with pytest.raises(SpecError, match=pattern):
         make_parser("steering_categorical", **output)
+
+
+# ---------------------------------------------------------------- inferred throttle and the localizer
+
+
+def donkey_throttle(angle: float) -> float:
+    """donkeycar/utils.py throttle(), restated: m = (clamp(a) + 1) / 2; 1 / exp(0.5 m) - 0.05 m."""
+    m = (min(max(angle, -1.0), 1.0) + 1.0) / 2.0
+    return 1.0 / math.exp(m * 0.5) - 0.05 * m
+
+
+@pytest.mark.parametrize("angle", [-1.3, -1.0, -0.4, 0.0, 0.25, 1.0, 2.0])
+def test_inferred_throttle_is_donkeycars(angle: float) -> None:
+    parser = make_parser("steering_linear", tensors={"angle": "n_outputs0"}, throttle="inferred")
+    parser.check_outputs([TensorSpec("n_outputs0", (None, 1), np.dtype(np.float32))])
+    result = parser.parse({"n_outputs0": np.array([[angle]], np.float32)}, SETTINGS)
+    assert result.angle == pytest.approx(angle)  # the angle itself is not clamped here
+    assert result.throttle == pytest.approx(donkey_throttle(float(np.float32(angle))), abs=1e-12)
+
+
+def test_inferred_throttle_refusals_and_nan() -> None:
+    parser = make_parser("steering_linear", tensors={"angle": "a"}, throttle="inferred")
+    result = parser.parse({"a": np.array([[np.nan]], np.float32)}, SETTINGS)
+    assert math.isnan(result.angle) and math.isnan(result.throttle)
+    with pytest.raises(SpecError, match=r"output\.throttle is 'sometimes'"):
+        make_parser("steering_linear", throttle="sometimes")
+    with pytest.raises(SpecError, match=r"unknown role.*output\.tensors\.throttle"):
+        make_parser("steering_linear", throttle="inferred")  # both angle and throttle mapped
+    with pytest.raises(SpecError, match=r"an inferred pilot maps only output\.tensors\.angle"):
+        make_parser("steering_linear", tensors={"combined": "c"}, throttle="inferred")
+
+
+def test_location_role_linear_and_categorical() -> None:
+    from trt_perception.outputs.steering import LocalizedSteering
+
+    parser = make_parser("steering_linear", tensors={"angle": "angle", "throttle": "throttle", "location": "zloc"})
+    outputs = [TensorSpec(n, (1, 1), np.dtype(np.float32)) for n in ("angle", "throttle")]
+    parser.check_outputs([*outputs, TensorSpec("zloc", (1, 8), np.dtype(np.float32))])
+    with pytest.raises(SpecError, match=r"'zloc'.*location scores"):
+        parser.check_outputs([*outputs, TensorSpec("zloc", (1, 8, 2), np.dtype(np.float32))])
+    scores = np.full((1, 8), 0.01, np.float32)
+    scores[0, 5] = 0.93
+    result = parser.parse({"angle": np.array([[0.1]]), "throttle": np.array([[0.2]]), "zloc": scores}, SETTINGS)
+    assert isinstance(result, LocalizedSteering) and isinstance(result, SteeringPrediction)
+    assert (result.angle, result.throttle, result.location) == pytest.approx((0.1, 0.2, 5))
+    assert result.location_score == pytest.approx(0.93)
+    scores[0, 2] = np.nan
+    result = parser.parse({"angle": np.array([[0.1]]), "throttle": np.array([[0.2]]), "zloc": scores}, SETTINGS)
+    assert result.location == -1 and math.isnan(result.location_score)
+    categorical = make_parser("steering_categorical", tensors={"angle": "a", "throttle": "t", "location": "zloc"})
+    result = categorical.parse({"a": one_hot(15, 7), "t": one_hot(20, 0), "zloc": one_hot(4, 3)}, SETTINGS)
+    assert (result.angle, result.throttle, result.location) == pytest.approx((0.0, 0.0, 3))
