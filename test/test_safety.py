@@ -203,3 +203,35 @@ def test_threads_share_one_safety_object():
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_stale_input_hold_is_a_stop_after_the_enable_switch():
+    from trt_perception.safety import REASON_STALE_INPUT
+
+    safety = make(smoothing=0.5)
+    safety.command_from(SteeringPrediction(0.8, 0.3), 1.0)
+    reason = f"{REASON_STALE_INPUT}: imu_in: no sensor_msgs/Imu on 'imu' for 0.40 s (max_age 0.25 s)"
+    cmd = safety.command_from(SteeringPrediction(0.8, 0.3), 1.1, hold=reason)
+    assert (cmd.steering, cmd.throttle, cmd.stop, cmd.reason) == (0.0, 0.0, True, reason)
+    assert safety.input_stop_count == 1 and safety.last_input_stop == reason
+    # the filters restarted: no smoothing towards the value before the stop
+    assert safety.command_from(SteeringPrediction(-0.4, 0.3), 1.2).steering == pytest.approx(-0.4)
+    safety.set_enabled(False, 1.3)
+    assert safety.command_from(SteeringPrediction(0.1, 0.1), 1.4, hold=reason).reason == REASON_DISABLED
+
+
+def test_resets_count_every_fresh_start():
+    clock = FakeClock(0.0)
+    safety = make(clock=clock, watchdog_timeout=0.5)
+    before = safety.resets
+    safety.command_from(SteeringPrediction(0.1, 0.1), 1.0)
+    safety.command_from(SteeringPrediction(0.1, 0.1), 1.1)
+    assert safety.resets == before  # plain frames: no restart
+    safety.command_from(SteeringPrediction(0.1, 0.1), 0.5)  # the clock jumped back
+    assert safety.resets == before + 1
+    safety.command_from(SteeringPrediction(math.nan, 0.1), 0.6)
+    assert safety.resets == before + 2
+    assert safety.check_watchdog(5.0) is not None and safety.resets == before + 3
+    safety.set_enabled(False, 5.1)
+    safety.set_enabled(True, 5.2)
+    assert safety.resets == before + 5

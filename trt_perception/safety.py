@@ -2,9 +2,11 @@
 
 A model's output is a suggestion; what reaches the motors is clamped to configured limits, filtered (EMA
 smoothing, slew limit), and replaced by a stop when the model says NaN/inf, when frames stop arriving
-(watchdog), or when a person switches the pilot off. The node and the replay tool share this object through
-``FrameProcessor``; it is thread-safe because the node's worker, its watchdog timer and its service callback
-all touch it.
+(watchdog), when an input the pilot needs besides the camera is stale (an IMU that went quiet), or when a
+person switches the pilot off. Every such event also restarts the pilot's state: the filters here, and the
+task's pilot inputs (DonkeyCar memory, frame sequences) through ``resets``. The node and the replay tool share
+this object through ``FrameProcessor``; it is thread-safe because the node's worker, its watchdog timer and its
+service callback all touch it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ REASON_NONFINITE = "non-finite model output"
 REASON_WATCHDOG = "watchdog"
 REASON_DISABLED = "disabled"
 REASON_SHUTDOWN = "shutdown"
+REASON_STALE_INPUT = "stale pilot input"  # prefix: "stale pilot input: imu_in: no sensor_msgs/Imu ..."
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,11 @@ class PilotSafety:
         self.error_count = 0  # non-finite model outputs seen
         self.last_error: Optional[str] = None
         self.stop_count = 0  # stop commands produced (all reasons)
+        self.input_stop_count = 0  # stops because a pilot input was stale (``hold``)
+        self.last_input_stop: Optional[str] = None
+        # Bumped whenever the pilot starts afresh (enable, disable, any stop, the clock jumping back): the task
+        # compares it to restart its own state (memory, frame sequence), from any thread, without a callback.
+        self.resets = 0
 
     # ------------------------------------------------------------------------------------------ state
 
@@ -126,11 +134,18 @@ class PilotSafety:
     def _reset_filters(self) -> None:
         self._prev_steering = None
         self._prev_time = None
+        self.resets += 1
 
     # ------------------------------------------------------------------------------------- per frame
 
-    def command_from(self, prediction: SteeringPrediction, now: Optional[float] = None) -> DriveCommand:
-        """The command for one model prediction at time ``now`` (seconds); feeds the watchdog."""
+    def command_from(
+        self, prediction: SteeringPrediction, now: Optional[float] = None, hold: Optional[str] = None
+    ) -> DriveCommand:
+        """The command for one model prediction at time ``now`` (seconds); feeds the watchdog.
+
+        ``hold``: why this frame must not drive although the model answered (a stale pilot input, stated
+        with ``REASON_STALE_INPUT``); it gives a stop carrying that reason, after the enable switch.
+        """
         now = self._clock() if now is None else now
         with self._lock:
             self._last_frame = now
@@ -140,6 +155,11 @@ class PilotSafety:
                 return self.stop_command(REASON_DISABLED)
             if self._prev_time is not None and now < self._prev_time:
                 self._reset_filters()  # the clock jumped back (a looping bag on sim time): start afresh
+            if hold:
+                self._reset_filters()
+                self.input_stop_count += 1
+                self.last_input_stop = hold
+                return self.stop_command(hold)
             angle = float(prediction.angle)
             throttle = float(prediction.throttle)
             if not (math.isfinite(angle) and math.isfinite(throttle)):
