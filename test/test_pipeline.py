@@ -166,3 +166,105 @@ def test_missing_onnxruntime_is_a_clear_backend_error(tmp_path: Path, monkeypatc
     monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # import now raises ImportError
     with pytest.raises(BackendError, match="pip install onnxruntime"):
         open_model(model)
+
+
+# ------------------------------------------------------------------------- DonkeyCar ROI crop and mask
+
+
+def _donkey_normalize(rgb: np.ndarray) -> np.ndarray:
+    """utils.normalize_image (autorope/donkeycar@cde8bbe9 utils.py:145-151) as the float32 TFLite feeds it."""
+    return (rgb.astype(np.float64) * (1.0 / 255.0)).astype(np.float32)
+
+
+def _donkey_img_crop(rgb: np.ndarray, top: int, bottom: int) -> np.ndarray:
+    """utils.img_crop (utils.py:137-142), DonkeyCar 3.x's ROI crop."""
+    end = rgb.shape[0] if bottom == 0 else -bottom
+    return rgb[top:end, ...]
+
+
+def _donkey_mask(rgb: np.ndarray, points: list) -> np.ndarray:
+    """parts/cv.py ImgCropMask / ImgTrapezoidalMask .run (cv.py:472-524, 363-410), line for line."""
+    mask = np.zeros(rgb.shape, dtype=np.int32)
+    cv2.fillConvexPoly(mask, np.array(points, dtype=np.int32), [255, 255, 255])
+    return np.multiply(rgb, np.asarray(mask, dtype="bool"))
+
+
+def _pilot_input(tmp_path: Path, height: int, **input_extra: object) -> object:
+    path = brightness_pilot(tmp_path, height=height)
+    spec = yaml.safe_load(path.with_suffix(".yaml").read_text())
+    spec["input"].update(input_extra)
+    path.with_suffix(".yaml").write_text(yaml.safe_dump(spec))
+    return open_model(path).pipeline
+
+
+def _noise(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+
+
+def test_spec_crop_is_donkeycar_3x_img_crop(tmp_path: Path) -> None:
+    """DonkeyCar 3.x: the model takes IMAGE_H - top - bottom rows of the camera image; input.crop counts rows at
+    model resolution, which for a frame of the camera size (120 rows) are the same rows: pixel for pixel."""
+    rgb = _noise()
+    pipeline = _pilot_input(tmp_path, 70, crop={"top": 40, "bottom": 10})
+    pipeline.run(DecodedImage(rgb, "rgb"))
+    expected = _donkey_normalize(_donkey_img_crop(rgb, 40, 10))
+    np.testing.assert_allclose(pipeline.preprocessor.tensor[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("region, points", [
+    ({"top": 45, "bottom": 0, "left": 0, "right": 0}, [[0, 45], [160, 45], [160, 120], [0, 120]]),
+    # odd sides: DonkeyCar's rectangle includes its edges, so bottom 5 keeps row 115 and right 7 keeps column 153
+    ({"top": 30, "bottom": 5, "left": 3, "right": 7}, [[3, 30], [153, 30], [153, 115], [3, 115]]),
+    ({"polygon": [[20, 60], [140, 60], [160, 120], [0, 120]]}, [[20, 60], [140, 60], [160, 120], [0, 120]]),
+])
+def test_spec_mask_is_donkeycar_crop_and_trapeze_transformations(tmp_path: Path, region: dict, points: list) -> None:
+    """DonkeyCar >= 4.5 TRANSFORMATIONS ['CROP'] / ['TRAPEZE']: the pixels outside the region are zeroed at full
+    size before x / 255 - the same tensor, pixel for pixel, with ROI_CROP_* / ROI_TRAPEZE_* copied as they are."""
+    rgb = _noise(1)
+    pipeline = _pilot_input(tmp_path, 120, mask=region)
+    prediction = pipeline.run(DecodedImage(rgb, "rgb")).parsed
+    expected = _donkey_normalize(_donkey_mask(rgb, points))
+    np.testing.assert_allclose(pipeline.preprocessor.tensor[0], expected, atol=1e-6)
+    assert prediction.angle == pytest.approx(2 * float(expected.mean()) - 1, abs=1e-5)
+    if "top" in region and region["bottom"] == 5:
+        assert pipeline.preprocessor.tensor[0, 115].any() and not pipeline.preprocessor.tensor[0, 116].any()
+        assert pipeline.mask.kept == (153 - 3 + 1) * (115 - 30 + 1)
+
+
+def test_mask_keeps_the_offset_of_black_and_joins_regions(tmp_path: Path) -> None:
+    pipeline = _pilot_input(tmp_path, 120, mask=[{"top": 10}, {"left": 20}], scale=1 / 127.5, offset=-1.0)
+    pipeline.run(DecodedImage(np.full((120, 160, 3), 255, np.uint8), "rgb"))
+    tensor = pipeline.preprocessor.tensor[0]
+    assert (tensor[:10] == -1.0).all() and (tensor[:, :20] == -1.0).all()
+    np.testing.assert_allclose(tensor[10:, 20:], 1.0, atol=1e-6)
+
+
+def test_gpu_preprocess_refuses_masks_and_sequences(tmp_path: Path) -> None:
+    from trt_perception.pipeline import ModelPipeline
+
+    path = brightness_pilot(tmp_path)
+    spec = yaml.safe_load(path.with_suffix(".yaml").read_text())
+    spec["input"]["mask"] = {"top": 40}
+    path.with_suffix(".yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpecError, match="input.mask, which the CPU preprocessing applies; fix: turn gpu_preprocess"):
+        ModelPipeline.open(path, gpu_preprocess=True)
+
+
+def test_frame_sequence_ring_keeps_the_last_n_in_order_without_new_buffers() -> None:
+    from trt_perception.pipeline import FrameSequence
+
+    frame = np.zeros((1, 2, 2, 1), np.float32)
+    sequence = FrameSequence(3, frame)
+    ring_address = sequence.ring.__array_interface__["data"][0]
+    seen = []
+    for value in range(1, 8):
+        frame[...] = value
+        view = sequence.push(frame)
+        assert view.flags.c_contiguous and view.shape == (1, 3, 2, 2, 1)
+        assert view.__array_interface__["data"][0] >= ring_address  # a view into the ring
+        seen.append(view[0, :, 0, 0, 0].tolist())
+    assert seen == [[1, 1, 1], [1, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5], [4, 5, 6], [5, 6, 7]]
+    sequence.restart()
+    frame[...] = 9
+    assert sequence.push(frame)[0, :, 0, 0, 0].tolist() == [9, 9, 9]
+    assert sequence.ring.__array_interface__["data"][0] == ring_address

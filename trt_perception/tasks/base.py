@@ -32,6 +32,19 @@ class HeadOutput:
     timings: Dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class ModelInputs:
+    """What a task feeds its model besides the camera frame, for one frame (``Task.model_inputs``).
+
+    ``arrays``: model input name -> array, the task's own buffers allocated once and filled in place (memory,
+    IMU, behavior one-hot). ``epoch``: the task bumps it when it starts afresh (stop, disable, the clock
+    jumping back); a model fed a frame sequence (``input.sequence``) restarts its sequence when it changes.
+    """
+
+    arrays: Dict[str, np.ndarray] = field(default_factory=dict)
+    epoch: int = 0
+
+
 @dataclass(frozen=True)
 class Topic:
     """An output topic of a head: ``role`` (what the task calls it), relative ``name`` (so the node's
@@ -85,9 +98,27 @@ class Task(abc.ABC):
 
     # ------------------------------------------------------------------------------------- per frame
 
+    def model_inputs(self, now: float) -> Optional[ModelInputs]:
+        """The model's inputs besides the frame for the frame about to run at ``now`` (None: the image only).
+        Called by ``Head.run`` before the model runs, on the worker thread."""
+        return None
+
     @abc.abstractmethod
     def finish(self, parsed: Any, transform: ImageTransform, now: float) -> HeadOutput:
         """A parser's raw result -> this head's output in source-image terms."""
+
+    # ------------------------------------------------------------------------------------ subscriptions
+
+    def accepts_topics(self) -> List[Tuple[str, str]]:
+        """Topics this task reads besides the camera: (topic name, ``messages.MESSAGE_CLASSES`` short type).
+        Relative names follow the node's namespace. The node subscribes to them and replay reads them from the
+        bag; both hand every message to ``on_message``."""
+        return []
+
+    def on_message(self, topic: str, msg: Any, now: float) -> None:
+        """One message of an ``accepts_topics`` topic (rclpy or rosbags object), received at ``now`` (seconds on
+        the node's clock, the bag time in replay). Any thread; must be quick."""
+        return None
 
     # ------------------------------------------------------------------------------------- messages
 
