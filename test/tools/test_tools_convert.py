@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -379,3 +380,156 @@ def test_export_torch_and_torchscript(tmp_path: Path) -> None:
     assert convert.run_convert(_args(*argv)) == 0
     spec = load_spec(scripted_onnx)
     assert spec.input.name == "input" and spec.output.format == "steering_linear"
+
+
+# ------------------------------------------------------------------------------------------ DonkeyCar
+
+
+def _donkey_cli(tmp_path: Path, kind: str, *argv: str, **model: Any) -> Tuple[Path, Dict[str, Any]]:
+    from donkey_factory import donkey_model
+
+    source = donkey_model(tmp_path, kind, file_name=model.pop("file_name", f"{kind}_src.onnx"), **model)
+    out = tmp_path / f"{kind}.onnx"
+    assert convert.run_convert(_args(str(source), "-o", str(out), "--force", *argv)) == 0
+    return out, yaml.safe_load(out.with_suffix(".yaml").read_text())
+
+
+def test_donkeycar_models_are_recognized_without_flags(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for kind, fmt in (("memory", "steering_linear"), ("behavior", "steering_categorical"), ("rnn", "steering_linear")):
+        out, spec = _donkey_cli(tmp_path, kind)
+        assert spec["output"]["format"] == fmt
+        assert load_spec(out).task == "steering"
+    assert "DonkeyCar rnn pilot" in capsys.readouterr().out
+
+
+def test_donkeycar_config_gives_range_mask_and_behaviors(tmp_path: Path) -> None:
+    car = tmp_path / "mycar"
+    car.mkdir()
+    (car / "config.py").write_text("IMAGE_W = 160\nIMAGE_H = 120\nMODEL_CATEGORICAL_MAX_THROTTLE_RANGE = 0.8\n"
+                                   "TRANSFORMATIONS = []\nROI_CROP_TOP = 45\n"
+                                   "BEHAVIOR_LIST = ['Left_Lane', 'Right_Lane']\n")
+    (car / "myconfig.py").write_text("MODEL_CATEGORICAL_MAX_THROTTLE_RANGE = 0.6\nTRANSFORMATIONS = ['CROP']\n"
+                                     "ROI_CROP_TOP = 40\nROI_CROP_BOTTOM = 5\n")
+    _, spec = _donkey_cli(tmp_path, "behavior", "--donkey-config", str(car / "myconfig.py"))
+    assert spec["output"]["throttle_range"] == [0.0, 0.6]
+    assert spec["input"]["mask"] == {"top": 40, "bottom": 5, "left": 0, "right": 0}
+    assert spec["inputs"]["xbehavior_in"]["labels"] == ["Left_Lane", "Right_Lane"]
+    # an explicit flag beats the car
+    _, spec = _donkey_cli(tmp_path, "categorical", "--donkey-config", str(car / "config.py"), "--throttle-range",
+                          "0,0.5")
+    assert spec["output"]["throttle_range"] == [0.0, 0.5]
+    (car / "myconfig.py").write_text("TRANSFORMATIONS = ['BLUR']\n")
+    with pytest.raises(ConfigError, match="'BLUR'.*CROP and TRAPEZE only"):
+        _donkey_cli(tmp_path, "linear", "--donkey-config", str(car / "config.py"))
+
+
+def test_donkeycar_3x_crop_is_read_from_the_model_height(tmp_path: Path) -> None:
+    (tmp_path / "config.py").write_text("IMAGE_H = 120\nIMAGE_W = 160\nROI_CROP_TOP = 40\nROI_CROP_BOTTOM = 10\n")
+    _, spec = _donkey_cli(tmp_path, "linear", "--donkey-config", str(tmp_path / "config.py"), height=70)
+    assert spec["input"]["crop"] == {"top": 40, "bottom": 10} and spec["input"]["height"] == 70
+    _, spec = _donkey_cli(tmp_path, "linear", "--crop-top", "20", height=100)
+    assert spec["input"]["crop"] == {"top": 20, "bottom": 0}
+
+
+def test_donkeycar_database_entry_types_the_pilot(tmp_path: Path) -> None:
+    from donkey_factory import database_entry
+
+    models = tmp_path / "models"
+    models.mkdir()
+    entries = [database_entry("pilot_24-05-01_4", "KerasCategorical-R:0.7", "tflite_categorical",
+                              {"IMAGE_H": 120, "IMAGE_W": 160, "TRANSFORMATIONS": [],
+                               "MODEL_CATEGORICAL_MAX_THROTTLE_RANGE": 0.7}),
+               database_entry("pilot_24-05-01_5", "KerasMemory-L:3-D:0", "memory", {"IMAGE_H": 120})]
+    (models / "database.json").write_text(json.dumps(entries))
+    _, spec = _donkey_cli(models, "categorical", "--donkey-database", str(models / "database.json"),
+                          file_name="pilot_24-05-01_4.onnx", names="tflite")
+    assert spec["output"]["throttle_range"] == [0.0, 0.7]
+    _, spec = _donkey_cli(models, "memory", "--donkey-database", str(models / "database.json"),
+                          file_name="pilot_24-05-01_5.onnx")
+    assert spec["inputs"]["mem_in"]["length"] == 3
+    with pytest.raises(SpecError, match="'linear' pilot but the type given is 'KerasMemory-L:3-D:0'"):
+        _donkey_cli(models, "linear", "--donkey-database", str(models / "database.json"),
+                    file_name="pilot_24-05-01_5.onnx")
+    with pytest.raises(ConfigError, match="contradicts the database entry"):
+        _donkey_cli(models, "memory", "--donkey-database", str(models / "database.json"), "--donkey-type", "imu",
+                    file_name="pilot_24-05-01_5.onnx")
+    with pytest.raises(ConfigError, match="--ssd/--nms for detectors"):
+        convert.run_convert(_args(str(models / "pilot_24-05-01_5.onnx"), "--donkey-type", "memory", "--ssd"))
+
+
+def test_donkeycar_vector_input_without_a_donkeycar_name_needs_the_type(tmp_path: Path) -> None:
+    from donkey_factory import donkey_model
+
+    source = donkey_model(tmp_path, "memory")
+    model = onnx.load(str(source))
+    for node in model.graph.node:
+        node.input[:] = ["input_2" if name == "mem_in" else name for name in node.input]
+    model.graph.input[1].name = "input_2"
+    onnx.save(model, str(source))
+    with pytest.raises(SpecError, match="fix: pass --donkey-type memory"):
+        convert.run_convert(_args(str(source), "-o", str(tmp_path / "a.onnx")))
+    assert convert.run_convert(_args(str(source), "-o", str(tmp_path / "a.onnx"), "--donkey-type", "memory")) == 0
+    assert [i.name for i in onnx.load(str(tmp_path / "a.onnx")).graph.input] == ["img_in", "mem_in"]
+
+
+# Keras / TFLite -> ONNX parity: DonkeyCar's own graphs (test/donkey_keras.py), every pilot type and source format,
+# the converted ONNX on ONNX Runtime against the source model's own runtime, same inputs, within 1e-4.
+
+KERAS_OUTPUTS = {"angle": ("n_outputs0", "angle_out", "out_0", "angle"),
+                 "throttle": ("n_outputs1", "throttle_out", "out_1", "throttle"),
+                 "location": ("zloc",), "combined": ("model_outputs", "outputs")}
+
+
+def _source_outputs(fmt: str, path: Path, keras_model: Any, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Outputs by Keras layer name, from Keras itself or the TFLite interpreter (DonkeyCar's TfLite part)."""
+    import tensorflow as tf
+
+    if fmt == "tflite":
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+        runner = interpreter.get_signature_runner()
+        return {k: np.asarray(v) for k, v in runner(**feed).items()}
+    model = keras_model if fmt == "h5" else tf.keras.models.load_model(str(path), compile=False)
+    outputs = model(feed, training=False)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return {name: np.asarray(value) for name, value in zip(model.output_names, outputs)}
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["h5", "savedmodel", "tflite"])
+@pytest.mark.parametrize("kind", ["linear", "categorical", "inferred", "imu", "memory", "behavior", "localizer",
+                                  "rnn", "3d"])
+def test_donkeycar_keras_and_tflite_parity(tmp_path: Path, kind: str, fmt: str) -> None:
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf2onnx")
+    from donkey_factory import frames
+    from donkey_keras import build, to_tflite
+
+    length = 5 if kind == "3d" else 3
+    keras_model = build(kind, length=length)
+    source = tmp_path / f"pilot.{fmt}"
+    if fmt == "tflite":
+        to_tflite(keras_model, str(source))
+    else:
+        keras_model.save(str(source))
+    out = tmp_path / "pilot.onnx"
+    if (kind, fmt) == ("rnn", "tflite"):  # Keras LSTM -> TFLite Flex TensorList ops: tf2onnx cannot express them
+        with pytest.raises(BuildError, match=r"Flex TensorList ops.*convert the pilot's .savedmodel or .h5"):
+            convert.run_convert(_args(str(source), "-o", str(out)))
+        return
+    assert convert.run_convert(_args(str(source), "-o", str(out))) == 0
+    spec = load_spec(out)
+    rng = np.random.default_rng(3)
+    images = np.stack([f.astype(np.float32) / 255.0 for f in frames(length, seed=8)])
+    feed: Dict[str, np.ndarray] = {"img_in": images[None] if spec.input.sequence else images[:1]}
+    for extra in spec.inputs:
+        if extra.source == "behavior":
+            feed[extra.name] = np.eye(extra.size, dtype=np.float32)[1:2]
+        else:
+            feed[extra.name] = rng.uniform(-1, 1, (1, extra.size)).astype(np.float32)
+    expected = _source_outputs(fmt, source, keras_model, feed)
+    got = _run(out, feed)
+    for role, tensor in spec.output.tensors.items():
+        name = next(n for n in KERAS_OUTPUTS[role] if n in expected) if len(expected) > 1 else next(iter(expected))
+        np.testing.assert_allclose(got[tensor].reshape(-1), expected[name].reshape(-1), atol=1e-4, rtol=0,
+                                   err_msg=f"{kind} {fmt}: {role} ({name})")

@@ -8,7 +8,13 @@
 - PyTorch: ``export_torch(model, sample_input, path)`` for models built in Python, and TorchScript files
   (``.pt``/``.ts`` saved with ``torch.jit.save``) from the command line; both use the TorchScript-based
   ``torch.onnx.export`` (``dynamo=False`` where torch has that switch): its graphs parse on TensorRT 8.2.
-- Steering models (DonkeyCar): outputs renamed ``angle``/``throttle`` (by name: ``n_outputs0``/``angle_out``
+- DonkeyCar pilots (a graph input named ``img_in``, or any ``--donkey-*`` flag): every pilot type DonkeyCar
+  trains (linear, categorical, inferred, imu, memory, behavior, localizer, rnn, 3d) is recognized from the graph
+  (trt_perception/donkeycar.py), its inputs renamed to DonkeyCar's names and its outputs to their roles, and a
+  complete spec written: extra inputs, frame sequence, crop or mask, categorical throttle range, inferred
+  throttle. ``--donkey-config myconfig.py`` and ``--donkey-database models/database.json`` add what only the car
+  knows (type string ``KerasCategorical-R:0.8``, TRANSFORMATIONS/ROI_CROP_*, BEHAVIOR_LIST).
+- Other steering models: outputs renamed ``angle``/``throttle`` (by name: ``n_outputs0``/``angle_out``
   are the angle, ``n_outputs1``/``throttle_out`` the throttle; else in order), linear vs categorical detected
   from the output shapes ([N,1] vs [N,bins]), spec written with DonkeyCar's input conventions (RGB, x/255,
   NHWC, 120x160 unless the model says otherwise).
@@ -356,6 +362,110 @@ def finish_steering(model: onnx.ModelProto, options: Optional[SteeringOptions] =
     return new_model, spec
 
 
+@dataclass
+class DonkeyOptions:
+    """What the car says beyond the graph: its config files, its pilot database, a type, and flag overrides."""
+
+    config: Optional[Path] = None  # myconfig.py / config.py
+    database: Optional[Path] = None  # models/database.json
+    pilot_type: Optional[str] = None  # 'memory', 'tflite_categorical', 'KerasMemory-L:3-D:0', ...
+    model_file: str = ""  # the source model's file name (to find its database entry)
+    crop_top: Optional[int] = None
+    crop_bottom: Optional[int] = None
+    throttle_range: Optional[Tuple[float, float]] = None
+    name: str = ""
+
+
+def _tensor_dims(tensor: Any) -> Tuple[Optional[int], ...]:
+    return tuple(d if isinstance(d, int) and d >= 0 else None for d in (tensor.shape or []))
+
+
+def finish_donkeycar(model: onnx.ModelProto, options: Optional[DonkeyOptions] = None) \
+        -> Tuple[onnx.ModelProto, Dict[str, Any], List[str]]:
+    """A DonkeyCar pilot's ONNX graph -> (graph with DonkeyCar input names and role output names, its complete
+    spec, notes for the user). See trt_perception/donkeycar.py for what each pilot type looks like."""
+    from trt_perception import donkeycar as dk
+
+    options = options or DonkeyOptions()
+    notes: List[str] = []
+    config: Optional[dk.CarConfig] = None
+    hint: Optional[dk.PilotType] = None
+    if options.config is not None:
+        config = dk.read_car_config(options.config)
+        notes.append(f"car config: {', '.join(config.sources)}")
+    if options.database is not None:
+        entry = dk.read_database(options.database, options.model_file or None)
+        if config is not None:
+            differ = sorted(k for k, v in entry.config.values.items() if k in config.values and config.values[k] != v
+                            and k in dk.TEMPLATE_DEFAULTS)
+            if differ:
+                trained = ", ".join(f"{k}={entry.config.values[k]!r}" for k in differ)
+                car = ", ".join(f"{k}={config.values[k]!r}" for k in differ)
+                notes.append(f"the pilot was trained with {trained} but the car config says {car}; "
+                             "the training values are used")
+            config = dk.CarConfig({**config.values, **entry.config.values}, config.sources + entry.config.sources)
+        else:
+            config = entry.config
+        pilot = entry.pilot or entry.model_type
+        if pilot:
+            hint = dk.parse_pilot_type(pilot)
+        notes.append(f"database entry {entry.name!r}: Pilot {entry.pilot!r}, Type {entry.model_type!r}")
+    if options.pilot_type:
+        given = dk.parse_pilot_type(options.pilot_type)
+        if hint is not None and hint.kind != given.kind:
+            raise ConfigError(f"--donkey-type {options.pilot_type!r} contradicts the database entry ({hint.text!r}); "
+                              "fix: drop one of them")
+        hint = given if hint is None or given.text.startswith("Keras") else hint
+    gs = _gs()
+    graph = gs.import_onnx(model)
+    _fix_batch(graph)
+    inputs = [dk.Tensor(t.name, _tensor_dims(t)) for t in graph.inputs]
+    outputs = [dk.Tensor(t.name, _tensor_dims(t)) for t in graph.outputs]
+    ops = sorted({node.op for node in graph.nodes})
+    rec = dk.recognize(inputs, outputs, ops, hint)
+    by_name = {t.name: t for t in list(graph.inputs) + list(graph.outputs)}
+    _rename_tensor(graph, by_name[rec.image.name], dk.IMAGE_INPUT)
+    canonical = {"memory": dk.MEMORY_INPUT, "imu": dk.IMU_INPUT, "behavior": dk.BEHAVIOR_INPUT}
+    for kind, tensor in rec.extra.items():
+        _rename_tensor(graph, by_name[tensor.name], canonical[kind])
+    for role, tensor in rec.roles.items():
+        _rename_tensor(graph, by_name[tensor.name], role)
+
+    choices = dk.SpecChoices(config=config, name=options.name)
+    if options.throttle_range is not None:
+        if options.throttle_range[0] != 0.0:
+            raise ConfigError(f"--throttle-range {options.throttle_range}: DonkeyCar's categorical throttle starts at "
+                              "0 (linear_unbin offset 0); expected 0,R")
+        choices.throttle_range = float(options.throttle_range[1])
+    elif hint is not None and hint.throttle_range is not None:
+        choices.throttle_range = hint.throttle_range
+    elif config is not None and config.has("MODEL_CATEGORICAL_MAX_THROTTLE_RANGE"):
+        choices.throttle_range = float(config.get("MODEL_CATEGORICAL_MAX_THROTTLE_RANGE"))
+    height = rec.image.shape[-3]
+    if options.crop_top is not None or options.crop_bottom is not None:
+        choices.crop_top, choices.crop_bottom = options.crop_top or 0, options.crop_bottom or 0
+    elif config is not None and "CROP" not in dk.transformations(config):
+        top, bottom = int(config.get("ROI_CROP_TOP") or 0), int(config.get("ROI_CROP_BOTTOM") or 0)
+        image_h = config.get("IMAGE_H")
+        if (top or bottom) and isinstance(image_h, int) and height == image_h - top - bottom:
+            choices.crop_top, choices.crop_bottom = top, bottom  # DonkeyCar 3.x: the model takes the cropped rows
+            notes.append(f"the model takes {height} rows = IMAGE_H {image_h} - ROI_CROP_TOP {top} - ROI_CROP_BOTTOM "
+                         f"{bottom}: DonkeyCar 3.x cropping, written as input.crop")
+    if config is not None:
+        size = (config.get("IMAGE_H"), config.get("IMAGE_W"))
+        frame = tuple(rec.image.shape[-3:-1])
+        if size != frame and not (choices.crop_top or choices.crop_bottom):
+            notes.append(f"the car config says IMAGE_H x IMAGE_W = {size[0]}x{size[1]} but the model takes "
+                         f"{frame[0]}x{frame[1]}; the spec follows the model (frames are resized to it)")
+        if "CROP" in dk.transformations(config):
+            notes.append("TRANSFORMATIONS has CROP: written as input.mask (DonkeyCar >= 4.5 masks the ROI_CROP_* "
+                         "borders black at full size; 4.2-4.4 cropped and stretched instead, not reproduced)")
+    spec = dk.build_spec(rec, choices)
+    title = f"DonkeyCar {rec.kind} pilot" + (f" ({hint.text})" if hint is not None and hint.text else "")
+    notes = [title, *notes, *rec.notes]
+    return _export(gs, graph, model), spec, notes
+
+
 def _export(gs: Any, graph: Any, original: onnx.ModelProto) -> onnx.ModelProto:
     graph.cleanup().toposort()
     model = gs.export_onnx(graph)
@@ -567,8 +677,19 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     steer = parser.add_argument_group("steering")
     steer.add_argument("--crop-top", type=int, default=0, help="rows cropped from the top (model resolution)")
     steer.add_argument("--crop-bottom", type=int, default=0, help="rows cropped from the bottom")
-    steer.add_argument("--throttle-range", default="0,1", help="categorical throttle range (DonkeyCar: 0,1)")
+    steer.add_argument("--throttle-range", help="categorical throttle range (default: the DonkeyCar car's "
+                       "MODEL_CATEGORICAL_MAX_THROTTLE_RANGE, else 0,1; DonkeyCar 5 templates: 0,0.8)")
     steer.add_argument("--angle-range", default="-1,1", help="categorical angle range (default -1,1)")
+    donkey = parser.add_argument_group("DonkeyCar pilots (recognized from the graph; these add what the car knows)")
+    donkey.add_argument("--donkey-config", type=Path, metavar="MYCONFIG",
+                        help="the car's myconfig.py or config.py (image size, TRANSFORMATIONS/ROI_CROP_*, "
+                        "MODEL_CATEGORICAL_MAX_THROTTLE_RANGE, BEHAVIOR_LIST); read as literals, never run")
+    donkey.add_argument("--donkey-database", type=Path, metavar="DATABASE_JSON",
+                        help="the car's models/database.json: the pilot's type string (e.g. KerasCategorical-R:0.8) "
+                        "and training config, found by the model's file name")
+    donkey.add_argument("--donkey-type", metavar="TYPE",
+                        help="pilot type when the graph cannot say: linear, categorical, inferred, imu, memory, "
+                        "behavior, localizer, rnn, 3d, or a type string such as KerasMemory-L:3-D:0")
     ssd = parser.add_argument_group("SSD raw heads")
     ssd.add_argument("--boxes-tensor", help="box regression tensor to cut at")
     ssd.add_argument("--scores-tensor", help="class score tensor to cut at")
@@ -641,11 +762,17 @@ def run_convert(args: argparse.Namespace) -> int:
     if not source.exists():
         raise ConfigError(f"model {source} does not exist; fix: pass the path of the model to convert")
     framework = detect_framework(source) if args.framework == "auto" else args.framework
-    default = source.with_suffix(".onnx") if source.is_file() else source.parent / (source.name + ".onnx")
+    default = source.with_suffix(".onnx") if source.is_file() or source.suffix == ".savedmodel" \
+        else source.parent / (source.name + ".onnx")
     output: Path = args.output or default
-    post = args.steering or args.ssd is not None
+    donkey = bool(args.donkey_config or args.donkey_database or args.donkey_type)
+    if donkey and (args.ssd is not None or args.nms):
+        raise ConfigError("--donkey-config/--donkey-database/--donkey-type are for DonkeyCar pilots; --ssd/--nms for "
+                          "detectors; fix: drop one")
+    post = args.steering or args.ssd is not None or donkey
     if framework == "onnx" and not post and not args.nms:
-        if not _looks_like_steering(onnx.load(str(source), load_external_data=False)):
+        source_model = onnx.load(str(source), load_external_data=False)
+        if not (_looks_like_steering(source_model) or _looks_like_donkeycar(source_model)):
             raise ConfigError(f"{source} is already ONNX; pass --steering, --ssd or --nms to do something with it")
         post = True  # a DonkeyCar-shaped drive model: name its heads and write its spec
     if framework == "onnx" and not post:
@@ -677,14 +804,27 @@ def run_convert(args: argparse.Namespace) -> int:
         raise ConfigError(f"framework {framework!r} is not supported here; expected one of {list(FRAMEWORKS)}")
 
     model = onnx.load(str(converted))
+    if framework in TF_FLAGS:
+        _check_converted(model, source)
     spec: Optional[Dict[str, Any]] = None
     if args.ssd is not None:
         options = _ssd_options(args)
         if options.labels:  # the spec resolves it from its own folder
             options.labels = os.path.relpath(Path(options.labels).resolve(), output.parent.resolve())
         model, spec = finish_ssd(model, options, output.with_name(f"{output.stem}_anchors.npy"))
+    elif donkey or _looks_like_donkeycar(model):
+        throttle = _floats(args.throttle_range, 2, "--throttle-range")
+        options = DonkeyOptions(
+            config=args.donkey_config, database=args.donkey_database, pilot_type=args.donkey_type,
+            model_file=source.name, crop_top=args.crop_top or None, crop_bottom=args.crop_bottom or None,
+            throttle_range=(throttle[0], throttle[1]) if throttle else None, name=args.name,
+        )
+        model, spec, notes = finish_donkeycar(model, options)
+        for note in notes:
+            print(f"convert: {note}")
     elif args.steering or _looks_like_steering(model):
-        ranges = (_floats(args.angle_range, 2, "--angle-range"), _floats(args.throttle_range, 2, "--throttle-range"))
+        ranges = (_floats(args.angle_range, 2, "--angle-range"),
+                  _floats(args.throttle_range or "0,1", 2, "--throttle-range"))
         model, spec = finish_steering(model, SteeringOptions(args.crop_top, args.crop_bottom, ranges[0], ranges[1],
                                                              args.name))
     _write(model, spec, output, force=True)
@@ -701,6 +841,35 @@ def run_convert(args: argparse.Namespace) -> int:
         )
         print(f"wrote {out} and {spec_path} (output format {args.nms}_nms)")
     return 0
+
+
+def _check_converted(model: onnx.ModelProto, source: Path) -> None:
+    """tf2onnx leaves TensorFlow ops it cannot express as nodes ONNX does not know (a Keras LSTM saved to TFLite
+    becomes Flex TensorList ops): name them and the way around, instead of a checker traceback."""
+    try:
+        onnx.checker.check_model(model)
+        return
+    except onnx.checker.ValidationError as exc:
+        problem = str(exc).splitlines()[0]
+    from onnx import defs
+
+    unknown = sorted({n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")
+                      and not defs.has(n.op_type)})
+    hint = ""
+    if source.suffix.lower() == ".tflite" and any(op.startswith("TensorList") for op in unknown):
+        hint = (" (a Keras LSTM stored in TFLite as Flex TensorList ops; DonkeyCar rnn pilots); fix: convert the "
+                "pilot's .savedmodel or .h5 instead - DonkeyCar writes it beside the .tflite")
+    raise BuildError(
+        f"tf2onnx converted {source} into a graph ONNX cannot run: {problem}"
+        + (f"; TensorFlow ops left in it: {unknown}" if unknown else "")
+        + (hint or "; fix: convert the Keras .h5 / SavedModel form of the model, or a newer tf2onnx/opset (--opset)")
+    )
+
+
+def _looks_like_donkeycar(model: onnx.ModelProto) -> bool:
+    """A graph input named like DonkeyCar's image input (``img_in``; tflite: ``serving_default_img_in:0``)."""
+    initializers = {t.name for t in model.graph.initializer}
+    return any("img_in" in v.name.lower() for v in model.graph.input if v.name not in initializers)
 
 
 def _looks_like_steering(model: onnx.ModelProto) -> bool:
