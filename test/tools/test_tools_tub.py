@@ -206,7 +206,42 @@ def test_imu_pilot_replays_from_a_bag_with_its_imu_topic(tmp_path: Path) -> None
     report = replay_bag(tmp_path / "bag", params, out=tmp_path / "out")
     commands = read_messages(tmp_path / "out")["/cmd_vel"]
     assert report.frames_processed == 10 and len(commands) == 10
-    assert all(c.linear.x != 0.0 for c in commands)  # driving: the IMU arrived with every frame
+    assert all(c.linear.x != 0.0 for _, c in commands)  # driving: the IMU arrived with every frame
+    # the same pilot on a recording without /imu: a stop on every frame, and the report says why
+    write_tub(tmp_path / "tub2", drive_frames(5))
+    tub2bag(tmp_path / "tub2", tmp_path / "bag2")
+    report = replay_bag(tmp_path / "bag2", params, out=tmp_path / "out2")
+    assert any(f"reads {IMU_TOPIC}, which is not in the bag" in note for note in report.notes)
+    commands = read_messages(tmp_path / "out2")["/cmd_vel"]
+    assert len(commands) == 5 and all((c.linear.x, c.angular.z) == (0.0, 0.0) for _, c in commands)
+
+
+def test_memory_pilot_replays_from_a_bag(tmp_path: Path) -> None:
+    """The memory pilot driven from a played bag feeds its own outputs back, as DonkeyCar's loop does."""
+    test_dir = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(test_dir))
+    from donkey_factory import HEAD_RUN_FEEDS_INPUTS, NOT_WIRED, DonkeyLoop, convert_pilot
+
+    if not HEAD_RUN_FEEDS_INPUTS:
+        pytest.skip(NOT_WIRED)
+    from trt_perception.tools.replay import replay_bag
+
+    frames = drive_frames(8)
+    tub = write_tub(tmp_path / "tub", frames)
+    tub2bag(tub, tmp_path / "bag")
+    params = write_params(tmp_path, pilot__model=str(convert_pilot(tmp_path, "memory")), pilot__enabled=True,
+                          detector__enabled=False, pilot__drive_enabled=True, pilot__throttle_mode="model",
+                          pilot__max_steering=1.0, image_transport="compressed", image_topic=IMAGE_TOPIC)
+    replay_bag(tmp_path / "bag", params, out=tmp_path / "out")
+    commands = read_messages(tmp_path / "out")["/cmd_vel"]
+    loop = DonkeyLoop("memory")
+    images = read_messages(tmp_path / "bag")[IMAGE_TOPIC]
+    import cv2
+
+    for (_, command), (_, image) in zip(commands, images):
+        rgb = cv2.imdecode(np.asarray(image.data), cv2.IMREAD_COLOR)[:, :, ::-1]
+        angle, throttle = loop.run(rgb)
+        assert (-command.angular.z, command.linear.x) == pytest.approx((np.clip(angle, -1, 1), throttle), abs=1e-4)
 
 
 def test_tub2bag_cli(tmp_path: Path) -> None:
@@ -215,5 +250,5 @@ def test_tub2bag_cli(tmp_path: Path) -> None:
     tub = write_tub(tmp_path / "tub", drive_frames(3))
     assert cli_main(["tub2bag", str(tub), str(tmp_path / "bag"), "--raw"]) == 0
     messages = read_messages(tmp_path / "bag")
-    assert messages["/camera/image_raw"][0].encoding == "rgb8"
+    assert messages["/camera/image_raw"][0][1].encoding == "rgb8"
     assert cli_main(["tub2bag", str(tub), str(tmp_path / "bag")]) == 2  # exists: refused, no traceback
