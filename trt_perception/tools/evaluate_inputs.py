@@ -15,6 +15,7 @@ clock)`` and replays through it; then add one ``InputKind`` line to ``INPUT_KIND
 
 from __future__ import annotations
 
+import gc
 import glob
 import io
 import math
@@ -513,6 +514,11 @@ def run_task(task: Task) -> Dict[str, Any]:
         summary["error"] = f"{type(exc).__name__}: {exc}"
         summary["traceback"] = traceback.format_exc(limit=8)
     summary["wall_s"] = time.perf_counter() - started
+    recorders.clear()
+    # A replay leaves reference cycles behind (rosbags builds message classes per reader, ONNX Runtime
+    # sessions): collect them now, or a worker's memory climbs with every input until the collector's rare
+    # full pass.
+    gc.collect()
     return summary
 
 
