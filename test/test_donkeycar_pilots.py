@@ -274,3 +274,52 @@ def test_converted_graphs_keep_donkeycar_names(tmp_path: Path) -> None:
     assert [i.name for i in model.graph.input] == ["img_in", "imu_in"]
     assert sorted(o.name for o in model.graph.output) == ["angle", "throttle"]
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+
+
+# ---------------------------------------------------------------------- on the TensorRT backend (doubles)
+
+
+def _register_donkey_programs() -> None:
+    from donkey_factory import memory_weights
+    from fakes.tensorrt_fake import PROGRAMS, register_program
+
+    if "donkey.memory" in PROGRAMS:
+        return
+
+    @register_program("donkey.memory")
+    def _memory(inputs: Any, outputs: Any, params: Any) -> Any:  # the graph of donkey_model(kind="memory")
+        image, mem = inputs["img_in"].astype(np.float64), inputs["mem_in"].astype(np.float64)
+        wa, wt = memory_weights(mem.shape[-1] // 2)
+        m, r = image.mean(), image[..., 0].mean()
+        angle = np.tanh(mem[0] @ wa + 2 * m - 1)
+        throttle = 1 / (1 + np.exp(-(mem[0] @ wt + r)))
+        return {"angle": np.full((1, 1), angle, np.float32), "throttle": np.full((1, 1), throttle, np.float32)}
+
+    @register_program("donkey.rnn")
+    def _rnn(inputs: Any, outputs: Any, params: Any) -> Any:  # the graph of donkey_model(kind="rnn")
+        means = inputs["img_in"].astype(np.float64).reshape(inputs["img_in"].shape[1], -1).mean(axis=1)
+        return {"combined": np.array([[means[-1] - means[0], means.mean()]], np.float32)}
+
+
+@pytest.mark.parametrize("kind", ["memory", "rnn"])
+def test_memory_and_sequence_pilots_on_the_tensorrt_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            kind: str) -> None:
+    """The engine's pinned host buffers take the task's arrays and the sequence view (copied by infer)."""
+    from fakes.tensorrt_fake import make_plan
+    from yolo_factory import install_tensorrt
+
+    _register_donkey_programs()
+    gpu = install_tensorrt(monkeypatch)
+    onnx_path = convert_pilot(tmp_path, kind)
+    tensors = [{"name": i.name, "mode": "input", "shape": [d.dim_value for d in i.type.tensor_type.shape.dim]}
+               for i in onnx.load(str(onnx_path)).graph.input]
+    tensors += [{"name": n, "mode": "output", "shape": [1, 2 if n == "combined" else 1]}
+                for n in (("combined",) if kind == "rnn" else ("angle", "throttle"))]
+    engine = tmp_path / f"{kind}.engine"
+    engine.write_bytes(make_plan(tensors, compute_capability=gpu.compute_capability, program=f"donkey.{kind}"))
+    (tmp_path / f"{kind}.engine.yaml").write_text(onnx_path.with_suffix(".yaml").read_text())
+    head = open_model(engine, values=DRIVE)
+    assert head.describe()["backend"] == "tensorrt"
+    rgbs = frames(5, seed=6)
+    loop = DonkeyLoop(kind)
+    _close(_outputs(head, rgbs, 1.0), [loop.run(rgb) for rgb in rgbs])
