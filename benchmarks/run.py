@@ -42,6 +42,7 @@ BENCHMARKS = {  # name -> module; run in this order
     "tracking": "bench_tracking",
     "heads": "bench_heads",
     "cameras": "bench_cameras",
+    "evaluate": "bench_evaluate",
 }
 
 

@@ -358,7 +358,7 @@ class FrameRows:
             arrays[f"latency_{i}"] = np.asarray(self.latency[stage], np.float32)
         arrays["version"] = np.asarray(ROWS_VERSION)
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
+        np.savez(buffer, **arrays)  # uncompressed: the report reads each file up to three times
         return buffer.getvalue()
 
     @classmethod

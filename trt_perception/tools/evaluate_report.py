@@ -674,7 +674,11 @@ def _plot_per_input(plt: Any, report: Dict[str, Any], path: Path) -> Optional[Pa
         if len(keys) > 1:
             ax.legend(fontsize=8)
     fig.suptitle("per input", fontsize=10)
-    fig.tight_layout()
+    if len(entries) <= 30:
+        fig.tight_layout()
+    else:  # tight_layout measures every label: seconds for a hundred inputs
+        fig.subplots_adjust(left=0.1, right=0.98, top=1 - 0.6 / fig.get_figheight(), bottom=0.4 / fig.get_figheight(),
+                            wspace=0.45)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
