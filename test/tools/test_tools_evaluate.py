@@ -373,3 +373,28 @@ def test_ray_gives_the_local_numbers(tmp_path: Path, models: Path, two_bags: Tup
     assert accuracy(remote["results"]) == accuracy(local.report["results"])
     assert remote["results"]["differences"]["steering_mae_rise"] == local.report["results"]["differences"][
         "steering_mae_rise"]
+
+
+def test_synthetic_bag_has_the_demo_topics_and_truth_and_is_deterministic(tmp_path: Path) -> None:
+    from bagfixtures import read_messages
+
+    from trt_perception.errors import BagError
+    from trt_perception.tools.synthetic_bag import main as synthetic_main
+    from trt_perception.tools.synthetic_bag import write_synthetic_bag
+
+    first = write_synthetic_bag(tmp_path / "a", world=8, seconds=0.4, fps=10)
+    messages = read_messages(first)
+    assert messages["__types__"] == {"/camera/image_raw/compressed": "sensor_msgs/msg/CompressedImage",
+                                     "/teleop/cmd_vel": "geometry_msgs/msg/Twist",
+                                     "/ground_truth/detections": "vision_msgs/msg/Detection2DArray"}  # fmt: skip
+    assert len(messages["/camera/image_raw/compressed"]) == 4
+    for (_, image), (_, truth) in zip(messages["/camera/image_raw/compressed"], messages["/ground_truth/detections"]):
+        assert truth.header.stamp == image.header.stamp
+        assert all(d.results[0].hypothesis.class_id in ("cone", "box") for d in truth.detections)
+    second = write_synthetic_bag(tmp_path / "b", world=8, seconds=0.4, fps=10)
+    assert [bytes(m.data) for _, m in read_messages(second)["/camera/image_raw/compressed"]] == \
+        [bytes(m.data) for _, m in messages["/camera/image_raw/compressed"]]
+    with pytest.raises(BagError, match="--force"):
+        write_synthetic_bag(first, seconds=0.2)
+    assert synthetic_main([str(first), "--seconds", "0.2", "--force"]) == 0
+    assert len(read_messages(first)["/camera/image_raw/compressed"]) == 3  # 0.2 s at 15 fps
