@@ -391,6 +391,7 @@ def test_synthetic_bag_has_the_demo_topics_and_truth_and_is_deterministic(tmp_pa
     for (_, image), (_, truth) in zip(messages["/camera/image_raw/compressed"], messages["/ground_truth/detections"]):
         assert truth.header.stamp == image.header.stamp
         assert all(d.results[0].hypothesis.class_id in ("cone", "box") for d in truth.detections)
+        assert all(d.id.startswith(d.results[0].hypothesis.class_id + "-") for d in truth.detections)
     second = write_synthetic_bag(tmp_path / "b", world=8, seconds=0.4, fps=10)
     assert [bytes(m.data) for _, m in read_messages(second)["/camera/image_raw/compressed"]] == \
         [bytes(m.data) for _, m in messages["/camera/image_raw/compressed"]]

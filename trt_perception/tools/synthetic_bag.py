@@ -3,8 +3,8 @@
 Why: `trt-perception evaluate` is about many recordings, and the package ships one (``data/demo/drive_bag``).
 This writes more of the same kind - JPEG camera frames on ``/camera/image_raw/compressed``, the "human" Twist
 on ``/teleop/cmd_vel`` and the true boxes on ``/ground_truth/detections`` (labels cone/box, ``id`` the
-object's index in the frame) - from ``synthetic_world`` with other seeds, so the demo models meet a world they
-were not trained on. Deterministic: same seeds, same bytes.
+object's track id, e.g. ``cone-12``, as in the demo bag) - from ``synthetic_world`` with other seeds, so the
+demo models meet a world they were not trained on. Deterministic: same seeds, same bytes.
 
     python -m trt_perception.tools.synthetic_bag second_bag --world 8 --seconds 10
 """
@@ -80,12 +80,15 @@ def write_synthetic_bag(path: PathLike, world: int = 8, drive_seed: Optional[int
             twist = t[twist_type](linear=vector(x=float(frame.throttle), y=0.0, z=0.0),
                                   angular=vector(x=0.0, y=0.0, z=-float(frame.steering)))  # REP 103: + = left
             writer.write(command_conn, stamp_ns, store.serialize_cdr(twist, twist_type))
-            truth = t[truth_type](header=header, detections=_detections(t, header, frame.boxes, frame.labels))
+            ids = list(getattr(frame, "track_ids", None) or [])
+            truth = t[truth_type](header=header, detections=_detections(t, header, frame.boxes, frame.labels, ids))
             writer.write(truth_conn, stamp_ns, store.serialize_cdr(truth, truth_type))
     return path
 
 
-def _detections(t: dict, header: object, boxes: np.ndarray, labels: Sequence[str]) -> List[object]:
+def _detections(t: dict, header: object, boxes: np.ndarray, labels: Sequence[str],
+                track_ids: Sequence[str]) -> List[object]:
+    """Truth boxes as Detection2D, ``id`` the object's track id (its index in the frame where none is known)."""
     pose = t["geometry_msgs/msg/PoseWithCovariance"](
         pose=t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
                                          orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)),
@@ -99,7 +102,8 @@ def _detections(t: dict, header: object, boxes: np.ndarray, labels: Sequence[str
             center=t["vision_msgs/msg/Pose2D"](position=t["vision_msgs/msg/Point2D"](x=(x0 + x1) / 2, y=(y0 + y1) / 2),
                                                theta=0.0),
             size_x=x1 - x0, size_y=y1 - y0)  # fmt: skip
-        out.append(t["vision_msgs/msg/Detection2D"](header=header, results=[hypothesis], bbox=bbox, id=str(k)))
+        track = str(track_ids[k]) if k < len(track_ids) else str(k)
+        out.append(t["vision_msgs/msg/Detection2D"](header=header, results=[hypothesis], bbox=bbox, id=track))
     return out
 
 
