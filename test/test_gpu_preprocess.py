@@ -566,7 +566,7 @@ def test_gpu_kernel_reads_a_padded_device_frame_in_place(real_api: CudaApi) -> N
         InputSpec(name="Input", height=300, width=300, scale=(2 / 255,) * 3, offset=(-1.0,) * 3),
         InputSpec(name="images", height=640, width=640, resize="letterbox", pad_value=114.0,
                   scale=(1 / 255,) * 3, offset=(0.0,) * 3, dtype="float16"),
-        InputSpec(name="img_in", height=120, width=160, layout="NHWC", scale=(1 / 255,) * 3, offset=(0.0,) * 3,
+        InputSpec(name="img_in", height=120, width=160, layout="NHWC", scale=(1 / 255,), offset=(0.0,),
                   crop_top=40, color="GRAY"),
     ]  # fmt: skip
     for spec in specs:
