@@ -339,8 +339,8 @@ def real_decoder() -> Iterator[GpuJpegDecoder]:
 
 
 MAX_DIFFS: Dict[str, Tuple[float, float]] = {}  # case -> (max abs, mean abs)
-PIXEL_TOLERANCE = 8  # levels; libjpeg-turbo (islow IDCT, fancy upsampling) vs nvJPEG
-MEAN_TOLERANCE = 1.0
+PIXEL_TOLERANCE = 4  # levels, libjpeg-turbo vs nvJPEG; measured on an H100: 1 (3 for 4:1:1 and progressive)
+MEAN_TOLERANCE = 0.1  # measured: at most 0.027
 
 
 def jpeg_cases() -> Iterator[Tuple[str, np.ndarray, bytes]]:
