@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The GPU preprocessing checks and benchmark, as run on the `device` GPU machine (H100, CUDA 13, cuda-python,
-# no pycuda, no internet). Wheels travel in .whl/ (see /work/shared/notes/gpu-machine.md): pycuda's sdist and
-# its pure-Python dependencies, plus pytest/pyyaml. A pycuda wheel built on an earlier call may be carried in
-# .whl/ too; otherwise it is built here (about 2 minutes) and left in $OUT for the next call.
-# Usage there:  bash benchmarks/gpu_machine.sh   (writes pytest.log, bench.log, gpu.json to $OUT)
+# The GPU checks and benchmarks, as run on the `device` GPU machine (H100/H200, CUDA 13, cuda-python, cupy, no
+# pycuda, no internet). Wheels travel in .whl/ (see /work/shared/notes/gpu-machine.md): nvidia-nvimgcodec-cu13 +
+# nvidia-nvjpeg (GPU JPEG decoding), pytest and its dependencies, pyyaml; optionally pycuda's sdist (built here,
+# about 2 minutes, and left in $OUT for the next call) or an earlier call's pycuda wheel.
+# Usage there:  bash benchmarks/gpu_machine.sh
+#   writes to $OUT: pytest.log (GPU preprocessing + GPU decode tests), bench.log + gpu.json (benchmarks 7, 7b)
+#   BENCH_ARGS=--jpeg: only benchmark 7b; SKIP_PYCUDA=1: do not build pycuda;
+#   CPU_BENCHMARKS=1: also the CPU benchmarks on this machine's cores.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -11,7 +14,8 @@ export PATH=/usr/local/cuda/bin:$PATH CUDA_ROOT=/usr/local/cuda CUDA_HOME=/usr/l
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
-if ! python3 -c "import pycuda.driver" 2>/dev/null; then
+if [ "${SKIP_PYCUDA:-0}" != 1 ] && ls .whl/pycuda-*.tar.gz >/dev/null 2>&1 \
+    && ! python3 -c "import pycuda.driver" 2>/dev/null; then
   start=$(date +%s)
   MAKEFLAGS=-j16 python3 -m pip wheel -q --no-index --no-deps --no-build-isolation -w "$OUT" \
     .whl/pycuda-*.tar.gz > "$OUT/pycuda-build.log" 2>&1 \
@@ -22,17 +26,18 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 - <<'EOF'
 import importlib
-for name in ("numpy", "cv2", "cuda.bindings", "pycuda", "cupy", "yaml", "pytest"):
+for name in ("numpy", "cv2", "cuda.bindings", "pycuda", "cupy", "yaml", "pytest", "nvidia.nvimgcodec"):
     try:
         module = importlib.import_module(name)
         print(f"{name} {getattr(module, '__version__', '?')}")
     except Exception as exc:  # report what is missing and go on
         print(f"{name} missing ({exc})")
 EOF
-python3 -m pytest test/test_gpu_preprocess.py -v -s -p no:cacheprovider -o addopts="" 2>&1 | tee "$OUT/pytest.log" \
-  | grep -E "PASS|FAIL|ERROR|SKIP|max \||passed|failed|error" | grep -v "PASSED" | tail -40
+timeout 300 python3 -m pytest test/test_gpu_preprocess.py test/test_gpu_decode.py -v -s -p no:cacheprovider -o addopts="" \
+  2>&1 | tee "$OUT/pytest.log" | grep -E "FAIL|ERROR|SKIP|max \||decoded pixels|engine input|passed|failed|error" \
+  | grep -v "PASSED" | tail -60
 grep -c PASSED "$OUT/pytest.log" | sed 's/^/tests PASSED: /'
-python3 benchmarks/run.py --only gpu --json "$OUT/gpu.json" 2>&1 | tee "$OUT/bench.log"
+timeout 400 python3 benchmarks/bench_gpu.py ${BENCH_ARGS:-} --json "$OUT/gpu.json" 2>&1 | tee "$OUT/bench.log"
 if [ "${CPU_BENCHMARKS:-0}" = 1 ]; then  # the CPU benchmarks on this machine's cores, for comparison
   timeout 300 python3 benchmarks/run.py --skip gpu --json "$OUT/cpu.json" > "$OUT/cpu.log" 2>&1
   grep -E "^## |PASS|MISS|Summary|CRASHED" "$OUT/cpu.log" | cut -c1-200 | tail -60
