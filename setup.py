@@ -37,7 +37,8 @@ setup(
         "report": ["matplotlib"],
         # COCO mAP and MOTA/IDF1 in replay reports (wheels for x86-64 and aarch64, Python 3.8+)
         "eval": ["faster-coco-eval", "motmetrics>=1.4.0"],
-        "tracking": ["lapx>=0.5.13"],  # the tracker's linear assignment (lapjv)
+        "tracking": ["lapx>=0.5.13"],
+        "ray": ["ray>=2.0"],  # evaluate --ray ADDRESS (optional, heavy)  # the tracker's linear assignment (lapjv)
         "test": [
             "pytest", "ruff", "vermin", "onnx-graphsurgeon", "matplotlib", "faster-coco-eval", "motmetrics>=1.4.0",
             "lapx>=0.5.13",
