@@ -284,27 +284,9 @@ def database_entry(name: str, pilot: str, model_type: str, config: Dict[str, Any
 # ------------------------------------------------------------------------------------------ running heads
 
 
-def _head_run_feeds_inputs() -> bool:
-    import inspect
-
-    from trt_perception.heads import Head
-
-    return "model_inputs" in inspect.getsource(Head.run)
-
-
-HEAD_RUN_FEEDS_INPUTS = _head_run_feeds_inputs()
-NOT_WIRED = ("heads.Head.run does not pass task.model_inputs(now) to pipeline.run yet (a one-line change in "
-             "heads.py, see the issue 12 report)")
-
-
 def run_head(head: Any, image: Any, now: float) -> Any:
-    """``head.run(image, now)``; until heads.py passes the task's inputs, the same two calls it will make."""
-    if HEAD_RUN_FEEDS_INPUTS:
-        return head.run(image, now)
-    raw = head.pipeline.run(image, head.task.settings, head.task.model_inputs(now))
-    output = head.task.finish(raw.parsed, raw.transform, now)
-    output.timings = raw.timings
-    return output
+    """``head.run(image, now)``: the task's extra inputs go with the frame."""
+    return head.run(image, now)
 
 
 def imu_message(accel: Sequence[float], gyro_rad: Sequence[float]) -> Any:

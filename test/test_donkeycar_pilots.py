@@ -14,8 +14,6 @@ import onnx
 import pytest
 import yaml
 from donkey_factory import (
-    HEAD_RUN_FEEDS_INPUTS,
-    NOT_WIRED,
     DonkeyLoop,
     convert_pilot,
     donkey_model,
@@ -260,7 +258,6 @@ def test_sequence_size_mismatch_names_input_sequence(tmp_path: Path) -> None:
         ModelPipeline.open(model)
 
 
-@pytest.mark.skipif(not HEAD_RUN_FEEDS_INPUTS, reason=NOT_WIRED)
 def test_head_run_feeds_the_task_inputs(tmp_path: Path) -> None:
     head = open_model(convert_pilot(tmp_path, "memory"), values=DRIVE)
     rgbs = frames(3)

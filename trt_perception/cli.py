@@ -30,6 +30,8 @@ SUBCOMMANDS = (
      "replay many recordings in parallel with one or two model sets: pooled mAP/MAE/latency, A/B, CI gates"),
     ("convert", "trt_perception.tools.convert", "add_convert_arguments", "run_convert",
      "convert Keras/TF/TFLite/PyTorch models to ONNX (+ spec); insert TensorRT NMS plugins"),
+    ("tub2bag", "trt_perception.tools.tub", "add_tub2bag_arguments", "run_tub2bag",
+     "write a DonkeyCar tub (tub v2) as a rosbag2 bag: camera frames + recorded commands as Twist (REP 103)"),
     ("build", "trt_perception.tools.build", "add_build_arguments", "run_build",
      "build a TensorRT engine (+ spec and build metadata) from an ONNX model"),
 )

@@ -37,7 +37,7 @@ class Head:
 
     def run(self, image: DecodedImage, now: float) -> HeadOutput:
         """Preprocess, infer, parse (ModelPipeline), then the task's finish; timings per stage."""
-        raw = self.pipeline.run(image, self.task.settings)
+        raw = self.pipeline.run(image, self.task.settings, self.task.model_inputs(now))
         t0 = perf_counter()
         output = self.task.finish(raw.parsed, raw.transform, now)
         raw.timings["postprocess"] += perf_counter() - t0

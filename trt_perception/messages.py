@@ -41,6 +41,8 @@ MESSAGE_CLASSES: Dict[str, tuple] = {
     "Point": ("geometry_msgs", "Point"),
     "Quaternion": ("geometry_msgs", "Quaternion"),
     "Twist": ("geometry_msgs", "Twist"),
+    "Imu": ("sensor_msgs", "Imu"),
+    "String": ("std_msgs", "String"),
     "Vector3": ("geometry_msgs", "Vector3"),
     "AckermannDriveStamped": ("ackermann_msgs", "AckermannDriveStamped"),
     "AckermannDrive": ("ackermann_msgs", "AckermannDrive"),

@@ -41,7 +41,7 @@ from trt_perception.params import (
     validate_param_change,
 )
 from trt_perception.results import DriveCommand
-from trt_perception.safety import REASON_DISABLED, REASON_NONFINITE, REASON_SHUTDOWN
+from trt_perception.safety import REASON_DISABLED, REASON_NONFINITE, REASON_SHUTDOWN, REASON_STALE_INPUT
 from trt_perception.stats import RollingStats
 
 WATCHDOG_PERIOD = 0.05  # seconds between watchdog checks (ROS clock)
@@ -99,6 +99,8 @@ class PerceptionNode:
         self._lock = threading.Lock()  # pending head settings
         self._pending: Dict[str, Dict[str, Any]] = {}  # head -> its new param values, applied between frames
         self._nonfinite_reported = 0
+        self._input_stops_reported = 0
+        self.input_subscriptions: List[Any] = []
 
         self.table = self._check_overrides()
         self._values = self._declare_parameters(self.table)
@@ -250,8 +252,9 @@ class PerceptionNode:
             image_type = "CompressedImage" if camera.transport == "compressed" else "Image"
             types.require("Header", image_type, param="image_transport")
         for head in self.heads:
-            needed = sorted({t.type for t in head.task.topics(config.topic_prefix(head.name))})
-            types.require(*needed, param=f"{head.name} ({head.task.name} head)")
+            needed = {t.type for t in head.task.topics(config.topic_prefix(head.name))}
+            needed.update(kind for _, kind in head.task.accepts_topics())
+            types.require(*sorted(needed), param=f"{head.name} ({head.task.name} head)")
         if config.diagnostics_period > 0:
             types.require("DiagnosticArray", param="diagnostics_period")
 
@@ -295,6 +298,7 @@ class PerceptionNode:
                     )
                     camera.publishers[(head.name, topic.role)] = publisher
                     camera.topic_names.append(topic.name)
+        self._subscribe_inputs()
         if self.drive_head is not None:
             self.command_pub = self.drive_camera.publishers[(self.drive_head.name, "command")]
             self.watchdog_timer = node.create_timer(WATCHDOG_PERIOD, self._on_watchdog)
@@ -334,6 +338,25 @@ class PerceptionNode:
                 "the compressed topic is <camera topic>/compressed (CompressedImage), the raw one has no suffix "
                 f"(Image); fix: make {topic_param} and {transport_param} agree"
             )
+
+    def _subscribe_inputs(self) -> None:
+        """Topics heads read besides the camera (a pilot's IMU, its behavior): each message goes to the task as
+        it arrives. IMU streams are sensor data (best effort, latest only); a behavior is a rare, reliable command
+        whose last value must not be missed."""
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        for camera in self.cameras:
+            for head in camera.processor.heads:
+                for topic, kind in head.task.accepts_topics():
+                    qos = qos_profile_sensor_data if kind == "Imu" else reliable
+                    self.input_subscriptions.append(
+                        self.node.create_subscription(
+                            getattr(self.types, kind), topic,
+                            lambda msg, h=head, t=topic: h.task.on_message(t, msg, self.now()), qos,
+                        )
+                    )
+                    self.logger.info(f"{head.name} reads {kind} from {self._resolved(topic)}")
 
     @property
     def camera_topic(self) -> str:
@@ -481,6 +504,8 @@ class PerceptionNode:
     def _log_stop(self, command: DriveCommand) -> None:
         if command.stop and command.reason.startswith(REASON_NONFINITE):
             self.logger.error(f"stopping the car: {command.reason}", throttle_duration_sec=1.0)
+        elif command.stop and command.reason.startswith(REASON_STALE_INPUT):
+            self.logger.warning(f"stopping the car: {command.reason}", throttle_duration_sec=1.0)
 
     def _publish_command(self, command: DriveCommand, header: Any, force: bool = False) -> None:
         """Publish a drive command. Per-frame 'disabled' stops are not published: while the pilot is off,
@@ -577,6 +602,11 @@ class PerceptionNode:
                 level = "ERROR"
                 problems.append(f"model output NaN/inf: {self.safety.last_error}")
             self._nonfinite_reported = self.safety.error_count
+            if self.safety.input_stop_count > self._input_stops_reported:
+                level = worse("WARN")
+                stops = self.safety.input_stop_count - self._input_stops_reported
+                problems.append(f"{stops} stops for a stale pilot input: {self.safety.last_input_stop}")
+            self._input_stops_reported = self.safety.input_stop_count
         if self._sim_time():
             values["latency_clock"] = "sim time: latency = /clock - image stamp, not wall-clock latency"
         message = "; ".join([*problems, *summaries])

@@ -160,9 +160,7 @@ def _replay_reads_tubs(tub: Path) -> bool:
 def test_replay_takes_a_tub(tmp_path: Path) -> None:
     frames = drive_frames(10)
     tub = write_tub(tmp_path / "tub", frames)
-    if not _replay_reads_tubs(tub):
-        pytest.skip("replay.open_bag does not dispatch tubs to TubReader yet (the one-line change in replay.py "
-                    "described in the issue 12 report)")
+    assert _replay_reads_tubs(tub)
     from trt_perception.tools.replay import replay_bag
 
     before = tree_snapshot(tub)
@@ -176,19 +174,8 @@ def test_replay_takes_a_tub(tmp_path: Path) -> None:
     assert tree_snapshot(tub) == before
 
 
-def _replay_feeds_task_topics() -> bool:
-    import inspect
-
-    from trt_perception.tools import replay
-
-    return "accepts_topics" in inspect.getsource(replay)
-
-
 def test_imu_pilot_replays_from_a_bag_with_its_imu_topic(tmp_path: Path) -> None:
     """The real-car check offline: an IMU pilot driven from a played bag with /imu in it."""
-    if not _replay_feeds_task_topics():
-        pytest.skip("replay does not read the heads' accepts_topics() yet (IMU/behavior topics into "
-                    "task.on_message; see the issue 12 report)")
     test_dir = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(test_dir))
     from donkey_factory import convert_pilot
@@ -220,10 +207,8 @@ def test_memory_pilot_replays_from_a_bag(tmp_path: Path) -> None:
     """The memory pilot driven from a played bag feeds its own outputs back, as DonkeyCar's loop does."""
     test_dir = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(test_dir))
-    from donkey_factory import HEAD_RUN_FEEDS_INPUTS, NOT_WIRED, DonkeyLoop, convert_pilot
+    from donkey_factory import DonkeyLoop, convert_pilot
 
-    if not HEAD_RUN_FEEDS_INPUTS:
-        pytest.skip(NOT_WIRED)
     from trt_perception.tools.replay import replay_bag
 
     frames = drive_frames(8)
@@ -245,8 +230,7 @@ def test_memory_pilot_replays_from_a_bag(tmp_path: Path) -> None:
 
 
 def test_tub2bag_cli(tmp_path: Path) -> None:
-    if not _registered():
-        pytest.skip("the tub2bag subcommand is not registered in cli.SUBCOMMANDS yet (see the issue 12 report)")
+    assert _registered()
     tub = write_tub(tmp_path / "tub", drive_frames(3))
     assert cli_main(["tub2bag", str(tub), str(tmp_path / "bag"), "--raw"]) == 0
     messages = read_messages(tmp_path / "bag")

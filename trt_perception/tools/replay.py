@@ -101,6 +101,12 @@ def open_bag(bag: PathLike, typestore: Any) -> Iterator[Any]:
     if path.suffix == ".bag":
         raise BagError(f"{path} is a ROS 1 bag; replay reads rosbag2 (ROS 2) recordings; fix: convert it with "
                        f"`rosbags-convert --src {path} --dst {path.with_suffix('')}_ros2` (installed with rosbags)")
+    from trt_perception.tools.tub import is_tub, open_tub
+
+    if is_tub(path):  # a DonkeyCar tub v2 folder: TubReader answers what replay asks of an AnyReader
+        with open_tub(path, typestore) as tub:
+            yield tub
+        return
     try:
         reader = AnyReader([path], default_typestore=typestore)
         reader.open()
@@ -496,6 +502,9 @@ def replay_bag(
         if truth_mask_topic:
             _check_topic(topics, truth_mask_topic, IMAGE_TYPES, "--truth-mask-topic")
 
+        problems = getattr(reader, "problems", None)  # a DonkeyCar tub: what was wrong with it (skipped, noted)
+        if problems is not None and problems.total:
+            notes.extend(f"tub: {line}" for line in problems.lines())
         clock = BagClock(reader.start_time * 1e-9)
         owns_processor = processor is None
         if processor is None:
@@ -594,6 +603,11 @@ class _Run:
                 if not topic.overlay:
                     package, name = MESSAGE_CLASSES[topic.type]
                     self.topics[(head.name, topic.role)] = ("/" + topic.name.lstrip("/"), f"{package}/msg/{name}")
+        # topics heads read besides the camera (IMU, behavior): bag topic -> [(head, the topic as it names it)]
+        self.input_topics: Dict[str, List[Tuple[Any, str]]] = {}
+        for head in processor.heads:
+            for name, _ in head.task.accepts_topics():
+                self.input_topics.setdefault("/" + name.lstrip("/"), []).append((head, name))
         self.detection_head = next((h for h in processor.heads if h.task.name == "detection"), None)
         self.drive_head = processor.drive_head
         self.safety = self.drive_head.task.safety if self.drive_head is not None else None
@@ -619,6 +633,11 @@ class _Run:
         image_conns = [c for c in reader.connections if c.topic == self.topic]
         truth_conns = [c for c in reader.connections
                        if c.topic in (self.truth_drive_topic, self.truth_detections_topic, self.truth_mask_topic)]
+        input_conns = [c for c in reader.connections if c.topic in self.input_topics]
+        for topic in sorted(set(self.input_topics) - {c.topic for c in input_conns}):
+            heads = ", ".join(h.name for h, _ in self.input_topics[topic])
+            self.report.notes.append(f"{heads} reads {topic}, which is not in the bag (an IMU pilot then stops on "
+                                     "every frame)")
         total = sum(c.msgcount for c in image_conns)
         if self.limit is not None:
             total = min(total, self.limit)
@@ -640,12 +659,15 @@ class _Run:
         bar = tqdm(total=total, unit="frame", desc="replay", disable=not self.progress, dynamic_ncols=True,
                    file=sys.stderr)
         try:
-            for conn, t_ns, raw in self._messages(image_conns + truth_conns):
+            for conn, t_ns, raw in self._messages(image_conns + truth_conns + input_conns):
                 if self.limit is not None and index >= self.limit:
                     if t_ns > last_t + DRIVE_MATCH_TOLERANCE_S * 1e9:
                         break  # --limit: past the last frame's neighbourhood, no truth left to match
                     if conn.topic == self.topic:
                         continue
+                if conn.topic in self.input_topics:
+                    self._input(conn, t_ns, raw)
+                    continue
                 if conn.topic != self.topic:
                     self._truth(conn, t_ns, raw)
                     continue
@@ -672,6 +694,17 @@ class _Run:
         self.report.wall_s = time.perf_counter() - started
         self.report.bag_duration_s = (last_t - first_t) * 1e-9 if first_t is not None else 0.0
         self._finish(first_t if first_t is not None else t0)
+
+    def _input(self, conn: Any, t_ns: int, raw: Any) -> None:
+        """A message of a topic a head reads (IMU, behavior): to its task at its bag time, as the node's
+        subscription hands it over on arrival."""
+        try:
+            msg = self.reader.deserialize(raw, conn.msgtype)
+        except Exception as exc:  # a damaged input message is noted, not fatal
+            self.report.notes.append(f"skipped a {conn.topic} message: {type(exc).__name__}: {exc}")
+            return
+        for head, name in self.input_topics[conn.topic]:
+            head.task.on_message(name, msg, t_ns * 1e-9)
 
     def _warm_up(self) -> None:
         """First calls are slow (ONNX Runtime allocations, rosbags compiling its serializers): pay them before
