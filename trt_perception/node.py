@@ -605,7 +605,7 @@ class PerceptionNode:
             if self.safety.input_stop_count > self._input_stops_reported:
                 level = worse("WARN")
                 stops = self.safety.input_stop_count - self._input_stops_reported
-                problems.append(f"{stops} stops for a stale pilot input: {self.safety.last_input_stop}")
+                problems.append(f"{stops} stops: {self.safety.last_input_stop}")
             self._input_stops_reported = self.safety.input_stop_count
         if self._sim_time():
             values["latency_clock"] = "sim time: latency = /clock - image stamp, not wall-clock latency"
