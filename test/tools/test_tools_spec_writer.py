@@ -326,6 +326,17 @@ def test_donkeycar_linear_and_categorical(tmp_path: Path, capsys) -> None:
     assert (spec.output.params["angle_bins"], spec.output.params["throttle_bins"]) == (15, 20)
 
 
+def test_donkeycar_pilot_with_extra_inputs_points_to_convert(tmp_path: Path, capsys) -> None:
+    """A memory pilot has mem_in besides img_in: `spec` reads image-only models and names `convert`, which
+    recognizes the pilot and writes its `inputs:` (before: "not supported by specs", a dead end)."""
+    from donkey_factory import donkey_model
+
+    model = donkey_model(tmp_path, "memory", file_name="memory.onnx")
+    result = spec_cli(capsys, str(model))
+    assert result["rc"] == 2 and "mem_in" in result["err"] and "trt-perception convert memory.onnx" in result["err"]
+    assert "Traceback" not in result["err"] and not model.with_suffix(".yaml").exists()
+
+
 def test_uint8_input_is_fed_raw(tmp_path: Path, capsys) -> None:
     model = model_with_outputs(tmp_path, "u8", {"output0": yolo_predictions()}, input_dtype=TensorProto.UINT8,
                                input_shape=(1, 320, 320, 3))

@@ -602,9 +602,10 @@ def pick_input(model: OnnxModel, ultra: Optional[Ultralytics], height: Optional[
     others = [t for t in model.inputs if t is not images[0]]
     if others:
         raise SpecError(
-            f"{model.path.name} has more inputs than the image {images[0]}: {_outputs_text(others)}; a spec feeds one "
-            "image input (DonkeyCar memory/IMU/behaviour pilots are not supported by specs); fix: export a pilot "
-            "with the image input only"
+            f"{model.path.name} has more inputs than the image {images[0]}: {_outputs_text(others)}; `spec` reads "
+            "image-only models; fix: for a DonkeyCar pilot (mem_in, imu_in, xbehavior_in) run `trt-perception "
+            f"convert {model.path.name} -o OUT.onnx` (it recognizes the pilot and writes the spec with its `inputs:`), "
+            "otherwise write the spec's `inputs:` section by hand (README 'DonkeyCar pilots')"
         )
     tensor = images[0]
     d = tensor.dims
