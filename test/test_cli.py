@@ -72,3 +72,22 @@ def test_errors_are_one_line_not_tracebacks(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "missing.onnx does not exist" in err
     assert "Traceback" not in err
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path: Path, square_png: Path) -> None:
+    """`trt-perception infer ... | head -1`: the reader goes away after one line; before, BrokenPipeError's
+    traceback (and 'Exception ignored ... BrokenPipeError' at exit) landed on the terminal."""
+    import subprocess
+    import sys
+
+    model = grid_detector(tmp_path)
+    images = [str(square_png)] * 200
+    script = "import sys; from trt_perception.cli import main; sys.exit(main(sys.argv[1:]))"
+    reader = subprocess.Popen([sys.executable, "-c", script, "infer", str(model), *images],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout is not None and reader.stderr is not None
+    assert reader.stdout.readline()  # one line, as `head -1` reads
+    reader.stdout.close()
+    err = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == 141, err  # 128 + SIGPIPE, what a shell reports for a killed writer
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err
