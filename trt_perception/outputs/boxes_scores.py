@@ -27,7 +27,7 @@ come out in model-input pixels; the pipeline undoes the letterbox.
 
 from __future__ import annotations
 
-from typing import Any, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -47,6 +47,7 @@ from trt_perception.outputs.checks import (
     param_optional_int,
     same_dim,
 )
+from trt_perception.outputs.columns import ScoreColumns
 from trt_perception.outputs.nms import finalize
 from trt_perception.outputs.yolo import prefix_nms
 from trt_perception.spec import ModelSpec
@@ -77,8 +78,7 @@ class BoxesScoresParser(OutputParser):
         scale = [spec.input.width, spec.input.height] * 2 if self.normalized else [1.0] * 4
         self._scale = np.array(scale, np.float32)
         self._mask: Optional[np.ndarray] = None
-        self._columns_key: Optional[Tuple[int, Optional[FrozenSet[int]]]] = None
-        self._columns_ok = np.zeros((0,), bool)
+        self.columns = ScoreColumns(self.background_class)
 
     # --------------------------------------------------------------------------------------- load time
 
@@ -101,26 +101,9 @@ class BoxesScoresParser(OutputParser):
             [(f"{boxes.name} (boxes)", b_shape[1] if len(b_shape) == 4 else b_shape[-2]),
              (f"{scores.name} (scores)", s_shape[-2])],
         )  # fmt: skip
-        classes = s_shape[-1]
-        if self.background_class is not None and known(classes) and self.background_class >= int(classes):
-            raise SpecError(
-                f"output.background_class is {self.background_class} but model output {scores.name!r} has "
-                f"{classes} score columns; fix: set background_class to a column index or null"
-            )
+        self.columns.check(scores.name, s_shape[-1])
 
     # ---------------------------------------------------------------------------------------- per frame
-
-    def _columns(self, classes: int, allowed: Optional[FrozenSet[int]]) -> np.ndarray:
-        """Which score columns may yield detections (background and allow-list applied), cached."""
-        key = (classes, allowed)
-        if key != self._columns_key:
-            ok = np.ones(classes, bool)
-            if self.background_class is not None and self.background_class < classes:
-                ok[self.background_class] = False
-            if allowed is not None:
-                ok &= np.isin(np.arange(classes), np.fromiter(allowed, np.int64))
-            self._columns_key, self._columns_ok = key, ok
-        return self._columns_ok
 
     def parse(self, outputs: Mapping[str, np.ndarray], settings: DetectionSettings) -> RawDetections:
         with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN outputs: dropped by the NMS and finalize
@@ -142,7 +125,7 @@ class BoxesScoresParser(OutputParser):
             self._mask = np.empty(scores.shape, bool)
         np.greater_equal(scores, settings.score_threshold, out=self._mask)
         rows, cols = np.divmod(np.flatnonzero(self._mask), classes)
-        keep = self._columns(classes, settings.allowed_class_ids)[cols]
+        keep = self.columns(classes, settings.allowed_class_ids)[cols]
         if not keep.all():
             rows, cols = rows[keep], cols[keep]
         if rows.shape[0] == 0:

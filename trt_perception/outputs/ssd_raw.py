@@ -18,7 +18,7 @@ TF's scale factors (10, 10, 5, 5) are variances (0.1, 0.1, 0.2, 0.2).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from trt_perception.outputs.checks import (
     param_optional_int,
     same_dim,
 )
+from trt_perception.outputs.columns import ScoreColumns
 from trt_perception.outputs.nms import batched_nms, finalize
 from trt_perception.spec import ModelSpec
 
@@ -178,8 +179,7 @@ class SsdRawParser(OutputParser):
         self._size_variance = variances_xy[2:4]
         self._mask: Optional[np.ndarray] = None
         self._softmax_reference = self.background_class or 0  # any column bounds the row's logsumexp
-        self._columns_key: Optional[Tuple[int, Optional[FrozenSet[int]]]] = None
-        self._columns_ok = np.zeros((0,), bool)
+        self.columns = ScoreColumns(self.background_class)
 
     @property
     def num_anchors(self) -> int:
@@ -235,26 +235,9 @@ class SsdRawParser(OutputParser):
             fix="make output.anchors describe the model's anchors (grid feature_maps, aspect_ratios, "
             "reduce_boxes_in_lowest_layer, or the anchors file)",
         )
-        classes = s_shape[-1]
-        if self.background_class is not None and known(classes) and self.background_class >= int(classes):
-            raise SpecError(
-                f"output.background_class is {self.background_class} but model output {scores.name!r} has "
-                f"{classes} score columns; fix: set background_class to a column index or null"
-            )
+        self.columns.check(scores.name, s_shape[-1])
 
     # ---------------------------------------------------------------------------------------- per frame
-
-    def _columns(self, classes: int, allowed: Optional[FrozenSet[int]]) -> np.ndarray:
-        """Which score columns may yield detections (background and allow-list applied), cached."""
-        key = (classes, allowed)
-        if key != self._columns_key:
-            ok = np.ones(classes, bool)
-            if self.background_class is not None and self.background_class < classes:
-                ok[self.background_class] = False
-            if allowed is not None:
-                ok &= np.isin(np.arange(classes), np.fromiter(allowed, np.int64))
-            self._columns_key, self._columns_ok = key, ok
-        return self._columns_ok
 
     def _raw_threshold(self, threshold: float) -> float:
         """The score threshold in the space the mask is computed in (logits for sigmoid)."""
@@ -295,7 +278,7 @@ class SsdRawParser(OutputParser):
         else:
             np.greater_equal(scores, self._raw_threshold(threshold), out=self._mask)
         rows, cols = np.divmod(np.flatnonzero(self._mask), classes)  # far faster than a 2-D np.nonzero
-        keep = self._columns(classes, settings.allowed_class_ids)[cols]
+        keep = self.columns(classes, settings.allowed_class_ids)[cols]
         if not keep.all():
             rows, cols = rows[keep], cols[keep]
         candidate_scores = scores[rows, cols].astype(np.float32)
