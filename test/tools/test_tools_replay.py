@@ -132,7 +132,8 @@ def test_both_heads_one_output_per_frame_with_stamps_and_ground_truth(tmp_path: 
 
     assert [Path(p).name for p in report.files] == ["report.json"]
     data = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert data["frames"] == {"in": 8, "processed": 8, "bad": 0, "dropped": 0, "bad_reasons": []}
+    assert data["frames"] == {"in": 8, "processed": 8, "bad": 0, "failed": 0, "dropped": 0, "bad_reasons": [],
+                              "failed_reasons": []}
     assert data["detection_eval"]["overall"]["recall"] == 1.0
     assert data["output_topics"]["/cmd_vel"] == "geometry_msgs/msg/Twist"
 

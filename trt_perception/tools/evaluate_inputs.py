@@ -1,39 +1,37 @@
 """The inputs of `trt-perception evaluate`: finding them, and turning one into per-frame rows on disk.
 
-One input is one recording (a rosbag2 bag today; a DonkeyCar tub is one more ``InputKind``). A worker process
-(or a Ray task) replays it with ``replay.replay_bag`` through a ``RecordingProcessor`` - the node's
-``FrameProcessor`` with a tap that keeps each processed frame's stamp and detections - and returns a small
-summary plus the frame rows as compressed ``.npz`` bytes, which the parent writes into the run folder. The
-parent never holds more than one input's rows, so memory stays flat in the number of inputs; the totals are
-computed afterwards from the files (``evaluate_report``).
+One input is one recording: a rosbag2 bag, or a DonkeyCar tub (tub v2 folder; replay reads it through
+``tools.tub.TubReader``, with its recorded ``user/angle``/``user/throttle`` as the reference commands). A worker
+process (or a Ray task) replays it with ``replay.replay_bag`` - whose per-frame results are already flat numpy
+columns (``report.FrameRows``) - and returns a small summary plus those rows as ``.npz`` bytes, which the
+parent writes into the run folder. The parent never holds more than one input's rows, so memory stays flat in
+the number of inputs; the totals are computed afterwards from the files (``evaluate_report``).
 
-Adding an input kind (e.g. DonkeyCar tubs): write ``claims(path) -> bool`` (a tub folder holds
-``manifest.json``), ``count_frames(path, topic) -> Optional[int]`` and ``run(path, config, options,
-make_processor) -> (ReplayReport, truth)`` where ``run`` builds its processor with ``make_processor(config,
-clock)`` and replays through it; then add one ``InputKind`` line to ``INPUT_KINDS``.
+Adding an input kind: write ``claims(path) -> bool``, ``count_frames(path, topic) -> Optional[int]`` and
+``run(path, config, options, make_processor) -> ReplayReport`` where ``run`` builds its processor with
+``make_processor(config, clock)`` and replays through it; then add one ``InputKind`` line to ``INPUT_KINDS``.
 """
 
 from __future__ import annotations
 
 import gc
 import glob
-import io
 import math
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from trt_perception.errors import ConfigError, TrtPerceptionError
+from trt_perception.tools.report import ROWS_VERSION, FrameRows
+
+__all__ = ["ROWS_VERSION", "EvalOptions", "FrameRows", "InputRef", "Task", "discover_inputs", "run_task"]
 
 PathLike = Union[str, Path]
-# stamp (ns) -> (truth boxes xyxy float64 [N,4], class ids or labels as recorded)
-RawTruth = Dict[int, Tuple[np.ndarray, List[str]]]
-ROWS_VERSION = 1
 
 
 # ------------------------------------------------------------------------------------------- options, tasks
@@ -54,7 +52,7 @@ class EvalOptions:
 
 @dataclass(frozen=True)
 class InputRef:
-    """One recording to evaluate: its path and kind ('bag', later 'tub')."""
+    """One recording to evaluate: its path and kind ('bag' or 'tub')."""
 
     path: str
     kind: str
@@ -86,7 +84,7 @@ class InputKind:
     name: str
     claims: Callable[[Path], bool]
     count_frames: Callable[[Path, str], Optional[int]]
-    run: Callable[..., Tuple[Any, RawTruth]]
+    run: Callable[..., Any]
 
 
 def is_bag(path: Path) -> bool:
@@ -114,43 +112,66 @@ def count_bag_frames(path: Path, topic: str) -> Optional[int]:
     return None
 
 
-def run_bag(path: Path, config: Any, options: EvalOptions,
-            make_processor: Callable[[Any, Any], Any]) -> Tuple[Any, RawTruth]:
-    """Replay one bag through ``make_processor(config, clock)``; also read its ground-truth boxes by stamp.
+def run_bag(path: Path, config: Any, options: EvalOptions, make_processor: Callable[[Any, Any], Any]) -> Any:
+    """Replay one bag through ``make_processor(config, clock)`` as `trt-perception replay` would."""
+    return _replay(path, config, options, make_processor, options.image_topic, options.truth_drive_topic,
+                   options.truth_detections_topic)
 
-    The truth is read in a first pass over that topic only (replay keeps it to itself); replay then reads
-    the bag again for the frames, with the same clock start it would use on its own.
-    """
+
+def count_tub_frames(path: Path, topic: str) -> Optional[int]:
+    """Records of a tub from its catalog manifests less its deleted records (no catalog or image read), for
+    the progress bar; None when it cannot tell."""
+    import json
+
+    try:
+        lines = (path / "manifest.json").read_text(encoding="utf-8").splitlines()
+        deleted = len(json.loads(lines[4]).get("deleted_indexes", []))
+        total = sum(len(json.loads(m.read_text(encoding="utf-8"))["line_lengths"])
+                    for m in path.glob("*.catalog_manifest"))
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
+    return max(total - deleted, 0)
+
+
+def run_tub(path: Path, config: Any, options: EvalOptions, make_processor: Callable[[Any, Any], Any]) -> Any:
+    """Replay one DonkeyCar tub: its camera frames (``tools.tub``'s image topic unless --image-topic names
+    one), scored against the commands it recorded (``user/angle``, ``user/throttle`` as /user/cmd_vel, unless
+    --truth-drive-topic names another of its topics). A tub has no ground-truth boxes: no detection scores."""
+    from trt_perception.tools import tub
+
+    return _replay(path, config, options, make_processor, options.image_topic or tub.IMAGE_TOPIC,
+                   options.truth_drive_topic or tub.USER_TOPIC, None)
+
+
+def _replay(path: Path, config: Any, options: EvalOptions, make_processor: Callable[[Any, Any], Any],
+            image_topic: Optional[str], truth_drive_topic: Optional[str],
+            truth_detections_topic: Optional[str]) -> Any:
     from trt_perception.tools.replay import BagClock, open_bag, replay_bag
 
-    truth: RawTruth = {}
     with open_bag(path, _typestore(options.distro or "humble")) as reader:
-        start_ns = int(reader.start_time)
-        topic = options.truth_detections_topic
-        connections = [c for c in reader.connections if c.topic == topic] if topic else []
-        if connections:
-            for conn, _, raw in reader.messages(connections=connections):
-                try:
-                    msg = reader.deserialize(raw, conn.msgtype)
-                except Exception:  # replay notes a damaged truth message; it is skipped alike here
-                    continue
-                truth[_stamp_ns(msg)] = _truth_boxes(msg)
+        start_ns = int(reader.start_time)  # the clock replay would start its own processor with
     clock = BagClock(start_ns * 1e-9)
     processor = make_processor(config, clock)
     try:
-        report = replay_bag(
-            path, config, out=None, report_dir=None, image_topic=options.image_topic,
-            truth_drive_topic=options.truth_drive_topic, truth_detections_topic=options.truth_detections_topic,
-            realtime=options.realtime, distro=options.distro, limit=options.limit, progress=False, plots=False,
-            processor=processor,
+        return replay_bag(
+            path, config, out=None, report_dir=None, image_topic=image_topic, truth_drive_topic=truth_drive_topic,
+            truth_detections_topic=truth_detections_topic, realtime=options.realtime, distro=options.distro,
+            limit=options.limit, progress=False, plots=False, processor=processor,
         )  # fmt: skip
     finally:
         processor.close()
-    return report, truth
+
+
+def is_tub(path: Path) -> bool:
+    """A DonkeyCar tub v2 folder (manifest.json + catalogs)."""
+    from trt_perception.tools.tub import is_tub as tub_check
+
+    return tub_check(path)
 
 
 INPUT_KINDS: List[InputKind] = [
     InputKind("bag", is_bag, count_bag_frames, run_bag),
+    InputKind("tub", is_tub, count_tub_frames, run_tub),
 ]
 
 
@@ -165,23 +186,6 @@ def _typestore(distro: str) -> Any:
     from trt_perception.tools.replay import _typestore as replay_typestore
 
     return replay_typestore(distro)
-
-
-def _stamp_ns(msg: Any) -> int:
-    stamp = msg.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-def _truth_boxes(msg: Any) -> Tuple[np.ndarray, List[str]]:
-    """A Detection2DArray's boxes (xyxy) and class ids, as replay reads them."""
-    boxes = np.zeros((len(msg.detections), 4), np.float64)
-    ids: List[str] = []
-    for i, det in enumerate(msg.detections):
-        cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
-        w, h = det.bbox.size_x, det.bbox.size_y
-        boxes[i] = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-        ids.append(str(det.results[0].hypothesis.class_id) if det.results else "")
-    return boxes, ids
 
 
 # ------------------------------------------------------------------------------------------- discovery
@@ -272,11 +276,9 @@ def _kinds_text() -> str:
 
 
 class RecordingProcessor:
-    """A ``FrameProcessor`` that also keeps, per processed frame, its stamp and the detection head's boxes.
-
-    Replay calls ``process(msg, now)`` once per frame it processes, in order; everything else is passed
-    through. The clock the heads were built with is set to ``now`` first, exactly as replay sets its own.
-    """
+    """A ``FrameProcessor`` that sets the clock the heads were built with to ``now`` (exactly as replay sets
+    its own) and ticks the run's progress counter once per frame; everything else is passed through. What a
+    frame produced is kept by replay itself (``report.series.rows``)."""
 
     def __init__(self, inner: Any, clock: Any, on_frame: Optional[Callable[[], None]] = None) -> None:
         self._inner = inner
@@ -284,29 +286,14 @@ class RecordingProcessor:
         self._on_frame = on_frame
         self.heads = inner.heads
         self.drive_head = inner.drive_head
-        self.detection_head = next((h for h in inner.heads if h.task.name == "detection"), None)
-        self.stamps: List[int] = []
-        self.det_count: List[int] = []
-        self.det_boxes: List[np.ndarray] = []
-        self.det_scores: List[np.ndarray] = []
-        self.det_labels: List[str] = []
 
     def process(self, msg: Any, now: float) -> Any:
         self._clock.now = now
-        result = self._inner.process(msg, now)
-        self.stamps.append(_stamp_ns(msg))
-        output = result.outputs.get(self.detection_head.name) if self.detection_head is not None else None
-        det = output.result if output is not None else None
-        if det is None:
-            self.det_count.append(-1)
-        else:
-            self.det_count.append(len(det))
-            self.det_boxes.append(np.array(det.boxes, np.float32).reshape(-1, 4))
-            self.det_scores.append(np.array(det.scores, np.float32).reshape(-1))
-            self.det_labels.extend(str(label) for label in det.labels)
-        if self._on_frame is not None:
-            self._on_frame()
-        return result
+        try:
+            return self._inner.process(msg, now)
+        finally:
+            if self._on_frame is not None:
+                self._on_frame()
 
     def close(self) -> None:
         self._inner.close()
@@ -314,148 +301,22 @@ class RecordingProcessor:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def label_for(self, class_id: str) -> str:
-        """Ground truth may name classes by label or by numeric id: compare by label, as replay does."""
-        if self.detection_head is not None and class_id.strip().lstrip("-").isdigit():
-            return str(self.detection_head.spec.detection.label_for(int(class_id)))
-        return class_id
-
 
 # ------------------------------------------------------------------------------------------- rows
 
 
-@dataclass
-class FrameRows:
-    """Per-frame results of one replay (processed frames, in order), as saved in the run folder's .npz."""
-
-    stamps: np.ndarray  # int64 [F], the frames' header stamps (ns)
-    times: np.ndarray  # float64 [F], seconds since the input's first frame (log time)
-    det_count: np.ndarray  # int32 [F]; -1: no detection head output for the frame
-    det_boxes: np.ndarray  # float32 [D, 4] xyxy source pixels, frames' boxes one after another
-    det_scores: np.ndarray  # float32 [D]
-    det_labels: np.ndarray  # int32 [D], index into ``labels``
-    truth_count: np.ndarray  # int32 [F]; -1: no ground-truth message carries the frame's stamp
-    truth_boxes: np.ndarray  # float64 [T, 4]
-    truth_labels: np.ndarray  # int32 [T]
-    labels: List[str]
-    steering: np.ndarray  # float64 [F], predicted, in the recorded topic's units (NaN: no drive head)
-    throttle: np.ndarray
-    steering_truth: np.ndarray  # float64 [F], recorded command nearest in time (NaN: none close enough)
-    throttle_truth: np.ndarray
-    latency: Dict[str, np.ndarray] = field(default_factory=dict)  # stage -> float32 seconds per frame
-
-    def __len__(self) -> int:
-        return int(self.stamps.size)
-
-    def to_bytes(self) -> bytes:
-        stages = sorted(self.latency)
-        arrays = {name: getattr(self, name) for name in (
-            "stamps", "times", "det_count", "det_boxes", "det_scores", "det_labels", "truth_count",
-            "truth_boxes", "truth_labels", "steering", "throttle", "steering_truth", "throttle_truth")}  # fmt: skip
-        arrays["labels"] = np.asarray(self.labels, dtype=np.str_).reshape(-1)
-        arrays["latency_stages"] = np.asarray(stages, dtype=np.str_).reshape(-1)
-        for i, stage in enumerate(stages):
-            arrays[f"latency_{i}"] = np.asarray(self.latency[stage], np.float32)
-        arrays["version"] = np.asarray(ROWS_VERSION)
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)  # uncompressed: the report reads each file up to three times
-        return buffer.getvalue()
-
-    @classmethod
-    def load(cls, path: PathLike) -> FrameRows:
-        with np.load(str(path), allow_pickle=False) as data:
-            stages = [str(s) for s in data["latency_stages"]]
-            return cls(
-                stamps=data["stamps"], times=data["times"], det_count=data["det_count"],
-                det_boxes=data["det_boxes"], det_scores=data["det_scores"], det_labels=data["det_labels"],
-                truth_count=data["truth_count"], truth_boxes=data["truth_boxes"], truth_labels=data["truth_labels"],
-                labels=[str(s) for s in data["labels"]], steering=data["steering"], throttle=data["throttle"],
-                steering_truth=data["steering_truth"], throttle_truth=data["throttle_truth"],
-                latency={stage: data[f"latency_{i}"] for i, stage in enumerate(stages)},
-            )  # fmt: skip
-
-    def frames(self) -> Iterator[Tuple[int, Optional[Tuple[np.ndarray, np.ndarray, List[str]]],
-                                       Optional[Tuple[np.ndarray, List[str]]]]]:
-        """(frame index, detections (boxes, scores, labels) or None, truth (boxes, labels) or None) per frame."""
-        d_end = np.cumsum(np.maximum(self.det_count, 0))
-        t_end = np.cumsum(np.maximum(self.truth_count, 0))
-        labels = self.labels
-        for i in range(len(self)):
-            det = truth = None
-            if self.det_count[i] >= 0:
-                a, b = int(d_end[i] - self.det_count[i]), int(d_end[i])
-                det = (self.det_boxes[a:b], self.det_scores[a:b], [labels[j] for j in self.det_labels[a:b]])
-            if self.truth_count[i] >= 0:
-                a, b = int(t_end[i] - self.truth_count[i]), int(t_end[i])
-                truth = (self.truth_boxes[a:b], [labels[j] for j in self.truth_labels[a:b]])
-            yield i, det, truth
-
-    def scored_frames(self) -> Iterator[Tuple[np.ndarray, List[str], np.ndarray, np.ndarray, List[str]]]:
-        """The frames replay scores detections on (a detection output and a truth message), in the tuple
-        form ``evaluation.coco_map`` takes."""
-        for _, det, truth in self.frames():
-            if det is not None and truth is not None:
-                yield truth[0], truth[1], det[0], det[1], det[2]
-
-
-def build_rows(recorder: RecordingProcessor, report: Any, raw_truth: RawTruth) -> Tuple[FrameRows, List[str]]:
-    """The rows of one replay: the tap's detections, truth paired by stamp as replay pairs it, the
-    predicted and recorded commands from the report's series. Returns the rows and notes."""
-    from trt_perception.tools.replay import DETECTION_MATCH_TOLERANCE_S, DRIVE_MATCH_TOLERANCE_S
-    from trt_perception.tools.report import nearest_within
-
-    notes: List[str] = []
-    count = len(recorder.stamps)
-    stamps = np.asarray(recorder.stamps, np.int64)
-    vocabulary: Dict[str, int] = {}
-
-    def index_of(label: str) -> int:
-        return vocabulary.setdefault(label, len(vocabulary))
-
-    det_labels = np.asarray([index_of(label) for label in recorder.det_labels], np.int32)
-    truth_stamps = np.asarray(sorted(raw_truth), np.int64)
-    pick = nearest_within(stamps.astype(np.float64), truth_stamps.astype(np.float64),
-                          DETECTION_MATCH_TOLERANCE_S * 1e9)
-    truth_count = np.full(count, -1, np.int32)
-    truth_boxes: List[np.ndarray] = []
-    truth_labels: List[int] = []
-    for i, j in enumerate(pick.tolist()):
-        if j < 0:
-            continue
-        boxes, ids = raw_truth[int(truth_stamps[j])]
-        truth_count[i] = len(ids)
-        truth_boxes.append(boxes)
-        truth_labels.extend(index_of(recorder.label_for(c)) for c in ids)
-
-    series = report.series
-    steering = np.full(count, np.nan)
-    throttle = np.full(count, np.nan)
-    steering_truth = np.full(count, np.nan)
-    throttle_truth = np.full(count, np.nan)
-    times = np.asarray(series.frame_times, np.float64) if len(series.frame_times) == count else np.full(count, np.nan)
-    if series.predicted_steering:
-        if len(series.predicted_steering) == count:
-            steering = np.asarray(series.predicted_steering, np.float64)
-            throttle = np.asarray(series.predicted_throttle, np.float64)
-            if series.recorded_times:
-                at = nearest_within(times, np.asarray(series.recorded_times, np.float64), DRIVE_MATCH_TOLERANCE_S)
-                ok = at >= 0
-                steering_truth[ok] = np.asarray(series.recorded_steering, np.float64)[at[ok]]
-                throttle_truth[ok] = np.asarray(series.recorded_throttle, np.float64)[at[ok]]
-        else:
-            notes.append(f"per-frame commands not kept: replay reported {len(series.predicted_steering)} for "
-                         f"{count} frames")
-    latency = {stage: np.asarray(values, np.float32) for stage, values in series.stage_seconds.items()}
-    rows = FrameRows(
-        stamps=stamps, times=times, det_count=np.asarray(recorder.det_count, np.int32),
-        det_boxes=np.concatenate(recorder.det_boxes) if recorder.det_boxes else np.zeros((0, 4), np.float32),
-        det_scores=np.concatenate(recorder.det_scores) if recorder.det_scores else np.zeros(0, np.float32),
-        det_labels=det_labels, truth_count=truth_count,
-        truth_boxes=np.concatenate(truth_boxes).reshape(-1, 4) if truth_boxes else np.zeros((0, 4), np.float64),
-        truth_labels=np.asarray(truth_labels, np.int32), labels=list(vocabulary), steering=steering,
-        throttle=throttle, steering_truth=steering_truth, throttle_truth=throttle_truth, latency=latency,
-    )  # fmt: skip
-    return rows, notes
+def build_rows(report: Any) -> Tuple[FrameRows, List[str]]:
+    """The rows of one replay (replay's own per-frame columns) and notes; an empty table when it kept none."""
+    rows = getattr(report.series, "rows", None)
+    if rows is not None:
+        return rows, []
+    empty_i, empty_f = np.zeros(0, np.int32), np.zeros(0)
+    return FrameRows(
+        stamps=np.zeros(0, np.int64), times=empty_f, det_count=empty_i, det_boxes=np.zeros((0, 4), np.float32),
+        det_scores=np.zeros(0, np.float32), det_labels=empty_i, truth_count=empty_i, truth_boxes=np.zeros((0, 4)),
+        truth_labels=empty_i, labels=[], steering=empty_f, throttle=empty_f, steering_truth=empty_f,
+        throttle_truth=empty_f,
+    ), ["replay kept no per-frame rows"]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- the worker
@@ -503,9 +364,8 @@ def run_task(task: Task) -> Dict[str, Any]:
     try:
         heads = list(task.options.heads) if task.options.heads else None
         config, notes = replay_config(load_config(task.params, heads), None)
-        report, raw_truth = input_kind(task.input.kind).run(Path(task.input.path), config, task.options,
-                                                            make_processor)
-        rows, row_notes = build_rows(recorders[-1], report, raw_truth)
+        report = input_kind(task.input.kind).run(Path(task.input.path), config, task.options, make_processor)
+        rows, row_notes = build_rows(report)
         report.notes.extend(n for n in notes + row_notes if n not in report.notes)
         summary.update(ok=True, report=report.to_dict(), rows=rows.to_bytes())
     except TrtPerceptionError as exc:

@@ -20,6 +20,7 @@ import math
 import shutil
 import sys
 import time
+from array import array
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,11 +36,15 @@ from trt_perception.tools.report import (
     ClassScore,
     DetectionEval,
     DriveError,
+    FrameRows,
     LatencyStats,
     ReplayReport,
     SampleFrame,
     SegmentationEval,
     TrackingEval,
+    attach_mask,
+    check_report_folder,
+    check_writable_folder,
     mae_rmse,
     nearest_within,
     score_frame,
@@ -177,8 +182,9 @@ def _resolve_image_topic(topics: Mapping[str, Any], wanted: str, transport: str)
                    "in the params file)")
 
 
-def _image_topics(topics: Mapping[str, Any]) -> str:
-    found = [f"{t} [{i.msgtype}]" for t, i in sorted(topics.items()) if i.msgtype in IMAGE_TYPES]
+def _image_topics(topics: Mapping[str, Any], counts: bool = False) -> str:
+    found = [f"{t} [{i.msgtype}" + (f", {getattr(i, 'msgcount', '?')} messages]" if counts else "]")
+             for t, i in sorted(topics.items()) if i.msgtype in IMAGE_TYPES]
     return ", ".join(found) if found else "none"
 
 
@@ -393,23 +399,64 @@ class _Frame:
 
 
 class _Collector:
-    """Accumulates what the report needs; one small append per frame, no frame-sized copies."""
+    """Accumulates what the report needs in typed growing columns (``array.array``: 4-8 bytes a value, no
+    Python object per frame), so a replay's memory stays flat in the bag's length."""
 
     def __init__(self, report: ReplayReport, t0_ns: int, sample_indices: Sequence[int]) -> None:
         self.report = report
         self.t0_ns = t0_ns
-        self.stage_seconds: Dict[str, List[float]] = {}
-        self.frame_t: List[float] = []
-        self.frame_stamp: List[int] = []
-        self.steering: List[float] = []
-        self.throttle: List[float] = []
-        self.commands: List[Optional[DriveCommand]] = []
-        self.detections: List[Optional[Detections]] = []
-        self.output_latency: List[float] = []
+        self.stage_seconds: Dict[str, array] = {}
+        self.frame_t = array("q")
+        self.frame_stamp = array("q")
+        self.steering = array("d")  # predicted, in the recorded topic's units; NaN: no command
+        self.throttle = array("d")
+        self.det_count = array("i")  # -1: the detection head gave no output for the frame
+        self.det_boxes = array("f")  # 4 a detection
+        self.det_scores = array("f")
+        self.det_class = array("q")
+        self.det_labels = array("i")  # index into labels
+        self.det_tracks = array("i")  # index into tracks; -1 untracked
+        self.labels: Dict[str, int] = {}
+        self.tracks: Dict[str, int] = {}
+        self.output_latency = array("d")
+        self.drive_outputs = 0
+        self.drive_stops = 0
         self.sample_indices = set(int(i) for i in sample_indices)
         self.samples: List[Tuple[SampleFrame, int]] = []
         # head -> (task, frames, sums of numeric diagnostics, counts of text diagnostics): constant memory
         self._summaries: Dict[str, Tuple[str, List[int], Dict[str, float], Dict[str, Dict[str, int]]]] = {}
+
+    def label_index(self, label: str) -> int:
+        return self.labels.setdefault(label, len(self.labels))
+
+    def track_index(self, track: str) -> int:
+        return self.tracks.setdefault(track, len(self.tracks)) if track else -1
+
+    def frame(self, t_ns: int, stamp: int, values: Tuple[float, float], detections: Optional[Detections],
+              timings: Mapping[str, float]) -> None:
+        """One processed frame, appended to every column at once (nothing partial when a frame fails)."""
+        self.frame_t.append(t_ns)
+        self.frame_stamp.append(stamp)
+        self.steering.append(values[0])
+        self.throttle.append(values[1])
+        for stage, seconds in timings.items():
+            column = self.stage_seconds.get(stage)
+            if column is None:
+                column = self.stage_seconds[stage] = array("d")
+            column.append(seconds)
+        if detections is None:
+            self.det_count.append(-1)
+            return
+        count = len(detections)
+        self.det_count.append(count)
+        if not count:
+            return
+        self.det_boxes.extend(np.asarray(detections.boxes, np.float32).reshape(-1).tolist())
+        self.det_scores.extend(np.asarray(detections.scores, np.float32).reshape(-1).tolist())
+        self.det_class.extend(np.asarray(detections.class_ids, np.int64).reshape(-1).tolist())
+        self.det_labels.extend([self.label_index(str(label)) for label in detections.labels])
+        ids = getattr(detections, "ids", None) or ()
+        self.det_tracks.extend([self.track_index(str(t)) for t in ids] if ids else [-1] * count)
 
     def head_summary(self, head: Any, output: Any) -> None:
         """Fold one frame of a head the report has no dedicated section for (classification, segmentation)
@@ -437,9 +484,74 @@ class _Collector:
         if len(self.report.bad_frame_reasons) < MAX_BAD_REASONS:
             self.report.bad_frame_reasons.append(f"frame {frame.index} at t={frame.t_ns * 1e-9:.3f}: {reason}")
 
-    def timings(self, timings: Mapping[str, float]) -> None:
-        for stage, seconds in timings.items():
-            self.stage_seconds.setdefault(stage, []).append(float(seconds))
+    def failed(self, frame: _Frame, stamp: Optional[int], exc: BaseException) -> None:
+        """A frame whose processing raised something other than an ImageError: counted, listed, skipped."""
+        self.report.failed_frames += 1
+        if len(self.report.failed_frame_reasons) < MAX_BAD_REASONS:
+            at = f", stamp {stamp * 1e-9:.3f}" if stamp is not None else ""
+            self.report.failed_frame_reasons.append(
+                f"frame {frame.index} at t={frame.t_ns * 1e-9:.3f}{at}: {type(exc).__name__}: {exc}")
+
+
+class _Truth:
+    """Ground-truth boxes by stamp, in typed columns (a message's boxes, labels and track ids), the last
+    message winning for a stamp recorded twice."""
+
+    def __init__(self, collect: _Collector) -> None:
+        self.collect = collect
+        self.stamps = array("q")
+        self.count = array("i")
+        self.boxes = array("d")
+        self.labels = array("i")
+        self.tracks = array("i")
+        self._index: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+    def add(self, stamp: int, boxes: np.ndarray, labels: Sequence[str], ids: Sequence[str]) -> None:
+        self.stamps.append(stamp)
+        self.count.append(len(labels))
+        self.boxes.extend(np.asarray(boxes, np.float64).reshape(-1).tolist())
+        self.labels.extend([self.collect.label_index(label) for label in labels])
+        self.tracks.extend([self.collect.track_index(t) for t in ids])
+        self._index = None
+
+    def index(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sorted unique stamps, each one's message row, the rows' first box) for lookups by stamp."""
+        if self._index is None:
+            stamps = np.frombuffer(self.stamps, np.int64) if len(self.stamps) else np.zeros(0, np.int64)
+            rows = np.arange(stamps.size)[::-1]  # the last message of a stamp first, so np.unique keeps it
+            unique, first = np.unique(stamps[::-1], return_index=True)
+            counts = np.frombuffer(self.count, np.int32) if len(self.count) else np.zeros(0, np.int32)
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts.size else counts
+            self._index = (unique, rows[first], starts)
+        return self._index
+
+    def row(self, row: int) -> Tuple[np.ndarray, List[str], List[str]]:
+        """Boxes (xyxy float64), labels and track ids ('' none) of message ``row``."""
+        _, _, starts = self.index()
+        a = int(starts[row])
+        b = a + self.count[row]
+        labels, tracks = _names(self.collect.labels), _names(self.collect.tracks)
+        boxes = np.asarray(self.boxes[4 * a : 4 * b], np.float64).reshape(-1, 4)
+        return (boxes, [labels[j] for j in self.labels[a:b]],
+                [tracks[j] if j >= 0 else "" for j in self.tracks[a:b]])
+
+    def get(self, stamp: int) -> Optional[Tuple[np.ndarray, List[str], List[str]]]:
+        unique, rows, _ = self.index()
+        at = int(np.searchsorted(unique, stamp))
+        return self.row(int(rows[at])) if at < unique.size and unique[at] == stamp else None
+
+
+def _names(vocabulary: Mapping[str, int]) -> List[str]:
+    """A vocabulary (name -> index, filled in order) as the list of names by index."""
+    return list(vocabulary)
+
+
+def _column(values: array, dtype: Any) -> np.ndarray:
+    """A typed column as a numpy array (a copy: the column may still grow)."""
+    return np.array(values, dtype) if len(values) else np.zeros(0, dtype)
 
 
 def replay_bag(
@@ -480,10 +592,14 @@ def replay_bag(
     config, notes = replay_config(config, heads)
     bag_path = Path(bag).expanduser()
     out_path = Path(out).expanduser() if out is not None else None
+    # before any work: an hour-long replay must not fail at the end on its outputs
     if out_path is not None:
-        _check_output(out_path, force)  # before any work: an hour-long replay must not fail at the end
+        _check_output(out_path, force)
         if out_path.resolve() == bag_path.resolve():
             raise BagError(f"--out {out_path} is the input bag; fix: pass another --out")
+        check_writable_folder(out_path.parent, "--out")
+    if report_dir is not None:
+        check_report_folder(Path(report_dir), force)
 
     read_distro = distro or "humble"
     read_store = _typestore(read_distro)
@@ -524,6 +640,11 @@ def replay_bag(
                 output = _OutputBag(out_path, storage, write_store, force)
             try:
                 run.execute(output)
+                if report.frames_in == 0:
+                    raise BagError(f"image topic {topic} of {bag_path} holds no messages, so nothing was replayed "
+                                   f"(no output bag or report written); image topics in this bag: "
+                                   f"{_image_topics(topics, counts=True)}; fix: pass --image-topic with a topic "
+                                   "that has frames, or record the camera")
             except BaseException:
                 if output is not None:
                     output.abort()
@@ -617,9 +738,20 @@ class _Run:
         self.processed_any = False
         self.watchdog_stops = 0
         self.last_frame_id = ""
-        self.drive_truth: List[Tuple[int, float, float]] = []
+        self.drive_truth_t = array("q")  # recorded commands: log time, steering, throttle (own units)
+        self.drive_truth_steering = array("d")
+        self.drive_truth_throttle = array("d")
         self.drive_truth_type: Optional[str] = None
-        self.detection_truth: Dict[int, Tuple[np.ndarray, List[str], List[str]]] = {}  # stamp -> boxes, labels, ids
+        if truth_drive_topic and truth_drive_topic in reader.topics:
+            self.drive_truth_type = str(reader.topics[truth_drive_topic].msgtype)
+        # the units predicted commands are kept in: the recorded topic's, else the pilot's own message
+        self.drive_kind = "twist"
+        if self.drive_truth_type is not None:
+            self.drive_kind = "ackermann" if self.drive_truth_type in (ACKERMANN, ACKERMANN_STAMPED) else "twist"
+        elif self.drive_head is not None:
+            self.drive_kind = self.drive_head.task.pilot.output
+        self.collect = _Collector(report, 0, ())
+        self.detection_truth = _Truth(self.collect)
         self.output: Optional[_OutputBag] = None
         self.busy_until = -math.inf
 
@@ -650,8 +782,9 @@ class _Run:
         self._warm_up()
         t0 = reader.start_time
         samples = np.unique(np.linspace(0, max(total - 1, 0), SAMPLE_CANDIDATES).round().astype(int)) if total else []
-        collect = _Collector(self.report, t0, samples)
-        self.collect = collect
+        collect = self.collect
+        collect.t0_ns = t0
+        collect.sample_indices = set(int(i) for i in samples)
         waiting: Deque[_Frame] = deque()
         index = 0
         first_t = last_t = None
@@ -763,10 +896,14 @@ class _Run:
     # ---------------------------------------------------------------- one frame
 
     def _process(self, frame: _Frame, start_ns: float) -> None:
+        """One frame, with the node's policy: an ImageError is a bad frame, any other exception a failed frame;
+        both are counted (the first few listed in the report) and skipped, and the replay goes on."""
         collect = self.collect
         began = time.perf_counter()
+        stamp: Optional[int] = None
         try:
             msg = self.reader.deserialize(frame.raw, self._image_type())
+            stamp = _stamp_ns(msg)
         except Exception as exc:  # a message the type's CDR layout cannot hold: counted, skipped
             collect.bad(frame, f"cannot deserialize {self._image_type()}: {exc}")
             self.busy_until = start_ns + (time.perf_counter() - began) * 1e9
@@ -774,19 +911,49 @@ class _Run:
         self.clock.now = start_ns * 1e-9
         try:
             result = self.processor.process(msg, self.clock.now)
+            # What the node does next: build the output messages and serialize them (rclpy's publish does);
+            # timed as the "messages" stage. Writing them into the output bag is replay's own cost, not timed.
+            t_msgs = time.perf_counter()
+            payloads, values, detections = self._outputs(msg, result)
         except ImageError as exc:
             collect.bad(frame, str(exc))
             self.busy_until = start_ns + (time.perf_counter() - began) * 1e9
             return
-        # What the node does next: build the output messages and serialize them (rclpy's publish does);
-        # timed as the "messages" stage. Writing them into the output bag is replay's own cost, not timed.
-        t_msgs = time.perf_counter()
-        stamp = _stamp_ns(msg)
+        except Exception as exc:  # an inference or message-building failure: the node counts it and goes on
+            collect.failed(frame, stamp, exc)
+            self.busy_until = start_ns + (time.perf_counter() - began) * 1e9
+            return
+        end = time.perf_counter()
+        log_ns = round(start_ns + (end - began) * 1e9) if self.realtime else frame.t_ns
+        if self.output is not None:
+            for topic, data in payloads:
+                self.output.write(topic, log_ns, data)
+        timings = dict(result.timings)
+        timings["messages"] = end - t_msgs
+        self.busy_until = start_ns + (end - began) * 1e9
+        if self.realtime:
+            collect.output_latency.append((self.busy_until - frame.t_ns) * 1e-9)
+        self.report.frames_processed += 1
+        self.processed_any = True
+        collect.frame(frame.t_ns, stamp, values, detections, timings)
+        for head in self.processor.heads:
+            output = result.outputs.get(head.name)
+            if output is not None and head is not self.detection_head and head is not self.drive_head:
+                collect.head_summary(head, output)
+        if self.confusion is not None and self.mask_head.name in result.outputs:
+            self._pair_mask(stamp, result.outputs[self.mask_head.name].result.mask, predicted=True)
+        if frame.index in collect.sample_indices and detections is not None:
+            sample = _sample(frame, result.image, detections, collect.t0_ns)
+            attach_mask(sample, self.mask_head, result.outputs)
+            collect.samples.append((sample, stamp))
+
+    def _outputs(self, msg: Any, result: Any) -> Tuple[List[Tuple[str, Any]], Tuple[float, float],
+                                                        Optional[Detections]]:
+        """The frame's serialized output messages, the drive command in the recorded topic's units (NaN: none)
+        and the detection head's detections."""
         header = self._header(msg)
-        drive = result.outputs.get(self.drive_head.name) if self.drive_head is not None else None
-        command = drive.command if drive is not None else None
-        detection = result.outputs.get(self.detection_head.name) if self.detection_head is not None else None
-        detections = detection.result if detection is not None else None
+        drive_head, detection_head = self.drive_head, self.detection_head
+        values = (math.nan, math.nan)
         payloads = []
         for head in self.processor.heads:
             output = result.outputs.get(head.name)
@@ -795,31 +962,17 @@ class _Run:
             for role, out_msg in head.task.messages(self.types, header, output):
                 topic, msgtype = self.topics[(head.name, role)]
                 payloads.append((topic, self.typestore.serialize_cdr(out_msg, msgtype)))
-        end = time.perf_counter()
-        log_ns = round(start_ns + (end - began) * 1e9) if self.realtime else frame.t_ns
-        if self.output is not None:
-            for topic, data in payloads:
-                self.output.write(topic, log_ns, data)
-        timings = dict(result.timings)
-        timings["messages"] = end - t_msgs
-        collect.timings(timings)
-        self.busy_until = start_ns + (end - began) * 1e9
-        if self.realtime:
-            collect.output_latency.append((self.busy_until - frame.t_ns) * 1e-9)
-        self.report.frames_processed += 1
-        self.processed_any = True
-        collect.frame_t.append(frame.t_ns)
-        collect.frame_stamp.append(stamp)
-        collect.commands.append(command)
-        collect.detections.append(_copy_detections(detections))
-        for head in self.processor.heads:
-            output = result.outputs.get(head.name)
-            if output is not None and head is not self.detection_head and head is not self.drive_head:
-                collect.head_summary(head, output)
-        if self.confusion is not None and self.mask_head.name in result.outputs:
-            self._pair_mask(stamp, result.outputs[self.mask_head.name].result.mask, predicted=True)
-        if frame.index in collect.sample_indices and detections is not None:
-            collect.samples.append((_sample(frame, result.image, detections, collect.t0_ns), stamp))
+                if head is drive_head and role == "command" and self.drive_kind == drive_head.task.pilot.output:
+                    values = _drive_values(out_msg, msgtype)  # the message the node sends, read back
+        command = result.outputs[drive_head.name].command if drive_head is not None and \
+            drive_head.name in result.outputs else None
+        if command is not None:
+            self.collect.drive_outputs += 1
+            self.collect.drive_stops += int(bool(command.stop))
+            if math.isnan(values[0]):  # not sent, or the recorded commands are in the other message's units
+                values = self._command_values(command, self.drive_kind)
+        detection = result.outputs.get(detection_head.name) if detection_head is not None else None
+        return payloads, values, detection.result if detection is not None else None
 
     def _drive_payload(self, command: DriveCommand, header: Any) -> Any:
         """The pilot's output message (Twist or AckermannDriveStamped), serialized."""
@@ -864,9 +1017,11 @@ class _Run:
         if conn.topic == self.truth_drive_topic:
             self.drive_truth_type = conn.msgtype
             steering, throttle = _drive_values(msg, conn.msgtype)
-            self.drive_truth.append((t_ns, steering, throttle))
+            self.drive_truth_t.append(t_ns)
+            self.drive_truth_steering.append(steering)
+            self.drive_truth_throttle.append(throttle)
         else:
-            self.detection_truth[_stamp_ns(msg)] = self._truth_boxes(msg)
+            self.detection_truth.add(_stamp_ns(msg), *self._truth_boxes(msg))
 
     def _truth_mask(self, msg: Any) -> None:
         """A ground-truth class-id mask (mono8 Image or png CompressedImage), paired with its frame by stamp."""
@@ -922,30 +1077,26 @@ class _Run:
     def _finish(self, t0_ns: int) -> None:
         report, collect = self.report, self.collect
         series = report.series
-        report.latency = {k: LatencyStats.from_seconds(v) for k, v in collect.stage_seconds.items()}
-        series.stage_seconds = collect.stage_seconds
+        rows = self._rows(t0_ns)
+        series.rows = rows
+        report.latency = {k: LatencyStats.from_seconds(v) for k, v in rows.latency.items()}
+        series.stage_seconds = rows.latency
         if self.realtime:
-            report.output_latency = LatencyStats.from_seconds(collect.output_latency)
-        counts: Dict[str, int] = {}
-        for det in collect.detections:
-            if det is None:
-                continue
-            report.detections_total += len(det)
-            report.detections_max_per_frame = max(report.detections_max_per_frame, len(det))
-            for label in det.labels:
-                counts[label] = counts.get(label, 0) + 1
-        report.detections_per_class = counts
-        self._track_series(t0_ns)
-        frame_t = np.asarray(collect.frame_t, np.float64)
-        rel = (frame_t - t0_ns) * 1e-9
+            report.output_latency = LatencyStats.from_seconds(_column(collect.output_latency, np.float64))
+        detected = rows.det_count[rows.det_count >= 0]
+        report.detections_total = int(detected.sum())
+        report.detections_max_per_frame = int(detected.max(initial=0))
+        per_class = np.bincount(rows.det_labels, minlength=len(rows.labels)) if rows.det_labels.size else []
+        report.detections_per_class = {rows.labels[i]: int(n) for i, n in enumerate(per_class) if n}
+        self._track_series(rows)
         if self.drive_head is not None:
-            self._drive_report(rel, t0_ns)
+            self._drive_report(rows)
         report.head_summaries = collect.finish_summaries()
         if self.confusion is not None:
             self._segmentation_report()
         if self.truth_detections_topic is not None and self.detection_head is not None:
-            self._detection_report()
-            self._tracking_report()
+            self._detection_report(rows)
+            self._tracking_report(rows)
         for sample, stamp in collect.samples:
             truth = self.detection_truth.get(stamp)
             if truth is not None:
@@ -953,65 +1104,129 @@ class _Run:
                 sample.truth_labels = list(truth[1])
         series.samples = _pick_samples([s for s, _ in collect.samples], SAMPLE_FRAMES)
 
-    def _track_series(self, t0_ns: int) -> None:
-        """When the head tracks: the times each published id was seen, and each ground-truth id (matched to the
-        processed frames by stamp), for tracks.png; and how many ids were published."""
-        collect, series = self.collect, self.report.series
-        frame_s = ((np.asarray(collect.frame_t, np.float64) - t0_ns) * 1e-9).tolist()
-        for det, seconds in zip(collect.detections, frame_s):
-            for track in getattr(det, "ids", None) or ():
-                if track:
-                    series.track_times.setdefault(track, []).append(seconds)
-        self.report.tracks_total = len(series.track_times)
-        if not series.track_times or not self.detection_truth:
-            return
-        stamps = sorted(self.detection_truth)
-        order = np.argsort(np.asarray(collect.frame_stamp, np.int64), kind="stable")
-        frame_stamps = np.asarray(collect.frame_stamp, np.float64)[order]
-        pick = nearest_within(np.asarray(stamps, np.float64), frame_stamps, DETECTION_MATCH_TOLERANCE_S * 1e9)
-        for stamp, index in zip(stamps, pick.tolist()):
-            for track in self.detection_truth[stamp][2] if index >= 0 else ():
-                if track:
-                    series.truth_track_times.setdefault(track, []).append(frame_s[int(order[index])])
+    def _rows(self, t0_ns: int) -> FrameRows:
+        """The collected columns as numpy arrays, ground truth paired with the frames (by stamp for boxes, by
+        log time within the match window for drive commands)."""
+        collect = self.collect
+        stamps = _column(collect.frame_stamp, np.int64)
+        frame_t = _column(collect.frame_t, np.int64)
+        count = stamps.size
+        truth_count = np.full(count, -1, np.int32)
+        truth_rows: List[int] = []
+        if len(self.detection_truth):
+            unique, rows, _ = self.detection_truth.index()
+            pick = nearest_within(stamps.astype(np.float64), unique.astype(np.float64),
+                                  DETECTION_MATCH_TOLERANCE_S * 1e9)
+            counts = _column(self.detection_truth.count, np.int32)
+            matched = pick >= 0
+            truth_rows = rows[pick[matched]].tolist()
+            truth_count[matched] = counts[truth_rows]
+        truth_boxes, truth_labels, truth_tracks = [], [], []
+        for row in truth_rows:  # one slice per matched frame
+            boxes, labels, tracks = self._truth_slices(row)
+            truth_boxes.append(boxes)
+            truth_labels.append(labels)
+            truth_tracks.append(tracks)
+        steering_truth, throttle_truth = self._matched_commands(frame_t)
+        return FrameRows(
+            stamps=stamps, times=(frame_t - t0_ns) * 1e-9, det_count=_column(collect.det_count, np.int32),
+            det_boxes=_column(collect.det_boxes, np.float32).reshape(-1, 4),
+            det_scores=_column(collect.det_scores, np.float32), det_labels=_column(collect.det_labels, np.int32),
+            truth_count=truth_count,
+            truth_boxes=np.concatenate(truth_boxes).reshape(-1, 4) if truth_boxes else np.zeros((0, 4)),
+            truth_labels=np.concatenate(truth_labels) if truth_labels else np.zeros(0, np.int32),
+            labels=_names(collect.labels), steering=_column(collect.steering, np.float64),
+            throttle=_column(collect.throttle, np.float64), steering_truth=steering_truth,
+            throttle_truth=throttle_truth,
+            latency={k: _column(v, np.float64) for k, v in collect.stage_seconds.items()},
+            det_tracks=_column(collect.det_tracks, np.int32),
+            truth_tracks=np.concatenate(truth_tracks) if truth_tracks else np.zeros(0, np.int32),
+            tracks=_names(collect.tracks),
+        )  # fmt: skip
 
-    def _drive_report(self, rel: np.ndarray, t0_ns: int) -> None:
+    def _truth_slices(self, row: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        truth = self.detection_truth
+        _, _, starts = truth.index()
+        a = int(starts[row])
+        b = a + truth.count[row]
+        return (np.asarray(truth.boxes[4 * a : 4 * b], np.float64).reshape(-1, 4),
+                np.asarray(truth.labels[a:b], np.int32), np.asarray(truth.tracks[a:b], np.int32))
+
+    def match_window_s(self) -> float:
+        """How far a recorded command may be from a frame and still be its reference: one period of the
+        slower of the two streams (camera frames, recorded commands), at most DRIVE_MATCH_TOLERANCE_S. Frames
+        past the last command (or in a gap of the recording) then get none, rather than a stale one."""
+        periods = []
+        for t in (_column(self.collect.frame_t, np.int64), _column(self.drive_truth_t, np.int64)):
+            gaps = np.diff(np.sort(t)) if t.size > 1 else np.zeros(0)
+            gaps = gaps[gaps > 0]
+            if gaps.size:
+                periods.append(float(np.median(gaps)) * 1e-9)
+        window = max(periods) if periods else DRIVE_MATCH_TOLERANCE_S
+        return min(window * (1.0 + 1e-6), DRIVE_MATCH_TOLERANCE_S)
+
+    def _matched_commands(self, frame_t: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The recorded (steering, throttle) that is each frame's reference; NaN where none is in the window."""
+        steering = np.full(frame_t.size, np.nan)
+        throttle = np.full(frame_t.size, np.nan)
+        if not len(self.drive_truth_t) or not frame_t.size:
+            return steering, throttle
+        t = _column(self.drive_truth_t, np.int64)
+        order = np.argsort(t, kind="stable")
+        pick = nearest_within(frame_t.astype(np.float64), t[order].astype(np.float64), self.match_window_s() * 1e9)
+        ok = pick >= 0
+        steering[ok] = _column(self.drive_truth_steering, np.float64)[order][pick[ok]]
+        throttle[ok] = _column(self.drive_truth_throttle, np.float64)[order][pick[ok]]
+        return steering, throttle
+
+    def _track_series(self, rows: FrameRows) -> None:
+        """When the head tracks: the times each published id was seen, and each ground-truth id (on the
+        processed frames its box's stamp matched), for tracks.png; and how many ids were published."""
+        series = self.report.series
+        det_tracks = rows.det_tracks if rows.det_tracks is not None else np.zeros(0, np.int32)
+        tracked = det_tracks >= 0
+        self.report.tracks_total = int(np.unique(det_tracks[tracked]).size)
+        if not tracked.any():
+            return
+        series.track_times = _times_by_track(rows.det_count, det_tracks, rows.times, rows.tracks)
+        if rows.truth_tracks is not None and rows.truth_tracks.size:
+            series.truth_track_times = _times_by_track(rows.truth_count, rows.truth_tracks, rows.times, rows.tracks)
+
+    def _drive_report(self, rows: FrameRows) -> None:
         report, collect, series = self.report, self.collect, self.report.series
-        commands = collect.commands
-        report.drive_outputs = sum(1 for c in commands if c is not None) + self.watchdog_stops
-        report.drive_stops = sum(1 for c in commands if c is not None and c.stop) + self.watchdog_stops
+        report.drive_outputs = collect.drive_outputs + self.watchdog_stops
+        report.drive_stops = collect.drive_stops + self.watchdog_stops
         if self.watchdog_stops:
             report.notes.append(f"{self.watchdog_stops} watchdog stop(s): gaps in the recording longer than "
                                 f"{self.drive_head.name}.watchdog_timeout "
                                 f"({self.drive_head.task.pilot.safety.watchdog_timeout:g} s)")
-        truth_kind = None
-        if self.drive_truth:
-            truth_kind = "ackermann" if self.drive_truth_type in (ACKERMANN, ACKERMANN_STAMPED) else "twist"
-        kind = truth_kind or self.drive_head.task.pilot.output
-        steer_field, throttle_field = _FIELDS[kind]
+        steer_field, throttle_field = _FIELDS[self.drive_kind]
         series.steering_units = (steer_field, throttle_field)
-        predicted = np.full((len(commands), 2), np.nan)
-        for i, command in enumerate(commands):  # one small message per frame, the way the node builds it
-            if command is not None:
-                predicted[i] = self._command_values(command, kind)
-        series.frame_times = rel.tolist()
-        series.predicted_steering = predicted[:, 0].tolist()
-        series.predicted_throttle = predicted[:, 1].tolist()
-        if not self.drive_truth:
+        series.frame_times = rows.times
+        series.predicted_steering = rows.steering
+        series.predicted_throttle = rows.throttle
+        if not len(self.drive_truth_t):
             return
-        truth = np.asarray(sorted(self.drive_truth), np.float64)
-        series.recorded_times = ((truth[:, 0] - t0_ns) * 1e-9).tolist()
-        series.recorded_steering = truth[:, 1].tolist()
-        series.recorded_throttle = truth[:, 2].tolist()
-        pick = nearest_within(np.asarray(collect.frame_t, np.float64), truth[:, 0],
-                              DRIVE_MATCH_TOLERANCE_S * 1e9)
-        ok = (pick >= 0) & np.isfinite(predicted[:, 0])
-        steer_mae, steer_rmse = mae_rmse(predicted[ok, 0], truth[pick[ok], 1])
-        thr_mae, thr_rmse = mae_rmse(predicted[ok, 1], truth[pick[ok], 2])
+        t = _column(self.drive_truth_t, np.int64)
+        order = np.argsort(t, kind="stable")
+        series.recorded_times = (t[order] - self.collect.t0_ns) * 1e-9
+        series.recorded_steering = _column(self.drive_truth_steering, np.float64)[order]
+        series.recorded_throttle = _column(self.drive_truth_throttle, np.float64)[order]
+        ok = np.isfinite(rows.steering_truth) & np.isfinite(rows.steering)
+        steer_mae, steer_rmse = mae_rmse(rows.steering[ok], rows.steering_truth[ok])
+        thr_mae, thr_rmse = mae_rmse(rows.throttle[ok], rows.throttle_truth[ok])
+        unmatched = int(np.isnan(rows.steering_truth).sum())
+        window = self.match_window_s()
         report.drive = DriveError(
             topic=str(self.truth_drive_topic), msgtype=str(self.drive_truth_type), matched=int(ok.sum()),
             steering_mae=steer_mae, steering_rmse=steer_rmse, throttle_mae=thr_mae, throttle_rmse=thr_rmse,
-            steering_field=steer_field, throttle_field=throttle_field,
+            steering_field=steer_field, throttle_field=throttle_field, unmatched=unmatched, window_s=window,
         )
+        if unmatched:
+            report.notes.append(f"{unmatched} of {len(rows)} frames have no command on {self.truth_drive_topic} "
+                                f"within {window * 1000:.0f} ms (one period of the frames or the commands, "
+                                f"whichever is longer, at most {DRIVE_MATCH_TOLERANCE_S:g} s): left out of "
+                                "the steering/throttle errors")
 
     def _command_values(self, command: DriveCommand, kind: str) -> Tuple[float, float]:
         """A command in the units of a recorded topic: built into that message exactly as the node would."""
@@ -1039,30 +1254,18 @@ class _Run:
             self.report.notes.append(f"no mask on {self.truth_mask_topic} carries the stamp of a processed frame; "
                                      "mIoU needs masks stamped like the images they describe")
 
-    def _detection_report(self) -> None:
-        collect = self.collect
-        stamps = np.asarray(sorted(self.detection_truth), np.int64)
-        pick = nearest_within(np.asarray(collect.frame_stamp, np.float64), stamps.astype(np.float64),
-                              DETECTION_MATCH_TOLERANCE_S * 1e9)
+    def _detection_report(self, rows: FrameRows) -> None:
         evaluation = DetectionEval(topic=str(self.truth_detections_topic), frames=0, iou_threshold=IOU_THRESHOLD)
-        for det, index in zip(collect.detections, pick.tolist()):
-            if index < 0 or det is None:
-                continue
-            truth_boxes, truth_labels, _ = self.detection_truth[int(stamps[index])]
+        for truth_boxes, truth_labels, boxes, scores, labels in rows.scored_frames():
             evaluation.frames += 1
-            for name, score in score_frame(det.boxes, det.scores, det.labels, truth_boxes, truth_labels).items():
+            for name, score in score_frame(boxes, scores, labels, truth_boxes, truth_labels).items():
                 evaluation.per_class.setdefault(name, ClassScore()).add(score)
         from trt_perception.tools.evaluation import COCO_EVAL_HINT, coco_map
 
-        scored = []
-        for det, index in zip(collect.detections, pick.tolist()):
-            if index >= 0 and det is not None:
-                truth_boxes, truth_labels, _ = self.detection_truth[int(stamps[index])]
-                scored.append((truth_boxes, truth_labels, det.boxes, det.scores, det.labels))
-        maps = coco_map(scored) if scored else None
+        maps = coco_map(list(rows.scored_frames())) if evaluation.frames else None
         if maps is not None:
             evaluation.map_50, evaluation.map_50_95 = maps["map_50"], maps["map_50_95"]
-        elif scored:
+        elif evaluation.frames:
             self.report.notes.append(f"COCO mAP not computed: faster-coco-eval is not installed; fix: {COCO_EVAL_HINT}")
         self.report.detection_eval = evaluation
         if evaluation.frames == 0:
@@ -1070,21 +1273,18 @@ class _Run:
                 f"no ground-truth message on {self.truth_detections_topic} carries the stamp of a processed "
                 "frame; precision/recall need boxes stamped like the images they describe")
 
-    def _tracking_report(self) -> None:
+    def _tracking_report(self, rows: FrameRows) -> None:
         """MOTA/IDF1 of the detection head's tracks when the ground truth carries track ids (Detection2D.id)."""
         head = self.detection_head
         tracker = getattr(head.task, "tracker", None)
-        collect = self.collect
-        stamps = np.asarray(sorted(self.detection_truth), np.int64)
-        pick = nearest_within(np.asarray(collect.frame_stamp, np.float64), stamps.astype(np.float64),
-                              DETECTION_MATCH_TOLERANCE_S * 1e9)
-        pairs = [(det, self.detection_truth[int(stamps[i])]) for det, i in zip(collect.detections, pick.tolist())
-                 if i >= 0 and det is not None]
-        truth_ids = [ids for _, (_, _, ids) in pairs]
-        with_id = sum(1 for ids in truth_ids for t in ids if t)
-        without_id = sum(1 for ids in truth_ids for t in ids if not t)
+        paired = (rows.det_count >= 0) & (rows.truth_count >= 0)
+        truth_tracks = rows.truth_tracks if rows.truth_tracks is not None else np.zeros(0, np.int32)
+        # the truth boxes of the paired frames (truth of frames without a detection output is not scored)
+        scored = np.repeat(paired[rows.truth_count >= 0], rows.truth_count[rows.truth_count >= 0])
+        with_id = int((truth_tracks[scored] >= 0).sum())
+        without_id = int((truth_tracks[scored] < 0).sum())
         if not with_id:
-            if tracker is not None and pairs:
+            if tracker is not None and paired.any():
                 self.report.notes.append(f"tracking not scored: the ground truth on {self.truth_detections_topic} "
                                          "carries no track ids (Detection2D.id)")
             return
@@ -1099,16 +1299,27 @@ class _Run:
             return
         from trt_perception.tools.evaluation import MOT_EVAL_HINT, TRACK_IOU, mot_metrics
 
-        frames = [(truth[0], truth[1], truth[2], det.boxes, det.labels, getattr(det, "ids", [""] * len(det)))
-                  for det, truth in pairs]
-        values = mot_metrics(frames)
+        values = mot_metrics(list(rows.track_frames()))
         if values is None:
             self.report.notes.append(f"tracking (MOTA, IDF1) not scored: motmetrics is not installed; fix: "
                                      f"{MOT_EVAL_HINT}")
             return
-        predicted = len({t for det, _ in pairs for t in getattr(det, "ids", ()) if t})
+        det_paired = np.repeat(paired[rows.det_count >= 0], rows.det_count[rows.det_count >= 0])
+        det_tracks = rows.det_tracks if rows.det_tracks is not None else np.zeros(0, np.int32)
+        predicted = int(np.unique(det_tracks[det_paired & (det_tracks >= 0)]).size)
         self.report.tracking_eval = TrackingEval.from_metrics(head.name, str(self.truth_detections_topic),
                                                               TRACK_IOU, values, predicted)
+
+
+def _times_by_track(counts: np.ndarray, tracks: np.ndarray, times: np.ndarray, names: Sequence[str]
+                    ) -> Dict[str, List[float]]:
+    """Track name -> the times (s) of the frames it appears in, from per-frame counts of a flat id column."""
+    frame_of = np.repeat(np.arange(counts.size), np.maximum(counts, 0))
+    out: Dict[str, List[float]] = {}
+    for track, frame in zip(tracks.tolist(), frame_of.tolist()):
+        if track >= 0:
+            out.setdefault(names[track], []).append(float(times[frame]))
+    return out
 
 
 _FIELDS = {"twist": ("angular.z", "linear.x"), "ackermann": ("steering_angle", "speed")}
@@ -1123,20 +1334,6 @@ def _drive_values(msg: Any, msgtype: str) -> Tuple[float, float]:
     if msgtype == ACKERMANN_STAMPED:
         msg = msg.drive
     return float(msg.steering_angle), float(msg.speed)
-
-
-def _copy_detections(detections: Optional[Detections]) -> Optional[Detections]:
-    """Detections survive the frame: parsers may reuse their arrays for the next one. Track ids come along."""
-    if detections is None:
-        return None
-    copy = Detections(np.array(detections.boxes, np.float32), np.array(detections.scores, np.float32),
-                      np.array(detections.class_ids, np.int64), list(detections.labels))
-    ids = getattr(detections, "ids", None)
-    if ids is not None:
-        from trt_perception.tracking import TrackedDetections
-
-        return TrackedDetections(copy.boxes, copy.scores, copy.class_ids, copy.labels, ids=list(ids))
-    return copy
 
 
 def _to_bgr(image: Any) -> np.ndarray:
@@ -1207,7 +1404,8 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--realtime", action="store_true",
                         help="honour the recorded timing with the node's latest-frame policy: count the frames "
                              "a live node at this model speed would drop (default: process every frame)")
-    parser.add_argument("--force", action="store_true", help="replace an existing output bag")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing output bag and an earlier report in --report DIR")
     parser.add_argument("--storage", choices=STORAGES, default=None,
                         help="output bag storage (default: mcap; sqlite3 where the installed rosbags cannot "
                              "write mcap)")
@@ -1228,6 +1426,9 @@ def default_out(bag: PathLike) -> Path:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    if args.no_out and args.out:
+        raise ConfigError(f"--no-out and --out {args.out} contradict each other; fix: pass --out to write the "
+                          "output bag there, or --no-out to write none")
     out = None if args.no_out else (Path(args.out) if args.out else default_out(args.bag))
     report = replay_bag(
         args.bag,

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -35,6 +35,7 @@ STAGE_NOTES = {
     "total": "   (decode + models)",
 }
 IOU_THRESHOLD = 0.5
+REPORT_FILES = ("report.json", "steering.png", "latency.png", "detections.png", "tracks.png")  # what replay writes
 MATPLOTLIB_MISSING = (
     "matplotlib is not installed, so no plots were drawn (the numbers above are complete); "
     "fix: pip install 'trt_perception[report]' (or pip install matplotlib) and run again"
@@ -76,6 +77,8 @@ class DriveError:
     throttle_rmse: float
     steering_field: str  # e.g. "angular.z"
     throttle_field: str  # e.g. "linear.x"
+    unmatched: int = 0  # processed frames with no recorded command within ``window_s`` (left out of the errors)
+    window_s: float = 0.0  # a command further than this from a frame is not its reference
 
 
 @dataclass
@@ -240,19 +243,124 @@ def attach_mask(sample: SampleFrame, head: Any, outputs: Mapping[str, Any]) -> N
     sample.mask_labels = [spec.labels[i] if i < len(spec.labels) else str(i) for i in range(count)]
 
 
+ROWS_VERSION = 1
+
+
+@dataclass
+class FrameRows:
+    """Per-frame results of one replay (processed frames, in order) as flat numpy columns: what the report's
+    scores are computed from, and what `evaluate` saves per input (.npz). A few tens of bytes a frame, no
+    Python object per frame, so a replay's memory stays flat in the bag's length."""
+
+    stamps: np.ndarray  # int64 [F], the frames' header stamps (ns)
+    times: np.ndarray  # float64 [F], seconds since the input's first frame (log time)
+    det_count: np.ndarray  # int32 [F]; -1: no detection head output for the frame
+    det_boxes: np.ndarray  # float32 [D, 4] xyxy source pixels, frames' boxes one after another
+    det_scores: np.ndarray  # float32 [D]
+    det_labels: np.ndarray  # int32 [D], index into ``labels``
+    truth_count: np.ndarray  # int32 [F]; -1: no ground-truth message carries the frame's stamp
+    truth_boxes: np.ndarray  # float64 [T, 4]
+    truth_labels: np.ndarray  # int32 [T]
+    labels: List[str]
+    steering: np.ndarray  # float64 [F], predicted, in the recorded topic's units (NaN: no drive head)
+    throttle: np.ndarray
+    steering_truth: np.ndarray  # float64 [F], recorded command nearest in time (NaN: none close enough)
+    throttle_truth: np.ndarray
+    latency: Dict[str, np.ndarray] = field(default_factory=dict)  # stage -> float32 seconds per frame
+    # not saved by evaluate: the tracker's ids per detection and the truth's track ids, index into ``tracks``
+    # (-1: none)
+    det_tracks: Optional[np.ndarray] = None  # int32 [D]
+    truth_tracks: Optional[np.ndarray] = None  # int32 [T]
+    tracks: List[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.stamps.size)
+
+    def to_bytes(self) -> bytes:
+        import io
+
+        stages = sorted(self.latency)
+        arrays = {name: getattr(self, name) for name in (
+            "stamps", "times", "det_count", "det_boxes", "det_scores", "det_labels", "truth_count",
+            "truth_boxes", "truth_labels", "steering", "throttle", "steering_truth", "throttle_truth")}  # fmt: skip
+        arrays["labels"] = np.asarray(self.labels, dtype=np.str_).reshape(-1)
+        arrays["latency_stages"] = np.asarray(stages, dtype=np.str_).reshape(-1)
+        for i, stage in enumerate(stages):
+            arrays[f"latency_{i}"] = np.asarray(self.latency[stage], np.float32)
+        arrays["version"] = np.asarray(ROWS_VERSION)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)  # uncompressed: the report reads each file up to three times
+        return buffer.getvalue()
+
+    @classmethod
+    def load(cls, path: Any) -> FrameRows:
+        with np.load(str(path), allow_pickle=False) as data:
+            stages = [str(s) for s in data["latency_stages"]]
+            return cls(
+                stamps=data["stamps"], times=data["times"], det_count=data["det_count"],
+                det_boxes=data["det_boxes"], det_scores=data["det_scores"], det_labels=data["det_labels"],
+                truth_count=data["truth_count"], truth_boxes=data["truth_boxes"], truth_labels=data["truth_labels"],
+                labels=[str(s) for s in data["labels"]], steering=data["steering"], throttle=data["throttle"],
+                steering_truth=data["steering_truth"], throttle_truth=data["throttle_truth"],
+                latency={stage: data[f"latency_{i}"] for i, stage in enumerate(stages)},
+            )  # fmt: skip
+
+    def frames(self) -> Iterator[Tuple[int, Optional[Tuple[np.ndarray, np.ndarray, List[str]]],
+                                       Optional[Tuple[np.ndarray, List[str]]]]]:
+        """(frame index, detections (boxes, scores, labels) or None, truth (boxes, labels) or None) per frame."""
+        for i, det, truth in self._spans():
+            yield (i, None if det is None else (self.det_boxes[det], self.det_scores[det], self._names(det)),
+                   None if truth is None else (self.truth_boxes[truth], self._names(truth, truth=True)))
+
+    def scored_frames(self) -> Iterator[Tuple[np.ndarray, List[str], np.ndarray, np.ndarray, List[str]]]:
+        """The frames replay scores detections on (a detection output and a truth message), in the tuple
+        form ``evaluation.coco_map`` takes."""
+        for _, det, truth in self.frames():
+            if det is not None and truth is not None:
+                yield truth[0], truth[1], det[0], det[1], det[2]
+
+    def track_frames(self) -> Iterator[Tuple[np.ndarray, List[str], List[str], np.ndarray, List[str], List[str]]]:
+        """Frames with detections and truth, as ``evaluation.mot_metrics`` takes them (track ids '' = none)."""
+        for _, det, truth in self._spans():
+            if det is not None and truth is not None:
+                yield (self.truth_boxes[truth], self._names(truth, truth=True), self._track_names(truth, True),
+                       self.det_boxes[det], self._names(det), self._track_names(det, False))
+
+    def _spans(self) -> Iterator[Tuple[int, Optional[slice], Optional[slice]]]:
+        d_end = np.cumsum(np.maximum(self.det_count, 0)).tolist()
+        t_end = np.cumsum(np.maximum(self.truth_count, 0)).tolist()
+        det_count, truth_count = self.det_count.tolist(), self.truth_count.tolist()
+        for i in range(len(self)):
+            det = slice(d_end[i] - det_count[i], d_end[i]) if det_count[i] >= 0 else None
+            truth = slice(t_end[i] - truth_count[i], t_end[i]) if truth_count[i] >= 0 else None
+            yield i, det, truth
+
+    def _names(self, span: slice, truth: bool = False) -> List[str]:
+        labels = self.labels
+        return [labels[j] for j in (self.truth_labels if truth else self.det_labels)[span].tolist()]
+
+    def _track_names(self, span: slice, truth: bool) -> List[str]:
+        column = self.truth_tracks if truth else self.det_tracks
+        if column is None:
+            return [""] * (span.stop - span.start)
+        return [self.tracks[j] if j >= 0 else "" for j in column[span].tolist()]
+
+
 @dataclass
 class ReplaySeries:
-    """Per-frame data behind the plots (not written to report.json: it can be long)."""
+    """Per-frame data behind the plots (not written to report.json: it can be long). Sequences are numpy
+    arrays when replay fills them (lists in hand-made reports): test them with ``len``, not truthiness."""
 
-    stage_seconds: Dict[str, List[float]] = field(default_factory=dict)
-    frame_times: List[float] = field(default_factory=list)  # seconds since the first frame, processed frames
-    predicted_steering: List[float] = field(default_factory=list)
-    predicted_throttle: List[float] = field(default_factory=list)
-    recorded_times: List[float] = field(default_factory=list)  # every recorded command, seconds since start
-    recorded_steering: List[float] = field(default_factory=list)
-    recorded_throttle: List[float] = field(default_factory=list)
+    stage_seconds: Dict[str, Sequence[float]] = field(default_factory=dict)
+    frame_times: Sequence[float] = field(default_factory=list)  # seconds since the first frame, processed frames
+    predicted_steering: Sequence[float] = field(default_factory=list)
+    predicted_throttle: Sequence[float] = field(default_factory=list)
+    recorded_times: Sequence[float] = field(default_factory=list)  # every recorded command, seconds since start
+    recorded_steering: Sequence[float] = field(default_factory=list)
+    recorded_throttle: Sequence[float] = field(default_factory=list)
     steering_units: Tuple[str, str] = ("steering", "throttle")
     samples: List[SampleFrame] = field(default_factory=list)
+    rows: Optional[FrameRows] = None  # the per-frame columns behind the scores (replay fills it)
     track_times: Dict[str, List[float]] = field(default_factory=dict)  # published track id -> seconds seen
     truth_track_times: Dict[str, List[float]] = field(default_factory=dict)  # ground-truth track id -> seconds
 
@@ -272,6 +380,10 @@ class ReplayReport:
     frames_processed: int = 0
     bad_frames: int = 0
     bad_frame_reasons: List[str] = field(default_factory=list)  # the first few, for the log
+    # frames whose processing raised anything but an ImageError (an inference or message-building failure):
+    # counted and skipped, as the node does, never fatal to the run
+    failed_frames: int = 0
+    failed_frame_reasons: List[str] = field(default_factory=list)  # the first few: frame index, time, error
     dropped_frames: int = 0  # realtime mode: replaced in the one-slot mailbox before the model got to them
     bag_duration_s: float = 0.0
     wall_s: float = 0.0
@@ -318,8 +430,10 @@ class ReplayReport:
                 "in": self.frames_in,
                 "processed": self.frames_processed,
                 "bad": self.bad_frames,
+                "failed": self.failed_frames,
                 "dropped": self.dropped_frames,
                 "bad_reasons": list(self.bad_frame_reasons),
+                "failed_reasons": list(self.failed_frame_reasons),
             },
             "bag_duration_s": _finite(self.bag_duration_s),
             "wall_s": _finite(self.wall_s),
@@ -464,7 +578,8 @@ def format_report(report: ReplayReport) -> str:
     lines.append(f"  heads         {', '.join(report.heads)}    mode: {mode}")
     lines.append(
         f"  frames        in {report.frames_in}   processed {report.frames_processed}   "
-        f"bad {report.bad_frames}   dropped {report.dropped_frames}"
+        f"bad {report.bad_frames}   " + (f"failed {report.failed_frames}   " if report.failed_frames else "")
+        + f"dropped {report.dropped_frames}"
     )
     lines.append(
         f"  time          bag {report.bag_duration_s:.1f} s   replay {report.wall_s:.1f} s   "
@@ -472,6 +587,10 @@ def format_report(report: ReplayReport) -> str:
     )
     for reason in report.bad_frame_reasons:
         lines.append(f"  bad frame     {reason}")
+    for reason in report.failed_frame_reasons:
+        lines.append(f"  failed frame  {reason}")
+    if report.failed_frames > len(report.failed_frame_reasons):
+        lines.append(f"  failed frame  ... {report.failed_frames - len(report.failed_frame_reasons)} more")
     if report.latency:
         lines.append("")
         lines.append(f"  {'latency (ms)':<24}{'p50':>8}{'p95':>9}{'max':>9}")
@@ -501,7 +620,9 @@ def format_report(report: ReplayReport) -> str:
         lines.append(f"  drive         {report.drive_outputs} commands, {report.drive_stops} safety stops")
     if report.drive is not None:
         d = report.drive
-        lines.append(f"  vs {d.topic} ({d.msgtype}, {d.matched} frames matched by time)")
+        unmatched = f", {d.unmatched} without a command that close" if d.unmatched else ""
+        lines.append(f"  vs {d.topic} ({d.msgtype}, {d.matched} frames matched within {d.window_s * 1000:.0f} ms"
+                     f"{unmatched})")
         lines.append(f"  {'':<14}{'MAE':>8}{'RMSE':>9}")
         lines.append(f"  {'steering':<14}{_num(d.steering_mae):>8}{_num(d.steering_rmse):>9}   ({d.steering_field})")
         lines.append(f"  {'throttle':<14}{_num(d.throttle_mae):>8}{_num(d.throttle_rmse):>9}   ({d.throttle_field})")
@@ -583,11 +704,65 @@ def _pyplot() -> Any:
     return plt
 
 
+def check_writable_folder(path: Path, flag: str) -> None:
+    """Before any work is done: ``path`` is a folder that exists or can be created, and files can be written
+    in it (a read-only folder, or a path that is a file, would otherwise fail after an hour-long replay).
+    Every problem is a ConfigError naming the flag, the path and the fix."""
+    import tempfile
+
+    from trt_perception.errors import ConfigError
+
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is an existing file; expected a folder (created when missing); fix: pass "
+                          "a folder path, or move the file away")
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{flag} {path}: {probe} is a file, so no folder can be made below it; fix: pass "
+                          "another path")
+    try:
+        with tempfile.TemporaryFile(dir=str(probe)):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot write in {probe} ({exc.strerror or exc}); fix: pass a folder "
+                          "you can write to, or change its permissions") from None
+
+
+def check_report_folder(path: Path, force: bool) -> None:
+    """``--report DIR`` before the replay: writable, and holding no earlier report unless ``force``."""
+    from trt_perception.errors import ConfigError
+
+    check_writable_folder(path, "--report")
+    path = Path(path).expanduser()
+    earlier = [name for name in REPORT_FILES if (path / name).exists()] if path.is_dir() else []
+    if earlier and not force:
+        raise ConfigError(f"--report {path} holds an earlier report ({', '.join(earlier)}); refusing to overwrite "
+                          "it; fix: pass --force to replace it, or another --report folder")
+
+
 def write_report_files(report: ReplayReport, directory: Path, plots: bool = True) -> List[Path]:
     """Write report.json and, with matplotlib, steering.png / latency.png / detections.png / tracks.png into
-    ``directory``."""
+    ``directory``, replacing an earlier report's files there (the caller checked ``--force``: see
+    ``check_report_folder``); a plot this run does not draw is removed rather than left stale."""
+    from trt_perception.errors import ConfigError
+
     directory = Path(directory)
+    try:
+        return _write_report_files(report, directory, plots)
+    except OSError as exc:
+        raise ConfigError(f"--report {directory}: cannot write the report there ({exc.strerror or exc}: "
+                          f"{exc.filename or directory}); fix: free disk space, or pass a folder you can write "
+                          "to") from None
+
+
+def _write_report_files(report: ReplayReport, directory: Path, plots: bool) -> List[Path]:
     directory.mkdir(parents=True, exist_ok=True)
+    for name in REPORT_FILES:
+        stale = directory / name
+        if stale.is_file():
+            stale.unlink()
     report.report_dir = str(directory)
     written: List[Path] = []
     plt = _pyplot() if plots else None
@@ -595,9 +770,9 @@ def write_report_files(report: ReplayReport, directory: Path, plots: bool = True
         report.notes.append(MATPLOTLIB_MISSING)
     if plt is not None:
         series = report.series
-        if series.predicted_steering or series.recorded_steering:
+        if len(series.predicted_steering) or len(series.recorded_steering):
             written.append(_plot_steering(plt, report, directory / "steering.png"))
-        if series.stage_seconds:
+        if any(len(v) for v in series.stage_seconds.values()):
             written.append(_plot_latency(plt, report, directory / "latency.png"))
         if series.samples:
             written.append(_plot_samples(plt, series.samples, directory / "detections.png"))
@@ -625,9 +800,9 @@ def _plot_steering(plt: Any, report: ReplayReport, path: Path) -> Path:
         (axes[0], f"steering ({names[0]})", series.predicted_steering, series.recorded_steering),
         (axes[1], f"throttle ({names[1]})", series.predicted_throttle, series.recorded_throttle),
     ):
-        if recorded:
+        if len(recorded):
             ax.plot(series.recorded_times, recorded, color="0.35", linewidth=1.2, label="recorded")
-        if predicted:
+        if len(predicted):
             ax.plot(series.frame_times, predicted, color="tab:red", linewidth=1.0, label="predicted")
         ax.set_ylabel(title)
         ax.grid(True, alpha=0.3)
@@ -646,9 +821,9 @@ def _plot_steering(plt: Any, report: ReplayReport, path: Path) -> Path:
 def _plot_latency(plt: Any, report: ReplayReport, path: Path) -> Path:
     """Per-stage histograms on one log-time axis (stages differ by 100x), and the whole frame on its own."""
     series = report.series.stage_seconds
-    stages = [s for s in ordered_stages(list(series)) if series[s] and s != "total"]
+    stages = [s for s in ordered_stages(list(series)) if len(series[s]) and s != "total"]
     fig, (ax_stages, ax_total) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
-    all_ms = np.concatenate([np.asarray(series[s], np.float64) for s in series if series[s]]) * 1000.0
+    all_ms = np.concatenate([np.asarray(series[s], np.float64) for s in series if len(series[s])]) * 1000.0
     positive = all_ms[all_ms > 0]
     lo = max(float(positive.min()) if positive.size else 1e-3, 1e-3)
     hi = max(float(all_ms.max()) if all_ms.size else 1.0, lo * 10)
@@ -664,8 +839,8 @@ def _plot_latency(plt: Any, report: ReplayReport, path: Path) -> Path:
     ax_stages.set_title("per stage", fontsize=10)
     if stages:
         ax_stages.legend(fontsize=7)
-    total = series.get("total") or []
-    if total:
+    total = series.get("total", [])
+    if len(total):
         values = np.asarray(total, np.float64) * 1000.0
         ax_total.hist(values, bins=40, color="tab:blue", alpha=0.8)
         stats = report.latency.get("total")
