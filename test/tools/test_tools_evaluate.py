@@ -106,7 +106,7 @@ def test_totals_pool_frames_and_match_plain_replay(tmp_path: Path, models: Path,
     # MAE weighted by matched frames: (4 x 0.1 + 8 x 0.3) / 12, not (0.1 + 0.3) / 2
     assert total["drive"]["matched"] == 12
     assert total["drive"]["steering_mae"] == pytest.approx((4 * 0.1 + 8 * 0.3) / 12, abs=1e-4)
-    assert total["frames"] == {"in": 12, "processed": 12, "bad": 0, "dropped": 0}
+    assert total["frames"] == {"in": 12, "processed": 12, "bad": 0, "failed": 0, "dropped": 0}
 
     # per input: the numbers `trt-perception replay` gives for the same bag and params
     for entry, bag in zip(results["per_input"], two_bags):
@@ -399,3 +399,29 @@ def test_synthetic_bag_has_the_demo_topics_and_truth_and_is_deterministic(tmp_pa
         write_synthetic_bag(first, seconds=0.2)
     assert synthetic_main([str(first), "--seconds", "0.2", "--force"]) == 0
     assert len(read_messages(first)["/camera/image_raw/compressed"]) == 3  # 0.2 s at 15 fps
+
+
+# ------------------------------------------------------------------------------------------- tubs
+
+
+def test_a_donkeycar_tub_is_an_input_scored_against_its_recorded_commands(tmp_path: Path, models: Path,
+                                                                           two_bags: Tuple[Path, Path]) -> None:
+    """A tub folder among bags (found in a folder, a glob and a list alike), replayed through tools/tub.py
+    with user/angle & user/throttle (as /user/cmd_vel) as the reference commands."""
+    from tubfixtures import drive_frames, write_tub
+
+    from trt_perception.tools.tub import IMAGE_TOPIC
+
+    root = tmp_path / "recordings"
+    tub = write_tub(root / "tub_1", drive_frames(10))
+    assert [(Path(r.path).name, r.kind) for r in discover_inputs([root])] == [("tub_1", "tub")]
+    assert [r.kind for r in discover_inputs([str(root / "tub_*"), two_bags[0]])] == ["tub", "bag"]
+    params = make_params(tmp_path / "p", models, detector__enabled=False, image_topic=IMAGE_TOPIC)
+    result = evaluate([tub], params, out=tmp_path / "eval", workers=0, plots=False)
+    assert result.exit_code == 0, result.text
+    (entry,) = result.report["results"]["per_input"]
+    row = entry["A"]
+    assert row["ok"] and row["frames_processed"] == 10 and row["matched"] == 10
+    assert row["steering_mae"] < 0.01 and row["throttle_mae"] < 0.01  # JPEG noise only
+    direct = replay_bag(tub, params, truth_drive_topic="/user/cmd_vel")
+    assert row["steering_mae"] == pytest.approx(direct.drive.steering_mae, abs=1e-12)

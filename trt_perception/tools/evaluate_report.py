@@ -9,7 +9,7 @@ are made:
 - steering/throttle MAE and RMSE: pooled over matched frames (each input weighted by its matched frames);
 - latency: count, mean and max exact; percentiles from merged log-spaced histograms (bins 1% wide, so a
   percentile is within 0.5% of the pooled samples' own);
-- frames in/processed/bad/dropped: sums; failed inputs are listed and left out of the totals (in A/B, an input
+- frames in/processed/bad/failed/dropped: sums; failed inputs are listed and left out of the totals (in A/B, an input
   that failed under either model set is left out of both, so both totals cover the same frames).
 """
 
@@ -157,7 +157,7 @@ def _input_row(summary: Dict[str, Any]) -> Dict[str, Any]:
         return row
     frames = report["frames"]
     row.update(frames_in=frames["in"], frames_processed=frames["processed"], bad_frames=frames["bad"],
-               dropped_frames=frames["dropped"], fps=report.get("frames_per_second"),
+               failed_frames=frames.get("failed", 0), dropped_frames=frames["dropped"], fps=report.get("frames_per_second"),
                detections=report["detections"]["total"], notes=report.get("notes", []))  # fmt: skip
     ev = report.get("detection_eval")
     if ev is not None:
@@ -181,7 +181,7 @@ class _Totals:
 
     def __init__(self) -> None:
         self.inputs = 0
-        self.frames_in = self.frames_processed = self.bad_frames = self.dropped_frames = 0
+        self.frames_in = self.frames_processed = self.bad_frames = self.failed_frames = self.dropped_frames = 0
         self.wall_s = 0.0
         self.tp = self.fp = self.fn = self.truth_frames = 0
         self.has_detection_eval = False
@@ -193,7 +193,7 @@ class _Totals:
 
     def add(self, row: Dict[str, Any], rows: Optional[FrameRows]) -> None:
         self.inputs += 1
-        for key in ("frames_in", "frames_processed", "bad_frames", "dropped_frames", "detections"):
+        for key in ("frames_in", "frames_processed", "bad_frames", "failed_frames", "dropped_frames", "detections"):
             setattr(self, key, getattr(self, key) + int(row.get(key) or 0))
         self.wall_s += float(row.get("wall_s") or 0.0)
         if "tp" in row:
@@ -220,7 +220,7 @@ class _Totals:
         data: Dict[str, Any] = {
             "inputs": self.inputs,
             "frames": {"in": self.frames_in, "processed": self.frames_processed, "bad": self.bad_frames,
-                       "dropped": self.dropped_frames},
+                       "failed": self.failed_frames, "dropped": self.dropped_frames},
             "replay_wall_s": finite(self.wall_s),
             "frames_per_second_per_worker": finite(self.frames_processed / self.wall_s) if self.wall_s else None,
             "detections": self.detections,
