@@ -157,7 +157,8 @@ def _input_row(summary: Dict[str, Any]) -> Dict[str, Any]:
         return row
     frames = report["frames"]
     row.update(frames_in=frames["in"], frames_processed=frames["processed"], bad_frames=frames["bad"],
-               failed_frames=frames.get("failed", 0), dropped_frames=frames["dropped"], fps=report.get("frames_per_second"),
+               failed_frames=frames.get("failed", 0), dropped_frames=frames["dropped"],
+               fps=report.get("frames_per_second"),
                detections=report["detections"]["total"], notes=report.get("notes", []))  # fmt: skip
     ev = report.get("detection_eval")
     if ev is not None:
