@@ -223,6 +223,22 @@ def test_a_slower_command_stream_still_matches_every_frame(tmp_path: Path, model
     assert report.drive.window_s == pytest.approx(0.2, rel=1e-3)
 
 
+# ------------------------------------------------------------------------------------------ sample frames
+
+
+def test_sample_frames_carry_the_segmentation_heads_mask(tmp_path: Path) -> None:
+    """detections.png tints each sample frame with the segmentation head's mask of that frame."""
+    from trt_perception.tools.demo import demo_files
+
+    demo = demo_files()
+    report = replay_bag(demo.bag, demo.params, limit=12, heads=["detector", "drivable"])
+    samples = report.series.samples
+    assert samples and all(s.mask is not None for s in samples)
+    first = samples[0]
+    assert first.mask.shape == first.image_bgr.shape[:2] and set(np.unique(first.mask)) <= {0, 1}
+    assert first.mask.any() and first.mask_labels[:2] == ["background", "road"]
+
+
 # -------------------------------------------------------------------------------------------- memory
 
 

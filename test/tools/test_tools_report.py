@@ -239,6 +239,25 @@ def test_detections_grid_tints_the_mask_and_draws_truth_and_detections(tmp_path:
     assert grid is not None and grid.shape[1] == 2 * report_module.GRID_TILE_WIDTH + 3 * 6
 
 
+def test_tile_titles_stand_clear_of_the_images(tmp_path: Path) -> None:
+    """Each tile's title (with a comma's descender) keeps >= 5 px of plain band above its image, and rows of
+    tiles keep a gap: titles must not touch the frame they describe (issue 11)."""
+    sample = _grey_sample()
+    sample.truth_boxes, sample.truth_labels = np.array([[2, 2, 10, 10]], np.float64), ["cone"]  # ", 1 true"
+    tile = report_module._sample_tile(sample)
+    caption = tile.shape[0] - round(60 * report_module.GRID_TILE_WIDTH / 80)
+    band = tile[:caption]
+    text_rows = np.flatnonzero((band != report_module._GRID_BACKGROUND).any(axis=(1, 2)))
+    assert text_rows.size and caption - 1 - text_rows.max() >= 5
+
+    grid = cv2.imread(str(report_module._plot_samples(None, [_grey_sample()] * 6, tmp_path / "d.png")))
+    assert caption == report_module.GRID_CAPTION_HEIGHT
+    tile_h = tile.shape[0]
+    legend_h = grid.shape[0] - 2 * (tile_h + report_module.GRID_ROW_GAP)
+    first_row_end = legend_h + tile_h
+    assert (grid[first_row_end : first_row_end + report_module.GRID_ROW_GAP] == report_module._GRID_BACKGROUND).all()
+
+
 def test_mask_classes_without_a_spec_colour_take_the_overlay_palette() -> None:
     from trt_perception.overlay import class_color
 

@@ -891,6 +891,9 @@ def _plot_tracks(plt: Any, report: ReplayReport, path: Path) -> Path:
 
 GRID_COLUMNS = 3
 GRID_TILE_WIDTH = 480  # px: replay's 320-px samples are enlarged before the overlay is drawn, so labels stay legible
+GRID_CAPTION_HEIGHT = 30  # px of each tile's title band
+GRID_CAPTION_BASELINE = 19  # the title's baseline: 5+ px of band below its lowest descender
+GRID_ROW_GAP = 12  # px between rows of tiles (columns: 6)
 GRID_MASK_ALPHA = 0.3  # tint strength of the segmentation mask: the frame must still read under it
 _GRID_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX (cv2 is imported lazily)
 _GRID_BACKGROUND = (32, 32, 32)
@@ -911,10 +914,11 @@ def _plot_samples(plt: Any, samples: Sequence[SampleFrame], path: Path) -> Path:
     rows = -(-len(tiles) // cols)
     gap = 6
     legend = _grid_legend(samples, cols * tile_w + (cols + 1) * gap)
-    grid = np.full((legend.shape[0] + rows * (tile_h + gap) + gap, legend.shape[1], 3), _GRID_BACKGROUND, np.uint8)
+    row_gap = GRID_ROW_GAP
+    grid = np.full((legend.shape[0] + rows * (tile_h + row_gap), legend.shape[1], 3), _GRID_BACKGROUND, np.uint8)
     grid[: legend.shape[0]] = legend
     for i, tile in enumerate(tiles):
-        y = legend.shape[0] + gap + (i // cols) * (tile_h + gap)
+        y = legend.shape[0] + (i // cols) * (tile_h + row_gap)
         x = gap + (i % cols) * (tile_w + gap)
         grid[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
     if not cv2.imwrite(str(path), grid, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
@@ -954,13 +958,17 @@ def _sample_tile(sample: SampleFrame) -> np.ndarray:
                             list(sample.labels))
     if sample.truth_boxes is not None:  # under the detections: a found object shows its coloured box on top
         for box in np.round(np.asarray(sample.truth_boxes, np.float64).reshape(-1, 4) * zoom).astype(int):
+            # white on a dark outline: visible on white track edges and on dark asphalt alike
+            cv2.rectangle(canvas, (box[0], box[1]), (box[2], box[3]), (0, 0, 0), 3)
             cv2.rectangle(canvas, (box[0], box[1]), (box[2], box[3]), (255, 255, 255), 1)
     canvas = draw_detections(canvas, detections, "bgr")  # the node's overlay
-    caption = np.full((24, canvas.shape[1], 3), _GRID_BACKGROUND, np.uint8)
+    caption = np.full((GRID_CAPTION_HEIGHT, canvas.shape[1], 3), _GRID_BACKGROUND, np.uint8)
     found = len(sample.labels)
     truth = f", {len(sample.truth_labels)} true" if sample.truth_labels is not None else ""
     plural = "" if found == 1 else "s"
-    _put_text(caption, f"frame {sample.index}   t = {sample.time_s:.1f} s   {found} detection{plural}{truth}", (4, 17))
+    # the title sits on its own band, clear of the image below it (descenders included)
+    _put_text(caption, f"frame {sample.index}   t = {sample.time_s:.1f} s   {found} detection{plural}{truth}",
+              (4, GRID_CAPTION_BASELINE))
     return np.vstack([caption, canvas])
 
 
