@@ -22,6 +22,7 @@ import yaml
 from common import DEMO_DIR, Table, scaled
 
 TARGET = 1.5  # replay frames/s >= 1.5x the user script's
+PROCESS_TARGET = 1.1  # `trt-perception replay --no-out` wall time <= 1.1x the script's, both as processes
 
 
 def _params(folder: Path) -> Path:
@@ -123,12 +124,57 @@ def run(quick: bool = False) -> Table:
             contender=name, frames=frames, median_s=statistics.median(values), iqr_s=float(q3 - q1),
             frames_per_s=rate[name], vs_script=ratio,
         )
+    process_rows(table, quick)
     table.notes.append(
         "Same results checked first (frame count, steering of every frame within 1e-4). The script uses default "
         "ONNX Runtime sessions (a thread per core, spinning), as users do; replay uses the node's ort_threads 1 "
         "and no spinning, decodes once for both models and also builds + serializes the output messages."
     )
     return table
+
+
+SCRIPT = """import sys
+sys.path.insert(0, {bench!r})
+from pathlib import Path
+from bench_replay import UserScript
+frames, _ = UserScript().run(Path({bag!r}))
+print(frames)
+"""
+
+
+def process_rows(table: Table, quick: bool) -> None:
+    """Both as a user runs them: a fresh process each (imports, session creation, the bag, exit)."""
+    import subprocess
+    import sys
+
+    bag = DEMO_DIR / "drive_bag"
+    rounds = scaled(quick, 5, 1)
+    with tempfile.TemporaryDirectory() as folder:
+        params = _params(Path(folder))
+        script = Path(folder) / "user_script.py"
+        script.write_text(SCRIPT.format(bench=str(Path(__file__).resolve().parent), bag=str(bag)), encoding="utf-8")
+        exe = Path(sys.executable).with_name("trt-perception")
+        commands = {
+            "user script (process)": [sys.executable, str(script)],
+            "replay --no-out (process)": [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else [
+                "-m", "trt_perception.cli"]), "replay", str(bag), "--params", str(params), "--no-out", "--no-progress"],
+        }  # fmt: skip
+        seconds: Dict[str, List[float]] = {name: [] for name in commands}
+        for _ in range(rounds):
+            for name, command in commands.items():
+                start = time.perf_counter()
+                subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+                seconds[name].append(time.perf_counter() - start)
+    base = statistics.median(seconds["user script (process)"])
+    for name, values in seconds.items():
+        q1, q3 = np.percentile(values, [25, 75])
+        ratio = statistics.median(values) / base
+        graded = name.startswith("replay")
+        table.add(
+            (ratio <= PROCESS_TARGET) if graded else None, target=f"<= {PROCESS_TARGET:g}x script wall" if graded
+            else "", contender=name, frames=270, median_s=statistics.median(values), iqr_s=float(q3 - q1),
+            frames_per_s=270 / statistics.median(values), vs_script=ratio,
+        )  # fmt: skip
 
 
 def _main() -> Any:  # python benchmarks/bench_replay.py
