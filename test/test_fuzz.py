@@ -327,3 +327,77 @@ def test_inspect_range_check_fuzz(name: str) -> None:
             shapes = {k: (getattr(v, "shape", None), getattr(v, "dtype", None)) for k, v in outputs.items()}
             pytest.fail(f"{name} case {index} {shapes} raised {type(exc).__name__}: {exc}")
         assert all(isinstance(line, str) and line.startswith("WARNING") for line in lines)
+
+
+# ------------------------------------------------------------------------------------------- spec files
+
+SPEC_CASES = 1200 * SCALE
+ODD_VALUES: List[Any] = [None, -1, 0, 1e308, float("nan"), float("-inf"), True, "", "x" * 300, [], [1, "a", None],
+                         {}, {"a": {"b": [1]}}, 2**70, "labels.txt", "binary.bin", "missing.txt", "../", "\u00e9"]
+
+
+def _mutate_mapping(rng: np.random.Generator, data: Any, depth: int = 0) -> Any:
+    """A copy of a spec mapping with a few keys dropped, replaced by odd values, or added."""
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            roll = rng.random()
+            if roll < 0.08:
+                continue
+            if roll < 0.2:
+                out[key] = ODD_VALUES[int(rng.integers(0, len(ODD_VALUES)))]
+            else:
+                out[key] = _mutate_mapping(rng, value, depth + 1)
+        if rng.random() < 0.1:
+            out[["labels", "scale", "tensors", "format", "unknown_key", 3][int(rng.integers(0, 6))]] = \
+                ODD_VALUES[int(rng.integers(0, len(ODD_VALUES)))]
+        return out
+    if isinstance(data, list) and data and rng.random() < 0.3:
+        return [ODD_VALUES[int(rng.integers(0, len(ODD_VALUES)))] for _ in data]
+    return data
+
+
+def spec_case(rng: np.random.Generator, bases: List[Dict[str, Any]]) -> bytes:
+    """The bytes of one spec file: a mutated good spec as YAML, then sometimes damaged as bytes."""
+    import yaml
+
+    base = bases[int(rng.integers(0, len(bases)))]
+    text = yaml.safe_dump(_mutate_mapping(rng, base), sort_keys=False, allow_unicode=True).encode()
+    kind = int(rng.integers(0, 8))
+    if kind == 0:  # cut
+        text = text[: int(rng.integers(0, len(text) + 1))]
+    elif kind == 1:  # flipped bytes
+        raw = bytearray(text)
+        for _ in range(int(rng.integers(1, 8))):
+            raw[int(rng.integers(0, len(raw)))] = int(rng.integers(0, 256))
+        text = bytes(raw)
+    elif kind == 2:  # a binary file given as --spec (a model, an engine)
+        text = rng.integers(0, 256, int(rng.integers(0, 2000)), dtype=np.uint8).tobytes()
+    elif kind == 3:  # YAML oddities: tags, anchors, deep nesting, documents
+        text += [b"\nx: !!python/object:os.system ls\n", b"\n---\na: 1\n", b"\nq: &a [*a]\n",
+                 b"\nz: " + b"[" * 3000, b"\x00", b"\n\t- tab"][int(rng.integers(0, 6))]
+    return text
+
+
+def test_spec_file_fuzz(tmp_path: Any) -> None:
+    """Spec files as users hand them over (damaged YAML, odd values, binary files, labels files that are binary or
+    folders): load_spec answers with a spec or a SpecError, never UnicodeDecodeError/RecursionError/TypeError."""
+    from trt_perception.errors import SpecError
+    from trt_perception.spec import load_spec
+
+    bases = [PARSER_CASES[name].make().spec.to_dict() for name in sorted(PARSER_CASES)]
+    (tmp_path / "labels.txt").write_text("background\ncar\n")
+    (tmp_path / "binary.bin").write_bytes(bytes(range(256)))
+    path = tmp_path / "spec.yaml"
+    outcomes = {"loaded": 0, "refused": 0}
+    for index in range(SPEC_CASES):
+        rng = np.random.default_rng([3, index])
+        path.write_bytes(spec_case(rng, bases))
+        try:
+            load_spec(spec_path=path)
+            outcomes["loaded"] += 1
+        except SpecError:
+            outcomes["refused"] += 1
+        except Exception as exc:  # pragma: no cover - the failure this test exists for
+            pytest.fail(f"spec case (seed 3, index {index}) raised {type(exc).__name__}: {exc}")
+    assert outcomes["loaded"] > SPEC_CASES // 20 and outcomes["refused"] > SPEC_CASES // 10, outcomes

@@ -103,6 +103,36 @@ def test_labels_file_relative_to_spec_and_overrides(tmp_path: Path) -> None:
     assert spec.detection.score_threshold == 0.9
 
 
+
+def test_binary_or_unreadable_spec_files_are_spec_errors(tmp_path: Path) -> None:
+    """`--spec model.onnx` (a common slip), a folder, a deep-nested YAML: SpecError naming the file and the fix,
+    never UnicodeDecodeError / IsADirectoryError / RecursionError."""
+    binary = tmp_path / "model.onnx"
+    binary.write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(range(256)) * 4)
+    with pytest.raises(SpecError, match=r"model\.onnx is not a text file .*byte \d+.*fix: pass the \.yaml"):
+        load_spec(spec_path=binary)
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    with pytest.raises(SpecError, match=r"folder\.yaml is a folder"):
+        load_spec(spec_path=folder)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("[" * 50000)
+    with pytest.raises(SpecError, match=r"deep\.yaml is not valid YAML.*(nesting|nested too deeply)"):
+        load_spec(spec_path=deep)
+
+
+def test_binary_labels_file_is_a_spec_error(tmp_path: Path) -> None:
+    (tmp_path / "labels.txt").write_bytes(bytes(range(128, 256)))
+    data = ssd_spec()
+    data["detection"] = {"labels": "labels.txt"}
+    (tmp_path / "ssd.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match=r"detection\.labels.*labels\.txt is not a text file"):
+        load_spec(tmp_path / "ssd.onnx")
+    (tmp_path / "labels.txt").unlink()
+    (tmp_path / "labels.txt").mkdir()
+    with pytest.raises(SpecError, match=r"detection\.labels.*labels\.txt"):
+        load_spec(tmp_path / "ssd.onnx")
+
 def test_merge_overrides_is_deep_and_copies() -> None:
     data = ssd_spec()
     merged = merge_overrides(data, {"input": {"height": 10}, "detection.iou_threshold": 0.1})

@@ -336,7 +336,8 @@ def _choice(section: Mapping[str, Any], key: str, prefix: str, choices: Sequence
 
 
 def _check_keys(section: Mapping[str, Any], allowed: Iterable[str], prefix: str) -> None:
-    unknown = sorted(set(section) - set(allowed))
+    allowed = set(allowed)
+    unknown = sorted(str(k) for k in section if k not in allowed)  # YAML keys may be numbers: `3: x`
     if unknown:
         raise SpecError(
             f"unknown spec key(s) {[prefix + k for k in unknown]}; allowed here: {sorted(allowed)} "
@@ -562,10 +563,10 @@ def _load_labels(value: Any, key: str, source: Optional[Path]) -> Tuple[str, ...
         path = Path(os.path.expanduser(value))
         if not path.is_absolute() and source is not None:
             path = source.parent / path
-        if not path.is_file():
+        if not path.exists():
             raise _fail(key, value, f"a labels file (one label per line) or a list; {path} does not exist")
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return tuple(line.strip() for line in lines if line.strip())
+        text = read_text_file(path, f"labels file of spec key {key!r},", "UTF-8 text, one label per line")
+        return tuple(line.strip() for line in text.splitlines() if line.strip())
     raise _fail(key, value, "a list of labels or the path of a labels file")
 
 
@@ -697,14 +698,51 @@ def find_spec(model_path: Union[str, Path]) -> Optional[Path]:
     return None
 
 
+# libyaml's safe loader where PyYAML has it: faster, and it refuses deep nesting (`[[[[...`) at once, where the
+# pure-Python loader takes a second to run into RecursionError
+YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_TEXT_BYTES = 16 << 20  # specs and labels files are a few KB; a bigger file is the wrong file
+
+
+def read_text_file(path: Path, what: str, expected: str) -> str:
+    """A spec or labels file's text; a folder, an unreadable, huge or binary file (``--spec model.onnx``) is a
+    SpecError naming it, instead of IsADirectoryError/PermissionError/UnicodeDecodeError from deep inside."""
+    fix = "fix: pass the .yaml spec written next to the model (not the model or engine itself)" \
+        if what == "model spec" else "fix: pass a text file with one label per line, or list the labels in the spec"
+    if path.is_dir():
+        raise SpecError(f"{what} {path} is a folder; expected {expected}; {fix}")
+    try:
+        size = path.stat().st_size
+        if size > MAX_TEXT_BYTES:
+            raise SpecError(f"{what} {path} is {size} bytes; expected {expected} (at most {MAX_TEXT_BYTES} bytes); "
+                            f"{fix}")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"{what} {path} cannot be read ({exc.strerror or exc}); {fix}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{what} {path} is not a text file (binary data at byte {exc.start} of {len(data)}); "
+                        f"expected {expected}; {fix}") from None
+    if "\x00" in text:
+        raise SpecError(f"{what} {path} is not a text file (a NUL byte at {text.index(chr(0))} of {len(data)}); "
+                        f"expected {expected}; {fix}")
+    return text.lstrip("\ufeff")  # a BOM some editors write
+
+
 def read_spec_file(path: Union[str, Path]) -> Dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise SpecError(f"model spec file {path} does not exist; fix: pass the right path or write one (README)")
+    text = read_text_file(path, "model spec", "a YAML text file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(text, Loader=YAML_LOADER)  # a safe loader (C or Python)
     except yaml.YAMLError as exc:
-        raise SpecError(f"model spec {path} is not valid YAML: {exc}") from None
+        reason = " ".join(str(exc).replace('"<unicode string>"', "the file").split())  # one line for a log
+        raise SpecError(f"model spec {path} is not valid YAML: {reason}") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise SpecError(f"model spec {path} is not valid YAML for a spec: it is nested too deeply; fix: pass the "
+                        "spec YAML written next to the model") from None
     if not isinstance(data, dict):
         raise SpecError(f"model spec {path} holds {type(data).__name__}; expected a mapping with task/input/output")
     return data
