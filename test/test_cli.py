@@ -91,3 +91,16 @@ def test_a_closed_pipe_is_not_a_traceback(tmp_path: Path, square_png: Path) -> N
     err = reader.stderr.read().decode()
     assert reader.wait(timeout=120) == 141, err  # 128 + SIGPIPE, what a shell reports for a killed writer
     assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err
+
+
+def test_help_imports_no_heavy_package() -> None:
+    """cli.py builds every subcommand's parser for --help: their modules must keep onnx, onnxruntime, torch,
+    matplotlib, rosbags and tensorrt inside the run functions (onnx alone cost 0.6 s of `trt-perception --help`)."""
+    import subprocess
+    import sys
+
+    heavy = ("onnx", "onnxruntime", "torch", "matplotlib", "rosbags", "tensorrt", "tensorflow", "motmetrics", "pandas")
+    script = ("import sys; from trt_perception.cli import build_parser; build_parser().format_help(); "
+              f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

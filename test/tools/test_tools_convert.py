@@ -340,6 +340,48 @@ def test_cli_nms_on_an_onnx_with_raw_spec(tmp_path: Path) -> None:
     assert load_spec(tmp_path / "b.onnx").output.format == "batched_nms"
 
 
+
+def _opset(path: Path) -> int:
+    return next(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx"))
+
+
+def test_cli_opset_is_honoured_for_onnx_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--opset used to be ignored for ONNX sources (and its default 13 said otherwise): now an ONNX keeps its
+    opset unless --opset asks for another, and an opset-9 model with --nms batched passes onnx.checker."""
+    from test_tools_nms_surgery import ssd_model
+
+    from trt_perception.cli import main
+
+    source = ssd_model(tmp_path, name="ssd9", opset=9)
+    assert main(["convert", str(source), "--nms", "batched", "-o", str(tmp_path / "kept.onnx")]) == 0
+    onnx.checker.check_model(onnx.load(str(tmp_path / "kept.onnx")))
+    assert _opset(tmp_path / "kept.onnx") == 9
+    assert main(["convert", str(source), "--nms", "efficient", "--opset", "13", "-o", str(tmp_path / "up.onnx")]) == 0
+    onnx.checker.check_model(onnx.load(str(tmp_path / "up.onnx")))
+    assert _opset(tmp_path / "up.onnx") == 13
+    assert main(["convert", str(source), "--nms", "batched", "--opset", "5", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert not (tmp_path / "x.onnx").exists()
+
+    pilot = _donkey(tmp_path, "pilot", [("n_outputs0", 1), ("n_outputs1", 1)])
+    assert convert.run_convert(_args(str(pilot), "--opset", "15", "-o", str(tmp_path / "pilot15.onnx"))) == 0
+    assert _opset(tmp_path / "pilot15.onnx") == 15
+    assert convert.run_convert(_args(str(pilot), "-o", str(tmp_path / "pilot13.onnx"))) == 0
+    assert _opset(tmp_path / "pilot13.onnx") == 13
+
+    ssd = _tf_like_ssd(tmp_path)  # --ssd, then --nms on the cut model, at the asked opset
+    assert convert.run_convert(_args(str(ssd), "--ssd", "--boxes-tensor", "concat:0", "--scores-tensor", "concat_1:0",
+                                     "--feature-maps", "4,2", "--aspect-ratios", "1,2,0.5", "--nms", "batched",
+                                     "--opset", "15", "-o", str(tmp_path / "cut.onnx"))) == 0
+    assert _opset(tmp_path / "cut.onnx") == 15 and _opset(tmp_path / "cut_batched_nms.onnx") == 15
+
+    commands: List[List[str]] = []  # TensorFlow sources: tf2onnx gets 13 (TensorRT 8.2) unless --opset says
+    monkeypatch.setattr(convert, "run_tf2onnx", lambda command: commands.append(list(command)) or 1 / 0)
+    (tmp_path / "pilot.h5").write_bytes(b"")
+    for argv, want in ((["--steering"], "13"), (["--steering", "--opset", "11"], "11")):
+        with pytest.raises(ZeroDivisionError):
+            convert.run_convert(_args(str(tmp_path / "pilot.h5"), *argv, "--force"))
+        assert commands[-1][commands[-1].index("--opset") + 1] == want
+
 # ------------------------------------------------------------------------------------------------- PyTorch
 
 

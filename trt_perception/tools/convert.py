@@ -45,13 +45,15 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import onnx
 
 from trt_perception.errors import BuildError, ConfigError, SpecError
 from trt_perception.spec import parse_spec, save_spec
+
+if TYPE_CHECKING:  # onnx is imported where it is used: `trt-perception --help` builds this parser (0.6 s saved)
+    import onnx
 
 PathLike = Union[str, Path]
 DEFAULT_OPSET = 13  # TensorRT 8.2 (Jetson Nano) parses opsets 7..13
@@ -187,6 +189,8 @@ def export_torch(
     TensorRT >= 8.6): the TorchScript exporter (deprecated since torch 2.9, still shipped) is the default
     because TensorRT 8.2 on the Jetson Nano parses its opset-13 graphs.
     """
+    import onnx
+
     try:
         import torch
     except ImportError as exc:
@@ -554,6 +558,8 @@ class SsdOptions:
 
 def finish_ssd(model: onnx.ModelProto, options: SsdOptions, anchors_path: Path) -> Tuple[onnx.ModelProto, Dict]:
     """Cut the graph at the raw heads, rename them boxes/scores, save the anchors and return the ssd_raw spec."""
+    import onnx
+
     from trt_perception.outputs.anchors import grid_anchors
 
     if not options.boxes_tensor or not options.scores_tensor:
@@ -629,6 +635,8 @@ def finish_ssd(model: onnx.ModelProto, options: SsdOptions, anchors_path: Path) 
 
 
 def _write(model: onnx.ModelProto, spec: Optional[Mapping[str, Any]], output: Path, force: bool) -> None:
+    import onnx
+
     spec_path = output.with_suffix(".yaml")
     if spec is not None:
         parse_spec(dict(spec), source=spec_path)  # refuse a bad spec before writing anything
@@ -663,7 +671,10 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
                         "TorchScript .pt")
     parser.add_argument("-o", "--output", type=Path, help="output .onnx (default: next to the source)")
     parser.add_argument("--framework", choices=FRAMEWORKS, default="auto", help="source format (default: from suffix)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default 13: TensorRT 8.2)")
+    parser.add_argument("--opset", type=int, default=None,
+                        help="ai.onnx opset to write. TensorFlow/TorchScript sources: default 13 (TensorRT 8.2 on the "
+                             "Nano parses 7..13); ONNX sources: default their own, another is converted to with "
+                             "onnx.version_converter (the NMS nodes are built for the opset either way)")
     parser.add_argument("--inputs", help="tf2onnx input tensors, comma-separated (frozen graphs; may cut the graph)")
     parser.add_argument("--outputs", help="tf2onnx output tensors, comma-separated (frozen graphs; may cut the graph)")
     parser.add_argument("--input-shape", help="TorchScript sample input shape, e.g. 1x3x300x300")
@@ -756,6 +767,8 @@ def _ssd_options(args: argparse.Namespace) -> SsdOptions:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    import onnx
+
     from trt_perception.tools.nms_surgery import add_nms_to_file
 
     source: Path = args.source
@@ -779,8 +792,9 @@ def run_convert(args: argparse.Namespace) -> int:
         out, spec_path = add_nms_to_file(
             source, args.output, args.nms, force=args.force, score_threshold=args.score_threshold,
             iou_threshold=args.iou_threshold, max_detections=args.max_detections, top_k=args.top_k,
+            opset=args.opset,
         )
-        print(f"wrote {out} and {spec_path} (output format {args.nms}_nms)")
+        print(f"wrote {out} and {spec_path} (output format {args.nms}_nms{_opset_note(out, args.opset)})")
         return 0
 
     if framework == "onnx" and output.resolve() == source.resolve():
@@ -794,10 +808,10 @@ def run_convert(args: argparse.Namespace) -> int:
         if preset is not None:
             inputs = inputs or [f"{preset.input_tensor}[1,{preset.input_size[0]},{preset.input_size[1]},3]"]
             outputs = outputs or [preset.boxes_tensor, preset.scores_tensor]
-        run_tf2onnx(tf2onnx_command(framework, source, output, args.opset, inputs, outputs))
+        run_tf2onnx(tf2onnx_command(framework, source, output, args.opset or DEFAULT_OPSET, inputs, outputs))
     elif framework == "torchscript":
         shape = [int(d) for d in args.input_shape.lower().split("x")] if args.input_shape else []
-        export_torchscript(source, output, shape, opset=args.opset)
+        export_torchscript(source, output, shape, opset=args.opset or DEFAULT_OPSET)
     elif framework == "onnx":
         converted = source
     else:
@@ -806,6 +820,10 @@ def run_convert(args: argparse.Namespace) -> int:
     model = onnx.load(str(converted))
     if framework in TF_FLAGS:
         _check_converted(model, source)
+    elif framework == "onnx" and args.opset is not None:
+        from trt_perception.tools.nms_surgery import with_opset
+
+        model = with_opset(model, args.opset)
     spec: Optional[Dict[str, Any]] = None
     if args.ssd is not None:
         options = _ssd_options(args)
@@ -838,14 +856,26 @@ def run_convert(args: argparse.Namespace) -> int:
         out, spec_path = add_nms_to_file(
             output, None, args.nms, force=args.force, score_threshold=args.score_threshold,
             iou_threshold=args.iou_threshold, max_detections=args.max_detections, top_k=args.top_k,
+            opset=args.opset if framework == "onnx" else None,
         )
         print(f"wrote {out} and {spec_path} (output format {args.nms}_nms)")
     return 0
 
 
+def _opset_note(path: Path, asked: Optional[int]) -> str:
+    """", opset N" for the summary line: which opset the written model has (kept or converted to)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return f", opset {opset}" + ("" if asked is not None else " as the source")
+
+
 def _check_converted(model: onnx.ModelProto, source: Path) -> None:
     """tf2onnx leaves TensorFlow ops it cannot express as nodes ONNX does not know (a Keras LSTM saved to TFLite
     becomes Flex TensorList ops): name them and the way around, instead of a checker traceback."""
+    import onnx
+
     try:
         onnx.checker.check_model(model)
         return
@@ -875,6 +905,8 @@ def _looks_like_donkeycar(model: onnx.ModelProto) -> bool:
 def _looks_like_steering(model: onnx.ModelProto) -> bool:
     """One 4-D image input and DonkeyCar-shaped float heads: two [N,1], one [N,2], or two bin heads whose names
     say angle/throttle (detector outputs such as detection_scores [1,100] must not pass for drive heads)."""
+    import onnx
+
     initializers = {t.name for t in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in initializers]
     if len(inputs) != 1 or len(_dims(inputs[0])) != 4:

@@ -207,7 +207,7 @@ def with_opset(model: onnx.ModelProto, opset: Optional[int]) -> onnx.ModelProto:
     newest = onnx.defs.onnx_opset_version()
     if opset is not None and not MIN_OPSET <= int(opset) <= newest:
         raise ConfigError(
-            f"--opset {opset} is not one the NMS surgery can write; expected {MIN_OPSET}..{newest} (this onnx "
+            f"--opset {opset} is not one trt-perception convert writes; expected {MIN_OPSET}..{newest} (this onnx "
             "package's newest); fix: pass e.g. --opset 13 (TensorRT 8.2 on the Nano parses 7..13)"
         )
     current = default_opset(model)
