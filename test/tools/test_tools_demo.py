@@ -236,3 +236,78 @@ def test_cli_demo_prints_the_report_and_where_files_are(tmp_path: Path, capsys: 
     assert "frames        in 6   processed 6" in printed and "report.json" in printed
     assert str(tmp_path / "r") in printed and "your own recording" in printed
     shutil.rmtree(tmp_path / "r")
+
+
+def test_demo_refuses_where_it_cannot_write_before_the_work_and_leaves_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file as --report, an existing --out (the error used to suggest --force/--no-out, which demo lacked, and
+    left an empty run folder), contradictory flags, a read-only folder: one line, exit 2, nothing created."""
+    import errno
+
+    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
+    monkeypatch.setattr(demo, "DEMO_DIR", fake_demo(tmp_path / "demo"))
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    earlier = tmp_path / "earlier_bag"
+    earlier.mkdir()
+    reports = tmp_path / "reports"
+    cases = [
+        (["--report", str(afile)], "is a file, not a folder"),
+        (["--report", str(afile / "sub")], "afile is a file, not a folder"),
+        (["--report", str(reports), "--out", str(earlier)], "exists; refusing to overwrite it; fix: pass --force"),
+        (["--report", str(reports), "--out", str(afile / "bag")], "afile is a file, not a folder"),
+        (["--report", str(reports), "--no-out", "--out", str(tmp_path / "x")], "contradict each other"),
+    ]
+    for argv, needle in cases:
+        assert cli_main(["demo", *argv, "--no-progress"]) == 2, argv
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, (argv, err)
+        assert not reports.exists() and afile.read_text() == "mine" and not list(earlier.iterdir())
+
+    read_only = tmp_path / "read_only"
+    original_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:  # a read-only filesystem, even for root
+        if str(self).startswith(str(read_only)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        original_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    assert cli_main(["demo", "--report", str(read_only / "r"), "--no-progress"]) == 2
+    assert "is not writable (Read-only file system)" in capsys.readouterr().err
+    assert cli_main(["demo", "--report", str(reports), "--out", str(read_only / "bag"), "--no-progress"]) == 2
+    assert "--out" in capsys.readouterr().err and not reports.exists()
+
+
+def test_demo_force_replaces_its_bag_and_no_out_writes_none(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
+    monkeypatch.setattr(demo, "DEMO_DIR", fake_demo(tmp_path / "demo"))
+    bag = tmp_path / "bag"
+    reports = tmp_path / "reports"
+    assert cli_main(["demo", "--report", str(reports), "--out", str(bag), "--no-progress"]) == 0
+    assert (bag / "metadata.yaml").is_file()
+    assert cli_main(["demo", "--report", str(reports), "--out", str(bag), "--no-progress"]) == 2
+    assert "--no-out to write no bag" in capsys.readouterr().err and len(list(reports.iterdir())) == 1
+    assert cli_main(["demo", "--report", str(reports), "--out", str(bag), "--force", "--no-progress"]) == 0
+    assert (bag / "metadata.yaml").is_file() and len(list(reports.iterdir())) == 2
+    report = demo.run_demo_replay(reports, folder=demo.DEMO_DIR, no_out=True)
+    assert report.out_bag in (None, "") and report.frames_processed == 6
+    assert [p.name for p in Path(report.report_dir).iterdir()] == ["report.json"]
+
+
+def test_a_failed_demo_run_removes_its_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trt_perception.tools import replay
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(replay, "replay_bag", broken)
+    folder = fake_demo(tmp_path / "demo")
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo_replay(tmp_path / "new" / "reports", folder=folder)
+    assert not (tmp_path / "new").exists()  # the folders this run created are gone, the user's stay
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo_replay(tmp_path / "mine", folder=folder)
+    assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())
