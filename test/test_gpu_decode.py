@@ -283,9 +283,11 @@ def test_frames_the_gpu_does_not_take_go_to_the_cpu(
     ("data", "match"),
     [
         (b"", "CompressedImage.data is empty"),
-        (b"hello world" * 20, "^CompressedImage.data .*fix: .*GPU decoder refused it too: not a JPEG"),
-        ("jpeg-head", "^CompressedImage.data .*fix: .*GPU decoder refused it too: nvImageCodec could not parse it"),
-        ("jpeg-body", "^CompressedImage.data .*fix: .*GPU decoder refused it too: nvImageCodec could not decode it"),
+        # refused from the header, before either decoder runs (as on the CPU path)
+        (b"hello world" * 20, "^CompressedImage.data .*is not JPEG, PNG.*fix: "),
+        ("jpeg-head", "^CompressedImage.data .*is truncated.*fix: "),
+        ("jpeg-body", "^CompressedImage.data .*is damaged.*fix: "),
+        ("huge", "^CompressedImage.data is 9000x9000 .*above max_pixels 1000000"),
     ],
 )
 def test_frames_nobody_can_decode_raise_image_error(monkeypatch: pytest.MonkeyPatch, data: Any, match: str) -> None:
@@ -296,7 +298,9 @@ def test_frames_nobody_can_decode_raise_image_error(monkeypatch: pytest.MonkeyPa
     elif data == "jpeg-body":
         sos = good.index(b"\xff\xda")
         data = good[:sos] + b"\xff\xd9"  # headers, no scan
-    frames = FrameDecoder(GpuJpegDecoder(cuda="cuda-python"))
+    elif data == "huge":  # a decompression bomb's header: the GPU never sees it
+        data = jpeg(np.zeros((9000, 9000, 3), np.uint8), quality=10)
+    frames = FrameDecoder(GpuJpegDecoder(cuda="cuda-python"), max_pixels=1_000_000)
     try:
         with pytest.raises(ImageError, match=match):
             frames(compressed(data))
@@ -437,8 +441,8 @@ def test_real_fallbacks_and_errors(real_decoder: GpuJpegDecoder) -> None:
     image = frames(compressed(png.tobytes(), "bgr8; png compressed bgr8"))
     assert isinstance(image, DecodedImage)
     np.testing.assert_array_equal(image.array, frame)
-    for bad in (b"hello world" * 30, jpeg(frame)[:200]):
-        with pytest.raises(ImageError, match="^CompressedImage.data .*GPU decoder refused it too"):
+    for bad in (b"hello world" * 30, jpeg(frame)[:200]):  # refused from the header, as on the CPU path
+        with pytest.raises(ImageError, match="^CompressedImage.data .*(is not JPEG|truncated|damaged)"):
             frames(compressed(bad))
     truncated = jpeg(frame)
     truncated = truncated[: len(truncated) * 2 // 3]  # headers intact, scan cut: libjpeg pads it with gray

@@ -289,3 +289,10 @@ def test_live_changes_are_checked_per_head():
     assert "restart" in validate_param_change("front.model", "x.onnx", current, table)
     assert "above drive.max_throttle" in validate_param_change("drive.min_throttle", 0.9, current, table)
     assert "did you mean 'front.score_threshold'" in validate_param_change("front.score_treshold", 1, current, table)
+
+
+def test_a_binary_params_file_is_a_config_error_not_a_unicode_error(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"\x08\x07\x12\x0bpytorch\xff\xfe\x80\x81" * 10)
+    with pytest.raises(ConfigError, match=r"model.onnx is not UTF-8 text \(byte \d+.*fix: pass the params file"):
+        load_params_file(path)

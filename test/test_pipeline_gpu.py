@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import yaml
 from fakes.cuda_fake import FakeGpu, install_pycuda
+from fakes.nvimgcodec_fake import hide_nvimgcodec
 from fakes.tensorrt_fake import make_plan, make_tensorrt_module, register_program
-from onnx_factory import brightness_pilot
 from test_gpu_preprocess import NumpyLauncher, _real_api, fake_cuda, padded, random_frame
 
 from trt_perception import gpu_preprocess
@@ -63,6 +63,7 @@ def gpu_env(monkeypatch: pytest.MonkeyPatch, cuda: str, version: str = "10.0.1")
         gpu = FakeGpu()
         install_pycuda(monkeypatch, gpu)
     monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt_module(version, gpu))
+    hide_nvimgcodec(monkeypatch)  # gpu_decode: auto must not reach a real nvImageCodec with these doubles
 
     def launcher(api: CudaApi) -> StreamLauncher:
         return StreamLauncher(gpu, api)
@@ -227,6 +228,8 @@ def test_frame_processor_runs_a_gpu_preprocessed_pilot(monkeypatch: pytest.Monke
 
 
 def test_gpu_preprocess_needs_the_tensorrt_backend(tmp_path: Path) -> None:
+    from onnx_factory import brightness_pilot  # here: the GPU machine's tests run without onnx
+
     with pytest.raises(BackendError, match=r"gpu_preprocess needs the TensorRT backend.*onnxruntime.*fix"):
         ModelPipeline.open(brightness_pilot(tmp_path), gpu_preprocess=True)
 
@@ -265,6 +268,8 @@ def test_gpu_preprocess_params_reach_the_pipelines(monkeypatch: pytest.MonkeyPat
 
 
 def test_gpu_preprocess_param_on_an_onnx_model_names_the_param(tmp_path: Path) -> None:
+    from onnx_factory import brightness_pilot
+
     model = brightness_pilot(tmp_path)
     config = PerceptionConfig.from_params(
         {"detector.enabled": False, "pilot.enabled": True, "pilot.model": str(model), "pilot.gpu_preprocess": True}

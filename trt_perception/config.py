@@ -41,6 +41,8 @@ class ModelConfig:
     ort_optimization: str = "all"
 
 
+# Global params that shape how a FrameProcessor decodes and schedules frames (``frame_options``).
+FRAME_GLOBALS = ("gpu_decode", "max_pixels", "jpeg_reduce", "overlap")
 ORT_DEFAULTS = {"ort_threads": 1, "ort_inter_op_threads": 0, "ort_spinning": False, "ort_optimization": "all"}
 
 
@@ -76,6 +78,10 @@ class PerceptionConfig:
     frame_policy: str = "latest"
     diagnostics_period: float = 1.0
     bad_frame_log_period: float = 5.0
+    gpu_decode: str = "auto"
+    max_pixels: int = 40_000_000
+    jpeg_reduce: str = "off"
+    overlap: bool = True
     params_file: str = ""
     heads: Tuple[HeadConfig, ...] = ()
     cameras: Tuple[CameraConfig, ...] = ()  # empty: one camera from image_topic/image_transport
@@ -123,12 +129,16 @@ class PerceptionConfig:
             name: values[name]
             for name in (
                 "image_topic", "image_transport", "qos_reliability", "qos_depth", "frame_policy",
-                "diagnostics_period", "bad_frame_log_period", "params_file",
+                "diagnostics_period", "bad_frame_log_period", "params_file", *FRAME_GLOBALS,
             )
         }
         config = cls(**globals_, heads=heads, cameras=cameras, legacy=table.legacy, table=table)
         config.check_heads()
         return config
+
+    def frame_options(self) -> Dict[str, Any]:
+        """The FrameProcessor keywords these globals set (``FrameProcessor(heads, **config.frame_options())``)."""
+        return {"gpu_decode": self.gpu_decode, "max_pixels": self.max_pixels, "jpeg_reduce": self.jpeg_reduce}
 
     @property
     def enabled_heads(self) -> Tuple[HeadConfig, ...]:
@@ -197,7 +207,7 @@ class PerceptionConfig:
         """This config as ``{dotted.name: value}`` (what the node would declare)."""
         out: Dict[str, Any] = self.table.defaults()
         for name in ("image_topic", "image_transport", "qos_reliability", "qos_depth", "frame_policy",
-                     "diagnostics_period", "bad_frame_log_period", "params_file"):
+                     "diagnostics_period", "bad_frame_log_period", "params_file", *FRAME_GLOBALS):
             out[name] = getattr(self, name)
         for head in self.heads:
             out[f"{head.name}.enabled"] = head.enabled

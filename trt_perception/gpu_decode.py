@@ -32,14 +32,22 @@ import importlib
 import logging
 import threading
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Sequence, Set, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Union
 
 import numpy as np
 
 from trt_perception.backends.cuda import CudaApi, select_cuda_api
 from trt_perception.errors import BackendError, ConfigError, ImageError
 from trt_perception.gpu_preprocess import DeviceImage
-from trt_perception.images import DecodedImage, ImageDecoder, _as_uint8_buffer, _compressed_color, decode_compressed
+from trt_perception.images import (
+    MAX_PIXELS,
+    DecodedImage,
+    ImageDecoder,
+    _as_uint8_buffer,
+    _compressed_color,
+    compressed_size,
+    decode_compressed,
+)
 
 LOG = logging.getLogger("trt_perception")
 GPU_DECODE_MODES = ("auto", "on", "off")
@@ -286,9 +294,16 @@ class FrameDecoder:
     refusal of each kind is logged once). ``gpu`` None: CPU only, exactly ``images.ImageDecoder``.
     """
 
-    def __init__(self, gpu: Optional[GpuJpegDecoder] = None) -> None:
+    def __init__(
+        self,
+        gpu: Optional[GpuJpegDecoder] = None,
+        max_pixels: int = MAX_PIXELS,
+        reduce: Optional[Callable[[int, int], int]] = None,
+    ) -> None:
         self.gpu = gpu
-        self.cpu = ImageDecoder()
+        # depth 2: a converted frame stays valid while the next one is decoded (FrameProcessor's overlap), as
+        # the GPU decoder's ring of 2 device buffers does
+        self.cpu = ImageDecoder(max_pixels, depth=2, reduce=reduce)
         self.gpu_frames = 0
         self.cpu_frames = 0
 
@@ -301,7 +316,13 @@ class FrameDecoder:
         if gpu is not None and not hasattr(msg, "encoding") and hasattr(msg, "format"):
             fmt = msg.format
             if isinstance(fmt, str) and "compresseddepth" not in fmt.lower().replace(" ", ""):
-                frame = gpu.decode(msg.data, _compressed_color(fmt))
+                buffer = _as_uint8_buffer(msg.data, "CompressedImage.data")
+                if buffer.size == 0:
+                    raise ImageError("CompressedImage.data is empty (0 bytes); expected jpeg or png bytes; fix: "
+                                     "check the publisher")
+                # max_pixels and truncation, from the header, before any decoder allocates (as on the CPU path)
+                compressed_size(memoryview(buffer), self.cpu.max_pixels)
+                frame = gpu.decode(buffer, _compressed_color(fmt))
                 if frame is not None:
                     self.gpu_frames += 1
                     return frame
@@ -312,7 +333,7 @@ class FrameDecoder:
 
     def _cpu_fallback(self, msg: Any, reason: str) -> DecodedImage:
         try:
-            image = decode_compressed(msg.format, msg.data, self.cpu.pool)
+            image = decode_compressed(msg.format, msg.data, self.cpu.pool, self.cpu.max_pixels, reduce=self.cpu.reduce)
         except ImageError as exc:
             raise ImageError(f"{exc} (the GPU decoder refused it too: {reason})") from None
         log_once(f"gpu_decode: a CompressedImage ({msg.format!r}) was decoded on the CPU: {reason}")
@@ -335,13 +356,16 @@ def open_frame_decoder(
     device: int = 0,
     backends: Sequence[str] = DEFAULT_BACKENDS,
     module: Optional[ModuleType] = None,
+    max_pixels: int = MAX_PIXELS,
+    reduce: Optional[Callable[[int, int], int]] = None,
 ) -> FrameDecoder:
     """The frame decoder for ``gpu_decode`` = ``mode``: 'off' CPU; 'on' the GPU or an error naming the fix;
-    'auto' the GPU when nvImageCodec and a GPU are there, else the CPU. The choice is logged once."""
+    'auto' the GPU when nvImageCodec and a GPU are there, else the CPU. The choice is logged once.
+    ``max_pixels`` and ``reduce`` are the CPU decoder's (``images.ImageDecoder``); max_pixels guards both."""
     if mode not in GPU_DECODE_MODES:
         raise ConfigError(f"gpu_decode is {mode!r}; expected one of {list(GPU_DECODE_MODES)}")
     if mode == "off":
-        return FrameDecoder(None)
+        return FrameDecoder(None, max_pixels, reduce)
     try:
         gpu = GpuJpegDecoder(cuda=cuda, device=device, backends=backends, module=module)
     except BackendError as exc:
@@ -351,9 +375,9 @@ def open_frame_decoder(
                 "or set gpu_decode: auto (CPU decoding when the GPU cannot)"
             ) from None
         log_once(f"gpu_decode: JPEG frames are decoded on the CPU (OpenCV): {exc}")
-        return FrameDecoder(None)
+        return FrameDecoder(None, max_pixels, reduce)
     log_once(f"gpu_decode: JPEG frames are decoded on the GPU with {gpu.describe()}")
-    return FrameDecoder(gpu)
+    return FrameDecoder(gpu, max_pixels, reduce)
 
 
 __all__ = [

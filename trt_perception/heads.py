@@ -249,10 +249,11 @@ def open_configured_head(head: HeadConfig, clock: Optional[Clock] = None) -> Hea
 
 
 def create_frame_processor(config: PerceptionConfig, clock: Optional[Clock] = None) -> FrameProcessor:
-    """Open the enabled heads and put them behind one decode."""
+    """Open the enabled heads and put them behind one decode (gpu_decode, max_pixels, jpeg_reduce from the
+    config's globals)."""
     heads = open_heads(config, clock)
     try:
-        return FrameProcessor(heads)
+        return FrameProcessor(heads, **config.frame_options())
     except BaseException:
         for head in heads:
             head.close()
@@ -272,7 +273,7 @@ def create_camera_processors(config: PerceptionConfig, clock: Optional[Clock] = 
                 head = heads[head_config.name]
                 chosen.append(head.for_camera(clock) if used.get(head.name) else head)
                 used[head.name] = True
-            processors[camera.name] = FrameProcessor(chosen)
+            processors[camera.name] = FrameProcessor(chosen, **config.frame_options())
         return processors
     except BaseException:
         for processor in processors.values():

@@ -23,7 +23,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -40,6 +40,9 @@ class DecodedImage:
 
     array: np.ndarray  # HxWx3 uint8 ('rgb'/'bgr'), HxW uint8 ('gray'), HxW uint16 ('gray16')
     color: str
+    # (width, height) of the frame as sent when it was decoded at a reduced size (``jpeg_reduce``): results are
+    # mapped back to these pixels; None = the array is the frame at its own size.
+    source_size: Optional[Tuple[int, int]] = None
 
     def __post_init__(self) -> None:
         array, color = self.array, self.color
@@ -70,6 +73,19 @@ class DecodedImage:
     def width(self) -> int:
         return int(self.array.shape[1])
 
+    @property
+    def reduced(self) -> bool:
+        """Decoded below the frame's own size (``jpeg_reduce``)."""
+        return self.source_size is not None and self.source_size != (self.width, self.height)
+
+    def full_size(self) -> DecodedImage:
+        """This frame at its source size: itself, or (``jpeg_reduce``) a bilinear upscale made for overlays and
+        reports, whose drawings are in full-frame pixels."""
+        if not self.reduced:
+            return self
+        width, height = self.source_size  # type: ignore[misc]
+        return DecodedImage(cv2.resize(self.array, (width, height), interpolation=cv2.INTER_LINEAR), self.color)
+
 
 class BufferPool:
     """Reusable output arrays for conversions, one per (shape, dtype): no frame allocated per frame.
@@ -78,19 +94,26 @@ class BufferPool:
     the next decode (a queue of frames, a recorder) must copy it or decode without a pool.
     """
 
-    def __init__(self, max_arrays: int = 4) -> None:
+    def __init__(self, max_arrays: int = 4, depth: int = 1) -> None:
         self.max_arrays = max_arrays
-        self._arrays: Dict[Tuple[Tuple[int, ...], str], np.ndarray] = {}
+        self.depth = max(1, int(depth))  # arrays per size, handed out in turn: a frame lives ``depth`` decodes
+        self._arrays: Dict[Tuple[Tuple[int, ...], str], List[np.ndarray]] = {}
+        self._turn: Dict[Tuple[Tuple[int, ...], str], int] = {}
 
     def array(self, shape: Tuple[int, ...], dtype: Any = np.uint8) -> np.ndarray:
         key = (tuple(int(d) for d in shape), np.dtype(dtype).str)
         found = self._arrays.get(key)
         if found is None:
             if len(self._arrays) >= self.max_arrays:  # the stream changed size: forget the oldest
-                self._arrays.pop(next(iter(self._arrays)))
-            found = np.empty(key[0], dtype)
-            self._arrays[key] = found
-        return found
+                oldest = next(iter(self._arrays))
+                self._arrays.pop(oldest)
+                self._turn.pop(oldest, None)
+            found = self._arrays[key] = []
+        turn = self._turn.get(key, 0)
+        self._turn[key] = (turn + 1) % self.depth
+        if turn >= len(found):
+            found.append(np.empty(key[0], dtype))
+        return found[turn]
 
 
 def _out(pool: Optional[BufferPool], shape: Tuple[int, ...], dtype: Any = np.uint8) -> Optional[np.ndarray]:
@@ -489,9 +512,13 @@ def decode_compressed(
     pool: Optional[BufferPool] = None,
     max_pixels: int = MAX_PIXELS,
     data_name: str = "CompressedImage.data",
+    reduce: Optional[Callable[[int, int], int]] = None,
 ) -> DecodedImage:
     """Decode a ``sensor_msgs/CompressedImage`` (jpeg/png, also webp/bmp; the format string only refines the
-    color order). The header is checked first (``compressed_size``); ``data_name`` names the bytes in errors."""
+    color order). The header is checked first (``compressed_size``); ``data_name`` names the bytes in errors.
+
+    ``reduce(width, height)`` -> 1, 2, 4 or 8: a JPEG is then decoded at that fraction of its size by libjpeg's
+    DCT scaling (``IMREAD_REDUCED_COLOR_<n>``: faster, always 3 channels), with ``source_size`` set."""
     if not isinstance(fmt, str):
         raise ImageError(f"CompressedImage.format is {fmt!r}; expected a string such as 'jpeg'")
     if "compresseddepth" in fmt.lower().replace(" ", ""):
@@ -502,9 +529,14 @@ def decode_compressed(
     buf = _as_uint8_buffer(data, data_name)
     if buf.size == 0:
         raise ImageError(f"{data_name} is empty (0 bytes); expected jpeg or png bytes; fix: check the publisher")
-    compressed_size(memoryview(buf), max_pixels, data_name)
+    width, height = compressed_size(memoryview(buf), max_pixels, data_name)
+    factor = reduce(width, height) if reduce is not None and buf[0] == 0xFF and buf[1] == 0xD8 else 1
     _quiet_opencv()
     try:
+        if factor in REDUCED_FLAGS:
+            array = cv2.imdecode(buf, REDUCED_FLAGS[factor])
+            if array is not None:
+                return DecodedImage(array, _compressed_color(fmt), source_size=(width, height))
         array = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         array = None
@@ -527,6 +559,9 @@ def decode_compressed(
     elif array.shape[2] != 3:
         raise ImageError(f"{data_name} decodes to {array.shape[2]} channels; expected 1, 3 or 4")
     return DecodedImage(array, color)
+
+
+REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 def decode_image_file(path: Union[str, Path], max_pixels: int = MAX_PIXELS) -> DecodedImage:
@@ -552,15 +587,21 @@ def decode_image_file(path: Union[str, Path], max_pixels: int = MAX_PIXELS) -> D
     return decode_compressed(suffix or "image", np.frombuffer(data, np.uint8), None, max_pixels, f"image file {path}")
 
 
-def decode_image(msg: Any, pool: Optional[BufferPool] = None, max_pixels: int = MAX_PIXELS) -> DecodedImage:
-    """Decode an Image (it has ``encoding``) or a CompressedImage (it has ``format``) message."""
+def decode_image(
+    msg: Any,
+    pool: Optional[BufferPool] = None,
+    max_pixels: int = MAX_PIXELS,
+    reduce: Optional[Callable[[int, int], int]] = None,
+) -> DecodedImage:
+    """Decode an Image (it has ``encoding``) or a CompressedImage (it has ``format``) message; ``reduce`` as for
+    ``decode_compressed`` (JPEG only)."""
     if hasattr(msg, "encoding"):
         return decode_raw(
             msg.height, msg.width, msg.encoding, msg.step, msg.data, getattr(msg, "is_bigendian", 0), pool,
             max_pixels,
         )  # fmt: skip
     if hasattr(msg, "format"):
-        return decode_compressed(msg.format, msg.data, pool, max_pixels)
+        return decode_compressed(msg.format, msg.data, pool, max_pixels, reduce=reduce)
     raise ImageError(
         f"message of type {type(msg).__name__} has neither 'encoding' (sensor_msgs/Image) nor 'format' "
         "(sensor_msgs/CompressedImage); fix: subscribe to an image topic"
@@ -574,12 +615,15 @@ class ImageDecoder:
     ``max_pixels`` refuses larger frames (raw, or compressed from the header, before decoding) as ImageError.
     """
 
-    def __init__(self, max_pixels: int = MAX_PIXELS) -> None:
-        self.pool = BufferPool()
+    def __init__(
+        self, max_pixels: int = MAX_PIXELS, depth: int = 1, reduce: Optional[Callable[[int, int], int]] = None
+    ) -> None:
+        self.pool = BufferPool(depth=depth)  # depth 2: a frame stays valid while the next one is decoded
         self.max_pixels = check_max_pixels(max_pixels)
+        self.reduce = reduce
 
     def __call__(self, msg: Any) -> DecodedImage:
-        return decode_image(msg, self.pool, self.max_pixels)
+        return decode_image(msg, self.pool, self.max_pixels, self.reduce)
 
 
 # -------------------------------------------------------------------------------------- arrays -> messages

@@ -117,3 +117,55 @@ class RoundRobinMailboxes(Generic[T]):
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+class Handover(Generic[T]):
+    """One slot between two pipeline stages (decode -> infer), for overlap without queueing.
+
+    The producer calls ``wait_empty`` BEFORE it takes a new frame to decode, then ``put``: so it decodes only
+    while the consumer works on the previous frame, the frame it takes is the newest one (latest-frame
+    mailboxes upstream keep replacing while it waits), at most two decoded frames exist at once (the one the
+    consumer holds, the one in the slot or being decoded: decoders reuse two buffers), and latency stays about
+    one inference. ``close`` wakes both sides; after it ``put`` refuses and ``get`` returns None once empty.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._item: Optional[T] = None
+        self._full = False
+        self._closed = False
+
+    def wait_empty(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the slot is empty; False when closed (or on timeout)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._full or self._closed, timeout)
+            return not self._full and not self._closed
+
+    def put(self, item: T) -> bool:
+        """Fill the empty slot (waits while it is full); False when closed (the item is dropped)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._full or self._closed)
+            if self._closed:
+                return False
+            self._item, self._full = item, True
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout: Optional[float] = None) -> Optional[T]:
+        """Take the item, waiting up to ``timeout`` (None = until one comes or the slot is closed)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._full or self._closed, timeout)
+            if not self._full:
+                return None
+            item, self._item, self._full = self._item, None, False
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

@@ -166,8 +166,9 @@ class PerceptionNode:
             if param.dynamic:
                 constraints = (constraints + "; " if constraints else "") + "changeable at run time"
             descriptor.additional_constraints = constraints
-            if param.type == STRING_LIST:
-                descriptor.dynamic_typing = True  # rclpy would type an empty default list as byte[]
+            if param.type == STRING_LIST or "off" in param.choices:
+                # rclpy would type an empty default list as byte[]; a bare off/on in YAML arrives as a bool
+                descriptor.dynamic_typing = True
             elif param.range is not None:
                 lo, hi = param.range
                 if param.special is not None:
@@ -185,6 +186,10 @@ class PerceptionNode:
                 value = []
             if param.type == BOOL and value is None:
                 value = bool(param.default)
+            if isinstance(value, bool) and param.type != BOOL:
+                value, _ = check_value(param, value)  # gpu_decode: off (a YAML boolean) -> 'off'
+            if value is None:  # a dynamically typed param left unset
+                value = param.default
             values[param.name] = list(value) if param.type == STRING_LIST else value
         return values
 

@@ -143,6 +143,39 @@ GLOBAL_PARAMS: Tuple[ParamDef, ...] = (
         range=(0.0, 3600.0),
     ),
     ParamDef(
+        "gpu_decode",
+        "auto",
+        STRING,
+        "JPEG CompressedImage frames decoded on the GPU with NVIDIA nvImageCodec; auto = when it and a GPU are "
+        "usable and every head of the camera has gpu_preprocess: true; on = required (refuses to start "
+        "without it); off = cv2.imdecode on the CPU",
+        choices=("auto", "on", "off"),
+    ),
+    ParamDef(
+        "max_pixels",
+        40_000_000,
+        INT,
+        "largest frame accepted (width x height, read from the header before decoding): larger frames are "
+        "bad frames, a guard against decompression bombs (a 30000x30000 PNG is under 1 MB)",
+        range=(1, 1_000_000_000),
+    ),
+    ParamDef(
+        "jpeg_reduce",
+        "off",
+        STRING,
+        "CPU JPEG decode at 1/2 or 1/4 resolution (libjpeg DCT scaling, faster) when every head's input is at "
+        "most that fraction of the frame; results stay in full-frame pixels; pixels change slightly, so "
+        "off unless measured on your data (auto = reduce when it applies)",
+        choices=("off", "auto"),
+    ),
+    ParamDef(
+        "overlap",
+        True,
+        BOOL,
+        "decode (and CPU-preprocess) the next frame while the models infer the current one (two threads; "
+        "latest-frame policy kept); false = one frame at a time",
+    ),
+    ParamDef(
         "params_file",
         "",
         STRING,
@@ -382,6 +415,8 @@ def check_value(param: ParamDef, value: Any, strict_double: bool = False) -> Tup
         if not math.isfinite(value):
             return value, f"{param.name} is {value!r}; expected a finite number {expected}"
     elif param.type == STRING:
+        if isinstance(value, bool) and "off" in param.choices:  # YAML 1.1 reads a bare off/on as a boolean
+            value = "on" if value else "off"
         if not isinstance(value, str):
             return value, f"{param.name} is {value!r}; expected a string ({expected})"
         if param.choices and value not in param.choices:
@@ -594,6 +629,11 @@ def load_params_file(
         raise ConfigError(f"params file {file_path} does not exist; fix: pass the path of a params YAML")
     try:
         data = yaml.safe_load(file_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"params file {file_path} is not UTF-8 text (byte {exc.start}: {exc.reason}); expected a params "
+            "YAML; fix: pass the params file, not a model, bag or other binary file"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"params file {file_path} is not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):

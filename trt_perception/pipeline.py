@@ -13,23 +13,39 @@ the trained region set to 0, as its CROP/TRAPEZE transformations do), a sequence
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import numpy as np
 
 from trt_perception.backends.base import Backend, open_backend
-from trt_perception.errors import BackendError, SpecError
-from trt_perception.images import DecodedImage, ImageDecoder
+from trt_perception.errors import BackendError, ConfigError, SpecError
+from trt_perception.images import MAX_PIXELS, DecodedImage
+from trt_perception.mailbox import Handover
 from trt_perception.outputs import create_parser
 from trt_perception.preprocess import ImageTransform, Preprocessor
 from trt_perception.results import Detections, DriveCommand, SteeringPrediction
 from trt_perception.spec import InputSpec, ModelSpec, check_extra_inputs, check_input, check_output_names, load_spec
 
 if TYPE_CHECKING:  # heads.py builds on this module; the pipeline never imports heads, node or tools
-    from trt_perception.gpu_preprocess import GpuPreprocessor
+    from trt_perception.gpu_decode import FrameDecoder
+    from trt_perception.gpu_preprocess import DeviceImage, GpuPreprocessor
     from trt_perception.heads import Head
     from trt_perception.tasks.base import HeadOutput, ModelInputs
 
@@ -101,6 +117,7 @@ class FrameSequence:
         return self.views[slot]
 
 PathLike = Union[str, Path]
+Frame = Union[DecodedImage, "DeviceImage"]  # what a decoder gives: a host frame, or a GPU-decoded one
 
 
 class ModelPipeline:
@@ -130,6 +147,7 @@ class ModelPipeline:
         self._epoch: Optional[int] = None
         self._on_device: Tuple[str, ...] = ()
         self._feed: Dict[str, np.ndarray] = {}
+        self._scaled: Dict[Any, Tuple[ImageTransform, ImageTransform]] = {}
         if gpu_preprocess:
             if spec.input.sequence or spec.input.mask:
                 what = "input.sequence (a frame sequence)" if spec.input.sequence else "input.mask"
@@ -192,7 +210,12 @@ class ModelPipeline:
     def task(self) -> str:
         return self.spec.task
 
-    def run(self, image: DecodedImage, settings: Any = None, inputs: Optional[ModelInputs] = None) -> RawOutput:
+    @property
+    def on_gpu(self) -> bool:
+        """Preprocesses on the GPU: takes a ``DeviceImage`` (GPU-decoded frame) as it is."""
+        return self.gpu_preprocessor is not None
+
+    def run(self, image: Frame, settings: Any = None, inputs: Optional[ModelInputs] = None) -> RawOutput:
         """Run the model on one decoded frame; the parser's raw result comes back in MODEL-INPUT pixels with
         the transform that maps them to the source image (the head's task does that).
 
@@ -207,7 +230,7 @@ class ModelPipeline:
             self._take_inputs(inputs)
         gpu = self.gpu_preprocessor
         if gpu is not None:
-            transform = gpu(image)
+            transform = gpu(image)  # type: ignore[arg-type]  # a DecodedImage or a DeviceImage
             t1 = perf_counter()
             outputs = self.backend.infer(self._feed, on_device=self._on_device)  # type: ignore[call-arg]
             gpu.stream_synchronized()  # infer waited for the shared stream: the next frame need not
@@ -220,9 +243,31 @@ class ModelPipeline:
             t1 = perf_counter()
             outputs = self.backend.infer(self._feed)
         t2 = perf_counter()
+        if isinstance(image, DecodedImage) and image.reduced:
+            transform = self._to_source(transform, image)
         parsed = self.parser.parse(outputs, settings)
         t3 = perf_counter()
         return RawOutput(parsed, transform, {"preprocess": t1 - t0, "infer": t2 - t1, "postprocess": t3 - t2})
+
+    def _to_source(self, transform: ImageTransform, image: DecodedImage) -> ImageTransform:
+        """A transform to the reduced frame (``jpeg_reduce``) -> one to the frame as sent, made once per
+        geometry (it caches its mask plans): x_sent = x_reduced * sent_width / reduced_width, same for y."""
+        key = (id(transform), image.width, image.height, image.source_size)
+        cached = self._scaled.get(key)
+        if cached is not None and cached[0] is transform:
+            return cached[1]
+        width, height = image.source_size  # type: ignore[misc]
+        fx, fy = image.width / width, image.height / height
+        scaled = ImageTransform(
+            src_width=width, src_height=height, scale_x=transform.scale_x * fx, scale_y=transform.scale_y * fy,
+            pad_x=transform.pad_x, pad_y=transform.pad_y, crop_top=transform.crop_top / fy,
+            crop_bottom=transform.crop_bottom / fy, model_width=transform.model_width,
+            model_height=transform.model_height,
+        )  # fmt: skip
+        if len(self._scaled) > 8:
+            self._scaled.clear()
+        self._scaled[key] = (transform, scaled)
+        return scaled
 
     def _take_inputs(self, inputs: Optional[ModelInputs]) -> None:
         """Put the task's input arrays in the feed (same objects every frame: no copy) and follow its epoch."""
@@ -282,11 +327,26 @@ class RawOutput:
 @dataclass
 class FrameResult:
     """Everything one frame produced: each head's output by head name, per-stage timings in seconds
-    (``decode``, ``<head>.preprocess/infer/postprocess``, ``total``)."""
+    (``decode``, ``<head>.preprocess/infer/postprocess``, ``total``: the frame's own work, not time spent
+    waiting for the other stage when frames overlap).
 
-    image: DecodedImage
+    ``frame`` is the decoded frame as the heads got it: a ``DecodedImage``, or a ``DeviceImage`` when the JPEG
+    was decoded on the GPU. ``image`` is always a host ``DecodedImage`` at the frame's full size (overlays,
+    reports, samples): downloaded from the GPU (or scaled up after a ``jpeg_reduce`` decode) on first use.
+    It stays valid while the next frame is decoded, not longer (buffers are reused): copy it to keep it.
+    """
+
+    frame: Frame
     outputs: Dict[str, HeadOutput] = field(default_factory=dict)
     timings: Dict[str, float] = field(default_factory=dict)
+    _host: Optional[DecodedImage] = field(default=None, repr=False, compare=False)
+
+    @property
+    def image(self) -> DecodedImage:
+        if self._host is None or self._host.reduced:
+            host = self._host if self._host is not None else _host_image(self.frame)
+            self._host = host.full_size()
+        return self._host
 
     def first(self, task: str) -> Optional[HeadOutput]:
         """The output of the first head of ``task`` (for single-head callers: tests, benchmarks)."""
@@ -311,47 +371,179 @@ class FrameResult:
         return output.command if output is not None else None
 
 
+def _host_image(frame: Frame) -> DecodedImage:
+    """A DecodedImage as it is, a DeviceImage copied down."""
+    return frame if isinstance(frame, DecodedImage) else frame.download()
+
+
+@dataclass
+class PreparedFrame:
+    """A decoded frame waiting for its heads (``FrameProcessor.prepare`` -> ``finish``)."""
+
+    frame: Frame
+    decode_s: float
+
+
+@dataclass
+class StreamResult:
+    """One frame of ``FrameProcessor.process_stream``: the item it came from (``(msg, now, ...)``), and its
+    ``result``, or the ``error`` that stopped it (ImageError: a bad frame; anything else: a failed frame)."""
+
+    item: Tuple[Any, ...]
+    result: Optional[FrameResult] = None
+    error: Optional[BaseException] = None
+
+
+JPEG_REDUCE_MODES = ("off", "auto")
+_STREAM_END = object()
+
+
 class FrameProcessor:
     """Decode a frame once and run every head on it, in order.
 
     Heads are ``heads.Head`` objects (a name, a task, a ModelPipeline); the node and the replay tool both
-    call ``process`` so that what is tuned on a bag is exactly what runs on the car.
+    call ``process`` (or ``prepare`` then ``finish``, or ``process_stream``) so that what is tuned on a bag is
+    exactly what runs on the car.
+
+    ``gpu_decode`` (auto|on|off): JPEG frames decoded on the GPU with nvImageCodec (``gpu_decode.py``), on the
+    CUDA of the first head that preprocesses on the GPU; 'auto' only when every head does, 'on' always (or a
+    ConfigError naming the fix). GPU-decoded frames go to GPU-preprocessing heads as they are; other heads get
+    one host copy. ``max_pixels``: larger frames are bad frames (read from the header before decoding).
+    ``jpeg_reduce`` (off|auto): JPEGs decoded on the CPU at 1/2, 1/4 or 1/8 size when every head's input is at
+    most that fraction of the frame (``reduction``); results stay in full-frame pixels.
     """
 
-    def __init__(self, heads: Sequence[Head]) -> None:
+    def __init__(
+        self,
+        heads: Sequence[Head],
+        gpu_decode: str = "auto",
+        max_pixels: int = MAX_PIXELS,
+        jpeg_reduce: str = "off",
+    ) -> None:
         if not heads:
             raise SpecError("nothing to run: no head is enabled; fix: enable a head (e.g. detector.enabled: true)")
         drivers = [h.name for h in heads if h.task.drives]
         if len(drivers) > 1:
             raise SpecError(f"heads {drivers} all drive; at most one steering head per node")
+        if jpeg_reduce not in JPEG_REDUCE_MODES:
+            raise ConfigError(f"jpeg_reduce is {jpeg_reduce!r}; expected one of {list(JPEG_REDUCE_MODES)}")
         self.heads: List[Head] = list(heads)
         self.drive_head: Optional[Head] = next((h for h in self.heads if h.task.drives), None)
-        # Frames that need a conversion (YUV, Bayer, alpha) decode into a reused buffer: FrameResult.image
-        # is valid until the next frame is processed.
-        self.decode = ImageDecoder()
+        self._on_gpu = [_head_on_gpu(h) for h in self.heads]
+        self.jpeg_reduce = jpeg_reduce
+        reduce = self.reduction if jpeg_reduce == "auto" else None
+        # Frames that need a conversion (YUV, Bayer, alpha) decode into reused buffers (2 per size, as the GPU
+        # decoder's ring): FrameResult.image is valid while the next frame is decoded, not after.
+        self.decode: FrameDecoder = _open_decoder(self.heads, self._on_gpu, gpu_decode, max_pixels, reduce)
+
+    def reduction(self, width: int, height: int) -> int:
+        """``jpeg_reduce: auto``: the largest of 8, 4, 2 such that every head's model input is at most
+        1/n of a ``width`` x ``height`` frame in both directions; 1 when none is."""
+        for factor in (8, 4, 2):
+            if all(h.spec.input.width * factor <= width and h.spec.input.height * factor <= height
+                   for h in self.heads):  # fmt: skip
+                return factor
+        return 1
+
+    # ---------------------------------------------------------------------------------------- one frame
 
     def process(self, msg: Any, now: float) -> FrameResult:
         """One Image/CompressedImage message (rclpy or rosbags) -> results. Bad frames raise ImageError."""
+        return self.finish(self.prepare(msg), now)
+
+    def prepare(self, msg: Any) -> PreparedFrame:
+        """The first stage: decode (on the GPU or the CPU). Thread-safe against ``finish`` of the previous
+        frame (the overlap of ``process_stream`` and the node); bad frames raise ImageError."""
         t0 = perf_counter()
-        image = self.decode(msg)
-        t1 = perf_counter()
-        result = self.process_image(image, now)
-        result.timings["decode"] = t1 - t0
-        result.timings["total"] = perf_counter() - t0
+        frame = self.decode(msg)
+        return PreparedFrame(frame, perf_counter() - t0)
+
+    def finish(self, prepared: PreparedFrame, now: float) -> FrameResult:
+        """The second stage: every head on a prepared frame, in order."""
+        result = self.process_image(prepared.frame, now)
+        result.timings["decode"] = prepared.decode_s
+        result.timings["total"] += prepared.decode_s
         return result
 
-    def process_image(self, image: DecodedImage, now: float) -> FrameResult:
+    def process_image(self, image: Frame, now: float) -> FrameResult:
         """Run the heads on an already decoded frame (benchmarks and tools that read image files)."""
         start = perf_counter()
-        result = FrameResult(image=image)
+        result = FrameResult(frame=image)
         timings = result.timings
-        for head in self.heads:
-            output = head.run(image, now)
+        host: Optional[DecodedImage] = image if isinstance(image, DecodedImage) else None
+        for head, on_gpu in zip(self.heads, self._on_gpu):
+            if on_gpu or host is not None:
+                frame = image if on_gpu else host
+            else:  # a GPU-decoded frame for a head on the CPU: one host copy, shared with result.image
+                t0 = perf_counter()
+                host = result._host = _host_image(image)
+                timings["download"] = perf_counter() - t0
+                frame = host
+            output = head.run(frame, now)  # type: ignore[arg-type]
             result.outputs[head.name] = output
             for stage, seconds in output.timings.items():
                 timings[f"{head.name}.{stage}"] = seconds
         timings["total"] = perf_counter() - start
         return result
+
+    def process_stream(self, items: Iterable[Tuple[Any, ...]], overlap: bool = True) -> Iterator[StreamResult]:
+        """Frames ``(msg, now, ...)`` -> one ``StreamResult`` each, in order, with the next frame decoded in a
+        helper thread while the heads run on this one (``overlap``; ONNX Runtime and OpenCV release the GIL).
+
+        Results are exactly ``process``'s. At most two frames are decoded and not yet given back (the one
+        yielded, the next), so a result's frame stays valid until the loop asks for the one after it. A
+        failing frame is yielded with its ``error`` and the stream goes on; an error of ``items`` itself (a
+        damaged bag) is raised here. Closing the generator early stops the helper.
+        """
+        if not overlap:
+            for item in items:
+                yield self._run_item(item, None)
+            return
+        handover: Handover = Handover()
+        worker = threading.Thread(target=self._prepare_items, args=(iter(items), handover),
+                                  name="trt_perception_decode", daemon=True)  # fmt: skip
+        worker.start()
+        try:
+            while True:
+                got = handover.get()
+                if got is None or got is _STREAM_END:
+                    return
+                item, prepared, error = got
+                if isinstance(error, _SourceError):
+                    raise error.error
+                yield self._run_item(item, (prepared, error))
+        finally:
+            handover.close()
+            worker.join()
+
+    def _prepare_items(self, items: Iterator[Tuple[Any, ...]], handover: Handover) -> None:
+        """The helper thread of ``process_stream``: decode the next frame once the previous one was taken."""
+        while handover.wait_empty():
+            try:
+                item = next(items)
+            except StopIteration:
+                handover.put(_STREAM_END)
+                return
+            except BaseException as exc:  # the source failed: raised in the consumer's thread
+                handover.put((None, None, _SourceError(exc)))
+                return
+            try:
+                prepared, error = self.prepare(item[0]), None
+            except Exception as exc:  # handed over: the consumer decides (bad frame)
+                prepared, error = None, exc
+            if not handover.put((item, prepared, error)):
+                return
+
+    def _run_item(self, item: Tuple[Any, ...], prepared: Optional[Tuple[Any, Any]]) -> StreamResult:
+        try:
+            if prepared is None:
+                return StreamResult(item, self.process(item[0], item[1]))
+            frame, error = prepared
+            if error is not None:
+                return StreamResult(item, error=error)
+            return StreamResult(item, self.finish(frame, item[1]))
+        except Exception as exc:
+            return StreamResult(item, error=exc)
 
     def head(self, name: str) -> Head:
         for head in self.heads:
@@ -360,5 +552,49 @@ class FrameProcessor:
         raise KeyError(name)
 
     def close(self) -> None:
-        for head in self.heads:
-            head.close()
+        try:
+            for head in self.heads:
+                head.close()
+        finally:
+            self.decode.close()
+
+
+class _SourceError(Exception):
+    """An exception of ``process_stream``'s item iterator, carried to the consumer's thread."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _head_on_gpu(head: Any) -> bool:
+    return bool(getattr(getattr(head, "pipeline", None), "on_gpu", False))
+
+
+def _open_decoder(
+    heads: Sequence[Head],
+    on_gpu: Sequence[bool],
+    mode: str,
+    max_pixels: int,
+    reduce: Optional[Callable[[int, int], int]],
+) -> FrameDecoder:
+    """The frame decoder for ``gpu_decode`` = ``mode`` (see FrameProcessor), the choice logged once."""
+    from trt_perception.gpu_decode import GPU_DECODE_MODES, FrameDecoder, log_once, open_frame_decoder
+
+    if mode not in GPU_DECODE_MODES:
+        raise ConfigError(f"gpu_decode is {mode!r}; expected one of {list(GPU_DECODE_MODES)}")
+    if mode == "off":
+        return FrameDecoder(None, max_pixels, reduce)
+    gpu_heads = [h for h, g in zip(heads, on_gpu) if g]
+    if mode == "auto" and len(gpu_heads) < len(heads):
+        cpu_heads = [h.name for h, g in zip(heads, on_gpu) if not g]
+        log_once(
+            f"gpu_decode: JPEG frames are decoded on the CPU (OpenCV): head(s) {', '.join(cpu_heads)} preprocess "
+            "on the CPU (gpu_decode: auto decodes on the GPU only when every head has gpu_preprocess: true on a "
+            "TensorRT engine; gpu_decode: on decodes there anyway)"
+        )
+        return FrameDecoder(None, max_pixels, reduce)
+    cuda: Any = "auto"
+    if gpu_heads:  # the first GPU head's CUDA (its primary context): one context for engine, kernel and decoder
+        cuda = gpu_heads[0].pipeline.gpu_preprocessor.cuda  # type: ignore[union-attr]
+    return open_frame_decoder(mode, cuda=cuda, max_pixels=max_pixels, reduce=reduce)
