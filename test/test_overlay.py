@@ -89,3 +89,56 @@ def test_throttle_bar_and_non_finite_values() -> None:
     assert stop.any() and (stop[..., 2] >= stop[..., 0]).all()  # red text, no arrow
     gray = draw_steering(np.zeros((60, 80), np.uint8), 0.2, 0.2)
     assert gray.shape == (60, 80, 3)
+
+
+def test_crowded_labels_never_overlap_and_the_best_scores_keep_theirs() -> None:
+    """A queue of cones 12 px apart: every tag used to sit above its own box, each covering its neighbours'."""
+    from trt_perception.overlay import place_labels
+
+    rows = [(20 + 12 * i, 100, 60 + 12 * i, 160, 0.9 - 0.05 * i, 1 + i, f"cone{i}") for i in range(10)]
+    dets = detections(*rows)
+    boxes = np.asarray(dets.boxes, np.int64)
+    sizes = [(70, 16)] * len(rows)
+    ranking = list(range(len(rows)))
+    rects = place_labels(boxes, sizes, (240, 320, 3), ranking)
+    shown = [r for r in rects if r is not None]
+    assert len(shown) >= 4 and rects[0] is not None and rects[0][3] <= 100  # the best: above its box
+    for a in range(len(shown)):
+        for b in range(a + 1, len(shown)):
+            ra, rb = shown[a], shown[b]
+            assert not (ra[0] < rb[2] and rb[0] < ra[2] and ra[1] < rb[3] and rb[1] < ra[3]), (ra, rb)
+    assert all(r[0] >= 0 and r[2] <= 320 and r[1] >= 0 and r[3] <= 240 for r in shown)
+
+    # drawn: each tag is one solid block of its class colour (no later tag painted over part of it)
+    frame = np.zeros((240, 320, 3), np.uint8)
+    drawn = draw_detections(frame, dets, "bgr")
+    font_rects = place_labels(boxes, _sizes(dets, 240), (240, 320, 3), ranking)
+    for i, rect in enumerate(font_rects):
+        if rect is None:
+            continue
+        corner = drawn[rect[1], rect[0]]  # the tag's fill: its class colour, not a neighbour's
+        assert tuple(corner) == class_color(int(dets.class_ids[i]), "bgr"), i
+
+
+def _sizes(dets: Detections, height: int) -> list:
+    import cv2
+
+    from trt_perception.overlay import _text_scale
+
+    scale, thickness = _text_scale(height)
+    out = []
+    for label, score in zip(dets.labels, dets.scores):
+        (tw, th), base = cv2.getTextSize(f"{label} {float(score):.2f}", cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        out.append((tw + 4, th + base + 2))
+    return out
+
+
+def test_truth_boxes_stay_visible_on_white_and_on_black() -> None:
+    from trt_perception.overlay import draw_truth_boxes
+
+    for background in (255, 0):
+        canvas = np.full((100, 100, 3), background, np.uint8)
+        draw_truth_boxes(canvas, np.array([[20, 20, 80, 80]], np.float32))
+        edge = canvas[50, 18:23]  # across the left edge: outline, line, outline
+        assert (edge.min(axis=1) == 0).any() and (edge.max(axis=1) == 255).any()
+        assert (canvas[40:60, 40:60] == background).all()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -66,35 +66,87 @@ def _text_scale(height: int) -> Tuple[float, int]:
     return scale, max(1, round(scale * 2))
 
 
+Rect = Tuple[int, int, int, int]  # x1, y1, x2, y2 (exclusive ends)
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(
+    boxes: np.ndarray, sizes: Sequence[Tuple[int, int]], image_shape: Tuple[int, ...], order: Sequence[int]
+) -> List[Optional[Rect]]:
+    """Where each box's label tag goes, so that no two tags overlap in a crowded frame: for the boxes in ``order``
+    (best score first), the first free spot of: above the box, inside it at the top, below it, inside at the
+    bottom, each shifted left to stay in the image; a label with no free spot is left out (None: its box is still
+    drawn, and a better-scored neighbour's label stays readable instead of two unreadable ones)."""
+    height, width = int(image_shape[0]), int(image_shape[1])
+    placed: List[Rect] = []
+    where: List[Optional[Rect]] = [None] * len(sizes)
+    for i in order:
+        x1, y1, _, y2 = (int(v) for v in boxes[i])
+        tag_w, tag_h = sizes[i]
+        left = max(0, min(x1, width - tag_w))
+        for top in (y1 - tag_h, y1, y2 + 1, y2 - tag_h):
+            rect = (left, top, left + tag_w, top + tag_h)
+            if top < 0 or top + tag_h > height or any(_overlaps(rect, other) for other in placed):
+                continue
+            placed.append(rect)
+            where[i] = rect
+            break
+    return where
+
+
 def draw_detections(
     image: np.ndarray, detections: Detections, color_order: str = "bgr", out: Optional[np.ndarray] = None
 ) -> np.ndarray:
-    """Boxes and "label score" tags on a copy of ``image`` (HxWx3 in ``color_order`` or gray); returns it."""
+    """Boxes and "label score" tags on a copy of ``image`` (HxWx3 in ``color_order`` or gray); returns it. All
+    boxes are drawn first, then the tags where ``place_labels`` finds room, best score first, never on top of
+    each other."""
     canvas = _canvas(image, out)
     order = "bgr" if image.ndim == 2 else color_order
     font_scale, thickness = _text_scale(canvas.shape[0])
     line = max(1, round(canvas.shape[0] / 240))
-    boxes = np.round(np.asarray(detections.boxes, np.float64)).astype(np.int64)
-    for i in range(len(detections)):
+    count = len(detections)
+    boxes = np.round(np.nan_to_num(np.asarray(detections.boxes, np.float64).reshape(-1, 4))).astype(np.int64)
+    texts: List[str] = []
+    sizes: List[Tuple[int, int]] = []
+    colors: List[Color] = []
+    text_heights: List[int] = []
+    for i in range(count):
         x1, y1, x2, y2 = (int(v) for v in boxes[i])
         class_id = int(detections.class_ids[i])
-        color = class_color(class_id, order)
+        colors.append(class_color(class_id, order))
         label = detections.labels[i] if i < len(detections.labels) and detections.labels[i] else str(class_id)
-        text = f"{label} {float(detections.scores[i]):.2f}"
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, line)  # crisp: axis-aligned
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-        top = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else y1  # above the box, or inside at the top
-        cv2.rectangle(canvas, (x1, top), (x1 + tw + 4, top + th + base + 2), color, cv2.FILLED)
-        cv2.putText(
-            canvas,
-            text,
-            (x1 + 2, top + th + 1),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            font_scale,
-            (0, 0, 0),
-            thickness,
-            cv2.LINE_AA,
-        )
+        texts.append(f"{label} {float(detections.scores[i]):.2f}")
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), colors[i], line)  # crisp: axis-aligned
+        (tw, th), base = cv2.getTextSize(texts[i], cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        sizes.append((tw + 4, th + base + 2))
+        text_heights.append(th)
+    scores = np.asarray(detections.scores, np.float64).reshape(-1)[:count]
+    ranking = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable").tolist()
+    for i, rect in enumerate(place_labels(boxes, sizes, canvas.shape, ranking)):
+        if rect is None:
+            continue
+        x, y = rect[0], rect[1]
+        cv2.rectangle(canvas, (x, y), (rect[2] - 1, rect[3] - 1), colors[i], cv2.FILLED)
+        cv2.putText(canvas, texts[i], (x + 2, y + text_heights[i] + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                    (0, 0, 0), thickness, cv2.LINE_AA)
+    return canvas
+
+
+TRUTH_COLOR: Color = (255, 255, 255)
+TRUTH_OUTLINE: Color = (0, 0, 0)
+
+
+def draw_truth_boxes(canvas: np.ndarray, boxes: np.ndarray, color: Color = TRUTH_COLOR,
+                     outline: Color = TRUTH_OUTLINE) -> np.ndarray:
+    """Ground-truth boxes (xyxy) drawn in place on ``canvas``: a 1-px ``color`` line between two dark ones, so a
+    white truth box stays visible on white track edges and a dark one on asphalt; returns ``canvas``."""
+    rows = np.round(np.nan_to_num(np.asarray(boxes, np.float64).reshape(-1, 4))).astype(np.int64)
+    for x1, y1, x2, y2 in rows.tolist():
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), outline, 3)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, 1)
     return canvas
 
 
