@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks, as run on the `device` GPU machine (H100/H200, CUDA 13, cuda-python, cupy, no
-# pycuda, no internet). Wheels travel in .whl/ (see /work/shared/notes/gpu-machine.md): nvidia-nvimgcodec-cu13 +
-# nvidia-nvjpeg (GPU JPEG decoding), pytest and its dependencies, pyyaml; optionally pycuda's sdist (built here,
-# about 2 minutes, and left in $OUT for the next call) or an earlier call's pycuda wheel.
+# pycuda, no internet). Wheels travel in .whl/ at the repository root (git-ignored: download them beforehand with
+# `pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl ...`, and send the folder along):
+# nvidia-nvimgcodec-cu13 + nvidia-nvjpeg (GPU JPEG decoding), pytest and its dependencies, pyyaml; optionally
+# pycuda's sdist (built here, about 2 minutes, and left in $OUT for the next call) or an earlier call's pycuda
+# wheel. Results and how they were read: benchmarks/README.md, "GPU results".
 # Usage there:  bash benchmarks/gpu_machine.sh
 #   writes to $OUT: pytest.log (GPU preprocessing + GPU decode tests), bench.log + gpu.json (benchmarks 7, 7b)
 #   BENCH_ARGS=--jpeg: only benchmark 7b; SKIP_PYCUDA=1: do not build pycuda;
