@@ -168,14 +168,27 @@ def test_infer_reads_files_with_the_nodes_decoder(tmp_path: Path, capsys: pytest
     cv2.imwrite(str(path), deep)
     assert infer(pilot, path, "--json", "--output-dir", tmp_path / "out") == 0
     angle = json.loads(capsys.readouterr().out)["angle"]
-    from trt_perception.heads import open_model
+    from types import SimpleNamespace
 
+    from trt_perception.errors import ImageError
+    from trt_perception.heads import open_model
+    from trt_perception.images import ImageDecoder
+
+    node_decoder = ImageDecoder()  # what the node runs on each CompressedImage message
     head = open_model(pilot)
     try:
-        expected = head.run(decode_image_file(path), 0.0).result.angle  # the node's path: a gray16 frame
+        frame = node_decoder(SimpleNamespace(format="png", data=path.read_bytes()))
+        assert frame.color == decode_image_file(path).color == "gray16"
+        expected = head.run(frame, 0.0).result.angle
     finally:
         head.close()
     assert angle == expected
+    cut = tmp_path / "cut.jpg"  # a truncated JPEG: refused by both, not decoded half grey by one of them
+    _, data = cv2.imencode(".jpg", np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    cut.write_bytes(data.tobytes()[: len(data) // 2])
+    with pytest.raises(ImageError, match="truncated"):
+        node_decoder(SimpleNamespace(format="jpeg", data=cut.read_bytes()))
+    assert infer(pilot, cut) == 1 and "truncated" in capsys.readouterr().err
 
 
 def test_unwritable_output_dir_is_refused_before_the_work_even_as_root(
