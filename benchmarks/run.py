@@ -7,8 +7,9 @@
 
 Benchmarks: overhead (1), postprocess (2), end_to_end (3), memory (4), latency (5), messages (6), gpu (7,
 only where a CUDA GPU and cuda-python or pycuda are present), segmentation (8) and yolo (9, YOLOv8 decode +
-NMS). JSON goes to benchmarks/results/<time>.json unless --json names a file. Exit status: 0, also when targets
-are missed (the tables say so); 1 when a benchmark crashed.
+NMS), overlap (15, decode overlapped with inference) and jpeg_reduce (16). JSON goes to
+benchmarks/results/<time>.json unless --json names a file. Exit status: 0, also when targets are missed (the
+tables say so); 1 when a benchmark crashed.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ BENCHMARKS = {  # name -> module; run in this order
     "heads": "bench_heads",
     "cameras": "bench_cameras",
     "evaluate": "bench_evaluate",
+    "overlap": "bench_overlap",
+    "jpeg_reduce": "bench_jpeg_reduce",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from trt_perception.mailbox import LatestFrameMailbox
+from trt_perception.mailbox import Handover, LatestFrameMailbox
 
 
 def test_put_replaces_waiting_frame_and_counts_drop():
@@ -141,3 +141,38 @@ def test_round_robin_wakes_the_worker_and_closes() -> None:
     assert got == [(1, "frame")]
     slots.close()
     assert slots.next(timeout=5.0) is None and slots.closed  # returns at once once closed
+
+
+def test_handover_producer_waits_for_the_slot_to_empty_before_taking_more() -> None:
+    slot: Handover = Handover()
+    assert slot.wait_empty(timeout=0)
+    assert slot.put("a")
+    assert not slot.wait_empty(timeout=0.01)  # full: the producer must not decode another frame yet
+    events = []
+
+    def producer() -> None:
+        if slot.wait_empty():
+            events.append("emptied")
+            slot.put("b")
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    assert slot.get(timeout=1.0) == "a"
+    assert slot.get(timeout=1.0) == "b"
+    thread.join(timeout=1.0)
+    assert events == ["emptied"]
+    assert slot.get(timeout=0.01) is None
+
+
+def test_handover_close_wakes_both_sides_and_keeps_a_waiting_item() -> None:
+    slot: Handover = Handover()
+    slot.put(1)
+    results = []
+    waiter = threading.Thread(target=lambda: results.append(slot.wait_empty()))
+    waiter.start()
+    slot.close()
+    waiter.join(timeout=1.0)
+    assert results == [False] and slot.closed
+    assert not slot.put(2)  # refused after close
+    assert slot.get(timeout=0) == 1  # the waiting item can still be taken
+    assert slot.get() is None  # closed and empty: no wait

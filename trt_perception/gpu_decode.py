@@ -311,6 +311,12 @@ class FrameDecoder:
     def on_gpu(self) -> bool:
         return self.gpu is not None
 
+    def describe(self) -> str:
+        """Where JPEG frames are decoded, for the node's start-up line."""
+        if self.gpu is not None:
+            return f"the GPU ({self.gpu.describe()})"
+        return "the CPU (OpenCV" + (", reduced size when it applies)" if self.cpu.reduce is not None else ")")
+
     def __call__(self, msg: Any) -> Union[DecodedImage, DeviceImage]:
         gpu = self.gpu
         if gpu is not None and not hasattr(msg, "encoding") and hasattr(msg, "format"):

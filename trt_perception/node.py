@@ -10,6 +10,7 @@ message packages are imported only inside ``main`` and ``PerceptionNode``, so th
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -18,7 +19,7 @@ from typing import Any, Dict, List, Optional
 from trt_perception.config import CameraConfig, PerceptionConfig
 from trt_perception.errors import ConfigError, ImageError, TrtPerceptionError
 from trt_perception.heads import create_camera_processors
-from trt_perception.mailbox import RoundRobinMailboxes
+from trt_perception.mailbox import Handover, RoundRobinMailboxes
 from trt_perception.messages import (
     MessageTypes,
     copy_header,
@@ -96,12 +97,19 @@ class PerceptionNode:
         self._SetParametersResult = SetParametersResult
         self.cameras: List[CameraInput] = []
         self._worker: Optional[threading.Thread] = None
+        self._decoder: Optional[threading.Thread] = None  # overlap: the decode stage's thread
+        self._handover: Optional[Handover] = None  # overlap: one decoded frame between the two stages
         self._lock = threading.Lock()  # pending head settings
         self._pending: Dict[str, Dict[str, Any]] = {}  # head -> its new param values, applied between frames
         self._nonfinite_reported = 0
         self._input_stops_reported = 0
         self.input_subscriptions: List[Any] = []
 
+        self._log_handler = _RosLogHandler(self.logger)  # the package's Python log lines (gpu_decode's choice,
+        package_logger = logging.getLogger("trt_perception")  # TensorRT's) into the ROS log
+        package_logger.addHandler(self._log_handler)
+        if package_logger.level == logging.NOTSET:
+            package_logger.setLevel(logging.INFO)
         self.table = self._check_overrides()
         self._values = self._declare_parameters(self.table)
         self.config = PerceptionConfig.from_params(self._values)
@@ -121,6 +129,14 @@ class PerceptionNode:
             raise
         node.add_on_set_parameters_callback(self._on_set_parameters)
         if self.config.frame_policy == "latest":
+            # two stages: decode the next frame while the models run on this one; raw frames decode to a view
+            # (nothing to overlap: the hand-over cost 3% in benchmarks/bench_overlap.py), so only compressed
+            if self.config.overlap and any(c.transport == "compressed" for c in self.cameras):
+                self._handover = Handover()
+                self._decoder = threading.Thread(
+                    target=self._decode_loop, name="trt_perception_decode", daemon=True
+                )
+                self._decoder.start()
             self._worker = threading.Thread(
                 target=self._worker_loop, name="trt_perception_worker", daemon=True
             )
@@ -424,11 +440,44 @@ class PerceptionNode:
             camera.stats.dropped()
 
     def _worker_loop(self) -> None:
-        """Serve the cameras' latest frames in turn (no camera starves) until the node shuts down."""
+        """Serve the cameras' latest frames in turn (no camera starves) until the node shuts down; with
+        ``overlap`` the frames come decoded from ``_decode_loop`` through the one-frame hand-over."""
+        handover = self._handover
+        if handover is None:
+            while not self.slots.closed:
+                item = self.slots.next(timeout=WORKER_POLL)
+                if item is not None:
+                    self._process(self.cameras[item[0]], item[1])
+            return
+        while True:
+            got = handover.get(timeout=WORKER_POLL)
+            if got is None:
+                if handover.closed:
+                    return
+                continue
+            camera, msg, prepared, error = got
+            self._process(camera, msg, prepared, error)
+
+    def _decode_loop(self) -> None:
+        """The first stage of ``overlap``: once the hand-over is empty (the worker took the last frame), take
+        the next camera's newest frame in turn and decode it. Waiting BEFORE taking keeps the latest-frame
+        policy: frames arriving meanwhile replace each other in the camera slots (counted as dropped), so
+        latency stays about decode + one inference, and at most two decoded frames exist (decoders reuse two
+        buffers)."""
+        handover = self._handover
+        assert handover is not None
         while not self.slots.closed:
+            if not handover.wait_empty(timeout=WORKER_POLL):
+                continue
             item = self.slots.next(timeout=WORKER_POLL)
-            if item is not None:
-                self._process(self.cameras[item[0]], item[1])
+            if item is None:
+                continue
+            camera = self.cameras[item[0]]
+            try:
+                prepared, error = camera.processor.prepare(item[1]), None
+            except Exception as exc:  # counted and logged by the worker, in frame order
+                prepared, error = None, exc
+            handover.put((camera, item[1], prepared, error))
 
     def _apply_pending(self) -> None:
         with self._lock:
@@ -440,12 +489,20 @@ class PerceptionNode:
                 except ConfigError as exc:  # validated in the on-set callback; kept for safety
                     self.logger.error(str(exc))
 
-    def _process(self, camera: CameraInput, msg: Any) -> None:
-        """One frame: the pipeline, then publishing. A bad frame is counted and skipped, never fatal."""
+    def _process(
+        self, camera: CameraInput, msg: Any, prepared: Any = None, error: Optional[BaseException] = None
+    ) -> None:
+        """One frame: the pipeline (or, decoded already by ``_decode_loop``, its heads), then publishing. A bad
+        frame is counted and skipped, never fatal."""
         self._apply_pending()
         period = self.config.bad_frame_log_period
         try:
-            result = camera.processor.process(msg, self.now())
+            if error is not None:
+                raise error
+            if prepared is not None:
+                result = camera.processor.finish(prepared, self.now())
+            else:
+                result = camera.processor.process(msg, self.now())
         except ImageError as exc:
             camera.stats.bad_frame()
             self.logger.warning(f"bad frame skipped: {camera.label()}{exc}", throttle_duration_sec=period)
@@ -669,9 +726,12 @@ class PerceptionNode:
                     f"{self._resolved('~/set_enabled')} std_srvs/srv/SetBool '{{data: true}}')"
                 )
             )
+        decoders = sorted({c.processor.decode.describe() for c in self.cameras})
+        overlap = ", decode overlapped" if self._handover is not None else ""
         return (
             f"running {', '.join(heads)} on {inputs} ({config.qos_reliability}, depth {config.qos_depth}, "
-            f"policy {config.frame_policy}); publishing {outputs}{drive}"
+            f"policy {config.frame_policy}{overlap}; JPEG decoded on {' / '.join(decoders)}); publishing "
+            f"{outputs}{drive}"
         )
 
     def _resolved(self, name: str) -> str:
@@ -688,13 +748,16 @@ class PerceptionNode:
     def shutdown(self) -> None:
         """Stop the worker (it finishes its frame), then publish a stop if the pilot may be driving."""
         self.slots.close()
+        if self._handover is not None:
+            self._handover.close()
         if self.diagnostics_pub is not None:  # a last report: on sim time the timer stops with the bag's clock
             try:
                 self._on_diagnostics()
             except Exception as exc:  # the context may already be gone
                 self.logger.debug(f"final diagnostics not published: {exc}")
-        if self._worker is not None:
-            self._worker.join(timeout=5.0)
+        for thread in (self._decoder, self._worker):
+            if thread is not None:
+                thread.join(timeout=5.0)
         if self.safety is not None and self.safety.enabled and self.command_pub is not None:
             try:
                 self._publish_command(self.safety.stop_command(REASON_SHUTDOWN), self._stamp_now())
@@ -702,6 +765,27 @@ class PerceptionNode:
             except Exception as exc:  # the context may already be gone (SIGKILL-like teardown)
                 self.logger.error(f"shutdown: could not publish the stop command: {exc}")
         self._close_processors()
+        logging.getLogger("trt_perception").removeHandler(self._log_handler)
+
+
+class _RosLogHandler(logging.Handler):
+    """Python ``logging`` records of the package -> the node's ROS logger (rclpy does not route them)."""
+
+    def __init__(self, logger: Any) -> None:
+        super().__init__(logging.INFO)
+        self.ros_logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            if record.levelno >= logging.ERROR:
+                self.ros_logger.error(text)
+            elif record.levelno >= logging.WARNING:
+                self.ros_logger.warning(text)
+            else:
+                self.ros_logger.info(text)
+        except Exception:  # a log line must never break the node
+            self.handleError(record)
 
 
 def main(args: Optional[List[str]] = None) -> int:

@@ -172,8 +172,9 @@ GLOBAL_PARAMS: Tuple[ParamDef, ...] = (
         "overlap",
         True,
         BOOL,
-        "decode (and CPU-preprocess) the next frame while the models infer the current one (two threads; "
-        "latest-frame policy kept); false = one frame at a time",
+        "with compressed cameras and frame_policy latest: decode the next frame while the models infer the "
+        "current one (two threads, latest-frame policy kept; +20-25% frames/s with ONNX Runtime on 2 cores); "
+        "false = one frame at a time",
     ),
     ParamDef(
         "params_file",

@@ -1,0 +1,232 @@
+"""FrameProcessor's two stages (prepare/finish, process_stream: decode overlapped with inference), max_pixels and
+jpeg_reduce (reduced-size CPU JPEG decode, results still in full-frame pixels), through ONNX Runtime."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator, List, Tuple
+
+import cv2
+import numpy as np
+import pytest
+from onnx_factory import brightness_pilot, grid_detector
+
+from trt_perception.config import PerceptionConfig
+from trt_perception.errors import ConfigError, ImageError
+from trt_perception.heads import create_frame_processor, open_model
+from trt_perception.images import BufferPool, DecodedImage
+from trt_perception.pipeline import FrameProcessor
+
+
+def jpeg_msg(image: np.ndarray, quality: int = 95) -> Any:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return SimpleNamespace(format="bgr8; jpeg compressed bgr8", data=data.tobytes())
+
+
+def squares(width: int, height: int, box: Tuple[int, int, int, int], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 30, (height, width, 3), dtype=np.uint8)
+    x1, y1, x2, y2 = box
+    image[y1:y2, x1:x2] = 255
+    return image
+
+
+def raw_msg(image: np.ndarray, encoding: str = "bgr8") -> Any:
+    return SimpleNamespace(height=image.shape[0], width=image.shape[1], encoding=encoding,
+                           step=image.shape[1] * image.shape[2] if image.ndim == 3 else image.shape[1],
+                           data=image.tobytes(), is_bigendian=0)  # fmt: skip
+
+
+def summary(result: Any) -> Any:
+    out = {}
+    for name, output in result.outputs.items():
+        value = output.result
+        if hasattr(value, "boxes"):
+            out[name] = (value.boxes.tolist(), value.scores.tolist(), value.class_ids.tolist())
+        else:
+            out[name] = (value.angle, value.throttle)
+    return out
+
+
+def two_heads(tmp_path: Path) -> FrameProcessor:
+    detector = open_model(grid_detector(tmp_path, resize="letterbox"), name="detector")
+    pilot = open_model(brightness_pilot(tmp_path), name="pilot")
+    return FrameProcessor([detector, pilot])
+
+
+def mixed_frames(count: int = 12) -> List[Any]:
+    """JPEG, raw bgr8, YUYV (converted into the pool) and one undecodable frame, in a stream."""
+    msgs: List[Any] = []
+    for i in range(count):
+        image = squares(320, 240, (40 * (i % 6), 40, 40 * (i % 6) + 40, 80), seed=i)
+        kind = i % 3
+        if kind == 0:
+            msgs.append(jpeg_msg(image))
+        elif kind == 1:
+            msgs.append(raw_msg(image))
+        else:
+            yuyv = cv2.cvtColor(image, cv2.COLOR_BGR2YUV)[:, :, 0].repeat(2, axis=1).reshape(240, 320, 2)
+            msgs.append(raw_msg(np.ascontiguousarray(yuyv), "yuyv"))
+    msgs.insert(5, SimpleNamespace(format="jpeg", data=b"\xff\xd8\xff garbage"))
+    return msgs
+
+
+def test_prepare_then_finish_is_process(tmp_path: Path) -> None:
+    processor = two_heads(tmp_path)
+    for msg in mixed_frames(6):
+        try:
+            expected = summary(processor.process(msg, 1.0))
+        except ImageError:
+            with pytest.raises(ImageError):
+                processor.prepare(msg)
+            continue
+        result = processor.finish(processor.prepare(msg), 1.0)
+        assert summary(result) == expected
+        assert set(result.timings) >= {"decode", "detector.infer", "pilot.infer", "total"}
+        assert result.timings["total"] >= result.timings["decode"]
+    processor.close()
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_process_stream_equals_the_sequential_path(tmp_path: Path, overlap: bool) -> None:
+    processor = two_heads(tmp_path)
+    msgs = mixed_frames()
+    expected: List[Any] = []
+    for msg in msgs:
+        try:
+            expected.append(summary(processor.process(msg, 2.0)))
+        except ImageError as exc:
+            expected.append(type(exc))
+    got: List[Any] = []
+    pixels: List[np.ndarray] = []
+    for item in processor.process_stream(((m, 2.0, i) for i, m in enumerate(msgs)), overlap=overlap):
+        assert item.item[2] == len(got)  # in order, with the caller's extra fields
+        if item.error is not None:
+            got.append(type(item.error))
+            continue
+        got.append(summary(item.result))
+        pixels.append(item.result.image.array.copy())  # the frame is valid until the next one is asked for
+    assert got == expected
+    assert got.count(ImageError) == 1
+    decoded = [processor.decode(m).array.copy() for i, m in enumerate(msgs) if i != 5]  # 5: the bad one
+    assert len(decoded) == len(pixels)
+    for want, have in zip(decoded, pixels):
+        np.testing.assert_array_equal(want, have)
+    processor.close()
+
+
+def test_stream_keeps_at_most_two_decoded_frames_and_stops_when_closed(tmp_path: Path) -> None:
+    processor = two_heads(tmp_path)
+    taken = []
+    lock = threading.Lock()
+
+    def source() -> Iterator[Tuple[Any, float]]:
+        for i, msg in enumerate(mixed_frames(30)):
+            with lock:
+                taken.append(i)
+            yield msg, 0.0
+
+    stream = processor.process_stream(source())
+    for count, _item in enumerate(stream, 1):
+        with lock:
+            ahead = len(taken) - count
+        assert ahead <= 1  # the helper decodes one frame ahead, never more
+        if count == 4:
+            break
+    stream.close()  # the helper thread ends; the source is not drained
+    assert len(taken) <= 5
+    assert not [t for t in threading.enumerate() if t.name == "trt_perception_decode"]
+    processor.close()
+
+
+def test_a_failing_source_is_raised_in_the_consumer(tmp_path: Path) -> None:
+    processor = two_heads(tmp_path)
+
+    def source() -> Iterator[Tuple[Any, float]]:
+        yield mixed_frames(1)[0], 0.0
+        raise OSError("bag damaged")
+
+    stream = processor.process_stream(source())
+    assert next(stream).result is not None
+    with pytest.raises(OSError, match="bag damaged"):
+        next(stream)
+    processor.close()
+
+
+def test_buffer_pool_depth_hands_out_arrays_in_turn() -> None:
+    pool = BufferPool(depth=2)
+    first, second, third = (pool.array((4, 4, 3)) for _ in range(3))
+    assert first is not second and third is first
+    assert BufferPool().array((2, 2)) is not None
+
+
+# ---------------------------------------------------------------------------------------------- max_pixels
+
+
+def test_max_pixels_param_reaches_the_decoder(tmp_path: Path) -> None:
+    model = brightness_pilot(tmp_path)
+    flat = {"detector.enabled": False, "pilot.enabled": True, "pilot.model": str(model), "max_pixels": 320 * 240}
+    processor = create_frame_processor(PerceptionConfig.from_params(flat))
+    assert processor.process(jpeg_msg(squares(320, 240, (0, 0, 8, 8))), 0.0).steering is not None
+    with pytest.raises(ImageError, match=r"321x240 .*above max_pixels 76800.*fix"):
+        processor.process(jpeg_msg(squares(321, 240, (0, 0, 8, 8))), 0.0)
+    with pytest.raises(ImageError, match="above max_pixels 76800"):
+        processor.process(raw_msg(squares(400, 240, (0, 0, 8, 8))), 0.0)
+    processor.close()
+    with pytest.raises(ConfigError, match=r"max_pixels is 0; expected in \[1, 1000000000\]"):
+        PerceptionConfig.from_params({**flat, "max_pixels": 0})
+
+
+# --------------------------------------------------------------------------------------------- jpeg_reduce
+
+
+def test_reduction_factor_follows_every_heads_input(tmp_path: Path) -> None:
+    detector = open_model(grid_detector(tmp_path, size=64), name="detector")  # 64x64 input
+    pilot = open_model(brightness_pilot(tmp_path, height=120, width=160), name="pilot")  # 160x120
+    processor = FrameProcessor([detector, pilot], jpeg_reduce="auto")
+    assert processor.reduction(640, 480) == 4  # 160 * 4 <= 640, 120 * 4 <= 480
+    assert processor.reduction(1280, 960) == 8
+    assert processor.reduction(639, 480) == 2
+    assert processor.reduction(320, 240) == 2
+    assert processor.reduction(319, 240) == 1
+    processor.close()
+    with pytest.raises(ConfigError, match="jpeg_reduce is 'half'; expected one of"):
+        FrameProcessor([open_model(brightness_pilot(tmp_path))], jpeg_reduce="half")
+
+
+@pytest.mark.parametrize("resize", ["letterbox", "stretch"])
+def test_reduced_jpeg_decode_keeps_boxes_in_full_frame_pixels(tmp_path: Path, resize: str) -> None:
+    detector = open_model(grid_detector(tmp_path, resize=resize), name="detector")  # 64x64: 640x480 -> 1/4
+    full = FrameProcessor([detector], jpeg_reduce="off")
+    reduced = FrameProcessor([detector], jpeg_reduce="auto")
+    assert reduced.reduction(640, 480) == 4
+    box = (160, 120, 240, 180) if resize == "stretch" else (160, 80, 240, 160)  # one model cell
+    msg = jpeg_msg(squares(640, 480, box))
+    want, got = full.process(msg, 0.0), reduced.process(msg, 0.0)
+    assert isinstance(got.frame, DecodedImage)
+    assert (got.frame.width, got.frame.height) == (160, 120) and got.frame.source_size == (640, 480)
+    assert len(got.detections) == len(want.detections) == 1
+    np.testing.assert_allclose(got.detections.boxes, want.detections.boxes, atol=0.5)
+    np.testing.assert_allclose(got.detections.boxes[0], box, atol=0.5)
+    image = got.image  # overlays and reports get the full-size frame
+    assert (image.width, image.height) == (640, 480) and not image.reduced
+    assert np.abs(image.array.astype(int) - want.image.array.astype(int)).mean() < 8
+    png = SimpleNamespace(format="png", data=cv2.imencode(".png", squares(640, 480, box))[1].tobytes())
+    assert reduced.process(png, 0.0).frame.source_size is None  # JPEG only
+    raw = reduced.process(raw_msg(squares(640, 480, box)), 0.0)
+    assert raw.frame.source_size is None
+    full.close()
+
+
+def test_reduced_decode_maps_crops_and_steering_back(tmp_path: Path) -> None:
+    pilot = open_model(brightness_pilot(tmp_path, height=60, width=80), name="pilot")
+    full = FrameProcessor([pilot])
+    reduced = FrameProcessor([pilot], jpeg_reduce="auto")
+    msg = jpeg_msg(np.full((240, 320, 3), 128, np.uint8))
+    want, got = full.process(msg, 0.0), reduced.process(msg, 0.0)
+    assert got.frame.width == 80  # 1/4
+    assert got.steering.angle == pytest.approx(want.steering.angle, abs=0.02)
+    full.close()
