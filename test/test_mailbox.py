@@ -176,3 +176,28 @@ def test_handover_close_wakes_both_sides_and_keeps_a_waiting_item() -> None:
     assert not slot.put(2)  # refused after close
     assert slot.get(timeout=0) == 1  # the waiting item can still be taken
     assert slot.get() is None  # closed and empty: no wait
+
+
+def test_take_ready_gives_every_waiting_camera_once_in_turn() -> None:
+    from trt_perception.mailbox import RoundRobinMailboxes
+
+    slots: RoundRobinMailboxes = RoundRobinMailboxes(3)
+    assert slots.take_ready(timeout=0) == []
+    slots.put(2, "c1")
+    slots.put(0, "a1")
+    slots.put(0, "a2")  # replaces a1: one newest frame per camera
+    assert slots.take_ready(timeout=0) == [(0, "a2"), (2, "c1")]
+    slots.put(0, "a3")
+    slots.put(1, "b1")
+    assert slots.take_ready(timeout=0) == [(1, "b1"), (0, "a3")]  # starts after the camera served first last
+    served = {0: 0, 1: 0, 2: 0}
+    for _ in range(30):  # a busy camera 0 never crowds out the others
+        slots.put(0, "a")
+        if _ % 3 == 0:
+            slots.put(1, "b")
+            slots.put(2, "c")
+        for index, _item in slots.take_ready(timeout=0):
+            served[index] += 1
+    assert served[0] == 30 and served[1] == served[2] == 10
+    slots.close()
+    assert slots.take_ready(timeout=0) == []

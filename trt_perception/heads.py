@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 from trt_perception.config import ORT_DEFAULTS, HeadConfig, ModelConfig, PerceptionConfig
 from trt_perception.errors import ConfigError, TrtPerceptionError
 from trt_perception.images import DecodedImage
-from trt_perception.pipeline import FrameProcessor, ModelPipeline
+from trt_perception.pipeline import FrameProcessor, ModelPipeline, RawOutput
 from trt_perception.tasks import task_class
 from trt_perception.tasks.base import HeadOutput, Task
 
@@ -37,7 +37,10 @@ class Head:
 
     def run(self, image: DecodedImage, now: float) -> HeadOutput:
         """Preprocess, infer, parse (ModelPipeline), then the task's finish; timings per stage."""
-        raw = self.pipeline.run(image, self.task.settings, self.task.model_inputs(now))
+        return self.finish(self.pipeline.run(image, self.task.settings, self.task.model_inputs(now)), now)
+
+    def finish(self, raw: RawOutput, now: float) -> HeadOutput:
+        """The task's finish on the model's raw output (also for a frame of a batch: pipeline.run_batch)."""
         t0 = perf_counter()
         output = self.task.finish(raw.parsed, raw.transform, now)
         raw.timings["postprocess"] += perf_counter() - t0

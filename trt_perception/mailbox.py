@@ -108,6 +108,22 @@ class RoundRobinMailboxes(Generic[T]):
             if self._closed or not self._wake.wait(timeout):
                 return None
 
+    def take_ready(self, timeout: Optional[float] = None) -> List[Tuple[int, T]]:
+        """Every camera's waiting frame at once (cameras whose frames can run as one batch), in turn from the
+        camera after the one served last, waiting up to ``timeout`` for the first; [] on timeout or close.
+        Each camera gives at most its one newest frame, so none starves."""
+        first = self.next(timeout)
+        if first is None:
+            return []
+        ready = [first]
+        count = len(self.mailboxes)
+        for offset in range(1, count):
+            index = (first[0] + offset) % count
+            item = self.mailboxes[index].get(timeout=0)
+            if item is not None:
+                ready.append((index, item))
+        return ready
+
     def close(self) -> None:
         self._closed = True
         for mailbox in self.mailboxes:

@@ -41,6 +41,7 @@ from trt_perception.params import (
     resolve_heads,
     validate_param_change,
 )
+from trt_perception.pipeline import finish_batch
 from trt_perception.results import DriveCommand
 from trt_perception.safety import REASON_DISABLED, REASON_NONFINITE, REASON_SHUTDOWN, REASON_STALE_INPUT
 from trt_perception.stats import RollingStats
@@ -117,6 +118,8 @@ class PerceptionNode:
         processors = create_camera_processors(self.config, clock=self.now)
         self.cameras = [CameraInput(c, processors[c.name], i) for i, c in enumerate(self.config.camera_inputs)]
         self.slots: RoundRobinMailboxes = RoundRobinMailboxes(len(self.cameras))
+        # several cameras sharing a model with a batch dimension: frames ready together run as one batch
+        self._batching = len(self.cameras) > 1 and any(c.processor.can_batch for c in self.cameras)
         self.heads = [h for camera in self.cameras for h in camera.processor.heads if h.owns_pipeline]
         drivers = [(c, c.processor.drive_head) for c in self.cameras if c.processor.drive_head is not None]
         self.drive_camera, self.drive_head = drivers[0] if drivers else (None, None)
@@ -445,6 +448,11 @@ class PerceptionNode:
         handover = self._handover
         if handover is None:
             while not self.slots.closed:
+                if self._batching:
+                    ready = self.slots.take_ready(timeout=WORKER_POLL)
+                    if ready:
+                        self._process_ready([self._prepare(self.cameras[i], msg) for i, msg in ready])
+                    continue
                 item = self.slots.next(timeout=WORKER_POLL)
                 if item is not None:
                     self._process(self.cameras[item[0]], item[1])
@@ -455,8 +463,7 @@ class PerceptionNode:
                 if handover.closed:
                     return
                 continue
-            camera, msg, prepared, error = got
-            self._process(camera, msg, prepared, error)
+            self._process_ready(got)
 
     def _decode_loop(self) -> None:
         """The first stage of ``overlap``: once the hand-over is empty (the worker took the last frame), take
@@ -469,15 +476,13 @@ class PerceptionNode:
         while not self.slots.closed:
             if not handover.wait_empty(timeout=WORKER_POLL):
                 continue
-            item = self.slots.next(timeout=WORKER_POLL)
-            if item is None:
-                continue
-            camera = self.cameras[item[0]]
-            try:
-                prepared, error = camera.processor.prepare(item[1]), None
-            except Exception as exc:  # counted and logged by the worker, in frame order
-                prepared, error = None, exc
-            handover.put((camera, item[1], prepared, error))
+            if self._batching:  # every camera's waiting frame: they may run as one batch
+                ready = self.slots.take_ready(timeout=WORKER_POLL)
+            else:
+                item = self.slots.next(timeout=WORKER_POLL)
+                ready = [item] if item is not None else []
+            if ready:
+                handover.put([self._prepare(self.cameras[index], msg) for index, msg in ready])
 
     def _apply_pending(self) -> None:
         with self._lock:
@@ -495,7 +500,6 @@ class PerceptionNode:
         """One frame: the pipeline (or, decoded already by ``_decode_loop``, its heads), then publishing. A bad
         frame is counted and skipped, never fatal."""
         self._apply_pending()
-        period = self.config.bad_frame_log_period
         try:
             if error is not None:
                 raise error
@@ -503,16 +507,58 @@ class PerceptionNode:
                 result = camera.processor.finish(prepared, self.now())
             else:
                 result = camera.processor.process(msg, self.now())
-        except ImageError as exc:
+        except Exception as exc:  # a bad frame or an inference failure must not kill the node: count, log, go on
+            self._failed(camera, exc)
+            return
+        self._deliver(camera, msg, result)
+
+    def _process_ready(self, ready: List[Any]) -> None:
+        """Frames of several cameras taken together ((camera, msg, prepared, error) each): the models shared by
+        several of them with a batch dimension run them as one batch (pipeline.finish_batch), then each
+        camera's results are published."""
+        good = []
+        for camera, msg, prepared, error in ready:
+            if error is not None or prepared is None:
+                self._process(camera, msg, prepared, error)
+            else:
+                good.append((camera, msg, prepared))
+        if len(good) == 1:
+            self._process(*good[0])
+            return
+        if not good:
+            return
+        self._apply_pending()
+        now = self.now()
+        try:
+            results = finish_batch([(camera.processor, prepared, now) for camera, _, prepared in good])
+        except Exception as exc:  # the batch failed: every frame in it counts as failed
+            for camera, _, _ in good:
+                self._failed(camera, exc)
+            return
+        for (camera, msg, _), result in zip(good, results):
+            self._deliver(camera, msg, result)
+
+    def _prepare(self, camera: CameraInput, msg: Any) -> Any:
+        """(camera, msg, prepared, error): the frame decoded, or the error that stopped it."""
+        try:
+            return camera, msg, camera.processor.prepare(msg), None
+        except Exception as exc:  # counted and logged by the worker, in frame order
+            return camera, msg, None, exc
+
+    def _failed(self, camera: CameraInput, exc: BaseException) -> None:
+        period = self.config.bad_frame_log_period
+        if isinstance(exc, ImageError):
             camera.stats.bad_frame()
             self.logger.warning(f"bad frame skipped: {camera.label()}{exc}", throttle_duration_sec=period)
-            return
-        except Exception as exc:  # an inference failure must not kill the node: count, log, go on
+        else:
             camera.stats.error()
             self.logger.error(
                 f"frame failed ({camera.label()}{type(exc).__name__}: {exc}); skipped", throttle_duration_sec=period
             )
-            return
+
+    def _deliver(self, camera: CameraInput, msg: Any, result: Any) -> None:
+        """Publish one frame's results and record its latency."""
+        period = self.config.bad_frame_log_period
         header = copy_header(self.types, msg.header)
         camera.last_frame_id = header.frame_id
         try:

@@ -117,6 +117,7 @@ class FrameSequence:
         return self.views[slot]
 
 PathLike = Union[str, Path]
+MAX_BATCH = 16  # frames in one batch for a model with a dynamic batch dimension
 Frame = Union[DecodedImage, "DeviceImage"]  # what a decoder gives: a host frame, or a GPU-decoded one
 
 
@@ -148,6 +149,8 @@ class ModelPipeline:
         self._on_device: Tuple[str, ...] = ()
         self._feed: Dict[str, np.ndarray] = {}
         self._scaled: Dict[Any, Tuple[ImageTransform, ImageTransform]] = {}
+        self._capacity: Optional[int] = None
+        self._batches: Dict[int, Tuple[np.ndarray, List[Preprocessor]]] = {}
         if gpu_preprocess:
             if spec.input.sequence or spec.input.mask:
                 what = "input.sequence (a frame sequence)" if spec.input.sequence else "input.mask"
@@ -248,6 +251,76 @@ class ModelPipeline:
         parsed = self.parser.parse(outputs, settings)
         t3 = perf_counter()
         return RawOutput(parsed, transform, {"preprocess": t1 - t0, "infer": t2 - t1, "postprocess": t3 - t2})
+
+    @property
+    def batch_capacity(self) -> int:
+        """How many frames one ``infer`` can take (frames of several cameras run as one batch): the input's
+        batch dimension when it is dynamic (``MAX_BATCH``) or static > 1, and every output is batch-first; 1
+        for models that cannot (batch 1, extra inputs, a frame sequence, a mask, GPU preprocessing writing
+        one frame into the engine's own buffer)."""
+        if self._capacity is None:
+            self._capacity = self._find_capacity()
+        return self._capacity
+
+    def _find_capacity(self) -> int:
+        if self.gpu_preprocessor is not None or self.sequence is not None or self.mask is not None:
+            return 1
+        if self.extra_inputs or self.spec.inputs or self.backend.input_buffer(self.spec.input.name) is not None:
+            return 1  # host input buffers of an engine have a fixed shape (TensorRT batching: not done yet)
+        inputs = [t for t in self.backend.inputs if t.name == self.spec.input.name]
+        if not inputs or len(inputs[0].shape) != 4:
+            return 1
+        first = inputs[0].shape[0]
+        capacity = MAX_BATCH if first is None else int(first)
+        if capacity <= 1:
+            return 1
+        for output in self.backend.outputs:
+            if not output.shape or output.shape[0] not in (None, first):
+                return 1  # an output that is not batch-first: cannot split it per frame
+        return capacity
+
+    def run_batch(self, images: Sequence[Frame], settings: Sequence[Any]) -> List[RawOutput]:
+        """Several frames (of several cameras) through one ``infer``: each preprocessed into its row of the batch
+        tensor, outputs split per frame, each parsed with its own ``settings``. ``len(images)`` <=
+        ``batch_capacity``; a static batch larger than the frames given runs with the unused rows as they are
+        (their outputs are ignored). Results equal ``run`` per frame (test_pipeline_batch)."""
+        count = len(images)
+        capacity = self.batch_capacity
+        if count == 1 or capacity < count:
+            if capacity < count:
+                raise SpecError(f"{count} frames for a model that takes {capacity} at once")
+            return [self.run(images[0], settings[0])]
+        t0 = perf_counter()
+        rows = count if capacity == MAX_BATCH else capacity
+        tensor, preprocessors = self._batch_buffers(rows)
+        transforms = []
+        for index, image in enumerate(images):
+            _, transform = preprocessors[index](image)  # type: ignore[arg-type]
+            transforms.append(transform)
+        t1 = perf_counter()
+        outputs = self.backend.infer({self.spec.input.name: tensor})
+        t2 = perf_counter()
+        results = []
+        for index, image in enumerate(images):
+            t = perf_counter()
+            transform = transforms[index]
+            if isinstance(image, DecodedImage) and image.reduced:
+                transform = self._to_source(transform, image)
+            mine = {name: value[index : index + 1] for name, value in outputs.items()}
+            parsed = self.parser.parse(mine, settings[index])
+            timings = {"preprocess": (t1 - t0) / count, "infer": t2 - t1, "postprocess": perf_counter() - t}
+            results.append(RawOutput(parsed, transform, timings))
+        return results
+
+    def _batch_buffers(self, rows: int) -> Tuple[np.ndarray, List[Preprocessor]]:
+        """The batch tensor of ``rows`` frames and one Preprocessor writing each row, made once per size."""
+        found = self._batches.get(rows)
+        if found is None:
+            single = self.preprocessor.tensor  # type: ignore[union-attr]
+            tensor = np.zeros((rows, *single.shape[1:]), single.dtype)
+            pres = [Preprocessor(self.spec.input, dtype=single.dtype, out=tensor[i : i + 1]) for i in range(rows)]
+            found = self._batches[rows] = (tensor, pres)
+        return found
 
     def _to_source(self, transform: ImageTransform, image: DecodedImage) -> ImageTransform:
         """A transform to the reduced frame (``jpeg_reduce``) -> one to the frame as sent, made once per
@@ -470,21 +543,19 @@ class FrameProcessor:
         start = perf_counter()
         result = FrameResult(frame=image)
         timings = result.timings
-        host: Optional[DecodedImage] = image if isinstance(image, DecodedImage) else None
         for head, on_gpu in zip(self.heads, self._on_gpu):
-            if on_gpu or host is not None:
-                frame = image if on_gpu else host
-            else:  # a GPU-decoded frame for a head on the CPU: one host copy, shared with result.image
-                t0 = perf_counter()
-                host = result._host = _host_image(image)
-                timings["download"] = perf_counter() - t0
-                frame = host
-            output = head.run(frame, now)  # type: ignore[arg-type]
+            output = head.run(_frame_for(result, on_gpu), now)
             result.outputs[head.name] = output
             for stage, seconds in output.timings.items():
                 timings[f"{head.name}.{stage}"] = seconds
         timings["total"] = perf_counter() - start
         return result
+
+    @property
+    def can_batch(self) -> bool:
+        """Some head's model takes several frames at once (``batch_capacity`` > 1): frames of the cameras
+        sharing it that are ready together may run as one batch (``finish_batch``)."""
+        return any(getattr(h.pipeline, "batch_capacity", 1) > 1 for h in self.heads)
 
     def process_stream(self, items: Iterable[Tuple[Any, ...]], overlap: bool = True) -> Iterator[StreamResult]:
         """Frames ``(msg, now, ...)`` -> one ``StreamResult`` each, in order, with the next frame decoded in a
@@ -557,6 +628,56 @@ class FrameProcessor:
                 head.close()
         finally:
             self.decode.close()
+
+
+def _frame_for(result: FrameResult, on_gpu: bool) -> Frame:
+    """The frame as a head takes it: a GPU head the decoded frame as it is; a CPU head a host frame (a GPU-decoded
+    frame is copied down once per frame and shared with ``result.image``)."""
+    frame = result.frame
+    if on_gpu or isinstance(frame, DecodedImage):
+        return frame
+    if result._host is None:
+        t0 = perf_counter()
+        result._host = _host_image(frame)
+        result.timings["download"] = perf_counter() - t0
+    return result._host
+
+
+def finish_batch(frames: Sequence[Tuple[FrameProcessor, PreparedFrame, float]]) -> List[FrameResult]:
+    """Frames of several cameras that are ready together (each with its camera's FrameProcessor, its prepared
+    frame and its ``now``) -> their results, as ``finish`` would give each: a model shared by several of them
+    whose ``batch_capacity`` is > 1 runs them as one batch (chunks of its capacity), every other head runs
+    frame by frame in the order given. Each camera's own task (tracks, settings) finishes its output."""
+    results = [FrameResult(frame=prepared.frame) for _, prepared, _ in frames]
+    outputs: List[Dict[str, HeadOutput]] = [{} for _ in frames]
+    groups: Dict[int, List[Tuple[int, Head, bool]]] = {}
+    start = perf_counter()
+    for index, (processor, _, _) in enumerate(frames):
+        for head, on_gpu in zip(processor.heads, processor._on_gpu):
+            groups.setdefault(id(head.pipeline), []).append((index, head, on_gpu))
+    for members in groups.values():
+        pipeline = members[0][1].pipeline
+        capacity = getattr(pipeline, "batch_capacity", 1) if len(members) > 1 else 1
+        if capacity <= 1:
+            for index, head, on_gpu in members:
+                outputs[index][head.name] = head.run(_frame_for(results[index], on_gpu), frames[index][2])
+            continue
+        for first in range(0, len(members), capacity):
+            chunk = members[first : first + capacity]
+            images = [_frame_for(results[index], on_gpu) for index, _, on_gpu in chunk]
+            raws = pipeline.run_batch(images, [head.task.settings for _, head, _ in chunk])
+            for (index, head, _), raw in zip(chunk, raws):
+                outputs[index][head.name] = head.finish(raw, frames[index][2])
+    shared = (perf_counter() - start) / len(frames)
+    for (processor, prepared, _), result, found in zip(frames, results, outputs):
+        for head in processor.heads:  # in the camera's head order, as finish gives them
+            output = found[head.name]
+            result.outputs[head.name] = output
+            for stage, seconds in output.timings.items():
+                result.timings[f"{head.name}.{stage}"] = seconds
+        result.timings["decode"] = prepared.decode_s
+        result.timings["total"] = prepared.decode_s + shared
+    return results
 
 
 class _SourceError(Exception):
