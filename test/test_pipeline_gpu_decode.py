@@ -226,10 +226,10 @@ def test_real_gpu_decode_through_the_frame_processor(real_cuda: CudaApi, model: 
             assert isinstance(got.frame, DeviceImage)
             assert got.steering.angle == pytest.approx(want.steering.angle, abs=2e-3)  # type: ignore[union-attr]
             assert got.steering.throttle == pytest.approx(want.steering.throttle, abs=2e-3)  # type: ignore[union-attr]
-            fast_in = fast.heads[0].pipeline.backend.echo.astype(np.float64)  # type: ignore[attr-defined]
-            slow_in = slow.heads[0].pipeline.backend.echo.astype(np.float64)  # type: ignore[attr-defined]
-            worst_input = max(worst_input, float(np.abs(fast_in.view(np.dtype(got_dtype(model))).astype(np.float64)
-                                                        - slow_in.view(np.dtype(got_dtype(model)))).max()))
+            dtype = np.dtype(got_dtype(model))  # the engine input both wrote, read back from the device
+            fast_in = fast.heads[0].pipeline.backend.echo.view(dtype).astype(np.float64)  # type: ignore[attr-defined]
+            slow_in = slow.heads[0].pipeline.backend.echo.view(dtype).astype(np.float64)  # type: ignore[attr-defined]
+            worst_input = max(worst_input, float(np.abs(fast_in - slow_in).max()))
             host = got.image
             assert isinstance(host, DecodedImage) and host.color == "rgb"
             worst_pixel = max(worst_pixel, float(np.abs(host.array[:, :, ::-1].astype(int)
@@ -240,6 +240,7 @@ def test_real_gpu_decode_through_the_frame_processor(real_cuda: CudaApi, model: 
         print(f"\nreal FrameProcessor gpu_decode ({model}): max |gpu - cpu| decoded pixel {worst_pixel:.0f}, "
               f"engine input {worst_input:.4g}")
         assert worst_pixel <= 4
+        assert worst_input <= 5 * 2 / 255  # a few decoded levels, through scale 2/255 at most (and float16)
     finally:
         fast.close()
         slow.close()
