@@ -246,6 +246,32 @@ def test_bad_frames_are_counted_and_skipped(tmp_path: Path, models: Path, encodi
     assert len(out[topic]) == 6 and len(out["/detections"]) == 4
 
 
+def test_overlapped_decode_gives_the_sequential_replay(tmp_path: Path, models: Path) -> None:
+    """Replay decodes frame N in a helper thread while frame N-1's heads run (``overlap``, default true): every
+    output message, the counts and the drive results are those of the sequential replay (overlap: false),
+    bad frames included."""
+    frames = frames_with_squares(9)
+    for frame in frames:
+        frame.drive = brightness_command(frame.image_bgr)
+    frames[3].corrupt = True
+    topic = "/camera/image_raw/compressed"
+    bag = write_bag(tmp_path / "bag", frames, encoding="jpeg", topic=topic, drive_topic="/teleop/cmd_vel")
+    runs = {}
+    for overlap in (True, False):
+        (tmp_path / str(overlap)).mkdir()
+        params = make_params(tmp_path / str(overlap), models, image_topic=topic, pilot__enabled=True,
+                             pilot__drive_enabled=True, overlap=overlap)
+        report = replay_bag(bag, params, out=tmp_path / f"out_{overlap}", truth_drive_topic="/teleop/cmd_vel")
+        messages = read_messages(tmp_path / f"out_{overlap}")
+        runs[overlap] = (report, messages)
+    (fast, fast_out), (slow, slow_out) = runs[True], runs[False]
+    assert (fast.frames_processed, fast.bad_frames) == (slow.frames_processed, slow.bad_frames) == (8, 1)
+    assert fast.drive.steering_mae == slow.drive.steering_mae and fast.drive.matched == slow.drive.matched
+    assert sorted(fast_out) == sorted(slow_out)
+    for name in fast_out:
+        assert [repr(item) for item in fast_out[name]] == [repr(item) for item in slow_out[name]], name
+
+
 # ------------------------------------------------------------------------------------------ bad bags
 
 

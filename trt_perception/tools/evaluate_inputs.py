@@ -295,6 +295,19 @@ class RecordingProcessor:
             if self._on_frame is not None:
                 self._on_frame()
 
+    def prepare(self, msg: Any) -> Any:
+        """The decode half (replay runs it in its helper thread while the last frame's heads run)."""
+        return self._inner.prepare(msg)
+
+    def finish(self, prepared: Any, now: float) -> Any:
+        """The heads half of ``process``: the clock and the progress tick exactly as ``process`` sets them."""
+        self._clock.now = now
+        try:
+            return self._inner.finish(prepared, now)
+        finally:
+            if self._on_frame is not None:
+                self._on_frame()
+
     def close(self) -> None:
         self._inner.close()
 

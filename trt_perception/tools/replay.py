@@ -799,6 +799,7 @@ class _Run:
                     if conn.topic == self.topic:
                         continue
                 if conn.topic in self.input_topics:
+                    self._flush_pending()  # the frame before this input sees the task state it saw before
                     self._input(conn, t_ns, raw)
                     continue
                 if conn.topic != self.topic:
@@ -811,18 +812,23 @@ class _Run:
                 self.report.frames_in += 1
                 if output is not None:
                     output.write(self.topic, t_ns, raw)
-                self._watchdog(t_ns)
-                if not self.realtime:
-                    self._process(frame, t_ns)
+                if not self.realtime:  # decode this frame in the helper while the models run on the last one
+                    self._overlapped(frame, t_ns)
                 else:
+                    self._watchdog(t_ns)
                     self._arrive(frame, waiting)
                 bar.update(1)
                 if index % 50 == 0:
                     bar.set_postfix(bad=self.report.bad_frames, dropped=self.report.dropped_frames, refresh=False)
+            self._flush_pending()
             while waiting:
                 ready = waiting.popleft()
                 self._process(ready, max(self.busy_until, ready.t_ns))
         finally:
+            self._pending = None
+            if self._decode_pool is not None:
+                self._decode_pool.shutdown(wait=True)
+                self._decode_pool = None
             bar.close()
         self.report.wall_s = time.perf_counter() - started
         self.report.bag_duration_s = (last_t - first_t) * 1e-9 if first_t is not None else 0.0
@@ -895,14 +901,53 @@ class _Run:
 
     # ---------------------------------------------------------------- one frame
 
-    def _process(self, frame: _Frame, start_ns: float) -> None:
+    # ------------------------------------------------------- decode overlapped (not --realtime)
+
+    _pending: Optional[Tuple[_Frame, Any]] = None  # the frame whose decode runs in the helper, its future
+    _decode_pool: Any = None
+
+    def _prepare(self, frame: _Frame) -> Any:
+        """The helper thread's part of a frame: deserialize and decode (FrameProcessor.prepare)."""
+        msg = self.reader.deserialize(frame.raw, self._image_type())
+        return msg, self.processor.prepare(msg)
+
+    def _overlapped(self, frame: _Frame, t_ns: int) -> None:
+        """Frame N arrives: its decode starts in the helper, then frame N-1 (decoded meanwhile) runs its heads,
+        then the watchdog at N's time, as in the sequential order. At most two frames are decoded at once."""
+        prepare = getattr(self.processor, "prepare", None)
+        if prepare is None or not getattr(self.config, "overlap", True):  # overlap: false, or a test double
+            self._watchdog(t_ns)
+            self._process(frame, t_ns)
+            return
+        if self._decode_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="trt_perception_decode")
+        previous, self._pending = self._pending, (frame, self._decode_pool.submit(self._prepare, frame))
+        if previous is not None:
+            self._process(previous[0], previous[0].t_ns, previous[1])
+        self._watchdog(t_ns)
+
+    def _flush_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._process(pending[0], pending[0].t_ns, pending[1])
+
+    def _process(self, frame: _Frame, start_ns: float, prepared: Any = None) -> None:
         """One frame, with the node's policy: an ImageError is a bad frame, any other exception a failed frame;
         both are counted (the first few listed in the report) and skipped, and the replay goes on."""
         collect = self.collect
         began = time.perf_counter()
         stamp: Optional[int] = None
+        decoded = None
         try:
-            msg = self.reader.deserialize(frame.raw, self._image_type())
+            if prepared is not None:
+                try:
+                    msg, decoded = prepared.result()
+                except ImageError as exc:  # deserialized, but not decodable: a bad frame below
+                    msg, decoded = self.reader.deserialize(frame.raw, self._image_type()), exc
+            else:
+                msg = self.reader.deserialize(frame.raw, self._image_type())
             stamp = _stamp_ns(msg)
         except Exception as exc:  # a message the type's CDR layout cannot hold: counted, skipped
             collect.bad(frame, f"cannot deserialize {self._image_type()}: {exc}")
@@ -910,7 +955,12 @@ class _Run:
             return
         self.clock.now = start_ns * 1e-9
         try:
-            result = self.processor.process(msg, self.clock.now)
+            if isinstance(decoded, ImageError):
+                raise decoded
+            if decoded is not None:
+                result = self.processor.finish(decoded, self.clock.now)
+            else:
+                result = self.processor.process(msg, self.clock.now)
             # What the node does next: build the output messages and serialize them (rclpy's publish does);
             # timed as the "messages" stage. Writing them into the output bag is replay's own cost, not timed.
             t_msgs = time.perf_counter()
