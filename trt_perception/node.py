@@ -48,6 +48,7 @@ from trt_perception.stats import RollingStats
 
 WATCHDOG_PERIOD = 0.05  # seconds between watchdog checks (ROS clock)
 WORKER_POLL = 0.2  # seconds the worker waits for a frame before checking for shutdown
+STALE_STAMP_S = 60.0  # a "latency" above this is a clock mismatch, reported as such in /diagnostics
 _OVERLAY_ENCODING = {"rgb": "rgb8", "bgr": "bgr8"}
 
 
@@ -695,9 +696,15 @@ class PerceptionNode:
                 level = worse("WARN")
                 problems.append(f"{camera.label()}{int(snap['bad_frames'] - reported['bad_frames'])} bad frames")
             reported["errors"], reported["bad_frames"] = snap["errors"], snap["bad_frames"]
+            p95 = snap.get("latency.p95", 0.0)
+            if p95 > STALE_STAMP_S:  # not a latency: the stamps come from another clock
+                latency = (f"image stamps {p95:.0f} s behind the node's clock (a bag played without --clock and "
+                           "use_sim_time, or a camera clock not synced)")
+            else:
+                latency = f"latency p95 {p95 * 1000:.0f} ms"
             summaries.append(
                 f"{camera.label()}in {snap['fps_in']:.1f} fps, out {snap['fps_out']:.1f} fps, "
-                f"latency p95 {snap.get('latency.p95', 0.0) * 1000:.0f} ms, dropped {int(snap['dropped'])}"
+                f"{latency}, dropped {int(snap['dropped'])}"
             )
         for head in self.heads:
             facts = head.describe()
