@@ -163,7 +163,7 @@ GLOBAL_PARAMS: Tuple[ParamDef, ...] = (
         "jpeg_reduce",
         "off",
         STRING,
-        "CPU JPEG decode at 1/2 or 1/4 resolution (libjpeg DCT scaling, faster) when every head's input is at "
+        "CPU JPEG decode at 1/2, 1/4 or 1/8 resolution (libjpeg DCT scaling, faster) when every head's input is at "
         "most that fraction of the frame; results stay in full-frame pixels; pixels change slightly, so "
         "off unless measured on your data (auto = reduce when it applies)",
         choices=("off", "auto"),
