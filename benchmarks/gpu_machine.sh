@@ -35,7 +35,7 @@ for name in ("numpy", "cv2", "cuda.bindings", "pycuda", "cupy", "yaml", "pytest"
     except Exception as exc:  # report what is missing and go on
         print(f"{name} missing ({exc})")
 EOF
-timeout 300 python3 -m pytest test/test_gpu_preprocess.py test/test_gpu_decode.py -v -s -p no:cacheprovider -o addopts="" \
+timeout 300 python3 -m pytest test/test_gpu_preprocess.py test/test_gpu_decode.py test/test_pipeline_gpu.py test/test_pipeline_gpu_decode.py -v -s -p no:cacheprovider -o addopts="" \
   2>&1 | tee "$OUT/pytest.log" | grep -E "FAIL|ERROR|SKIP|max \||decoded pixels|engine input|passed|failed|error" \
   | grep -v "PASSED" | tail -60
 grep -c PASSED "$OUT/pytest.log" | sed 's/^/tests PASSED: /'
