@@ -265,3 +265,16 @@ def test_mask_classes_without_a_spec_colour_take_the_overlay_palette() -> None:
     assert (palette[0] == -1).all()  # class 0 (background by convention) is not tinted
     assert tuple(palette[2]) == class_color(2, "bgr")
     assert (report_module._mask_palette([(0, 0, 0), (10, 20, 30)], 2)[1] == (30, 20, 10)).all()
+
+
+def test_latency_rows_follow_the_frame_head_by_head() -> None:
+    """decode, then each head's stages in the heads' order (named heads too, not only detector/pilot), then the
+    closing stages: a three-head report no longer lists a head's rows after `total`."""
+    from trt_perception.tools.report import ordered_stages
+
+    names = ["total", "drivable.infer", "decode", "messages", "pilot.infer", "detector.infer", "drivable.preprocess",
+             "detector.preprocess", "pilot.preprocess", "detector.postprocess", "detector.track", "other"]
+    assert ordered_stages(names, ["detector", "drivable", "pilot"]) == [
+        "decode", "detector.preprocess", "detector.infer", "detector.postprocess", "detector.track",
+        "drivable.preprocess", "drivable.infer", "pilot.preprocess", "pilot.infer", "other", "messages", "total"]
+    assert ordered_stages(["total", "b.infer", "a.infer"])[:2] == ["a.infer", "b.infer"]  # heads unknown: by name

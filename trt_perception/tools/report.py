@@ -18,18 +18,11 @@ import numpy as np
 
 from trt_perception.outputs.nms import iou_matrix
 
-# Stages in the order a frame goes through them; any other timing key is listed after these.
-STAGE_ORDER = (
-    "decode",
-    "detector.preprocess",
-    "detector.infer",
-    "detector.postprocess",
-    "pilot.preprocess",
-    "pilot.infer",
-    "pilot.postprocess",
-    "messages",
-    "total",
-)
+# Stages in the order a frame goes through them: the frame's own first, then each head's (in the heads'
+# order), then what follows the heads; any other timing key is listed after the heads' stages.
+FRAME_STAGES = ("decode", "download")
+HEAD_STAGES = ("preprocess", "infer", "postprocess")
+CLOSING_STAGES = ("messages", "total")
 STAGE_NOTES = {
     "messages": "   (build + serialize outputs)",
     "total": "   (decode + models)",
@@ -564,9 +557,18 @@ def _pct(value: float) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{100.0 * value:5.1f}%"
 
 
-def ordered_stages(names: Sequence[str]) -> List[str]:
-    known = [s for s in STAGE_ORDER if s in names]
-    return known + sorted(s for s in names if s not in STAGE_ORDER)
+def ordered_stages(names: Sequence[str], heads: Sequence[str] = ()) -> List[str]:
+    """Timing keys as a frame meets them: decode, each head's preprocess/infer/postprocess in ``heads`` order
+    (heads not named there after them, by name), other keys, then messages and total."""
+    rest = [n for n in names if n not in FRAME_STAGES and n not in CLOSING_STAGES]
+    prefixes = list(heads) + sorted({n.split(".", 1)[0] for n in rest if "." in n} - set(heads))
+    ordered = [s for s in FRAME_STAGES if s in names]
+    for head in prefixes:
+        own = [n for n in rest if n.startswith(head + ".")]
+        known = [f"{head}.{stage}" for stage in HEAD_STAGES if f"{head}.{stage}" in own]
+        ordered += known + sorted(set(own) - set(known))
+    ordered += sorted(set(rest) - set(ordered))
+    return ordered + [s for s in CLOSING_STAGES if s in names]
 
 
 def format_report(report: ReplayReport) -> str:
@@ -594,7 +596,7 @@ def format_report(report: ReplayReport) -> str:
     if report.latency:
         lines.append("")
         lines.append(f"  {'latency (ms)':<24}{'p50':>8}{'p95':>9}{'max':>9}")
-        for stage in ordered_stages(list(report.latency)):
+        for stage in ordered_stages(list(report.latency), report.heads):
             stats = report.latency[stage]
             note = STAGE_NOTES.get(stage, "")
             lines.append(f"  {stage:<24}{_ms(stats.p50_ms)} {_ms(stats.p95_ms)} {_ms(stats.max_ms)}{note}")
@@ -821,7 +823,7 @@ def _plot_steering(plt: Any, report: ReplayReport, path: Path) -> Path:
 def _plot_latency(plt: Any, report: ReplayReport, path: Path) -> Path:
     """Per-stage histograms on one log-time axis (stages differ by 100x), and the whole frame on its own."""
     series = report.series.stage_seconds
-    stages = [s for s in ordered_stages(list(series)) if len(series[s]) and s != "total"]
+    stages = [s for s in ordered_stages(list(series), report.heads) if len(series[s]) and s != "total"]
     fig, (ax_stages, ax_total) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
     all_ms = np.concatenate([np.asarray(series[s], np.float64) for s in series if len(series[s])]) * 1000.0
     positive = all_ms[all_ms > 0]
