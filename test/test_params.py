@@ -296,3 +296,10 @@ def test_a_binary_params_file_is_a_config_error_not_a_unicode_error(tmp_path):
     path.write_bytes(b"\x08\x07\x12\x0bpytorch\xff\xfe\x80\x81" * 10)
     with pytest.raises(ConfigError, match=r"model.onnx is not UTF-8 text \(byte \d+.*fix: pass the params file"):
         load_params_file(path)
+
+
+def test_a_deeply_nested_params_file_is_a_config_error(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("[" * 20000)
+    with pytest.raises(ConfigError, match=r"deep\.yaml is nested too deeply"):
+        load_params_file(deep)

@@ -637,6 +637,9 @@ def load_params_file(
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"params file {file_path} is not valid YAML: {exc}") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level (`[[[[...`)
+        raise ConfigError(f"params file {file_path} is nested too deeply to be a params YAML; fix: pass the "
+                          "params file (config/car.yaml is one)") from None
     if not isinstance(data, Mapping):
         raise ConfigError(
             f"params file {file_path} holds {type(data).__name__}; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -698,9 +699,11 @@ def find_spec(model_path: Union[str, Path]) -> Optional[Path]:
     return None
 
 
-# libyaml's safe loader where PyYAML has it: faster, and it refuses deep nesting (`[[[[...`) at once, where the
-# pure-Python loader takes a second to run into RecursionError
-YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# PyYAML's pure-Python safe loader: libyaml's CSafeLoader crashes the process (segfault, C stack) on deep
+# nesting with Debian/Ubuntu's python3-yaml 6.0 - what a Jetson's apt installs - so deep nesting is refused by
+# `check_nesting` before any loader sees it; specs are a few KB, the C loader's speed buys nothing here.
+YAML_LOADER: Any = yaml.SafeLoader
+MAX_NESTING = 64  # a spec nests 3-4 levels; flow brackets or leading indent/dashes beyond this are not a spec
 MAX_TEXT_BYTES = 16 << 20  # specs and labels files are a few KB; a bigger file is the wrong file
 
 
@@ -730,13 +733,27 @@ def read_text_file(path: Path, what: str, expected: str) -> str:
     return text.lstrip("\ufeff")  # a BOM some editors write
 
 
+def nesting_depth(text: str) -> int:
+    """A cheap upper bound of a YAML text's nesting: unclosed ``[``/``{`` (quotes not parsed: brackets inside
+    strings only raise it) and the deepest leading indent or ``- `` run of a line, in levels of two columns."""
+    depth = deepest = 0
+    for char in re.sub(r"[^\[\]{}]", "", text):
+        depth = depth + 1 if char in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    indent = max((len(line) - len(line.lstrip(" -")) for line in text.splitlines()), default=0)
+    return max(deepest, indent // 2)
+
+
 def read_spec_file(path: Union[str, Path]) -> Dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise SpecError(f"model spec file {path} does not exist; fix: pass the right path or write one (README)")
     text = read_text_file(path, "model spec", "a YAML text file")
+    if nesting_depth(text) > MAX_NESTING:
+        raise SpecError(f"model spec {path} is not valid YAML for a spec: it is nested too deeply (over "
+                        f"{MAX_NESTING} levels); fix: pass the spec YAML written next to the model")
     try:
-        data = yaml.load(text, Loader=YAML_LOADER)  # a safe loader (C or Python)
+        data = yaml.load(text, Loader=YAML_LOADER)  # a safe loader
     except yaml.YAMLError as exc:
         reason = " ".join(str(exc).replace('"<unicode string>"', "the file").split())  # one line for a log
         raise SpecError(f"model spec {path} is not valid YAML: {reason}") from None
