@@ -112,6 +112,15 @@ class PerceptionNode:
         package_logger.addHandler(self._log_handler)
         if package_logger.level == logging.NOTSET:
             package_logger.setLevel(logging.INFO)
+        try:
+            self._start(node)
+        except BaseException:  # the node will not run: leave the package logger as it was
+            package_logger.removeHandler(self._log_handler)
+            raise
+        self.logger.info(self._startup_line())
+
+    def _start(self, node: Any) -> None:
+        """Params, models, interfaces and threads; raises the package's errors for anything a user can fix."""
         self.table = self._check_overrides()
         self._values = self._declare_parameters(self.table)
         self.config = PerceptionConfig.from_params(self._values)
@@ -145,7 +154,6 @@ class PerceptionNode:
                 target=self._worker_loop, name="trt_perception_worker", daemon=True
             )
             self._worker.start()
-        self.logger.info(self._startup_line())
 
     # --------------------------------------------------------------------------------------- parameters
 
