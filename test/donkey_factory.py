@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 13
@@ -304,6 +305,8 @@ def convert_pilot(folder: Path, kind: str, *extra_args: str, **model_kwargs: Any
     """``trt-perception convert`` (the CLI path) on a DonkeyCar graph of ``kind``: returns the converted ONNX."""
     import argparse
 
+    pytest.importorskip("onnx_graphsurgeon", reason="convert finishes DonkeyCar graphs with onnx-graphsurgeon "
+                        "(the test extra has it; a ROS workspace may not)")
     from trt_perception.tools import convert
 
     source = donkey_model(folder, kind, file_name=f"{kind}_keras.onnx", **model_kwargs)

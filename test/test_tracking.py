@@ -53,6 +53,7 @@ def update(tracker: ByteTracker, dets: Sequence[Det], now: float) -> np.ndarray:
 
 
 def tracker(**settings: object) -> ByteTracker:
+    pytest.importorskip("lap", reason="ByteTrack's assignment needs lapx (pip install lapx; the test extra has it)")
     return ByteTracker(TrackerSettings(**settings))  # type: ignore[arg-type]
 
 

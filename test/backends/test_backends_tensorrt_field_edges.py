@@ -53,7 +53,9 @@ AFFINE = [
 ]
 
 
-def setup(monkeypatch: pytest.MonkeyPatch, version: str) -> Any:
+# not `setup`: pytest 7 (ROS Humble/Jazzy's colcon test) would call a module-level setup() as a nose hook
+
+def install_trt(monkeypatch: pytest.MonkeyPatch, version: str) -> Any:
     gpu = FakeGpu()
     trt = make_tensorrt_module(version, gpu)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
@@ -102,7 +104,7 @@ def test_header_layout_per_version_and_what_is_read_from_it() -> None:
 def test_valid_8x_engine_is_not_refused_by_its_header_bytes(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, header_bytes: Dict[int, int], with_metadata: bool
 ) -> None:
-    setup(monkeypatch, "8.2.1")
+    install_trt(monkeypatch, "8.2.1")
     build = {"tensorrt_version": "8.2.1.8", "compute_capability": "8.7"} if with_metadata else None
     path = write_engine(tmp_path, plan("8.2.1", params={"scale": 3.0}, header_bytes=header_bytes), build)
     np.testing.assert_allclose(run_once(TensorRTBackend(path)), 3.0)
@@ -123,7 +125,7 @@ def test_header_is_read_only_where_both_sides_are_9_1_or_later() -> None:
 def test_tensorrt_8_refusal_with_serialization_tags_becomes_the_mismatch_message(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runtime: str, built: str, tags: Sequence[str]
 ) -> None:
-    setup(monkeypatch, runtime)
+    install_trt(monkeypatch, runtime)
     (tmp_path / "ssd.onnx").write_bytes(b"onnx")
     path = write_engine(tmp_path, plan(built), {"source_onnx": "ssd.onnx", "precision": "fp16"}, "ssd.engine")
     with pytest.raises(EngineMismatchError) as info:
@@ -137,13 +139,13 @@ def test_tensorrt_8_refusal_with_serialization_tags_becomes_the_mismatch_message
 
 
 def test_patch_level_refusal_names_both_versions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    setup(monkeypatch, "8.2.1")
+    install_trt(monkeypatch, "8.2.1")
     with pytest.raises(EngineMismatchError, match=r"(?s)built with TensorRT 8\.2\.0; this TensorRT library is 8\.2\.1"):
         TensorRTBackend(write_engine(tmp_path, plan("8.2.0")))
 
 
 def test_auto_rebuild_also_follows_tensorrt_8_own_refusal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    trt = setup(monkeypatch, "8.2.1")
+    trt = install_trt(monkeypatch, "8.2.1")
     (tmp_path / "pilot.onnx").write_bytes(b"onnx")
     path = write_engine(tmp_path, plan("8.4.3"), {"source_onnx": "pilot.onnx", "precision": "fp16"}, "pilot.engine")
     calls: List[str] = []
@@ -165,7 +167,7 @@ def test_auto_rebuild_also_follows_tensorrt_8_own_refusal(monkeypatch: pytest.Mo
 
 
 def test_version_compatible_engine_gets_the_runtime_permission(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    setup(monkeypatch, "10.3.0")
+    install_trt(monkeypatch, "10.3.0")
     build = {"tensorrt_version": "10.0.1", "flags": ["VERSION_COMPATIBLE"], "compute_capability": "8.7"}
     path = write_engine(tmp_path, plan("10.0.1", version_compatible=True, params={"scale": 2.0}), build)
     backend = TensorRTBackend(path)
@@ -174,14 +176,14 @@ def test_version_compatible_engine_gets_the_runtime_permission(monkeypatch: pyte
 
 
 def test_tensorrt_8_6_version_compatible_engine_runs_on_10(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    setup(monkeypatch, "10.3.0")
+    install_trt(monkeypatch, "10.3.0")
     build = {"tensorrt_version": "8.6.1", "flags": {"version_compatible": True}}
     path = write_engine(tmp_path, plan("8.6.1", version_compatible=True), build)
     np.testing.assert_allclose(run_once(TensorRTBackend(path)), 1.0)
 
 
 def test_plain_engines_do_not_get_the_permission(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    setup(monkeypatch, "10.3.0")
+    install_trt(monkeypatch, "10.3.0")
     backend = TensorRTBackend(write_engine(tmp_path, plan("10.3.0"), {"tensorrt_version": "10.3.0"}))
     assert backend._res.runtime.engine_host_code_allowed is False
     backend.close()
@@ -238,7 +240,7 @@ def test_datatype_members_carry_the_cpp_values() -> None:
 
 
 def test_engine_with_fp8_output_on_8_6_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    setup(monkeypatch, "8.6.1")
+    install_trt(monkeypatch, "8.6.1")
     tensors = [AFFINE[0], {"name": "scores", "mode": "output", "shape": [1, 3, 4, 4], "dtype": "FP8"}]
     path = write_engine(tmp_path, make_plan(tensors, tensorrt_version="8.6.1", compute_capability=(8, 7)))
     with pytest.raises(BackendError, match="'scores' has TensorRT dtype FP8, which has no numpy"):
@@ -246,7 +248,7 @@ def test_engine_with_fp8_output_on_8_6_is_a_clear_error(monkeypatch: pytest.Monk
 
 
 def test_engine_tensors_map_by_member_not_by_number(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    setup(monkeypatch, "10.3.0")
+    install_trt(monkeypatch, "10.3.0")
     tensors = [AFFINE[0]] + [
         {"name": n, "mode": "output", "shape": [1, 48], "dtype": n.upper()} for n in ("bool", "uint8", "int64")
     ]
@@ -275,7 +277,7 @@ def test_nptype_needs_np_bool_up_to_8_5_2(monkeypatch: pytest.MonkeyPatch, versi
 
 
 def test_backend_does_not_need_nptype(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    trt = setup(monkeypatch, "8.5.1")
+    trt = install_trt(monkeypatch, "8.5.1")
 
     def nptype_on_numpy_1_24(trt_type: Any) -> Any:  # what the 8.5.1 double's nptype does there
         raise AttributeError("module 'numpy' has no attribute 'bool'")
@@ -295,7 +297,7 @@ def test_get_profile_shape_is_gone_after_10_0_0(monkeypatch: pytest.MonkeyPatch,
         trt = make_tensorrt_module("10.0.0")
         engine = trt.Runtime(trt.Logger()).deserialize_cuda_engine(plan("10.0.0"))
         engine.get_profile_shape(0, "images")
-    setup(monkeypatch, "10.3.0")  # a dynamic engine gets its opt shape from get_tensor_profile_shape
+    install_trt(monkeypatch, "10.3.0")  # a dynamic engine gets its opt shape from get_tensor_profile_shape
     tensors = [
         {"name": "images", "mode": "input", "shape": [-1, 3, 4, 4]},
         {"name": "scores", "mode": "output", "shape": [-1, 3, 4, 4]},
@@ -362,7 +364,7 @@ def test_calibrator_get_batch_size_is_deprecated_in_10_and_still_asked_for() -> 
 def test_implicit_batch_engine_runs_under_w_error_on_8_5_and_8_6(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, version: str
 ) -> None:
-    setup(monkeypatch, version)
+    install_trt(monkeypatch, version)
     tensors = [
         {"name": "Input", "mode": "input", "shape": [3, 4, 4]},
         {"name": "out", "mode": "output", "shape": [3, 4, 4]},

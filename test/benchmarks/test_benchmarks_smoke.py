@@ -16,6 +16,9 @@ RUN = REPO / "benchmarks" / "run.py"
 
 @pytest.mark.slow
 def test_quick_run_prints_every_table_and_writes_json(tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2.dnn, "NMSBoxesBatched"):  # the user-script twins are written as users write them
+        pytest.skip("the benchmarks' user-script twins call cv2.dnn.NMSBoxesBatched (OpenCV >= 4.7)")
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--json", str(out)],

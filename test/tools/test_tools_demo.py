@@ -188,6 +188,8 @@ def test_shipped_demo_drivable_head_outlines_the_road(demo_report) -> None:
 
 def test_shipped_demo_tracks_the_objects(demo_report) -> None:
     """The detector's tracker against the bag's true track ids: MOTA/IDF1 bounds, and the ids in the output bag."""
+    pytest.importorskip("lap", reason="the demo tracks with lapx (pip install lapx; the test extra has it)")
+    pytest.importorskip("motmetrics", reason="MOTA/IDF1 need motmetrics (the test extra has it)")
     evaluation = demo_report.tracking_eval
     assert evaluation is not None, demo_report.notes
     assert evaluation.head == "detector" and evaluation.topic == demo.TRUTH_DETECTIONS_TOPIC

@@ -437,6 +437,8 @@ def tracking_scene() -> List[MovingObject]:
 
 
 def test_tracking_ids_in_the_output_bag_and_mota_idf1_in_the_report(tmp_path: Path) -> None:
+    pytest.importorskip("lap", reason="ByteTrack needs lapx (the test extra has it)")
+    pytest.importorskip("motmetrics", reason="MOTA/IDF1 need motmetrics (the test extra has it)")
     coded_detector(tmp_path)
     frames = frames_with_tracks(tracking_scene(), 30)
     bag = write_bag(tmp_path / "tracks", frames, truth_topic="/gt")
