@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run every trt_perception benchmark side by side: print the tables with targets and PASS/MISS, write JSON.
 
-    python benchmarks/run.py                 # everything (about 4-5 minutes on a 2-core machine)
+    python benchmarks/run.py                 # everything (4-5 minutes on 2 cores: 250 s measured)
     python benchmarks/run.py --quick         # a few iterations of each, to check that it runs (~30 s)
     python benchmarks/run.py --only overhead,postprocess --json out.json
 
