@@ -23,7 +23,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bagfixtures import brightness_command, frames_with_squares, write_bag, write_params
-from onnx_factory import brightness_pilot, grid_detector
 
 from trt_perception.cli import main as cli_main
 from trt_perception.errors import ConfigError
@@ -36,14 +35,6 @@ from trt_perception.tools.replay import replay_bag
 TRUTH, DRIVE = "/ground_truth/detections", "/teleop/cmd_vel"
 OPTIONS = EvalOptions(truth_detections_topic=TRUTH, truth_drive_topic=DRIVE)
 MISSED_BOX = (8.0, 8.0, 24.0, 24.0)  # a truth box on a dark cell: the grid detector cannot find it
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    grid_detector(folder, resize="stretch")
-    brightness_pilot(folder)
-    return folder
 
 
 def make_params(folder: Path, models: Path, **extra: object) -> Path:

@@ -31,7 +31,6 @@ from bagfixtures import (
     write_bag,
     write_params,
 )
-from onnx_factory import brightness_pilot, grid_detector
 from track_factory import coded_detector
 
 from trt_perception.cli import main as cli_main
@@ -40,14 +39,6 @@ from trt_perception.tools import report as report_module
 from trt_perception.tools.replay import replay_bag
 
 SQUARE = (48.0, 32.0, 64.0, 48.0)  # one 16x16 cell of the 128x128 frame (8x8 cells of the 64x64 model)
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    grid_detector(folder, resize="stretch")
-    brightness_pilot(folder)
-    return folder
 
 
 def make_params(folder: Path, models: Path, **extra: object) -> Path:

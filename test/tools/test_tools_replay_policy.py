@@ -15,20 +15,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bagfixtures import SEC, brightness_command, frames_with_squares, read_messages, write_bag, write_params
-from onnx_factory import brightness_pilot, grid_detector
 
 from trt_perception.cli import main as cli_main
 from trt_perception.errors import BagError, ConfigError
 from trt_perception.tools import report as report_module
 from trt_perception.tools.replay import replay_bag
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("models")
-    grid_detector(folder, resize="stretch")
-    brightness_pilot(folder)
-    return folder
 
 
 def make_params(folder: Path, models: Path, **extra: object) -> Path:
