@@ -230,3 +230,88 @@ def test_reduced_decode_maps_crops_and_steering_back(tmp_path: Path) -> None:
     assert got.frame.width == 80  # 1/4
     assert got.steering.angle == pytest.approx(want.steering.angle, abs=0.02)
     full.close()
+
+
+# ------------------------------------------------------------- models inferred ahead (replay's helper threads)
+
+
+def test_prepare_ahead_then_finish_is_process(tmp_path: Path) -> None:
+    """``prepare(ahead=True)`` preprocesses and infers the ONNX Runtime models with the decode; ``finish`` only
+    parses and runs the tasks: the results are ``process``'s, the stage timings all there."""
+    processor = two_heads(tmp_path)
+    assert processor.runs_ahead and all(h.pipeline.runs_ahead for h in processor.heads)
+    for msg in mixed_frames(6):
+        try:
+            expected = summary(processor.process(msg, 1.0))
+        except ImageError:
+            continue
+        prepared = processor.prepare(msg, ahead=True)
+        assert set(prepared.inferred) == {"detector", "pilot"}
+        result = processor.finish(prepared, 1.0)
+        assert summary(result) == expected
+        for stage in ("preprocess", "infer", "postprocess"):
+            assert result.timings[f"detector.{stage}"] >= 0.0
+        assert result.timings["total"] >= result.timings["detector.infer"] + result.timings["decode"]
+    processor.close()
+
+
+def test_frames_inferred_ahead_in_threads_at_once_are_run_frame_by_frame(tmp_path: Path) -> None:
+    """Several threads infer ahead at once (each with its own input tensor); parsed in order, every frame is
+    what ``run`` gives it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    detector = open_model(grid_detector(tmp_path, resize="letterbox"), name="detector")
+    pipeline = detector.pipeline
+    images = [DecodedImage(squares(320, 240, (10 * i, 20, 10 * i + 60, 90), seed=i), "bgr") for i in range(24)]
+    expected = [pipeline.run(image, detector.task.settings) for image in images]
+    with ThreadPoolExecutor(4) as pool:
+        ahead = list(pool.map(pipeline.infer_ahead, images))
+    for want, inference in zip(expected, ahead):
+        got = pipeline.parse_ahead(inference, detector.task.settings)
+        np.testing.assert_array_equal(got.parsed.boxes, want.parsed.boxes)
+        np.testing.assert_array_equal(got.parsed.scores, want.parsed.scores)
+        assert got.transform == want.transform
+    assert 1 <= len(pipeline._spares) <= 4  # one input tensor per thread that ran at once, kept for reuse
+    detector.close()
+
+
+def test_only_stateless_models_on_a_concurrent_backend_run_ahead(tmp_path: Path) -> None:
+    detector = open_model(grid_detector(tmp_path, resize="letterbox"), name="detector")
+    assert detector.pipeline.runs_ahead  # ONNX Runtime on the CPU
+    detector.pipeline.backend.concurrent = False  # e.g. a TensorRT execution context
+    assert not detector.pipeline.runs_ahead
+    processor = FrameProcessor([detector])
+    prepared = processor.prepare(jpeg_msg(squares(320, 240, (40, 40, 90, 90))), ahead=True)
+    assert prepared.inferred == {}  # the model runs in the frame's turn instead
+    assert summary(processor.finish(prepared, 1.0))["detector"][0]
+    processor.close()
+
+
+def test_an_inference_failing_ahead_is_raised_in_the_frames_turn(tmp_path: Path) -> None:
+    processor = two_heads(tmp_path)
+    pilot = processor.head("pilot").pipeline
+
+    def lost(feed: Any) -> Any:
+        raise RuntimeError("device lost")
+
+    pilot.backend.infer = lost
+    prepared = processor.prepare(jpeg_msg(squares(320, 240, (40, 40, 90, 90))), ahead=True)  # does not raise
+    assert isinstance(prepared.inferred["pilot"], RuntimeError)
+    with pytest.raises(RuntimeError, match="device lost"):
+        processor.finish(prepared, 1.0)
+    processor.close()
+
+
+def test_keep_frames_deepens_the_conversion_buffers(tmp_path: Path) -> None:
+    """Frames in flight at once need as many reused conversion buffers (a YUYV frame stays intact while the
+    next ``count - 1`` are decoded)."""
+    processor = two_heads(tmp_path)
+    assert processor.keep_frames(5) == 5
+    yuyv = [m for m in mixed_frames(9) if getattr(m, "encoding", "") == "yuyv"]
+    frames = [processor.decode(m) for m in yuyv]
+    copies = [f.array.copy() for f in frames]
+    assert len(frames) == 3
+    for frame, copy in zip(frames, copies):  # none overwritten by the later ones
+        np.testing.assert_array_equal(frame.array, copy)
+    assert len({id(f.array) for f in frames}) == 3
+    processor.close()

@@ -20,6 +20,7 @@ image file through the same path, so ``trt-perception infer`` sees a file exactl
 from __future__ import annotations
 
 import sys
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,8 +100,13 @@ class BufferPool:
         self.depth = max(1, int(depth))  # arrays per size, handed out in turn: a frame lives ``depth`` decodes
         self._arrays: Dict[Tuple[Tuple[int, ...], str], List[np.ndarray]] = {}
         self._turn: Dict[Tuple[Tuple[int, ...], str], int] = {}
+        self._lock = threading.Lock()  # frames may be decoded in several threads at once (replay's look-ahead)
 
     def array(self, shape: Tuple[int, ...], dtype: Any = np.uint8) -> np.ndarray:
+        with self._lock:
+            return self._take(shape, dtype)
+
+    def _take(self, shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
         key = (tuple(int(d) for d in shape), np.dtype(dtype).str)
         found = self._arrays.get(key)
         if found is None:

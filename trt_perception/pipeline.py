@@ -151,6 +151,8 @@ class ModelPipeline:
         self._scaled: Dict[Any, Tuple[ImageTransform, ImageTransform]] = {}
         self._capacity: Optional[int] = None
         self._batches: Dict[int, Tuple[np.ndarray, List[Preprocessor]]] = {}
+        self._spares: List[Preprocessor] = []  # infer_ahead's input tensors, one per concurrent caller
+        self._spares_lock = threading.Lock()
         if gpu_preprocess:
             if spec.input.sequence or spec.input.mask:
                 what = "input.sequence (a frame sequence)" if spec.input.sequence else "input.mask"
@@ -246,11 +248,53 @@ class ModelPipeline:
             t1 = perf_counter()
             outputs = self.backend.infer(self._feed)
         t2 = perf_counter()
+        return self._parse(outputs, transform, image, settings, {"preprocess": t1 - t0, "infer": t2 - t1})
+
+    def _parse(
+        self, outputs: Mapping[str, np.ndarray], transform: ImageTransform, image: Frame, settings: Any,
+        timings: Dict[str, float],
+    ) -> RawOutput:  # fmt: skip
+        t2 = perf_counter()
         if isinstance(image, DecodedImage) and image.reduced:
             transform = self._to_source(transform, image)
         parsed = self.parser.parse(outputs, settings)
-        t3 = perf_counter()
-        return RawOutput(parsed, transform, {"preprocess": t1 - t0, "infer": t2 - t1, "postprocess": t3 - t2})
+        timings["postprocess"] = perf_counter() - t2
+        return RawOutput(parsed, transform, timings)
+
+    # ------------------------------------------------------------------ ahead of the frame's turn (replay)
+
+    @property
+    def runs_ahead(self) -> bool:
+        """Preprocess + infer may run in helper threads ahead of the frame's turn, several frames at once
+        (``infer_ahead``): the model keeps no state between frames (no extra inputs, frame sequence or mask),
+        preprocesses on the CPU, and its backend's ``infer`` is ``concurrent`` (ONNX Runtime on the CPU; not a
+        TensorRT execution context)."""
+        return (
+            self.preprocessor is not None and self.sequence is None and self.mask is None
+            and not self.extra_inputs and not self.spec.inputs and bool(getattr(self.backend, "concurrent", False))
+        )  # fmt: skip
+
+    def infer_ahead(self, image: DecodedImage) -> Inference:
+        """Preprocess into a spare input tensor (one per thread doing this at once, made on first need) and
+        infer, in the calling thread; the frame's turn parses it with the settings of that moment
+        (``parse_ahead``), so results equal ``run``'s. Only where ``runs_ahead``."""
+        t0 = perf_counter()
+        with self._spares_lock:
+            preprocessor = self._spares.pop() if self._spares else None
+        if preprocessor is None:
+            preprocessor = Preprocessor(self.spec.input, dtype=self.preprocessor.tensor.dtype)  # type: ignore[union-attr]
+        try:
+            tensor, transform = preprocessor(image)
+            t1 = perf_counter()
+            outputs = self.backend.infer({self.spec.input.name: tensor})
+        finally:
+            with self._spares_lock:
+                self._spares.append(preprocessor)
+        return Inference(outputs, transform, image, {"preprocess": t1 - t0, "infer": perf_counter() - t1})
+
+    def parse_ahead(self, inference: Inference, settings: Any = None) -> RawOutput:
+        """The frame's turn of ``infer_ahead``: parse its outputs as ``run`` would have."""
+        return self._parse(inference.outputs, inference.transform, inference.image, settings, dict(inference.timings))
 
     @property
     def batch_capacity(self) -> int:
@@ -398,6 +442,17 @@ class RawOutput:
 
 
 @dataclass
+class Inference:
+    """One model's outputs for one frame inferred ahead of the frame's turn (``ModelPipeline.infer_ahead``),
+    not parsed yet: the outputs, the transform back to the frame, the frame, preprocess/infer timings."""
+
+    outputs: Dict[str, np.ndarray]
+    transform: ImageTransform
+    image: DecodedImage
+    timings: Dict[str, float]
+
+
+@dataclass
 class FrameResult:
     """Everything one frame produced: each head's output by head name, per-stage timings in seconds
     (``decode``, ``<head>.preprocess/infer/postprocess``, ``total``: the frame's own work, not time spent
@@ -455,6 +510,9 @@ class PreparedFrame:
 
     frame: Frame
     decode_s: float
+    # head name -> its model inferred ahead (``prepare(ahead=True)``), or the exception that stopped it there
+    # (raised in the frame's turn, as ``finish`` would have met it)
+    inferred: Dict[str, Union[Inference, Exception]] = field(default_factory=dict)
 
 
 @dataclass
@@ -524,31 +582,67 @@ class FrameProcessor:
         """One Image/CompressedImage message (rclpy or rosbags) -> results. Bad frames raise ImageError."""
         return self.finish(self.prepare(msg), now)
 
-    def prepare(self, msg: Any) -> PreparedFrame:
+    def prepare(self, msg: Any, ahead: bool = False) -> PreparedFrame:
         """The first stage: decode (on the GPU or the CPU). Thread-safe against ``finish`` of the previous
-        frame (the overlap of ``process_stream`` and the node); bad frames raise ImageError."""
+        frame (the overlap of ``process_stream`` and the node); bad frames raise ImageError.
+
+        ``ahead``: also preprocess + infer every head whose model ``runs_ahead`` (replay's look-ahead threads,
+        several frames at once); ``finish`` then only parses those and runs their tasks, in frame order."""
         t0 = perf_counter()
         frame = self.decode(msg)
-        return PreparedFrame(frame, perf_counter() - t0)
+        prepared = PreparedFrame(frame, perf_counter() - t0)
+        if ahead and isinstance(frame, DecodedImage):
+            for head in self.heads:
+                if getattr(head.pipeline, "runs_ahead", False):
+                    try:
+                        prepared.inferred[head.name] = head.pipeline.infer_ahead(frame)
+                    except Exception as exc:  # the frame's turn raises it, as finish would have
+                        prepared.inferred[head.name] = exc
+        return prepared
+
+    @property
+    def runs_ahead(self) -> bool:
+        """Some head's model can be inferred ahead of its frame's turn (``prepare(ahead=True)``)."""
+        return any(getattr(h.pipeline, "runs_ahead", False) for h in self.heads)
+
+    def keep_frames(self, count: int) -> int:
+        """Let up to ``count`` decoded frames live at once (frames prepared ahead in several threads): converted
+        frames (YUV, Bayer, alpha) get that many reused buffers per size. Returns how many may: the GPU decoder's
+        ring holds 2, so with it the caller keeps to 2."""
+        if self.decode.on_gpu:
+            return 2
+        self.decode.cpu.pool.depth = max(self.decode.cpu.pool.depth, int(count))
+        return int(count)
 
     def finish(self, prepared: PreparedFrame, now: float) -> FrameResult:
         """The second stage: every head on a prepared frame, in order."""
-        result = self.process_image(prepared.frame, now)
+        result = self.process_image(prepared.frame, now, prepared.inferred)
         result.timings["decode"] = prepared.decode_s
         result.timings["total"] += prepared.decode_s
         return result
 
-    def process_image(self, image: Frame, now: float) -> FrameResult:
-        """Run the heads on an already decoded frame (benchmarks and tools that read image files)."""
+    def process_image(
+        self, image: Frame, now: float, inferred: Optional[Mapping[str, Union[Inference, Exception]]] = None
+    ) -> FrameResult:
+        """Run the heads on an already decoded frame (benchmarks and tools that read image files); heads in
+        ``inferred`` (``prepare(ahead=True)``) were preprocessed and inferred already: parse + task here."""
         start = perf_counter()
         result = FrameResult(frame=image)
         timings = result.timings
+        ahead_s = 0.0
         for head, on_gpu in zip(self.heads, self._on_gpu):
-            output = head.run(_frame_for(result, on_gpu), now)
+            done = inferred.get(head.name) if inferred else None
+            if done is None:
+                output = head.run(_frame_for(result, on_gpu), now)
+            elif isinstance(done, Exception):
+                raise done
+            else:
+                output = head.finish(head.pipeline.parse_ahead(done, head.task.settings), now)
+                ahead_s += done.timings["preprocess"] + done.timings["infer"]
             result.outputs[head.name] = output
             for stage, seconds in output.timings.items():
                 timings[f"{head.name}.{stage}"] = seconds
-        timings["total"] = perf_counter() - start
+        timings["total"] = perf_counter() - start + ahead_s
         return result
 
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 import pytest
@@ -237,30 +237,60 @@ def test_bad_frames_are_counted_and_skipped(tmp_path: Path, models: Path, encodi
     assert len(out[topic]) == 6 and len(out["/detections"]) == 4
 
 
-def test_overlapped_decode_gives_the_sequential_replay(tmp_path: Path, models: Path) -> None:
-    """Replay decodes frame N in a helper thread while frame N-1's heads run (``overlap``, default true): every
-    output message, the counts and the drive results are those of the sequential replay (overlap: false),
-    bad frames included."""
-    frames = frames_with_squares(9)
+@pytest.mark.parametrize(("encoding", "threads"), [("jpeg", 1), ("jpeg", 3), ("yuyv", 2)])
+def test_frames_prepared_ahead_give_the_sequential_replay(
+    tmp_path: Path, models: Path, encoding: str, threads: int
+) -> None:
+    """Replay prepares the next frames in helper threads (decode, and preprocess + inference of the ONNX Runtime
+    models) while this thread finishes the last (``overlap``, default true; ``threads``): every output message,
+    the counts and the drive results are those of the sequential replay (overlap: false), bad frames included;
+    YUYV frames are converted into reused buffers, which must outlive the frames in flight."""
+    frames = frames_with_squares(13)
     for frame in frames:
         frame.drive = brightness_command(frame.image_bgr)
-    frames[3].corrupt = True
-    topic = "/camera/image_raw/compressed"
-    bag = write_bag(tmp_path / "bag", frames, encoding="jpeg", topic=topic, drive_topic="/teleop/cmd_vel")
+    frames[3].corrupt = frames[10].corrupt = True
+    topic = "/camera/image_raw/compressed" if encoding == "jpeg" else "/camera/image_raw"
+    bag = write_bag(tmp_path / "bag", frames, encoding=encoding, topic=topic, drive_topic="/teleop/cmd_vel")
     runs = {}
     for overlap in (True, False):
         (tmp_path / str(overlap)).mkdir()
         params = make_params(tmp_path / str(overlap), models, image_topic=topic, pilot__enabled=True,
                              pilot__drive_enabled=True, overlap=overlap)
-        report = replay_bag(bag, params, out=tmp_path / f"out_{overlap}", truth_drive_topic="/teleop/cmd_vel")
+        report = replay_bag(bag, params, out=tmp_path / f"out_{overlap}", truth_drive_topic="/teleop/cmd_vel",
+                            threads=threads)
         messages = read_messages(tmp_path / f"out_{overlap}")
         runs[overlap] = (report, messages)
     (fast, fast_out), (slow, slow_out) = runs[True], runs[False]
-    assert (fast.frames_processed, fast.bad_frames) == (slow.frames_processed, slow.bad_frames) == (8, 1)
+    assert (fast.frames_processed, fast.bad_frames) == (slow.frames_processed, slow.bad_frames) == (11, 2)
+    assert fast.bad_frame_reasons == slow.bad_frame_reasons
     assert fast.drive.steering_mae == slow.drive.steering_mae and fast.drive.matched == slow.drive.matched
     assert sorted(fast_out) == sorted(slow_out)
     for name in fast_out:
         assert [repr(item) for item in fast_out[name]] == [repr(item) for item in slow_out[name]], name
+
+
+def test_a_frame_failing_in_a_helper_is_a_failed_frame_in_its_turn(
+    tmp_path: Path, models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An inference that fails in a helper thread is counted as that frame's failure, in order, and replay
+    goes on: the node's policy, as on the sequential path."""
+    from trt_perception.backends.onnxruntime import OnnxRuntimeBackend
+
+    bag = write_bag(tmp_path / "bag", frames_with_squares(6), encoding="jpeg", topic="/camera/image_raw/compressed")
+    real = OnnxRuntimeBackend.infer
+    calls = []
+
+    def flaky(self: OnnxRuntimeBackend, feed: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 4:  # warm-up is call 1: the third frame fails
+            raise RuntimeError("device lost")
+        return real(self, feed)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "infer", flaky)
+    report = replay_bag(bag, make_params(tmp_path, models, image_topic="/camera/image_raw/compressed"), out=None,
+                        threads=2)
+    assert (report.frames_processed, report.failed_frames, report.bad_frames) == (5, 1, 0)
+    assert "device lost" in report.failed_frame_reasons[0] and "frame 2" in report.failed_frame_reasons[0]
 
 
 # ------------------------------------------------------------------------------------------ bad bags

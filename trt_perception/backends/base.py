@@ -34,6 +34,9 @@ class Backend(abc.ABC):
     """Runs one model. ``infer`` may return arrays it reuses: they are valid until the next ``infer``."""
 
     name: str = "backend"
+    # ``infer`` may be called from several threads at once, each with its own feed, and returns arrays of its
+    # own (not reused): replay's look-ahead threads infer the next frames while this one finishes the last
+    concurrent: bool = False
 
     def __init__(self) -> None:
         self.inputs: Tuple[TensorSpec, ...] = ()

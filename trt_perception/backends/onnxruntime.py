@@ -170,6 +170,9 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types; name the file, cause and fix
             raise load_error(path, exc, ort.__version__) from exc
         self.providers = list(self.session.get_providers())
+        # InferenceSession::Run "is guaranteed to be thread-safe" (microsoft/onnxruntime 674afbe, #19301) and
+        # returns new arrays; on the CPU only: the GPU providers' Python allocators are not (onnxruntime #20713)
+        self.concurrent = self.providers == ["CPUExecutionProvider"]
         self.inputs = tuple(_tensor_spec(a) for a in self.session.get_inputs())
         self.outputs = tuple(_tensor_spec(a) for a in self.session.get_outputs())
         self._output_names = [t.name for t in self.outputs]

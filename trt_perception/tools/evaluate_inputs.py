@@ -156,7 +156,7 @@ def _replay(path: Path, config: Any, options: EvalOptions, make_processor: Calla
         return replay_bag(
             path, config, out=None, report_dir=None, image_topic=image_topic, truth_drive_topic=truth_drive_topic,
             truth_detections_topic=truth_detections_topic, realtime=options.realtime, distro=options.distro,
-            limit=options.limit, progress=False, plots=False, processor=processor,
+            limit=options.limit, progress=False, plots=False, processor=processor, threads=_REPLAY_THREADS,
         )  # fmt: skip
     finally:
         processor.close()
@@ -295,9 +295,9 @@ class RecordingProcessor:
             if self._on_frame is not None:
                 self._on_frame()
 
-    def prepare(self, msg: Any) -> Any:
-        """The decode half (replay runs it in its helper thread while the last frame's heads run)."""
-        return self._inner.prepare(msg)
+    def prepare(self, msg: Any, ahead: bool = False) -> Any:
+        """The decode half, with the models that run ahead when ``ahead`` (replay's helper threads)."""
+        return self._inner.prepare(msg, ahead=ahead)
 
     def finish(self, prepared: Any, now: float) -> Any:
         """The heads half of ``process``: the clock and the progress tick exactly as ``process`` sets them."""
@@ -336,12 +336,15 @@ def build_rows(report: Any) -> Tuple[FrameRows, List[str]]:
 
 
 _PROGRESS: Any = None  # a shared frame counter (multiprocessing.Value) in local worker processes
+_REPLAY_THREADS: Optional[int] = None  # replay's helper threads: its default, or 1 in a worker process
 
 
 def init_worker(counter: Any = None) -> None:
-    """Worker process start: the shared progress counter, and one OpenCV thread (the cores are the workers)."""
-    global _PROGRESS
+    """Worker process start: the shared progress counter, one OpenCV thread and one replay helper thread (the
+    cores are the workers)."""
+    global _PROGRESS, _REPLAY_THREADS
     _PROGRESS = counter
+    _REPLAY_THREADS = 1
     try:
         import cv2
 

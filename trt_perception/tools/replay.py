@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import shutil
 import sys
 import time
@@ -572,6 +573,7 @@ def replay_bag(
     progress: bool = False,
     plots: bool = True,
     processor: Any = None,
+    threads: Optional[int] = None,
 ) -> ReplayReport:
     """Replay ``bag`` through the pipeline ``config`` describes (a ``PerceptionConfig`` or a params YAML path).
 
@@ -581,6 +583,9 @@ def replay_bag(
     message definitions read a bag that carries none (Humble sqlite3) and go into the output bag (None: the
     bag's own where it records one, else humble; the messages replay uses are the same in both).
     ``processor``: an already built ``FrameProcessor`` (tests, benchmarks); it is not closed here.
+    ``threads``: helper threads preparing the next frames while this one finishes the last (deserialize,
+    decode and, for models that ``runs_ahead``: preprocess + infer); None: ``default_threads()``; 0: none.
+    Results are the same for any number (frames finish in order; tasks and outputs run here).
     """
     from trt_perception.rosbag_types import DISTROS
 
@@ -634,7 +639,7 @@ def replay_bag(
                               realtime=realtime, notes=notes, detection_head=detection, drive_head=drive)
         try:
             run = _Run(reader, processor, config, report, topic, write_store, clock, truth_drive_topic,
-                       truth_detections_topic, realtime, limit, progress, truth_mask_topic)
+                       truth_detections_topic, realtime, limit, progress, truth_mask_topic, threads)
             output = None
             if out_path is not None:
                 output = _OutputBag(out_path, storage, write_store, force)
@@ -662,6 +667,16 @@ def replay_bag(
 
 
 _TYPESTORES: Dict[str, Any] = {}
+MAX_THREADS = 4  # past 4 helpers the finishing thread (parse, tasks, messages: Python) is the limit
+
+
+def default_threads() -> int:
+    """Replay's helper threads: one per core this process may use, at most ``MAX_THREADS``."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # type: ignore[attr-defined]  # Linux: honours taskset/cgroups
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, cores))
 
 
 def _typestore(distro: str) -> Any:
@@ -687,7 +702,7 @@ class _Run:
     def __init__(self, reader: Any, processor: Any, config: Any, report: ReplayReport, topic: str,
                  typestore: Any, clock: BagClock, truth_drive_topic: Optional[str],
                  truth_detections_topic: Optional[str], realtime: bool, limit: Optional[int],
-                 progress: bool, truth_mask_topic: Optional[str] = None) -> None:
+                 progress: bool, truth_mask_topic: Optional[str] = None, threads: Optional[int] = None) -> None:
         from trt_perception.messages import MessageTypes
 
         self.reader = reader
@@ -754,6 +769,8 @@ class _Run:
         self.detection_truth = _Truth(self.collect)
         self.output: Optional[_OutputBag] = None
         self.busy_until = -math.inf
+        self.threads = default_threads() if threads is None else max(0, int(threads))
+        self._pending = deque()
 
     # ---------------------------------------------------------------- driving the pass
 
@@ -825,10 +842,10 @@ class _Run:
                 ready = waiting.popleft()
                 self._process(ready, max(self.busy_until, ready.t_ns))
         finally:
-            self._pending = None
-            if self._decode_pool is not None:
-                self._decode_pool.shutdown(wait=True)
-                self._decode_pool = None
+            self._pending.clear()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             bar.close()
         self.report.wall_s = time.perf_counter() - started
         self.report.bag_duration_s = (last_t - first_t) * 1e-9 if first_t is not None else 0.0
@@ -901,37 +918,51 @@ class _Run:
 
     # ---------------------------------------------------------------- one frame
 
-    # ------------------------------------------------------- decode overlapped (not --realtime)
+    # ------------------------------------------------ frames prepared ahead in helper threads (not --realtime)
 
-    _pending: Optional[Tuple[_Frame, Any]] = None  # the frame whose decode runs in the helper, its future
-    _decode_pool: Any = None
+    _pending: Deque[Tuple[_Frame, Any]]  # frames whose decode (+ inference) runs in the helpers, their futures
+    _pool: Any = None
+    _ahead = False  # the helpers also infer the models that run ahead (FrameProcessor.prepare(ahead=True))
 
     def _prepare(self, frame: _Frame) -> Any:
-        """The helper thread's part of a frame: deserialize and decode (FrameProcessor.prepare)."""
-        msg = self.reader.deserialize(frame.raw, self._image_type())
-        return msg, self.processor.prepare(msg)
+        """A helper thread's part of a frame: deserialize, decode and, where the models allow, preprocess +
+        infer (FrameProcessor.prepare); the frame's turn in this thread parses and runs the tasks."""
+        msg = self.reader.deserialize(frame.raw, self._image_type())  # raising: the frame is not a message
+        try:
+            if self._ahead:
+                return msg, self.processor.prepare(msg, ahead=True)
+            return msg, self.processor.prepare(msg)
+        except Exception as exc:  # a bad frame (ImageError) or a failed one: counted in the frame's turn
+            return msg, exc
 
     def _overlapped(self, frame: _Frame, t_ns: int) -> None:
-        """Frame N arrives: its decode starts in the helper, then frame N-1 (decoded meanwhile) runs its heads,
-        then the watchdog at N's time, as in the sequential order. At most two frames are decoded at once."""
+        """Frame N arrives: it goes to the helpers; frames older than the last ``threads`` then take their turn
+        here in order, each after the watchdog at its own time, as in the sequential order. At most
+        ``threads`` + 2 frames are decoded and not yet finished (``FrameProcessor.keep_frames``)."""
         prepare = getattr(self.processor, "prepare", None)
-        if prepare is None or not getattr(self.config, "overlap", True):  # overlap: false, or a test double
-            self._watchdog(t_ns)
+        if prepare is None or not getattr(self.config, "overlap", True) or self.threads < 1:
+            self._watchdog(t_ns)  # overlap: false, threads 0, or a test double
             self._process(frame, t_ns)
             return
-        if self._decode_pool is None:
+        if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="trt_perception_decode")
-        previous, self._pending = self._pending, (frame, self._decode_pool.submit(self._prepare, frame))
-        if previous is not None:
-            self._process(previous[0], previous[0].t_ns, previous[1])
-        self._watchdog(t_ns)
+            self._ahead = bool(getattr(self.processor, "runs_ahead", False))
+            keep = getattr(self.processor, "keep_frames", None)
+            if keep is not None:  # frames in flight: threads + 1 waiting, 1 in its turn
+                self.threads = max(1, min(self.threads, keep(self.threads + 2) - 1))
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="trt_perception_prepare")
+        self._pending.append((frame, self._pool.submit(self._prepare, frame)))
+        while len(self._pending) > self.threads:
+            self._turn(*self._pending.popleft())
+
+    def _turn(self, frame: _Frame, future: Any) -> None:
+        self._watchdog(frame.t_ns)
+        self._process(frame, frame.t_ns, future)
 
     def _flush_pending(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self._process(pending[0], pending[0].t_ns, pending[1])
+        while self._pending:
+            self._turn(*self._pending.popleft())
 
     def _process(self, frame: _Frame, start_ns: float, prepared: Any = None) -> None:
         """One frame, with the node's policy: an ImageError is a bad frame, any other exception a failed frame;
@@ -942,10 +973,7 @@ class _Run:
         decoded = None
         try:
             if prepared is not None:
-                try:
-                    msg, decoded = prepared.result()
-                except ImageError as exc:  # deserialized, but not decodable: a bad frame below
-                    msg, decoded = self.reader.deserialize(frame.raw, self._image_type()), exc
+                msg, decoded = prepared.result()  # decoded: a PreparedFrame, or the exception that stopped it
             else:
                 msg = self.reader.deserialize(frame.raw, self._image_type())
             stamp = _stamp_ns(msg)
@@ -955,7 +983,7 @@ class _Run:
             return
         self.clock.now = start_ns * 1e-9
         try:
-            if isinstance(decoded, ImageError):
+            if isinstance(decoded, Exception):
                 raise decoded
             if decoded is not None:
                 result = self.processor.finish(decoded, self.clock.now)
@@ -1464,6 +1492,10 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
                              "the input bag's distro, else humble; replay's messages are the same in both)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="replay only the first N frames")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="helper threads preparing the next frames (decode; preprocess + inference for ONNX "
+                             f"Runtime CPU models) while this one finishes the last; default: the cores, at most "
+                             f"{MAX_THREADS}; 0: one frame at a time. Results are the same for any N")
 
 
 def default_out(bag: PathLike) -> Path:
@@ -1480,6 +1512,8 @@ def run_replay(args: argparse.Namespace) -> int:
         raise ConfigError(f"--no-out and --out {args.out} contradict each other; fix: pass --out to write the "
                           "output bag there, or --no-out to write none")
     out = None if args.no_out else (Path(args.out) if args.out else default_out(args.bag))
+    if args.threads is not None and args.threads < 0:
+        raise ConfigError(f"--threads {args.threads}: expected 0 (one frame at a time) or more helper threads")
     report = replay_bag(
         args.bag,
         args.params,
@@ -1496,6 +1530,7 @@ def run_replay(args: argparse.Namespace) -> int:
         distro=args.distro,
         limit=args.limit,
         progress=not args.no_progress and sys.stderr.isatty(),
+        threads=args.threads,
     )
     from trt_perception.tools.report import format_report
 
