@@ -25,7 +25,7 @@ setup(
         "onnxruntime",
         "rosbags>=0.9.20",
         "tqdm",
-        "matplotlib",  # replay/demo report plots: people look at pictures, not numbers
+        "matplotlib>=3.4",  # replay/demo report plots (Axes.stairs: 3.4): people look at pictures, not numbers
     ],
     extras_require={
         # A Jetson gets TensorRT and pycuda from JetPack; these extras are for desktops.

@@ -952,6 +952,11 @@ class _Run:
             if keep is not None:  # frames in flight: threads + 1 waiting, 1 in its turn
                 self.threads = max(1, min(self.threads, keep(self.threads + 2) - 1))
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="trt_perception_prepare")
+            what = "decoded and inferred" if self._ahead else "decoded"
+            self.report.notes.append(
+                f"frames were {what} ahead in {self.threads} helper thread(s) (--threads): per-stage times include "
+                "waiting for the cores the threads share; --threads 0 times one frame at a time, as the node runs"
+            )
         self._pending.append((frame, self._pool.submit(self._prepare, frame)))
         while len(self._pending) > self.threads:
             self._turn(*self._pending.popleft())
