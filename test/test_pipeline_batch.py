@@ -1,14 +1,19 @@
 """Frames of several cameras ready together run as one batch through a model with a batch dimension > 1
-(dynamic or static, ONNX Runtime), with the same results as one frame at a time; other models run in turn."""
+(dynamic or static; ONNX Runtime, and TensorRT engines on the doubles of test/fakes), with the same results as one
+frame at a time; other models run in turn."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 import numpy as np
 import onnx
 import pytest
+import yaml
+from fakes.cuda_fake import FakeGpu, install_cuda_python
+from fakes.tensorrt_fake import make_plan, make_tensorrt_module, register_program
 from head_factory import colour_classifier
 from onnx_factory import brightness_pilot
 
@@ -66,8 +71,7 @@ def scores(result: Any, name: str = "colours") -> List[float]:
     return [round(float(v), 6) for v in result.outputs[name].result.scores]
 
 
-# A static batch > 1 (e.g. 4) is refused by spec.check_input today (the spec's shape has batch 1): not covered.
-@pytest.mark.parametrize(("batch", "capacity"), [("N", MAX_BATCH), (1, 1)])
+@pytest.mark.parametrize(("batch", "capacity"), [("N", MAX_BATCH), (1, 1), (4, 4)])
 def test_batch_capacity_follows_the_models_batch_dimension(tmp_path: Path, batch: Any, capacity: int) -> None:
     head = open_model(batched(colour_classifier(tmp_path), batch), name="colours")
     assert head.pipeline.batch_capacity == capacity
@@ -77,7 +81,7 @@ def test_batch_capacity_follows_the_models_batch_dimension(tmp_path: Path, batch
 
 
 @pytest.mark.parametrize(("batch", "frames", "calls"), [("N", 3, [3]), ("N", MAX_BATCH + 2, [MAX_BATCH, 2]),
-                                                       (1, 3, [1, 1, 1])])
+                                                       (1, 3, [1, 1, 1]), (4, 6, [4, 4])])
 def test_frames_ready_together_run_as_one_batch_with_the_same_results(
     tmp_path: Path, batch: Any, frames: int, calls: List[int]
 ) -> None:
@@ -118,4 +122,83 @@ def test_different_frame_sizes_share_one_batch(tmp_path: Path) -> None:
     expected = [scores(p.process_image(image, 0.0)) for p, image in zip(processors, images)]
     results = finish_batch([(p, PreparedFrame(image, 0.0), 0.0) for p, image in zip(processors, images)])
     assert [scores(r) for r in results] == expected
+    head.close()
+
+
+def test_a_static_batch_model_runs_one_frame_in_row_0(tmp_path: Path) -> None:
+    """A model exported for a fixed batch of 4 runs single frames too (the frame in row 0, the rest zero): the
+    same result as the batch-1 model."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "four").mkdir()
+    single = open_model(colour_classifier(tmp_path / "one"), name="colours")
+    four = open_model(batched(colour_classifier(tmp_path / "four"), 4), name="colours")
+    assert four.pipeline.static_batch == 4 and not four.pipeline.runs_ahead
+    seen = count_calls(four)
+    for seed in range(3):
+        image = frame(seed)
+        assert scores(FrameProcessor([four]).process_image(image, 0.0)) == scores(
+            FrameProcessor([single]).process_image(image, 0.0))
+    assert seen == [4, 4, 4]
+    single.close()
+    four.close()
+
+
+# ------------------------------------------------------------------------- TensorRT engines (the doubles)
+
+
+@register_program("item_mean")
+def _item_mean(inputs: Dict[str, np.ndarray], outputs: Dict[str, Any], params: Mapping[str, Any]) -> Dict[str, Any]:
+    """angle = each batch item's mean weighted by a ramp (layout-sensitive), throttle = its plain mean."""
+    first = next(iter(inputs.values())).astype(np.float64)
+    flat = first.reshape(first.shape[0], -1)
+    ramp = np.linspace(0.0, 1.0, flat.shape[1])
+    values = {"angle": (flat * ramp).mean(axis=1), "throttle": flat.mean(axis=1)}
+    return {name: values[name].reshape(shape).astype(dtype) for name, (shape, dtype) in outputs.items()}
+
+
+def trt_pilot(monkeypatch: pytest.MonkeyPatch, folder: Path, kind: str) -> Head:
+    """A steering engine on the TensorRT double (TensorRT 8.6 tensor API, or 8.2 for implicit batch) whose
+    outputs are per batch item: ``kind`` dynamic (profile 1..4, opt 2), static (batch 3) or implicit (max 4)."""
+    gpu = FakeGpu()
+    version = "8.2.1" if kind == "implicit" else "8.6.1"
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt_module(version, gpu))
+    install_cuda_python(monkeypatch, gpu)
+    dims = [3, 12, 16]
+    first = {"dynamic": [-1], "static": [3], "implicit": []}[kind]
+    out = [1] if kind == "implicit" else [first[0], 1]
+    tensors = [{"name": "img", "mode": "input", "shape": first + dims},
+               {"name": "angle", "mode": "output", "shape": out}, {"name": "throttle", "mode": "output", "shape": out}]
+    plan = make_plan(tensors, tensorrt_version=version, compute_capability=gpu.compute_capability,
+                     program="item_mean", implicit_batch=kind == "implicit", max_batch_size=4,
+                     profiles={"img": [[1, *dims], [2, *dims], [4, *dims]]} if kind == "dynamic" else None)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pilot.engine").write_bytes(plan)
+    spec = {"task": "steering", "input": {"name": "img", "height": 12, "width": 16, "scale": 1 / 255},
+            "output": {"format": "steering_linear", "tensors": {"angle": "angle", "throttle": "throttle"}}}
+    (folder / "pilot.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return open_model(folder / "pilot.engine", name="pilot")
+
+
+@pytest.mark.parametrize(("kind", "capacity", "calls"), [("dynamic", 4, [4, 1]), ("static", 3, [3, 3]),
+                                                         ("implicit", 4, [4, 1])])
+def test_tensorrt_engines_batch_frames_of_several_cameras(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str, capacity: int, calls: List[int]
+) -> None:
+    """A TensorRT engine with a batch dimension (a dynamic one up to its profile's max, a static one, an
+    implicit-batch engine up to its max batch size) runs the frames of several cameras as one batch, in chunks
+    of what it takes, with the results of one frame at a time; single frames still run between batches."""
+    head = trt_pilot(monkeypatch, tmp_path / kind, kind)
+    assert head.pipeline.batch_capacity == capacity
+    processors = cameras(head, 5)
+    images = [frame(seed) for seed in range(5)]
+    expected = [p.process_image(image, 0.0).steering for p, image in zip(processors, images)]
+    assert len({round(e.angle, 9) for e in expected}) == 5  # type: ignore[union-attr]  # frames differ
+    seen = count_calls(head)
+    results = finish_batch([(p, PreparedFrame(image, 0.0), 0.0) for p, image in zip(processors, images)])
+    assert seen == calls
+    for want, got in zip(expected, results):
+        assert got.steering.angle == pytest.approx(want.angle, abs=1e-6)  # type: ignore[union-attr]
+        assert got.steering.throttle == pytest.approx(want.throttle, abs=1e-6)  # type: ignore[union-attr]
+    again = processors[0].process_image(images[0], 0.0).steering  # one frame after a batch: same as before
+    assert again.angle == pytest.approx(expected[0].angle, abs=1e-6)  # type: ignore[union-attr]
     head.close()

@@ -136,6 +136,10 @@ class ModelPipeline:
         self.spec = spec
         self.backend = backend
         input_tensor = check_input(spec, backend.inputs)
+        first = input_tensor.shape[0] if len(input_tensor.shape) == len(spec.input.tensor_shape) else 1
+        # a static batch > 1 (a model built for N frames): one frame fills row 0; other rows' outputs are ignored
+        self.static_batch = int(first) if first is not None and int(first) > 1 else 1
+        self._full_input: Optional[np.ndarray] = None  # the (static_batch, ...) input fed for one frame
         self.extra_inputs = check_extra_inputs(spec, backend.inputs)  # name -> TensorSpec
         self._extra_shapes = {extra.name: (1, extra.size) for extra in spec.inputs}
         check_output_names(spec, backend.outputs)
@@ -163,16 +167,32 @@ class ModelPipeline:
             self.gpu_preprocessor = self._open_gpu_preprocessor(np.dtype(input_tensor.dtype))
             self._on_device = (spec.input.name,)
         else:
+            dtype = np.dtype(input_tensor.dtype)
             out = None if spec.input.sequence else backend.input_buffer(spec.input.name)
-            if out is not None and out.shape != spec.input.shape:
-                out = out.reshape(spec.input.shape)  # implicit-batch engines drop the batch dim: same bytes
-            self.preprocessor = Preprocessor(spec.input, dtype=np.dtype(input_tensor.dtype), out=out)
+            if self.static_batch > 1 and not spec.input.sequence:
+                full = out if out is not None and out.shape[0] == self.static_batch else None
+                if full is None:
+                    full = np.zeros((self.static_batch, *spec.input.tensor_shape[1:]), dtype)
+                full[1:] = 0  # rows no frame fills (an engine's pinned buffer starts uninitialised)
+                self._full_input, out = full, full[:1]
+            elif out is not None and out.shape != spec.input.shape:
+                if out.ndim == len(spec.input.shape) and out.shape[1:] == spec.input.shape[1:]:
+                    out = out[:1]  # a dynamic batch at its profile's opt batch: row 0 (the engine keeps the bytes)
+                else:
+                    out = out.reshape(spec.input.shape)  # implicit-batch engines drop the batch dim: same bytes
+            self.preprocessor = Preprocessor(spec.input, dtype=dtype, out=out)
             tensor = self.preprocessor.tensor
             if spec.input.mask:
                 self.mask = InputMask(spec.input, tensor)
             if spec.input.sequence:
+                if self.static_batch > 1:
+                    raise SpecError(
+                        f"model input {spec.input.name!r} has a static batch of {self.static_batch} and the spec a "
+                        f"frame sequence (input.sequence: {spec.input.sequence}); one sequence fills batch 1; fix: "
+                        "export or build the model with batch 1 (or a dynamic batch)"
+                    )
                 self.sequence = FrameSequence(spec.input.sequence, tensor)
-            self._feed = {spec.input.name: tensor}
+            self._feed = {spec.input.name: self._full_input if self._full_input is not None else tensor}
 
     def _open_gpu_preprocessor(self, dtype: np.dtype) -> GpuPreprocessor:
         """A GpuPreprocessor writing into the engine's input binding on the backend's own stream and CUDA."""
@@ -257,6 +277,8 @@ class ModelPipeline:
         t2 = perf_counter()
         if isinstance(image, DecodedImage) and image.reduced:
             transform = self._to_source(transform, image)
+        if self.static_batch > 1:  # the frame is row 0 of every batch-first output
+            outputs = {k: v[:1] if v.ndim and v.shape[0] == self.static_batch else v for k, v in outputs.items()}
         parsed = self.parser.parse(outputs, settings)
         timings["postprocess"] = perf_counter() - t2
         return RawOutput(parsed, transform, timings)
@@ -270,7 +292,7 @@ class ModelPipeline:
         preprocesses on the CPU, and its backend's ``infer`` is ``concurrent`` (ONNX Runtime on the CPU; not a
         TensorRT execution context)."""
         return (
-            self.preprocessor is not None and self.sequence is None and self.mask is None
+            self.preprocessor is not None and self.sequence is None and self.mask is None and self.static_batch == 1
             and not self.extra_inputs and not self.spec.inputs and bool(getattr(self.backend, "concurrent", False))
         )  # fmt: skip
 
@@ -299,9 +321,10 @@ class ModelPipeline:
     @property
     def batch_capacity(self) -> int:
         """How many frames one ``infer`` can take (frames of several cameras run as one batch): the input's
-        batch dimension when it is dynamic (``MAX_BATCH``) or static > 1, and every output is batch-first; 1
-        for models that cannot (batch 1, extra inputs, a frame sequence, a mask, GPU preprocessing writing
-        one frame into the engine's own buffer)."""
+        batch dimension when it is static > 1, or when it is dynamic ``MAX_BATCH`` or the engine's own limit
+        (``Backend.max_batch``: a TensorRT profile's max, an implicit-batch engine's max batch size), and every
+        output is batch-first; 1 for models that cannot (batch 1, extra inputs, a frame sequence, a mask, GPU
+        preprocessing writing one frame into the engine's own buffer)."""
         if self._capacity is None:
             self._capacity = self._find_capacity()
         return self._capacity
@@ -309,13 +332,17 @@ class ModelPipeline:
     def _find_capacity(self) -> int:
         if self.gpu_preprocessor is not None or self.sequence is not None or self.mask is not None:
             return 1
-        if self.extra_inputs or self.spec.inputs or self.backend.input_buffer(self.spec.input.name) is not None:
-            return 1  # host input buffers of an engine have a fixed shape (TensorRT batching: not done yet)
+        if self.extra_inputs or self.spec.inputs:
+            return 1
         inputs = [t for t in self.backend.inputs if t.name == self.spec.input.name]
         if not inputs or len(inputs[0].shape) != 4:
             return 1
         first = inputs[0].shape[0]
-        capacity = MAX_BATCH if first is None else int(first)
+        if first is None:  # dynamic: up to what the engine allows (its profile's or implicit max batch)
+            limit = self.backend.max_batch(self.spec.input.name)
+            capacity = MAX_BATCH if limit is None else min(MAX_BATCH, int(limit))
+        else:
+            capacity = int(first)
         if capacity <= 1:
             return 1
         for output in self.backend.outputs:
@@ -335,7 +362,7 @@ class ModelPipeline:
                 raise SpecError(f"{count} frames for a model that takes {capacity} at once")
             return [self.run(images[0], settings[0])]
         t0 = perf_counter()
-        rows = count if capacity == MAX_BATCH else capacity
+        rows = capacity if self.static_batch > 1 else count
         tensor, preprocessors = self._batch_buffers(rows)
         transforms = []
         for index, image in enumerate(images):
@@ -361,7 +388,9 @@ class ModelPipeline:
         found = self._batches.get(rows)
         if found is None:
             single = self.preprocessor.tensor  # type: ignore[union-attr]
-            tensor = np.zeros((rows, *single.shape[1:]), single.dtype)
+            tensor = self._full_input  # a static batch: its (pinned, for an engine) input itself
+            if tensor is None or tensor.shape[0] != rows:
+                tensor = np.zeros((rows, *single.shape[1:]), single.dtype)
             pres = [Preprocessor(self.spec.input, dtype=single.dtype, out=tensor[i : i + 1]) for i in range(rows)]
             found = self._batches[rows] = (tensor, pres)
         return found

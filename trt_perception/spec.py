@@ -843,6 +843,8 @@ def check_input(spec: ModelSpec, inputs: Sequence[Any]) -> Any:
     shape = tuple(tensor.shape)
     if len(shape) == len(expected) - 1:  # implicit-batch TensorRT engines leave the batch dimension out
         shape = (1, *shape)
+    if len(shape) == len(expected) and shape[0] is not None and int(shape[0]) > 1:
+        shape = (None, *shape[1:])  # a static batch > 1: frames fill its rows (ModelPipeline.static_batch)
     if not _dims_match(expected, shape):
         sequence = (
             f", a sequence of {spec.input.sequence} frames" if spec.input.sequence

@@ -317,15 +317,20 @@ def test_device_input_refuses_unknown_and_dynamic_inputs(monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize("version", ["8.2.1", "10.0.1"])
-def test_dynamic_shape_reallocates_only_when_it_grows(
+def test_dynamic_input_never_moves_and_outputs_reallocate_only_when_they_grow(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, version: str
 ) -> None:
+    """A dynamic input gets room for its profile's max at once, so the pinned buffer a preprocessor writes
+    into (input_buffer) stays where it is for every batch; outputs start at the opt shape and grow."""
     env = make_env(monkeypatch, tmp_path, version)
     tensors = [io("x", "input", (-1, 3, 2, 2)), io("y", "output", (-1, 3, 2, 2))]
     profiles = {"x": [(1, 3, 2, 2), (2, 3, 2, 2), (8, 3, 2, 2)]}
     backend = TensorRTBackend(env.engine(env.plan(tensors, profiles=profiles, params={"scale": -1.0})))
     assert backend.inputs[0].shape == (None, 3, 2, 2)
-    assert [e["nbytes"] for e in env.gpu.of("malloc")] == [2 * 12 * 4, 2 * 12 * 4]  # the profile's opt shape
+    assert backend.max_batch("x") == 8
+    assert [e["nbytes"] for e in env.gpu.of("malloc")] == [8 * 12 * 4, 2 * 12 * 4]  # input: max, output: opt
+    pinned = backend.input_buffer("x")
+    assert pinned is not None and pinned.shape == (2, 3, 2, 2)
     env.gpu.clear_events()
 
     def run(batch: int) -> np.ndarray:
@@ -337,11 +342,13 @@ def test_dynamic_shape_reallocates_only_when_it_grows(
     run(2)
     run(2)
     assert env.gpu.count("malloc") == 0
-    run(4)  # grows: input and output reallocated once
-    assert [e["nbytes"] for e in env.gpu.of("malloc")] == [4 * 12 * 4, 4 * 12 * 4]
-    assert env.gpu.count("free") == 2
+    run(4)  # grows: the output is reallocated once, the input has room
+    assert [e["nbytes"] for e in env.gpu.of("malloc")] == [4 * 12 * 4]
+    assert env.gpu.count("free") == 1
     run(4)
     assert run(1).shape == (1, 3, 2, 2)  # shrinks: fits in what is there
+    run(8)
+    assert backend.input_buffer("x").__array_interface__["data"][0] == pinned.__array_interface__["data"][0]
     run(3)
     assert env.gpu.count("malloc") == 2
     assert env.gpu.of("htod")[-1]["nbytes"] == 3 * 12 * 4

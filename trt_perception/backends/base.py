@@ -50,6 +50,11 @@ class Backend(abc.ABC):
         """A host array the preprocessor may fill in place (e.g. pinned memory), or None."""
         return None
 
+    def max_batch(self, name: str) -> Optional[int]:
+        """The most frames input ``name`` takes in one ``infer`` when its batch dimension is dynamic; None when
+        the runtime sets no limit (ONNX Runtime)."""
+        return None
+
     def warmup(self, iterations: int = 1) -> None:
         """Run the model on zeros so the first real frame does not pay for lazy initialisation."""
         feed = {}

@@ -303,11 +303,12 @@ class _TensorApi(_ApiBase):
             result.append((name, index, is_input, shape, self.engine.get_tensor_dtype(name)))
         return result
 
-    def profile_opt_shape(self, buffer: IOBuffer) -> Optional[Tuple[int, ...]]:
+    def profile_shapes(self, buffer: IOBuffer) -> Optional[Tuple[Tuple[int, ...], ...]]:
+        """(min, opt, max) of profile 0 for a dynamic input, or None."""
         if not hasattr(self.engine, "get_tensor_profile_shape"):
             return None
         shapes = self.engine.get_tensor_profile_shape(buffer.name, 0)
-        return tuple(int(d) for d in shapes[1]) if len(shapes) == 3 else None
+        return tuple(tuple(int(d) for d in s) for s in shapes) if len(shapes) == 3 else None
 
     def set_input_shape(self, buffer: IOBuffer, shape: Tuple[int, ...]) -> bool:
         return bool(self.context.set_input_shape(buffer.name, shape))
@@ -355,11 +356,12 @@ class _BindingApi(_ApiBase):
             )
         return result
 
-    def profile_opt_shape(self, buffer: IOBuffer) -> Optional[Tuple[int, ...]]:
+    def profile_shapes(self, buffer: IOBuffer) -> Optional[Tuple[Tuple[int, ...], ...]]:
+        """(min, opt, max) of profile 0 for a dynamic input, or None."""
         if self.implicit_batch or not hasattr(self.engine, "get_profile_shape"):
             return None
         shapes = self.engine.get_profile_shape(0, buffer.index)
-        return tuple(int(d) for d in shapes[1]) if len(shapes) == 3 else None
+        return tuple(tuple(int(d) for d in s) for s in shapes) if len(shapes) == 3 else None
 
     def set_input_shape(self, buffer: IOBuffer, shape: Tuple[int, ...]) -> bool:
         return bool(self.context.set_binding_shape(buffer.index, shape))
@@ -689,15 +691,17 @@ class TensorRTBackend(Backend):
         dims = tuple(None if d < 0 else d for d in buffer.engine_shape)
         return TensorSpec(buffer.name, (*batch_dim, *dims), buffer.dtype)
 
-    def _reserve(self, buffer: IOBuffer, shape: Tuple[int, ...]) -> None:
-        """Give ``buffer`` the shape ``shape``; reallocate only when it needs more bytes than it has."""
+    def _reserve(self, buffer: IOBuffer, shape: Tuple[int, ...], room: Optional[Tuple[int, ...]] = None) -> None:
+        """Give ``buffer`` the shape ``shape``; reallocate only when it needs more bytes than it has. ``room``:
+        allocate for this (larger) shape now, so later shapes up to it keep the same memory."""
         buffer.shape = shape
         nbytes = buffer.nbytes
         if nbytes > buffer.capacity or buffer.storage is None:
+            size = max(nbytes, int(np.prod(room, dtype=np.int64)) * buffer.dtype.itemsize if room else 0)
             self._res.free_buffer(buffer)
-            buffer.storage = self._res.cuda.pinned_empty(nbytes)
-            buffer.device = self._res.cuda.malloc(nbytes)
-            buffer.capacity = max(1, nbytes)
+            buffer.storage = self._res.cuda.pinned_empty(size)
+            buffer.device = self._res.cuda.malloc(size)
+            buffer.capacity = max(1, size)
             self._addresses_changed = True
         buffer.host = buffer.storage[:nbytes].view(buffer.dtype).reshape(shape)
 
@@ -708,11 +712,13 @@ class TensorRTBackend(Backend):
             if self._implicit_batch:
                 self._reserve(buffer, (self._max_batch, *buffer.engine_shape))
                 continue
-            shape = buffer.engine_shape if not buffer.dynamic else self._api.profile_opt_shape(buffer)
+            profile = self._api.profile_shapes(buffer) if buffer.dynamic else None
+            shape = buffer.engine_shape if not buffer.dynamic else (profile[1] if profile else None)
             if shape is not None:
                 if buffer.dynamic and not self._api.set_input_shape(buffer, shape):
                     raise BackendError(f"TensorRT refused the profile shape {shape} of input {buffer.name!r}")
-                self._reserve(buffer, shape)
+                # room for the profile's max: the pinned buffer a preprocessor writes into never moves
+                self._reserve(buffer, shape, room=profile[2] if profile else None)
         if all(b.storage is not None for b in self._inputs):
             self._refresh_outputs()
         self._bind_if_changed()
@@ -747,6 +753,16 @@ class TensorRTBackend(Backend):
                     return None
                 return buffer.host[:1] if self._implicit_batch else buffer.host
         raise BackendError(f"engine has no input {name!r}; its inputs are {[b.name for b in self._inputs]}")
+
+    def max_batch(self, name: str) -> Optional[int]:
+        """An implicit-batch engine's max batch size; a dynamic batch dimension's max in profile 0."""
+        if self._implicit_batch:
+            return self._max_batch
+        buffer = next((b for b in self._inputs if b.name == name), None)
+        if buffer is None or not buffer.engine_shape or buffer.engine_shape[0] >= 0:
+            return None
+        profile = self._api.profile_shapes(buffer)
+        return int(profile[2][0]) if profile else None
 
     def _static_input(self, name: str) -> IOBuffer:
         """The input ``name`` if it has a fixed shape and a device buffer, else a BackendError saying why."""
