@@ -46,6 +46,7 @@ BENCHMARKS = {  # name -> module; run in this order
     "evaluate": "bench_evaluate",
     "overlap": "bench_overlap",
     "jpeg_reduce": "bench_jpeg_reduce",
+    "batch": "bench_batch",
 }
 
 
