@@ -339,7 +339,8 @@ class ModelPipeline:
             return 1
         first = inputs[0].shape[0]
         if first is None:  # dynamic: up to what the engine allows (its profile's or implicit max batch)
-            limit = self.backend.max_batch(self.spec.input.name)
+            max_batch = getattr(self.backend, "max_batch", None)  # Backend's; a bare double may lack it
+            limit = max_batch(self.spec.input.name) if max_batch is not None else None
             capacity = MAX_BATCH if limit is None else min(MAX_BATCH, int(limit))
         else:
             capacity = int(first)

@@ -829,7 +829,7 @@ class _Run:
                 self.report.frames_in += 1
                 if output is not None:
                     output.write(self.topic, t_ns, raw)
-                if not self.realtime:  # decode this frame in the helper while the models run on the last one
+                if not self.realtime:  # to the helper threads; older frames take their turn here
                     self._overlapped(frame, t_ns)
                 else:
                     self._watchdog(t_ns)
