@@ -789,6 +789,9 @@ class PerceptionNode:
             )
         decoders = sorted({c.processor.decode.describe() for c in self.cameras})
         overlap = ", decode overlapped" if self._handover is not None else ""
+        if self._batching:
+            shared = {h.name: h.pipeline.batch_capacity for h in self.heads if h.pipeline.batch_capacity > 1}
+            overlap += "; cameras' frames batched: " + ", ".join(f"{n} up to {b}" for n, b in shared.items())
         return (
             f"running {', '.join(heads)} on {inputs} ({config.qos_reliability}, depth {config.qos_depth}, "
             f"policy {config.frame_policy}{overlap}; JPEG decoded on {' / '.join(decoders)}); publishing "
