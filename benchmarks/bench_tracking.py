@@ -1,4 +1,4 @@
-"""Benchmark 10: the tracker's cost per frame on one core: ``tracking.ByteTracker.update`` (ByteTrack: Kalman
+"""Benchmark 14: the tracker's cost per frame on one core: ``tracking.ByteTracker.update`` (ByteTrack: Kalman
 prediction, two-pass IoU association with lapx, birth/death) against the plain greedy-IoU association a user
 would write (match each detection to the last frame's box of best IoU, highest first; new id otherwise).
 
@@ -141,7 +141,7 @@ def _case(objects: int, quick: bool) -> Dict[str, Any]:
 def run(quick: bool = False) -> Table:
     table = Table(
         "tracking",
-        "10. Tracking, one core (median us per frame)",
+        "14. Tracking, one core (median us per frame)",
         ["case", "ours_us", "ours_iqr_us", "ours_fps", "ours_id_switches", "greedy_us", "greedy_iqr_us",
          "greedy_fps", "greedy_id_switches", "ours/greedy"],
     )  # fmt: skip

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run every trt_perception benchmark side by side: print the tables with targets and PASS/MISS, write JSON.
 
-    python benchmarks/run.py                 # everything (4-5 minutes on 2 cores: 250 s measured)
+    python benchmarks/run.py                 # everything (4-5 minutes on 2 cores: 276 s measured, 17 benchmarks)
     python benchmarks/run.py --quick         # a few iterations of each, to check that it runs (~30 s)
     python benchmarks/run.py --only overhead,postprocess --json out.json
 
@@ -40,10 +40,10 @@ BENCHMARKS = {  # name -> module; run in this order
     "segmentation": "bench_segmentation",
     "yolo": "bench_yolo",
     "replay": "bench_replay",
-    "tracking": "bench_tracking",
     "heads": "bench_heads",
     "cameras": "bench_cameras",
     "evaluate": "bench_evaluate",
+    "tracking": "bench_tracking",
     "overlap": "bench_overlap",
     "jpeg_reduce": "bench_jpeg_reduce",
     "batch": "bench_batch",
