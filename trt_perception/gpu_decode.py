@@ -345,6 +345,14 @@ class FrameDecoder:
         log_once(f"gpu_decode: a CompressedImage ({msg.format!r}) was decoded on the CPU: {reason}")
         return image
 
+    def keep_frames(self, count: int) -> int:
+        """Let up to ``count`` decoded frames live at once (a converted CPU frame keeps its buffer that long);
+        returns how many may: the GPU decoder's ring holds 2."""
+        if self.gpu is not None:
+            return 2
+        self.cpu.pool.depth = max(self.cpu.pool.depth, int(count))
+        return int(count)
+
     def close(self) -> None:
         gpu, self.gpu = self.gpu, None
         if gpu is not None:

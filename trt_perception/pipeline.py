@@ -639,10 +639,7 @@ class FrameProcessor:
         """Let up to ``count`` decoded frames live at once (frames prepared ahead in several threads): converted
         frames (YUV, Bayer, alpha) get that many reused buffers per size. Returns how many may: the GPU decoder's
         ring holds 2, so with it the caller keeps to 2."""
-        if self.decode.on_gpu:
-            return 2
-        self.decode.cpu.pool.depth = max(self.decode.cpu.pool.depth, int(count))
-        return int(count)
+        return self.decode.keep_frames(count)
 
     def finish(self, prepared: PreparedFrame, now: float) -> FrameResult:
         """The second stage: every head on a prepared frame, in order."""
