@@ -24,6 +24,7 @@ from trt_perception.tools.report import (
     format_report,
     mae_rmse,
     nearest_within,
+    plain_log_ticks,
     score_frame,
     write_report_files,
 )
@@ -126,6 +127,33 @@ def test_files_are_written_with_plots(tmp_path: Path) -> None:
     for path in written:
         assert path.stat().st_size > 1000
     assert report.report_dir == str(tmp_path / "r") and len(report.files) == 4
+
+
+@pytest.mark.parametrize(("lo", "hi", "minor_labels"), [(1e-3, 20.0, []), (0.3, 9.0, ["0.5", "2", "5"])])
+def test_log_axis_ticks_are_plain_text_not_mathtext(lo: float, hi: float, minor_labels: list) -> None:
+    """Mathtext labels ($10^{-1}$) cost most of the latency plot's time: the log axis writes plain numbers,
+    with 2x/5x minor labels only when the axis spans under two decades."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    plain_log_ticks(ax.xaxis, lo, hi)
+    fig.canvas.draw()
+
+    def shown(which: str) -> list:
+        ticks = ax.xaxis.get_major_ticks() if which == "major" else ax.xaxis.get_minor_ticks()
+        return [t.label1.get_text() for t in ticks if lo <= t.get_loc() <= hi and t.label1.get_text()]
+
+    major, minor = shown("major"), shown("minor")
+    plt.close(fig)
+    assert major and not any("$" in label for label in major + minor)
+    assert major == (["0.001", "0.01", "0.1", "1", "10"] if lo < 0.01 else ["1"])
+    assert minor == minor_labels
 
 
 def test_without_matplotlib_the_numbers_still_land_in_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from trt_perception.tools.evaluate_inputs import FrameRows, finite
+from trt_perception.tools.report import plain_log_ticks, save_figure
 
 LATENCY_STAGE = "total"  # the stage gates and tables quote: decode + every model, per frame
 HIST_LO_S, HIST_HI_S, HIST_RATIO = 1e-6, 1e3, 1.01
@@ -680,7 +681,7 @@ def _plot_per_input(plt: Any, report: Dict[str, Any], path: Path) -> Optional[Pa
     else:  # tight_layout measures every label: seconds for a hundred inputs
         fig.subplots_adjust(left=0.1, right=0.98, top=1 - 0.6 / fig.get_figheight(), bottom=0.4 / fig.get_figheight(),
                             wspace=0.45)
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path
 
@@ -705,11 +706,8 @@ def _plot_latency(plt: Any, report: Dict[str, Any], path: Path) -> Optional[Path
         ax.stairs(counts, edges, label=f"{key} (p50 {hist.percentile(50) * 1e3:.2f}, p95 "
                                        f"{hist.percentile(95) * 1e3:.2f} ms)", color=COLORS.get(key))
     ax.set_xscale("log")
-    from matplotlib.ticker import ScalarFormatter
-
-    for axis in (ax.xaxis,):
-        axis.set_major_formatter(ScalarFormatter())
-        axis.set_minor_formatter(ScalarFormatter())
+    low, high = ax.get_xlim()
+    plain_log_ticks(ax.xaxis, low, high)
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"ms per frame ({LATENCY_STAGE}: decode + models), log scale")
     ax.set_ylabel("frames")
@@ -717,7 +715,7 @@ def _plot_latency(plt: Any, report: Dict[str, Any], path: Path) -> Optional[Path
     ax.legend(fontsize=8)
     fig.suptitle("latency per frame, every input pooled", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path
 
@@ -765,6 +763,6 @@ def _plot_differences(plt: Any, report: Dict[str, Any], path: Path) -> Optional[
     axes[1][1].set_ylabel("frames")
     fig.suptitle("A vs B", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path

@@ -1032,8 +1032,8 @@ class _Run:
 
     def _outputs(self, msg: Any, result: Any) -> Tuple[List[Tuple[str, Any]], Tuple[float, float],
                                                         Optional[Detections]]:
-        """The frame's serialized output messages, the drive command in the recorded topic's units (NaN: none)
-        and the detection head's detections."""
+        """The frame's serialized output messages (none without an output bag: built, never serialized), the
+        drive command in the recorded topic's units (NaN: none) and the detection head's detections."""
         header = self._header(msg)
         drive_head, detection_head = self.drive_head, self.detection_head
         values = (math.nan, math.nan)
@@ -1044,7 +1044,8 @@ class _Run:
                 continue
             for role, out_msg in head.task.messages(self.types, header, output):
                 topic, msgtype = self.topics[(head.name, role)]
-                payloads.append((topic, self.typestore.serialize_cdr(out_msg, msgtype)))
+                if self.output is not None:  # built either way (the node's messages), bytes only for a bag
+                    payloads.append((topic, self.typestore.serialize_cdr(out_msg, msgtype)))
                 if head is drive_head and role == "command" and self.drive_kind == drive_head.task.pilot.output:
                     values = _drive_values(out_msg, msgtype)  # the message the node sends, read back
         command = result.outputs[drive_head.name].command if drive_head is not None and \

@@ -786,6 +786,12 @@ def _write_report_files(report: ReplayReport, directory: Path, plots: bool) -> L
     return [*written, json_path]
 
 
+def save_figure(fig: Any, path: Path, dpi: int) -> None:
+    """A figure as PNG at zlib level 1 (as detections.png): PIL's default level 6 took ~7 ms more of a ~40 ms
+    save (the steering plot, measured) for a file only 1.1x smaller."""
+    fig.savefig(path, dpi=dpi, pil_kwargs={"compress_level": 1})
+
+
 def _fixed_margins(fig: Any, left: float, right: float, top: float, bottom: float, **space: float) -> None:
     """Margins in inches around the axes, set once: ``tight_layout`` draws the whole figure an extra time to
     measure its labels, a third of each figure's cost (the demo's ~0.2 s), for labels whose size is known."""
@@ -815,7 +821,7 @@ def _plot_steering(plt: Any, report: ReplayReport, path: Path) -> Path:
         title += f"  (steering MAE {report.drive.steering_mae:.3f}, throttle MAE {report.drive.throttle_mae:.3f})"
     fig.suptitle(title, fontsize=10)
     _fixed_margins(fig, left=0.8, right=0.15, top=0.45, bottom=0.5, hspace=0.08)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -837,6 +843,7 @@ def _plot_latency(plt: Any, report: ReplayReport, path: Path) -> Path:
         counts, edges = np.histogram(values, bins=bins)
         ax_stages.stairs(counts, edges, linewidth=1.4, label=label)  # one artist: hist() adds one per bin
     ax_stages.set_xscale("log")
+    plain_log_ticks(ax_stages.xaxis, lo, hi)
     ax_stages.set_xlabel("ms per frame (log scale)")
     ax_stages.set_ylabel("frames")
     ax_stages.set_title("per stage", fontsize=10)
@@ -856,9 +863,26 @@ def _plot_latency(plt: Any, report: ReplayReport, path: Path) -> Path:
     ax_total.set_title("total (decode + models)", fontsize=10)
     fig.suptitle(f"latency per frame, {report.frames_processed} frames", fontsize=10)
     _fixed_margins(fig, left=0.7, right=0.15, top=0.6, bottom=0.55, wspace=0.12)
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path
+
+
+def plain_log_ticks(axis: Any, lo: float, hi: float) -> None:
+    """Plain tick labels ("0.1", "2", "10") on a log axis spanning ``lo``..``hi``: matplotlib's default writes
+    each as mathtext ($10^{-1}$), whose parser was most of the latency plot's cost (~0.18 s of 0.2 s). Minor
+    ticks get labels (2x and 5x) only when fewer than two decades leave too few major ones."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}"))
+    if hi < lo * 100:
+        def minor(x: float, _pos: Any) -> str:
+            leading = x / 10.0 ** math.floor(math.log10(x)) if x > 0 else 0.0
+            return f"{x:g}" if round(leading, 6) in (2.0, 5.0) else ""
+
+        axis.set_minor_formatter(FuncFormatter(minor))
+    else:
+        axis.set_minor_formatter(NullFormatter())
 
 
 def _plot_tracks(plt: Any, report: ReplayReport, path: Path) -> Path:
@@ -888,7 +912,7 @@ def _plot_tracks(plt: Any, report: ReplayReport, path: Path) -> Path:
     fig.suptitle(title, fontsize=10)
     longest = max((len(str(k)) for _, tracks in panels if len(tracks) <= 30 for k in tracks), default=0)
     _fixed_margins(fig, left=0.5 + 0.05 * max(longest, 3), right=0.15, top=0.45, bottom=0.55, hspace=0.12)
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path
 
