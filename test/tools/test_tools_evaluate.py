@@ -331,6 +331,23 @@ def test_memory_is_flat_in_the_number_of_inputs(tmp_path: Path, models: Path) ->
     assert large - small < 1_000_000, (small, large)  # 18 more inputs: < 1 MB more at the peak
 
 
+def test_a_ray_task_uses_its_share_of_cores_not_the_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray pins no affinity: without this, every task's replay would start a helper thread per core of the node."""
+    import cv2
+
+    from trt_perception.tools import evaluate_inputs
+
+    monkeypatch.setattr(evaluate_inputs, "_REPLAY_THREADS", None)
+    before = cv2.getNumThreads()
+    seen: List[Any] = []
+    try:
+        result = evaluate_inputs.run_in_worker(lambda task: seen.append((task, evaluate_inputs._REPLAY_THREADS,
+                                                                         cv2.getNumThreads())) or "done", 2, "t")
+    finally:
+        cv2.setNumThreads(before)
+    assert result == "done" and seen == [("t", 2, 2)]
+
+
 @pytest.mark.slow
 def test_ray_gives_the_local_numbers(tmp_path: Path, models: Path, two_bags: Tuple[Path, Path]) -> None:
     ray = pytest.importorskip("ray", reason="Ray is not installed here (optional extra 'ray')")

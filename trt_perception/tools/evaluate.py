@@ -326,8 +326,11 @@ def run_ray(tasks: Sequence[Task], address: str, on_result: Callable[[Dict[str, 
                               "address, 'auto' for the one running on this machine, or 'local' to start one "
                               "for this run") from None
     try:
-        remote = ray.remote(task_function).options(num_cpus=cpus_per_task, max_retries=0)
-        refs = {remote.remote(task): task for task in tasks}
+        # a task is given cpus_per_task cores: replay's helper threads and OpenCV's pool follow that, not the
+        # node's core count (Ray pins no affinity, so replay's default would take every core of the node)
+        threads = max(1, int(cpus_per_task))
+        remote = ray.remote(evaluate_inputs.run_in_worker).options(num_cpus=cpus_per_task, max_retries=0)
+        refs = {remote.remote(task_function, threads, task): task for task in tasks}
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
             for ref in ready:

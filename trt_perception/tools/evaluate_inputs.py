@@ -343,18 +343,25 @@ _PROGRESS: Any = None  # a shared frame counter (multiprocessing.Value) in local
 _REPLAY_THREADS: Optional[int] = None  # replay's helper threads: its default, or 1 in a worker process
 
 
-def init_worker(counter: Any = None) -> None:
-    """Worker process start: the shared progress counter, one OpenCV thread and one replay helper thread (the
-    cores are the workers)."""
+def init_worker(counter: Any = None, threads: int = 1) -> None:
+    """Worker process start: the shared progress counter, ``threads`` OpenCV threads and replay helper threads
+    (1 in a local pool: the cores are the workers; a Ray task's share of cores)."""
     global _PROGRESS, _REPLAY_THREADS
     _PROGRESS = counter
-    _REPLAY_THREADS = 1
+    _REPLAY_THREADS = threads
     try:
         import cv2
 
-        cv2.setNumThreads(1)
+        cv2.setNumThreads(threads)
     except ImportError:  # pragma: no cover - OpenCV is a dependency
         pass
+
+
+def run_in_worker(task_function: Any, threads: int, task: Any) -> Any:
+    """A Ray task: set up the worker as ``init_worker`` does (Ray reuses worker processes; this is idempotent),
+    then run ``task_function(task)``."""
+    init_worker(None, threads)
+    return task_function(task)
 
 
 def _count_frame() -> None:
