@@ -38,6 +38,7 @@ from trt_perception.backends.base import Backend, open_backend
 from trt_perception.errors import BackendError, ConfigError, SpecError
 from trt_perception.images import MAX_PIXELS, DecodedImage
 from trt_perception.mailbox import Handover
+from trt_perception.onnx_file import MODEL_FILES, check_model_path
 from trt_perception.outputs import create_parser
 from trt_perception.preprocess import ImageTransform, Preprocessor
 from trt_perception.results import Detections, DriveCommand, SteeringPrediction
@@ -218,8 +219,7 @@ class ModelPipeline:
         gpu_preprocess: bool = False,
     ) -> ModelPipeline:
         """Load a model file with its spec (found beside it unless given) on the chosen backend."""
-        if not Path(model).is_file():
-            raise BackendError(f"model file {model} does not exist; fix: check the model path (param or flag)")
+        check_model_path(model, "model file", BackendError, MODEL_FILES)
         model_spec = load_spec(model, spec, overrides=spec_overrides)
         options = dict(backend_options or {})
         if Path(model).suffix.lower() != ".onnx" and model_spec.build and backend in ("auto", "tensorrt"):

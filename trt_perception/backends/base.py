@@ -117,7 +117,7 @@ def backend_for(model_path: Union[str, Path], backend: str = "auto") -> str:
 
 def open_backend(model_path: Union[str, Path], backend: str = "auto", **options: Any) -> Backend:
     """Create the backend for ``model_path``; ``options`` go to that backend's constructor."""
-    path = Path(model_path)
-    if not path.is_file():
-        raise BackendError(f"model file {path} does not exist; fix: check the model path (param or flag)")
+    from trt_perception.onnx_file import MODEL_FILES, check_model_path
+
+    path = check_model_path(model_path, "model file", BackendError, MODEL_FILES)
     return backend_class(backend_for(path, backend))(path, **options)

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 import numpy as np
 
 from trt_perception.errors import BuildError, ConfigError, SpecError
+from trt_perception.onnx_file import load_onnx
 from trt_perception.spec import parse_spec, save_spec
 
 if TYPE_CHECKING:  # onnx is imported where it is used: `trt-perception --help` builds this parser (0.6 s saved)
@@ -767,7 +768,6 @@ def _ssd_options(args: argparse.Namespace) -> SsdOptions:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    import onnx
 
     from trt_perception.tools.nms_surgery import add_nms_to_file
 
@@ -784,7 +784,7 @@ def run_convert(args: argparse.Namespace) -> int:
                           "detectors; fix: drop one")
     post = args.steering or args.ssd is not None or donkey
     if framework == "onnx" and not post and not args.nms:
-        source_model = onnx.load(str(source), load_external_data=False)
+        source_model = load_onnx(source, weights=False)
         if not (_looks_like_steering(source_model) or _looks_like_donkeycar(source_model)):
             raise ConfigError(f"{source} is already ONNX; pass --steering, --ssd or --nms to do something with it")
         post = True  # a DonkeyCar-shaped drive model: name its heads and write its spec
@@ -817,7 +817,7 @@ def run_convert(args: argparse.Namespace) -> int:
     else:
         raise ConfigError(f"framework {framework!r} is not supported here; expected one of {list(FRAMEWORKS)}")
 
-    model = onnx.load(str(converted))
+    model = load_onnx(converted, "model" if converted == source else "converted model")
     if framework in TF_FLAGS:
         _check_converted(model, source)
     elif framework == "onnx" and args.opset is not None:

@@ -64,6 +64,7 @@ import numpy as np
 import onnx
 
 from trt_perception.errors import BuildError, ConfigError, SpecError
+from trt_perception.onnx_file import load_onnx
 from trt_perception.spec import OUTPUT_FORMATS, ModelSpec, load_spec, parse_spec, save_spec
 
 PathLike = Union[str, Path]
@@ -599,8 +600,8 @@ def add_nms_to_file(
     for target in (output, spec_out):
         if target.exists() and not force:
             raise BuildError(f"{target} exists; refusing to overwrite it; fix: pass --force or -o another path")
+    model = load_onnx(onnx_path)
     spec = load_spec(onnx_path, spec_path)
-    model = onnx.load(str(onnx_path))
     settings = NmsSettings.from_spec(spec, score_threshold, iou_threshold, max_detections, top_k)
     new_model, data = insert_nms(model, spec, kind, settings, plugin_op, opset)
     if spec.source is not None and spec.source.parent.resolve() != output.parent.resolve():

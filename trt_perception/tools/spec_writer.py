@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple, 
 import yaml
 
 from trt_perception.errors import ConfigError, SpecError
+from trt_perception.onnx_file import check_model_path, load_onnx
 from trt_perception.spec import COLORS, OUTPUT_FORMATS, RESIZE_MODES, parse_spec, spec_candidates
 
 Dim = Union[int, str, None]  # a fixed size, a symbolic name, or unknown
@@ -115,17 +116,13 @@ def read_onnx(path: Union[str, Path]) -> OnnxModel:
     import onnx
 
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"model {path} does not exist; fix: pass the path of an .onnx file")
+    check_model_path(path, "model", SpecError)
     if path.suffix.lower() != ".onnx":
         raise SpecError(
             f"model {path} is not an .onnx file; `spec` reads ONNX graphs (an engine's spec comes from its ONNX: "
             "run `trt-perception spec model.onnx`, then `trt-perception build`)"
         )
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf decode errors have no common type
-        raise SpecError(f"{path} cannot be read as an ONNX model: {exc}") from None
+    model = load_onnx(path, "model", SpecError, weights=False)
     graph = model.graph
     if any(not o.type.tensor_type.HasField("shape") for o in graph.output):
         # some exporters leave output shapes out; inference needs no weights (on failure they stay unknown)
