@@ -310,7 +310,7 @@ def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
         raise ImageError(
             f"{what} is {width}x{height} ({width * height} pixels), above max_pixels {max_pixels}; a frame this "
             "large would take too much memory and time to decode; fix: lower the camera's resolution, or raise "
-            "the node's max_pixels parameter if such frames are intended"
+            "the limit if such frames are intended (param max_pixels of the node and replay; infer --max-pixels)"
         )
 
 

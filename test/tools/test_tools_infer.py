@@ -96,6 +96,19 @@ def test_every_image_is_processed_and_each_failure_reported(
     assert sorted(p.name for p in out.iterdir()) == ["frame_2_annotated.png", "frame_annotated.png"]
 
 
+def test_max_pixels_flag_lets_a_large_photo_through(
+    detector: Path, square: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A 640x480 image above a 100000-pixel limit is refused with the flag that raises it; the flag is checked."""
+    assert infer(detector, square, "--max-pixels", 100_000) == 1
+    err = capsys.readouterr().err
+    assert "above max_pixels 100000" in err and "infer --max-pixels" in err
+    assert infer(detector, square, "--max-pixels", 640 * 480) == 0
+    capsys.readouterr()
+    assert infer(detector, square, "--max-pixels", 0) == 2
+    assert "--max-pixels: max_pixels is 0; expected a positive number" in capsys.readouterr().err
+
+
 def test_same_stem_inputs_get_their_own_annotated_files(
     tmp_path: Path, detector: Path, square: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from trt_perception.errors import ConfigError, TrtPerceptionError
-from trt_perception.images import DecodedImage, decode_image_file
+from trt_perception.images import MAX_PIXELS, DecodedImage, check_max_pixels, decode_image_file
 from trt_perception.results import Classification, Detections, SegmentationMask, SteeringPrediction
 
 
@@ -51,12 +51,15 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
                              "input of the same name)")
     parser.add_argument("--force", action="store_true", help="replace annotated files that already exist")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                        help=f"refuse images above N pixels before decoding them, as the node's max_pixels param "
+                             f"does (default {MAX_PIXELS}; a 50 Mpixel photo needs 50000000)")
 
 
-def read_image(path: Path) -> DecodedImage:
+def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     """An image file as the node would see it as a CompressedImage frame (``images.decode_image_file``: the
     same header checks and refusals, 16-bit gray kept as gray16 for the spec's own conversion)."""
-    return decode_image_file(path)
+    return decode_image_file(path, max_pixels)
 
 
 def result_dict(path: Path, result: object) -> Dict[str, Any]:
@@ -202,6 +205,10 @@ def run_infer(args: argparse.Namespace) -> int:
     """Every image is run; a failing one is reported on stderr and the rest go on; exit 1 if any failed."""
     from trt_perception.heads import open_model
 
+    try:
+        max_pixels = check_max_pixels(args.max_pixels)
+    except TrtPerceptionError as exc:
+        raise ConfigError(f"--max-pixels: {exc}") from None
     output_dir: Optional[Path] = args.output_dir
     targets = annotated_targets(list(args.images), output_dir) if output_dir else []
     if output_dir:
@@ -212,7 +219,7 @@ def run_infer(args: argparse.Namespace) -> int:
         head.task.apply({**head.task.values, **detection_values(args, head.task.name)})
         for index, path in enumerate(args.images):
             try:
-                image = read_image(path)
+                image = read_image(path, max_pixels)
                 output = head.run(image, 0.0)
                 data = result_dict(path, output.result)
                 if output_dir:
