@@ -173,6 +173,21 @@ def test_a_bag_whose_image_topic_has_no_messages_is_an_error(tmp_path: Path, mod
     assert rc == 2 and "holds no messages" in capsys.readouterr().err
 
 
+def test_a_replay_that_processed_no_frame_exits_non_zero(tmp_path: Path, models: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """Every frame bad (here: above max_pixels): the report is written (it lists why), and the exit says so."""
+    bag = write_bag(tmp_path / "bag", frames_with_squares(3))
+    params = make_params(tmp_path, models, max_pixels=10)
+    rc = cli_main(["replay", str(bag), "--params", str(params), "--no-out", "--no-progress", "--report",
+                   str(tmp_path / "rep")])
+    captured = capsys.readouterr()
+    assert rc == 1 and "none of the 3 frames of /camera/image_raw was processed (3 bad, 0 failed" in captured.err
+    assert "above max_pixels 10" in captured.err and "Traceback" not in captured.err
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["frames"]["bad"] == 3
+    ok = cli_main(["replay", str(bag), "--params", str(make_params(tmp_path, models)), "--no-out", "--no-progress"])
+    assert ok == 0 and "error" not in capsys.readouterr().err
+
+
 def test_no_out_with_out_is_refused(tmp_path: Path, models: Path, capsys: pytest.CaptureFixture) -> None:
     bag = write_bag(tmp_path / "bag", frames_with_squares(2))
     rc = cli_main(["replay", str(bag), "--params", str(make_params(tmp_path, models)), "--no-out", "--out",

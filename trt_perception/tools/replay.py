@@ -1538,7 +1538,11 @@ def run_replay(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
         threads=args.threads,
     )
-    from trt_perception.tools.report import format_report
+    from trt_perception.tools.report import format_report, nothing_processed
 
     print(format_report(report))
+    complaint = nothing_processed(report)
+    if complaint is not None:
+        print(f"trt-perception replay: error: {complaint}", file=sys.stderr)
+        return 1
     return 0

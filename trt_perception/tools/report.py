@@ -706,6 +706,18 @@ def _pyplot() -> Any:
     return plt
 
 
+def nothing_processed(report: ReplayReport) -> Optional[str]:
+    """The complaint for a replay that read frames but processed none (every one bad, failed or dropped), or
+    None. Such a run is not a success: its report and output bag hold no model output."""
+    if report.frames_in == 0 or report.frames_processed > 0:
+        return None
+    first = (report.bad_frame_reasons + report.failed_frame_reasons + ["-"])[0]
+    return (f"none of the {report.frames_in} frames of {report.image_topic} was processed ({report.bad_frames} bad, "
+            f"{report.failed_frames} failed, {report.dropped_frames} dropped; first: {first}); fix: a bad frame is "
+            "the camera's data (encoding, size above max_pixels), a failed one the model or its spec: "
+            "`trt-perception infer MODEL FRAME.png` on one frame shows the error in full")
+
+
 def check_writable_folder(path: Path, flag: str) -> None:
     """Before any work is done: ``path`` is a folder that exists or can be created, and files can be written
     in it (a read-only folder, or a path that is a file, would otherwise fail after an hour-long replay).
