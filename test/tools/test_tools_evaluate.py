@@ -279,6 +279,25 @@ def test_report_folder_is_never_overwritten_without_force(tmp_path: Path, models
     assert (mine / "thesis.tex").read_text() == "precious"
 
 
+def test_out_is_checked_before_the_work_and_an_empty_folder_is_kept(tmp_path: Path, models: Path,
+                                                                     two_bags: Tuple[Path, Path]) -> None:
+    """A file as --out, or a path below a file, is one ConfigError before any input runs (staging beside it
+    raised PermissionError/NotADirectoryError); the user's empty folder receives the files and keeps its mode."""
+    params = make_params(tmp_path / "a", models)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    for out, message in ((a_file, "is an existing file"), (a_file / "eval", "notes.txt is an existing file")):
+        with pytest.raises(ConfigError, match=message):
+            evaluate([two_bags[0]], params, out=out, workers=0, plots=False)
+    assert a_file.read_text() == "mine" and not list(tmp_path.glob(".*partial"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    empty.chmod(0o770)
+    result = evaluate([two_bags[0]], params, out=empty, workers=0, plots=False)
+    assert (empty / "report.json").is_file() and result.out == empty
+    assert (empty.stat().st_mode & 0o777) == 0o770 and not list(tmp_path.glob(".*partial"))
+
+
 def test_inputs_from_folders_globs_and_lists(tmp_path: Path, two_bags: Tuple[Path, Path]) -> None:
     root = two_bags[0].parent
     nested = root / "more" / "deeper"

@@ -165,9 +165,18 @@ def _is_evaluation_folder(path: Path) -> bool:
 
 
 def _check_out(out: Path, force: bool) -> None:
+    """Before any work: ``--out`` can be written (results are staged beside it, in ``.NAME.partial``), and holds
+    no earlier evaluation unless ``force``; anything else of the user's there is never deleted."""
+    from trt_perception.tools.report import check_writable_folder
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is an existing file; expected a folder (created when missing); fix: pass "
+                          "another --out, or move the file away")
+    check_writable_folder(out.parent, "--out")
     if not out.exists():
         return
-    if out.is_dir() and not any(out.iterdir()):
+    if not any(out.iterdir()):
+        check_writable_folder(out, "--out")  # an empty folder of the user's: the files go into it
         return
     if not force:
         raise ConfigError(f"--out {out} exists; refusing to overwrite it; fix: pass --force to replace an earlier "
@@ -446,9 +455,14 @@ def evaluate(
     text = format_evaluation(report)
     (staging / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     (staging / "summary.txt").write_text(text + "\n", encoding="utf-8")
-    if out_path.exists():
-        shutil.rmtree(out_path) if any(out_path.iterdir()) else out_path.rmdir()
-    staging.rename(out_path)
+    if out_path.is_dir() and not any(out_path.iterdir()):
+        for item in staging.iterdir():  # the user's empty folder (its permissions, maybe a mount point) stays
+            os.replace(item, out_path / item.name)
+        staging.rmdir()
+    else:
+        if out_path.exists():  # an earlier evaluation, and --force (checked before the run)
+            shutil.rmtree(out_path)
+        staging.rename(out_path)
     return Evaluation(report, text, exit_code, out_path, [out_path / p.name for p in names])
 
 
