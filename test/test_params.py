@@ -261,6 +261,11 @@ def test_named_heads_get_their_task_params_and_nothing_else(tmp_path):
          "front.max_throttle"),
         ({"heads": ["front"], "front": {"task": "detection", "model": "d.onnx"}, "detector": {"model": "x.onnx"}},
          "'detector' is not a head of this node"),
+        # enabled is a parameter of every head: the section names a head the node does not run, not a typo of
+        # front.enabled (was "did you mean 'front.enabled'?")
+        ({"heads": ["pilot"], "pilot": {"model": "p.onnx"}, "detector": {"enabled": True}},
+         "fix: add 'detector' to heads to run it, or remove the 'detector' section"),
+        ({"heads": ["pilot"], "pilot": {"model": "p.onnx"}, "pilto": {"enabled": True}}, "did you mean head 'pilot'?"),
         ({"heads": ["front"], "front": {"model": "nowhere.onnx"}}, "set front.task"),
         ({"heads": ["front end"]}, "not a usable name"),
         ({"heads": ["a", "a"]}, "twice"),

@@ -373,15 +373,19 @@ class ParamTable:
         """Why ``name`` is not a parameter of this node, with close matches or the missing head."""
         close = difflib.get_close_matches(name, list(self.by_name), n=3, cutoff=0.6)
         head = name.split(".", 1)[0] if "." in name else ""
-        if close:
-            hint = f"did you mean {' or '.join(repr(c) for c in close)}?"
-        elif name.startswith("camera."):
+        if name.startswith("camera."):
             camera = name.split(".")[1] if name.count(".") >= 2 else ""
             listed = list(self.cameras) or "empty"
             hint = f"camera {camera!r} is not in cameras (cameras is {listed}); fix: add {camera!r} to cameras"
-        elif head and head not in self.heads:
+        elif head and head not in self.heads and not any(c.startswith(head + ".") for c in self.by_name):
+            # a whole section for a head the node does not run (not a misspelt parameter of one it does)
             listed = f"heads is {list(self.heads)}" if not self.legacy else "heads is empty (detector + pilot)"
-            hint = f"{head!r} is not a head of this node ({listed}); fix: add {head!r} to heads"
+            alike = difflib.get_close_matches(head, list(self.heads), n=1, cutoff=0.75)
+            typo = f"did you mean head {alike[0]!r}? or " if alike else ""
+            hint = (f"{head!r} is not a head of this node ({listed}); fix: {typo}add {head!r} to heads to run it, "
+                    f"or remove the {head!r} section")
+        elif close:
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}?"
         else:
             hint = "see config/car.yaml and README 'Parameters' for all"
         return f"parameter {name!r} is unknown to trt_perception; {hint}"
