@@ -53,6 +53,11 @@ def test_bad_detection_counts(case: str, count: np.ndarray, needle: str) -> None
     refused(case, valid(case, num_detections=count), "'num_detections'", needle)
 
 
+def test_a_bad_count_is_shown_in_the_shape_the_model_gave() -> None:
+    """Not the batch item's 0-d value ("shape []"): the [1, 1] tensor the user can find with inspect."""
+    refused("batched_nms", valid("batched_nms", num_detections=np.array([[np.nan]], np.float32)), "[1, 1]")
+
+
 def test_nms_trt_count_and_rows() -> None:
     refused("nms_trt", valid("nms_trt", NMS_1=np.zeros((1, 0, 1), np.float32)), "'NMS_1'", "[1, 0, 1]")
     refused("nms_trt", valid("nms_trt", NMS=np.zeros((1, 10, 6), np.float32)), "'NMS'", "[1, 10, 6]", "7")

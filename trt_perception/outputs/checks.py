@@ -270,19 +270,22 @@ def frame_array(
     return array
 
 
-def frame_count(spec: ModelSpec, role: str, array: Any, limit: int, rows_role: str) -> int:
+def frame_count(spec: ModelSpec, role: str, array: Any, limit: int, rows_role: str,
+                as_given: Any = None) -> int:
     """A detection count read from the model (batch item 0): a whole number in [0, ``limit``].
 
-    ``array`` is the count tensor, or a 0-d array of the count already decoded (nms_trt's bits)."""
+    ``array`` is the count tensor, or a 0-d array of the count already decoded (nms_trt's bits); errors show
+    ``as_given`` (the tensor as the model gave it, batch and all) when passed."""
     array = np.asarray(array)
+    shown = array if as_given is None else np.asarray(as_given)
     expected = f"a whole detection count in [0, {limit}] (the rows of output.tensors.{rows_role})"
     if array.size == 0 or array.dtype.kind not in "fiu":
-        raise frame_error(spec, role, array, expected)
+        raise frame_error(spec, role, shown, expected)
     value = array.reshape(-1)[0]
     if array.dtype.kind == "f":
         number = float(value)
         if not math.isfinite(number) or number != math.floor(number):
-            raise frame_error(spec, role, array, expected, f"the count is {number!r}; " + FRAME_FIX)
+            raise frame_error(spec, role, shown, expected, f"the count is {number!r}; " + FRAME_FIX)
     return checked_count(int(value), limit, spec.output.tensors[role], role)
 
 

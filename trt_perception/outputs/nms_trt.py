@@ -87,7 +87,8 @@ class NmsTrtParser(OutputParser):
         count_array = frame_output(self.spec, outputs, "count", count_text, 0)
         if count_array.dtype != np.float32 and count_array.dtype.kind not in "iu":
             raise frame_error(self.spec, "count", np.asarray(outputs[self.tensor("count")]), count_text)
-        count = frame_count(self.spec, "count", count_from_bits(count_array), rows.shape[0], "detections")
+        count = frame_count(self.spec, "count", count_from_bits(count_array), rows.shape[0], "detections",
+                            outputs[self.tensor("count")])
         rows = rows[:count]
         rows = rows[rows[:, 1] >= 0]  # unused rows carry label -1 (NaN labels fail the comparison too)
         return finalize(rows[:, 3:7], rows[:, 2], rows[:, 1], settings, self.scale)

@@ -89,7 +89,8 @@ class _PluginNmsParser(OutputParser):
         scores = frame_output(spec, outputs, "scores", f"{rows} scores", 1, rows_may_be_empty=True)
         classes = frame_output(spec, outputs, "classes", f"{rows} {self.class_text}", 1, rows_may_be_empty=True)
         count_array = frame_output(spec, outputs, "num_detections", "[B, 1] or [B] detection counts", 0)
-        count = frame_count(spec, "num_detections", count_array, boxes.shape[0], "boxes")
+        count = frame_count(spec, "num_detections", count_array, boxes.shape[0], "boxes",
+                            outputs[self.tensor("num_detections")])
         for role, array in (("scores", scores), ("classes", classes)):
             if array.shape[0] < count:
                 raise frame_error(spec, role, np.asarray(outputs[self.tensor(role)]), rows)
