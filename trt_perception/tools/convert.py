@@ -674,7 +674,8 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--framework", choices=FRAMEWORKS, default="auto", help="source format (default: from suffix)")
     parser.add_argument("--opset", type=int, default=None,
                         help="ai.onnx opset to write. TensorFlow/TorchScript sources: default 13 (TensorRT 8.2 on the "
-                             "Nano parses 7..13); ONNX sources: default their own, another is converted to with "
+                             "Nano parses 7..13); ONNX sources (with --steering, --ssd or --nms): default their own, "
+                             "another is converted to with "
                              "onnx.version_converter (the NMS nodes are built for the opset either way)")
     parser.add_argument("--inputs", help="tf2onnx input tensors, comma-separated (frozen graphs; may cut the graph)")
     parser.add_argument("--outputs", help="tf2onnx output tensors, comma-separated (frozen graphs; may cut the graph)")
@@ -786,7 +787,9 @@ def run_convert(args: argparse.Namespace) -> int:
     if framework == "onnx" and not post and not args.nms:
         source_model = load_onnx(source, weights=False)
         if not (_looks_like_steering(source_model) or _looks_like_donkeycar(source_model)):
-            raise ConfigError(f"{source} is already ONNX; pass --steering, --ssd or --nms to do something with it")
+            opset = " (--opset alone does not convert: it applies to what those write)" if args.opset else ""
+            raise ConfigError(f"{source} is already ONNX; pass --steering, --ssd or --nms to do something with "
+                              f"it{opset}")
         post = True  # a DonkeyCar-shaped drive model: name its heads and write its spec
     if framework == "onnx" and not post:
         out, spec_path = add_nms_to_file(
