@@ -236,3 +236,65 @@ def test_tub2bag_cli(tmp_path: Path) -> None:
     messages = read_messages(tmp_path / "bag")
     assert messages["/camera/image_raw"][0][1].encoding == "rgb8"
     assert cli_main(["tub2bag", str(tub), str(tmp_path / "bag")]) == 2  # exists: refused, no traceback
+
+
+# ------------------------------------------------------------------------- tubs as replay / evaluate inputs
+
+
+def _pilot_params(tmp_path: Path, **extra: Any) -> Path:
+    brightness_pilot(tmp_path)
+    return write_params(tmp_path, pilot__model=str(tmp_path / "pilot.onnx"), pilot__enabled=True,
+                        detector__enabled=False, pilot__throttle_mode="model", **extra)
+
+
+def test_replay_of_a_tub_takes_its_camera_and_the_drivers_commands(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """The params' image_topic (/camera/image_raw in config/pilot.yaml) does not name a tub's camera: a tub has
+    one, and its recorded user/* commands are the reference, as in evaluate."""
+    tub = write_tub(tmp_path / "tub", drive_frames(6))
+    params = _pilot_params(tmp_path, image_topic="/camera/image_raw")
+    assert cli_main(["replay", str(tub), "--params", str(params), "--no-out", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "processed 6" in out and "steering" in out
+    from trt_perception.tools.replay import replay_bag
+
+    report = replay_bag(tub, params)
+    assert report.image_topic == IMAGE_TOPIC and report.drive is not None and report.drive.matched == 6
+    assert any("DonkeyCar tub" in note for note in report.notes)
+
+
+def test_nothing_is_written_into_a_tub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trt_perception.tools.evaluate import evaluate
+    from trt_perception.tools.replay import default_out, replay_bag
+
+    tub = write_tub(tmp_path / "tub", drive_frames(3))
+    before = tree_snapshot(tub)
+    params = _pilot_params(tmp_path)
+    for kwargs, flag in (({"out": tub / "out"}, "--out"), ({"report_dir": tub / "images"}, "--report"),
+                         ({"out": tub}, "--out")):
+        with pytest.raises(BagError, match=f"{flag} .* inside|is the input bag"):
+            replay_bag(tub, params, **kwargs)
+    with pytest.raises(BagError, match="--out .* is inside the tub"):
+        evaluate([tub], params, out=tub / "eval", workers=0, plots=False)
+    monkeypatch.chdir(tub / "images")  # `cd tub/images && trt-perception replay ..`: the bag goes beside the tub
+    assert default_out(tub) == tmp_path / "tub_replay"
+    assert tree_snapshot(tub) == before
+
+
+def test_a_tub_without_frames_or_manifest_says_what_is_wrong(tmp_path: Path) -> None:
+    from trt_perception.tools.replay import replay_bag
+
+    params = _pilot_params(tmp_path)
+    lost = write_tub(tmp_path / "lost", drive_frames(4))
+    (lost / "manifest.json").unlink()  # the catalogs still hold every record
+    report = replay_bag(lost, params)
+    assert report.frames_processed == 4 and any("manifest.json is missing" in n for n in report.notes)
+    blind = write_tub(tmp_path / "blind", drive_frames(4))
+    for image in (blind / "images").iterdir():
+        image.unlink()
+    with pytest.raises(BagError, match=r"has no usable frame: 4 usable records, none with its image file "
+                                        r"\(missing image: 4"):
+        replay_bag(blind, params)
+    with pytest.raises(BagError, match="has no usable frame"):
+        tub2bag(blind, tmp_path / "bag")
+    assert not (tmp_path / "bag").exists()

@@ -406,6 +406,11 @@ def evaluate(
     for variant in variants:  # a broken params file is one error now, not one per input later
         load_config(variant["params"], list(options.heads) if options.heads else None)
     out_path = Path(out).expanduser()
+    from trt_perception.tools.tub import refuse_output_inside
+
+    for ref in refs:  # the staging folder too: it sits beside --out
+        refuse_output_inside(ref.path, out_path, "--out")
+        refuse_output_inside(ref.path, out_path.with_name(f".{out_path.name}.partial"), "--out")
     _check_out(out_path, force)
     staging = out_path.with_name(f".{out_path.name}.partial")
     if staging.exists():

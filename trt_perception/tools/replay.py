@@ -598,12 +598,16 @@ def replay_bag(
     bag_path = Path(bag).expanduser()
     out_path = Path(out).expanduser() if out is not None else None
     # before any work: an hour-long replay must not fail at the end on its outputs
+    from trt_perception.tools.tub import refuse_output_inside
+
     if out_path is not None:
-        _check_output(out_path, force)
         if out_path.resolve() == bag_path.resolve():
             raise BagError(f"--out {out_path} is the input bag; fix: pass another --out")
+        refuse_output_inside(bag_path, out_path, "--out")
+        _check_output(out_path, force)
         check_writable_folder(out_path.parent, "--out")
     if report_dir is not None:
+        refuse_output_inside(bag_path, report_dir, "--report")
         check_report_folder(Path(report_dir), force)
 
     read_distro = distro or "humble"
@@ -613,6 +617,17 @@ def replay_bag(
         write_distro = distro or (bag_distro if bag_distro in DISTROS else "humble")
         write_store = read_store if write_distro == read_distro else _typestore(write_distro)
         topics = reader.topics
+        problems = getattr(reader, "problems", None)  # a DonkeyCar tub: what was wrong with it (skipped, noted)
+        if problems is not None:  # a tub: its camera, and the driver's recorded commands as the reference
+            from trt_perception.tools import tub
+
+            if not image_topic:
+                image_topic = tub.IMAGE_TOPIC if tub.IMAGE_TOPIC in topics else tub.RAW_IMAGE_TOPIC
+            if truth_drive_topic is None and tub.USER_TOPIC in topics:
+                truth_drive_topic = tub.USER_TOPIC
+                notes.append(f"a DonkeyCar tub: frames from its camera ({image_topic}), the recorded user/angle and "
+                             f"user/throttle as the reference commands ({tub.USER_TOPIC}; --truth-drive-topic "
+                             f"{tub.PILOT_TOPIC} for the recorded pilot's)")
         topic, image_type = _resolve_image_topic(
             topics, image_topic or config.image_topic, "raw" if image_topic else config.image_transport
         )
@@ -623,7 +638,6 @@ def replay_bag(
         if truth_mask_topic:
             _check_topic(topics, truth_mask_topic, IMAGE_TYPES, "--truth-mask-topic")
 
-        problems = getattr(reader, "problems", None)  # a DonkeyCar tub: what was wrong with it (skipped, noted)
         if problems is not None and problems.total:
             notes.extend(f"tub: {line}" for line in problems.lines())
         clock = BagClock(reader.start_time * 1e-9)
@@ -741,9 +755,11 @@ class _Run:
                     self.topics[(head.name, topic.role)] = ("/" + topic.name.lstrip("/"), f"{package}/msg/{name}")
         # topics heads read besides the camera (IMU, behavior): bag topic -> [(head, the topic as it names it)]
         self.input_topics: Dict[str, List[Tuple[Any, str]]] = {}
+        self.input_types: Dict[str, str] = {}  # bag topic -> the message type the heads read there
         for head in processor.heads:
-            for name, _ in head.task.accepts_topics():
+            for name, msgtype in head.task.accepts_topics():
                 self.input_topics.setdefault("/" + name.lstrip("/"), []).append((head, name))
+                self.input_types["/" + name.lstrip("/")] = msgtype
         self.detection_head = next((h for h in processor.heads if h.task.name == "detection"), None)
         self.drive_head = processor.drive_head
         self.safety = self.drive_head.task.safety if self.drive_head is not None else None
@@ -785,8 +801,10 @@ class _Run:
         input_conns = [c for c in reader.connections if c.topic in self.input_topics]
         for topic in sorted(set(self.input_topics) - {c.topic for c in input_conns}):
             heads = ", ".join(h.name for h, _ in self.input_topics[topic])
-            self.report.notes.append(f"{heads} reads {topic}, which is not in the bag (an IMU pilot then stops on "
-                                     "every frame)")
+            effect = ("no IMU data: the pilot stops on every frame, as on the car" if "Imu" in
+                      self.input_types.get(topic, "") else "the behavior stays the head's behavior param, or the "
+                      "spec's default")
+            self.report.notes.append(f"{heads} reads {topic}, which is not in the bag ({effect})")
         total = sum(c.msgcount for c in image_conns)
         if self.limit is not None:
             total = min(total, self.limit)
@@ -1505,12 +1523,19 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_out(bag: PathLike) -> Path:
-    """./<bag name>_replay: next to where the user is, never inside the recording."""
-    name = Path(bag).expanduser().resolve().name
+    """./<bag name>_replay: next to where the user is, or beside the recording when the user is inside its
+    folder (``cd tub && trt-perception replay .``): never inside the recording."""
+    from trt_perception.tools.tub import is_inside
+
+    recording = Path(bag).expanduser().resolve()
+    name = recording.name
     for suffix in (".mcap", ".db3"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
-    return Path.cwd() / f"{name}_replay"
+    here = Path.cwd()
+    if recording.is_dir() and is_inside(recording, here):
+        return recording.parent / f"{name}_replay"
+    return here / f"{name}_replay"
 
 
 def run_replay(args: argparse.Namespace) -> int:

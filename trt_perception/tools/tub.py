@@ -134,9 +134,29 @@ class TubTopic:
 
 
 def is_tub(path: PathLike) -> bool:
-    """A DonkeyCar tub v2 folder: manifest.json inside, and not a rosbag2 folder."""
+    """A DonkeyCar tub v2 folder: manifest.json inside (or, its manifest lost, catalog_*.catalog files), and not
+    a rosbag2 folder."""
     path = Path(path).expanduser()
-    return path.is_dir() and (path / "manifest.json").is_file() and not (path / "metadata.yaml").is_file()
+    if not path.is_dir() or (path / "metadata.yaml").is_file():
+        return False
+    return (path / "manifest.json").is_file() or any(path.glob("catalog_*.catalog"))
+
+
+def is_inside(folder: PathLike, path: PathLike) -> bool:
+    """``path`` is ``folder`` or lies below it (both resolved: ``.``, ``..`` and links count)."""
+    root = Path(folder).expanduser().resolve()
+    target = Path(path).expanduser().resolve()
+    return target == root or root in target.parents
+
+
+def refuse_output_inside(recording: PathLike, output: PathLike, flag: str) -> None:
+    """Nothing is ever written into a recording (a tub, or a rosbag2 folder): ``output`` inside one is refused,
+    before any work."""
+    recording = Path(recording).expanduser()
+    if recording.is_dir() and is_inside(recording, output):
+        what = "the tub" if is_tub(recording) else "the recording"
+        raise BagError(f"{flag} {output} is inside {what} {recording}; nothing is written into a recording; fix: "
+                       f"pass {flag} with a path outside it")
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -198,14 +218,18 @@ class TubReader:
         if not self.path.is_dir():
             raise BagError(f"tub {self.path} is not a folder; fix: pass the tub folder (with manifest.json)")
         manifest = self.path / "manifest.json"
-        if not manifest.is_file():
-            raise BagError(f"{self.path} has no manifest.json: not a DonkeyCar tub v2; fix: pass a tub folder "
-                           "(data/tub_...) recorded by DonkeyCar 4.x/5.x")
-        lines = _json_lines(manifest)
+        if not manifest.is_file() and not any(self.path.glob("catalog_*.catalog")):
+            raise BagError(f"{self.path} has no manifest.json and no catalog_*.catalog file: not a DonkeyCar tub v2; "
+                           "fix: pass a tub folder (data/tub_...) recorded by DonkeyCar 4.x/5.x")
+        if not manifest.is_file():  # lost: the catalogs still hold every record (images under cam/image_array)
+            self.problems.add("manifest", f"{manifest} is missing; read catalog_*.catalog files")
+        lines = _json_lines(manifest) if manifest.is_file() else []
         inputs = lines[0] if lines and isinstance(lines[0], list) else None
         types = lines[1] if len(lines) > 1 and isinstance(lines[1], list) else None
         catalog_meta = lines[4] if len(lines) > 4 and isinstance(lines[4], dict) else None
-        if inputs is None or types is None or len(inputs) != len(types):
+        if not lines:
+            pass  # noted above
+        elif inputs is None or types is None or len(inputs) != len(types):
             self.problems.add("manifest", f"{manifest}: the inputs/types lines are missing or disagree")
         else:
             images = [k for k, t in zip(inputs, types) if t in IMAGE_TYPES]
@@ -217,7 +241,8 @@ class TubReader:
             paths = [self.path / str(p) for p in catalog_meta["paths"]]
             deleted = {int(i) for i in catalog_meta.get("deleted_indexes", []) if isinstance(i, int)}
         else:
-            self.problems.add("manifest", f"{manifest}: no catalog metadata line; read catalog_*.catalog files")
+            if lines:
+                self.problems.add("manifest", f"{manifest}: no catalog metadata line; read catalog_*.catalog files")
             paths = sorted(self.path.glob("catalog_*.catalog"), key=_catalog_number)
         if not paths:
             raise BagError(f"tub {self.path} lists no catalogs and has no catalog_*.catalog file: nothing recorded")
@@ -231,6 +256,11 @@ class TubReader:
                 self.problems.add("manifest mismatch", f"manifest current_index {current}, catalogs hold {position} "
                                   "records")
         self._connections()
+        if not any(rec.image is not None for rec in self.records):
+            found = "; ".join(self.problems.lines()[:3]) or "no problem found in its catalogs"
+            raise BagError(f"tub {self.path} has no usable frame: {len(self.records)} usable records, none with its "
+                           f"image file ({found}); fix: check the tub's catalog_*.catalog files and images/ folder "
+                           "(nothing was written)")
         self.isopen = True
 
     def _read_catalog(self, path: Path, position: int, deleted: set) -> int:
@@ -474,10 +504,7 @@ def tub2bag(tub: PathLike, out: PathLike, image_format: str = "compressed", stor
     if not is_tub(tub_path):
         raise BagError(f"{tub_path} is not a DonkeyCar tub (a folder with manifest.json); fix: pass the tub folder, "
                        "e.g. ~/mycar/data/tub_12_24-05-01")
-    resolved = out_path.resolve()
-    if resolved == tub_path.resolve() or tub_path.resolve() in resolved.parents:
-        raise BagError(f"output {out_path} is inside the tub {tub_path}; nothing is written into a tub; fix: pass "
-                       "an output path outside it")
+    refuse_output_inside(tub_path, out_path, "output")
     storage_name = _pick_storage(storage)
     typestore = _typestore(distro)
     reader = open_tub(tub_path, typestore, image_format=image_format, gyro_units=gyro_units)
