@@ -236,6 +236,8 @@ def test_tub2bag_cli(tmp_path: Path) -> None:
     messages = read_messages(tmp_path / "bag")
     assert messages["/camera/image_raw"][0][1].encoding == "rgb8"
     assert cli_main(["tub2bag", str(tub), str(tmp_path / "bag")]) == 2  # exists: refused, no traceback
+    with pytest.raises(BagError, match="fix: pass --force to replace it, or another OUT path$"):
+        tub2bag(tub, tmp_path / "bag")  # tub2bag's own flags (it has no --out or --no-out)
 
 
 # ------------------------------------------------------------------------- tubs as replay / evaluate inputs

@@ -206,17 +206,21 @@ def _stamp_ns(msg: Any) -> int:
 # ------------------------------------------------------------------------------------------- writing
 
 
+REPLAY_OUT_FIX = "pass --force to replace it, --out to write elsewhere, or --no-out to write no bag"
+
+
 class _OutputBag:
     """The output bag, written in a hidden staging folder beside it and moved into place when complete, so an
     interrupted replay leaves no half-written bag. rosbags names the storage file after the bag folder, so the
     bag is written under its final name inside the staging folder."""
 
-    def __init__(self, path: Path, storage: str, typestore: Any, force: bool) -> None:
+    def __init__(self, path: Path, storage: str, typestore: Any, force: bool, fix: str = REPLAY_OUT_FIX,
+                 elsewhere: str = "pass another --out") -> None:
         from rosbags.rosbag2 import Writer
 
         self.path = path
         self.typestore = typestore
-        _check_output(path, force)
+        _check_output(path, force, fix, elsewhere)
         self.partial = path.with_name(f".{path.name}.partial")
         if self.partial.exists():
             shutil.rmtree(self.partial)
@@ -302,15 +306,16 @@ def _looks_like_bag(path: Path) -> bool:
     )
 
 
-def _check_output(path: Path, force: bool) -> None:
+def _check_output(path: Path, force: bool, fix: str = REPLAY_OUT_FIX, elsewhere: str = "pass another --out") -> None:
+    """An output bag path: free, or an earlier bag and ``force``. ``fix``/``elsewhere``: the calling command's
+    own flags (tub2bag has no --out or --no-out)."""
     if not path.exists():
         return
     if not force:
-        raise BagError(f"output {path} exists; refusing to overwrite it; fix: pass --force to replace it, "
-                       "--out to write elsewhere, or --no-out to write no bag")
+        raise BagError(f"output {path} exists; refusing to overwrite it; fix: {fix}")
     if not _looks_like_bag(path):
         raise BagError(f"output {path} exists and is not a rosbag2 bag (metadata.yaml + .mcap/.db3 files only); "
-                       "refusing to delete it even with --force; fix: pass another --out")
+                       f"refusing to delete it even with --force; fix: {elsewhere}")
 
 
 def _remove_bag(path: Path) -> None:

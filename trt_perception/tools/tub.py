@@ -508,7 +508,8 @@ def tub2bag(tub: PathLike, out: PathLike, image_format: str = "compressed", stor
     storage_name = _pick_storage(storage)
     typestore = _typestore(distro)
     reader = open_tub(tub_path, typestore, image_format=image_format, gyro_units=gyro_units)
-    output = _OutputBag(out_path, storage_name, typestore, force)
+    output = _OutputBag(out_path, storage_name, typestore, force, fix="pass --force to replace it, or another OUT "
+                        "path", elsewhere="pass another OUT path")
     written: Dict[str, int] = {}
     try:
         for conn in reader.connections:
