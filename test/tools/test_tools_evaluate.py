@@ -229,6 +229,18 @@ def test_a_bad_input_is_reported_and_the_rest_go_on(tmp_path: Path, models: Path
     assert results["inputs_included"] == 2
     assert results["totals"]["A"]["detection"]["map50"] == pytest.approx(23 / 101)
     assert "FAILED" in result.text and "broken" in result.text
+    # the whole first line of the error, fix included (the table cut it at 300 characters, before the fix)
+    failed_line = next(line for line in result.text.splitlines() if line.strip().startswith("FAILED A"))
+    assert failed_line.rstrip().endswith(results["failed"][0]["error"].splitlines()[0].rstrip())
+    assert "ros2 bag reindex BAG" in failed_line  # the repair hint at its end
+
+
+def test_inputs_of_the_same_name_are_told_apart() -> None:
+    from trt_perception.tools.evaluate import display_names
+
+    assert display_names(["/r/data/tub_1", "/r/bags/tub_1", "/r/x/one.mcap", "/r/two"]) == [
+        "data/tub_1", "bags/tub_1", "one", "two"]
+    assert display_names(["/a/b/x", "/c/b/x"]) == ["a/b/x", "c/b/x"]
 
 
 def crashing_task(task: Task) -> Dict[str, Any]:
@@ -350,6 +362,33 @@ def test_memory_is_flat_in_the_number_of_inputs(tmp_path: Path, models: Path) ->
     assert large - small < 1_000_000, (small, large)  # 18 more inputs: < 1 MB more at the peak
 
 
+def test_an_unreachable_ray_address_is_one_error_not_minutes_of_retries() -> None:
+    import socket
+
+    from trt_perception.tools.evaluate import _check_reachable
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(ConfigError, match=f"nothing answers at 127.0.0.1:{port}.*fix: start the cluster"):
+            _check_reachable(address, timeout_s=2.0)
+    _check_reachable("auto")
+    _check_reachable("local")
+
+
+def test_an_interrupted_run_is_kept_until_force(tmp_path: Path, models: Path, two_bags: Tuple[Path, Path]) -> None:
+    params = make_params(tmp_path / "a", models)
+    staging = tmp_path / ".eval.partial"
+    (staging / "inputs" / "A").mkdir(parents=True)
+    (staging / "inputs" / "A" / "0000-one.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"interrupted evaluation \(1 finished input runs\).*--force"):
+        evaluate([two_bags[0]], params, out=tmp_path / "eval", workers=0, plots=False)
+    assert (staging / "inputs" / "A" / "0000-one.json").is_file()
+    evaluate([two_bags[0]], params, out=tmp_path / "eval", workers=0, plots=False, force=True)
+    assert (tmp_path / "eval" / "report.json").is_file() and not staging.exists()
+
+
 def test_a_ray_task_uses_its_share_of_cores_not_the_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray pins no affinity: without this, every task's replay would start a helper thread per core of the node."""
     import cv2
@@ -456,3 +495,7 @@ def test_a_donkeycar_tub_is_an_input_scored_against_its_recorded_commands(tmp_pa
     assert row["steering_mae"] < 0.01 and row["throttle_mae"] < 0.01  # JPEG noise only
     direct = replay_bag(tub, params, truth_drive_topic="/user/cmd_vel")
     assert row["steering_mae"] == pytest.approx(direct.drive.steering_mae, abs=1e-12)
+    # a damaged tub's lost frames never reach the pipeline ("bad 0"): the text lists them
+    (tub / "images" / "3_cam_image_array_.jpg").unlink()
+    damaged = evaluate([tub], params, out=tmp_path / "eval2", workers=0, plots=False)
+    assert "recording problems" in damaged.text and "tub_1: missing image: 1" in damaged.text

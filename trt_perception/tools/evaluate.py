@@ -317,6 +317,23 @@ def _pool_pass(queue: Deque[Task], workers: int, ctx: Any, counter: Any, on_resu
     return []
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) address answers a TCP connect within ``timeout_s``: ray.init retries an
+    unreachable GCS for minutes, printing its own errors, before it gives up."""
+    import socket
+
+    target = address[len("ray://"):] if address.startswith("ray://") else address
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # 'auto', 'local', or a form Ray itself explains
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"--ray {address}: nothing answers at {host}:{port} ({exc.strerror or exc}); fix: start "
+                          "the cluster there (`ray start --head` prints its address), pass 'auto' for one running "
+                          "on this machine, or 'local' to start one for this run") from None
+
+
 def run_ray(tasks: Sequence[Task], address: str, on_result: Callable[[Dict[str, Any]], None], progress: _Progress,
             task_function: Callable[[Task], Dict[str, Any]] = run_task, cpus_per_task: float = 1.0) -> None:
     """One Ray task per (input, model set) on the cluster at ``address`` ('auto', 'local', 'HOST:PORT',
@@ -327,6 +344,7 @@ def run_ray(tasks: Sequence[Task], address: str, on_result: Callable[[Dict[str, 
         raise ConfigError(f"--ray {address}: Ray is not installed; fix: {RAY_HINT}") from None
     started_here = not ray.is_initialized()
     if started_here:
+        _check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         except Exception as exc:  # ConnectionError, ValueError for a malformed address, ...
@@ -414,6 +432,10 @@ def evaluate(
     _check_out(out_path, force)
     staging = out_path.with_name(f".{out_path.name}.partial")
     if staging.exists():
+        if not force:  # an interrupted run's finished inputs: the user's, until they say otherwise
+            done = len(list(staging.glob("inputs/*/*.json")))
+            raise ConfigError(f"{staging} holds an interrupted evaluation ({done} finished input runs); refusing to "
+                              "delete it; fix: pass --force to start over, or move it away to keep its results")
         shutil.rmtree(staging)
     layout = RunLayout(staging)
     staging.mkdir(parents=True)
@@ -432,7 +454,8 @@ def evaluate(
         print(f"evaluate: interrupted; the inputs finished so far are in {staging}", file=sys.stderr)
         raise
     bar.close()
-    items = [{"index": i, "name": r.name, "path": r.path, "kind": r.kind} for i, r in enumerate(refs)]
+    names = display_names([r.path for r in refs])
+    items = [{"index": i, "name": names[i], "path": r.path, "kind": r.kind} for i, r in enumerate(refs)]
     results, histograms = aggregate(layout, items, [v["key"] for v in variants], top)
     candidate = variants[-1]["key"]
     report: Dict[str, Any] = {
@@ -469,6 +492,24 @@ def evaluate(
             shutil.rmtree(out_path)
         staging.rename(out_path)
     return Evaluation(report, text, exit_code, out_path, [out_path / p.name for p in names])
+
+
+def display_names(paths: Sequence[str]) -> List[str]:
+    """Each input's name in the tables: its file or folder name (no .mcap/.db3), with as many parent folders as
+    it takes to tell inputs of the same name apart (``data/tub_1`` and ``bags/tub_1``)."""
+    parts = [Path(p).expanduser().resolve().parts for p in paths]
+    stems = [Path(p).stem if Path(p).suffix in (".mcap", ".db3") else Path(p).name for p in paths]
+    depth = [1] * len(paths)
+    while True:
+        names = ["/".join([*part[-d:-1], stem]) if d > 1 else stem for part, stem, d in zip(parts, stems, depth)]
+        seen: Dict[str, List[int]] = {}
+        for i, name in enumerate(names):
+            seen.setdefault(name, []).append(i)
+        clashes = [i for group in seen.values() if len(group) > 1 for i in group if depth[i] < len(parts[i])]
+        if not clashes:
+            return names
+        for i in clashes:
+            depth[i] += 1
 
 
 def _variants(params: PathLike, params_b: Optional[PathLike], labels: Optional[Sequence[str]]) -> List[Dict[str, str]]:

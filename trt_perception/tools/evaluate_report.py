@@ -499,7 +499,7 @@ def format_evaluation(report: Dict[str, Any]) -> str:
         name = entry["name"][:27]
         if not all(entry[k]["ok"] for k in keys):
             bad = [k for k in keys if not entry[k]["ok"]]
-            lines.append(f"  {name:<28}FAILED ({', '.join(bad)}): {_first_line(entry[bad[0]]['error'])}")
+            lines.append(f"  {name:<28}FAILED ({', '.join(bad)}; the error is listed below)")
             continue
         line = f"  {name:<28}{first.get('frames_processed', 0):>7}{first.get('bad_frames', 0):>5}" \
                f"{first.get('dropped_frames', 0):>5}"
@@ -560,6 +560,12 @@ def format_evaluation(report: Dict[str, Any]) -> str:
         for item in steer["top_frames"][:5]:
             lines.append(f"    steer   {item['input']} frame {item['frame']} t={_n(item['time_s'], 2)}s: A "
                          f"{_n(item['steering_a'])} B {_n(item['steering_b'])} recorded {_n(item['steering_truth'])}")
+    damaged = [(entry["name"], note[len("tub: "):]) for entry in agg["per_input"]
+               for note in entry[keys[0]].get("notes") or [] if note.startswith("tub: ")]
+    if damaged:  # frames a damaged tub lost never reach the pipeline: not in "bad", so said here
+        lines.append("")
+        lines.append("  recording problems (skipped or noted; the recordings were not changed):")
+        lines.extend(f"    {name}: {problem}" for name, problem in damaged)
     if agg["failed"]:
         lines.append("")
         for fail in agg["failed"]:
@@ -578,8 +584,9 @@ def format_evaluation(report: Dict[str, Any]) -> str:
 
 
 def _first_line(text: Optional[str]) -> str:
-    text = text or "unknown error"
-    return text.splitlines()[0][:300]
+    """The error's first line, whole: its fix comes last (a replay's errors end with "fix: ...")."""
+    text = (text or "").strip() or "unknown error"
+    return text.splitlines()[0]
 
 
 # ------------------------------------------------------------------------------------------- files
