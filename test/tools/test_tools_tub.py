@@ -198,7 +198,8 @@ def test_imu_pilot_replays_from_a_bag_with_its_imu_topic(tmp_path: Path) -> None
     write_tub(tmp_path / "tub2", drive_frames(5))
     tub2bag(tmp_path / "tub2", tmp_path / "bag2")
     report = replay_bag(tmp_path / "bag2", params, out=tmp_path / "out2")
-    assert any(f"reads {IMU_TOPIC}, which is not in the bag" in note for note in report.notes)
+    assert any(f"reads {IMU_TOPIC}, which is not in the bag (no IMU data: the pilot stops" in note
+               for note in report.notes)
     commands = read_messages(tmp_path / "out2")["/cmd_vel"]
     assert len(commands) == 5 and all((c.linear.x, c.angular.z) == (0.0, 0.0) for _, c in commands)
 
@@ -300,3 +301,20 @@ def test_a_tub_without_frames_or_manifest_says_what_is_wrong(tmp_path: Path) -> 
     with pytest.raises(BagError, match="has no usable frame"):
         tub2bag(blind, tmp_path / "bag")
     assert not (tmp_path / "bag").exists()
+
+
+def test_a_behavior_pilot_without_its_topic_keeps_driving_and_the_note_says_so(tmp_path: Path) -> None:
+    """A missing /behavior topic is not a stop (the note said "an IMU pilot then stops" for every input)."""
+    test_dir = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(test_dir))
+    from donkey_factory import convert_pilot
+
+    from trt_perception.tools.replay import replay_bag
+
+    tub = write_tub(tmp_path / "tub", drive_frames(4))
+    model = convert_pilot(tmp_path, "behavior")
+    params = write_params(tmp_path, pilot__model=str(model), pilot__enabled=True, detector__enabled=False,
+                          pilot__drive_enabled=True, pilot__throttle_mode="model")
+    report = replay_bag(tub, params)
+    (note,) = [n for n in report.notes if "which is not in the bag" in n]
+    assert "behavior stays" in note and "IMU" not in note and report.frames_processed == 4
