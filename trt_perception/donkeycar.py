@@ -3,8 +3,9 @@ arithmetic DonkeyCar applies around its models.
 
 Every rule here reproduces a line of DonkeyCar; the citations are to autorope/donkeycar at commit cde8bbe9
 (main, 2026-02; release 5.1 has the same code at slightly different lines). No TensorFlow and no donkeycar
-import: the car config is read as Python *literals* (``ast``), never executed, and model graphs are described
-by plain (name, shape) pairs so ``trt-perception convert`` and the tests share one recognizer.
+import: the car config is read with ``ast`` (literals and simple arithmetic on names set earlier), never
+executed, and model graphs are described by plain (name, shape) pairs so ``trt-perception convert`` and the
+tests share one recognizer.
 
 Pilot types (``utils.get_model_by_type``, utils.py:484-552) and what their Keras graphs look like
 (parts/keras.py; batch dim first, H x W x C the camera image, ``IMAGE_H x IMAGE_W x IMAGE_DEPTH``):
@@ -34,6 +35,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import operator
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,53 +176,335 @@ def parse_pilot_type(text: str) -> PilotType:
 # --------------------------------------------------------------------------------------------- car config
 
 
+@dataclass(frozen=True)
+class Unread:
+    """A setting of a config file whose value cannot be worked out without running the file: where it is set, the
+    statement, and why."""
+
+    name: str
+    path: str
+    line: int
+    statement: str
+    reason: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+    def error(self) -> ConfigError:
+        example = TEMPLATE_DEFAULTS.get(self.name)
+        value = repr(example) if example not in (None, []) else "<value>"
+        return ConfigError(
+            f"DonkeyCar config {self.where}: {self.name} is set by `{self.statement}`, which cannot be worked out "
+            f"without running the file ({self.reason}); the converter needs {self.name} and does not guess it; "
+            f"fix: write the value itself in {Path(self.path).name}, e.g. {self.name} = {value}, or pass "
+            "--donkey-database (the pilot's database.json entry holds the values DonkeyCar computed when training)"
+        )
+
+
 @dataclass
 class CarConfig:
-    """The UPPERCASE settings of a car's config.py (+ myconfig.py over it), or of a database.json entry."""
+    """The UPPERCASE settings of a car's config.py (+ myconfig.py over it), or of a database.json entry.
+
+    A setting the file gives by an expression this reader does not evaluate is in ``unread``, never in
+    ``values``: ``get`` raises for it (naming file:line and the statement) instead of falling back to DonkeyCar's
+    template default, so only the settings the converter uses can stop it."""
 
     values: Dict[str, Any] = field(default_factory=dict)
     sources: List[str] = field(default_factory=list)
-    skipped: List[str] = field(default_factory=list)  # names whose values are not literals (not read)
+    unread: Dict[str, Unread] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> List[str]:
+        """Names whose values could not be read."""
+        return sorted(self.unread)
 
     def get(self, key: str) -> Any:
-        """The car's value, else DonkeyCar's template default."""
+        """The car's value, else DonkeyCar's template default; ConfigError for a value that could not be read."""
+        if key in self.unread and key not in self.values:
+            raise self.unread[key].error()
         return self.values.get(key, TEMPLATE_DEFAULTS.get(key))
 
     def has(self, key: str) -> bool:
+        """Whether the car sets ``key`` to a known value (an unreadable one raises in ``get``)."""
         return key in self.values
 
+    def merged(self, over: CarConfig) -> CarConfig:
+        """This config with ``over``'s settings over it (myconfig.py over config.py, database.json over both): a
+        value ``over`` sets, readable or not, replaces this one's."""
+        values = {k: v for k, v in self.values.items() if k not in over.unread}
+        values.update(over.values)
+        unread = {k: v for k, v in self.unread.items() if k not in over.values}
+        unread.update(over.unread)
+        return CarConfig(values, self.sources + over.sources, unread)
 
-def _literals(path: Path) -> Tuple[Dict[str, Any], List[str]]:
-    """Module-level ``NAME = literal`` assignments of a Python config file, without running it."""
+
+class _Unknown(Exception):
+    """An expression the config reader does not evaluate; the message says why."""
+
+
+_BINARY: Dict[type, Any] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+}
+_UNARY: Dict[type, Any] = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
+_COMPARE: Dict[type, Any] = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
+    ast.GtE: operator.ge, ast.Is: operator.is_, ast.IsNot: operator.is_not,
+    ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
+}
+_FUNCTIONS: Dict[str, Any] = {"int": int, "float": float, "round": round, "abs": abs, "min": min, "max": max,
+                              "len": len, "bool": bool}
+_MAX_ITEMS = 100000  # longest string/list an expression may build
+_MAX_BITS = 4096  # largest integer an expression may build
+_MUTATORS = {"append", "extend", "insert", "remove", "pop", "clear", "update", "setdefault", "popitem", "sort",
+             "reverse", "add", "discard", "__setitem__", "__delitem__", "__iadd__"}  # methods that change a value
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_OWN_SCOPE = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def _base_name(node: ast.AST) -> Optional[str]:
+    """``X`` of ``X[0]``, ``X.a.b``, ``X.append``."""
+    while isinstance(node, (ast.Subscript, ast.Attribute)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _bindings(node: ast.AST, stmt: Optional[ast.stmt] = None) -> List[Tuple[str, ast.AST]]:
+    """Every (name, statement) by which the statements under ``node`` bind or change a module-level name:
+    assignments, deletions, imports, def/class, loop and with targets, in-place changes (``X[0] = 1``,
+    ``X.append(1)``). Function, class, lambda and comprehension bodies are their own scopes and are skipped."""
+    found: List[Tuple[str, ast.AST]] = []
+    for child in ast.iter_child_nodes(node):
+        here = child if isinstance(child, ast.stmt) else (stmt or child)
+        if isinstance(child, _SCOPES):
+            found.append((child.name, child))
+            continue
+        if isinstance(child, _OWN_SCOPE):
+            continue
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            found.extend(((a.asname or a.name).split(".")[0], child) for a in child.names if a.name != "*")
+            continue
+        stored = isinstance(getattr(child, "ctx", None), (ast.Store, ast.Del))
+        if isinstance(child, ast.Name) and stored:
+            found.append((child.id, here))
+        changed = None  # X of X[0] = 1, del X.a, X.append(1)
+        if isinstance(child, (ast.Subscript, ast.Attribute)) and stored:
+            changed = _base_name(child)
+        elif isinstance(child, ast.Call) and isinstance(child.func, ast.Attribute) and child.func.attr in _MUTATORS:
+            changed = _base_name(child.func)
+        if changed is not None:
+            found.append((changed, here))
+        found.extend(_bindings(child, here))
+    return found
+
+
+class _ConfigReader:
+    """The module-level settings of a DonkeyCar config file, worked out WITHOUT running it: constants, names set
+    earlier in the same file, arithmetic (+ - * / // % **, unary - + not), comparisons, ``a if c else b``,
+    and/or, lists/tuples/sets/dicts, indexing, int/float/round/abs/min/max/len/bool, and ``if`` blocks whose
+    condition is one of those. Anything else (calls, attributes, loops, imports...) leaves the names it sets
+    unread, with the file:line, the statement and the reason.
+
+    Each file is read on its own, as DonkeyCar runs it (config.py:16-26, 80-85: ``exec`` in a fresh module):
+    myconfig.py cannot use a name that only config.py sets."""
+
+    def __init__(self, path: Path, source: str, tree: ast.Module) -> None:
+        self.path, self.source = path, source
+        self.env: Dict[str, Any] = {}  # every module-level name with a known value, lowercase too
+        self.unread: Dict[str, Unread] = {}
+        self.rebound = {name for name, _ in _bindings(tree)}  # a builtin the file rebinds is not the builtin
+
+    def text(self, node: ast.AST) -> str:
+        segment = ast.get_source_segment(self.source, node) or ""
+        segment = " ".join(segment.split())
+        return segment if len(segment) <= 100 else segment[:97] + "..."
+
+    def forget(self, name: str, stmt: ast.AST, reason: str) -> None:
+        self.env.pop(name, None)
+        self.unread[name] = Unread(name, str(self.path), getattr(stmt, "lineno", 0), self.text(stmt), reason)
+
+    def run(self, body: Sequence[ast.stmt]) -> None:
+        for stmt in body:
+            self.statement(stmt)
+
+    def statement(self, stmt: ast.stmt) -> None:
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            if stmt.value is None:
+                return  # `X: int` binds nothing
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            try:
+                if isinstance(stmt, ast.AugAssign):
+                    if not isinstance(stmt.target, ast.Name):
+                        raise _Unknown("an in-place change of a part of a value")
+                    old = self.eval(stmt.target)
+                    value = self.binary(stmt.op, old, self.eval(stmt.value), stmt)
+                    if isinstance(old, list):  # `X += [...]` changes the list in place: every name for it sees it
+                        targets = [ast.Name(id=n, ctx=ast.Store()) for n, v in self.env.items() if v is old]
+                else:
+                    value = self.eval(stmt.value)
+            except _Unknown as exc:
+                for target in targets:
+                    for name, _ in _bindings(ast.Expr(value=target)) or [(_base_name(target), stmt)]:
+                        if name is not None:
+                            self.forget(name, stmt, str(exc))
+                return
+            for target in targets:
+                self.bind(target, value, stmt)
+        elif isinstance(stmt, ast.Delete):
+            for target in stmt.targets:
+                if isinstance(target, ast.Name):
+                    self.env.pop(target.id, None)
+                    self.unread.pop(target.id, None)  # gone: DonkeyCar does not see it either
+                else:
+                    for name, _ in _bindings(ast.Expr(value=target)):
+                        self.forget(name, stmt, "it is deleted in part")
+        elif isinstance(stmt, ast.If):
+            try:
+                chosen = self.eval(stmt.test)
+            except _Unknown as exc:
+                reason = f"it is set inside `if {self.text(stmt.test)}` (line {stmt.lineno}), whose condition " \
+                         f"cannot be worked out: {exc}"
+                for name, where in _bindings(ast.Module(body=stmt.body + stmt.orelse, type_ignores=[])):
+                    self.forget(name, where, reason)
+                return
+            self.run(stmt.body if chosen else stmt.orelse)
+        elif isinstance(stmt, ast.Expr):
+            for name, where in _bindings(stmt):  # X.append(...), X.update(...): changed in place
+                if name in self.env:
+                    changed = self.env[name]
+                    aliases = [n for n, v in self.env.items() if v is changed and isinstance(v, (list, dict, set))]
+                    for alias in [*aliases, name]:
+                        self.forget(alias, where, f"it is changed in place by a method call on {name}")
+        else:  # loops, with, try, imports, def, class...: names they bind are not read
+            kind = type(stmt).__name__.lower()
+            for name, where in _bindings(ast.Module(body=[stmt], type_ignores=[])):
+                self.forget(name, where, f"it is set by a `{kind}` statement (line {stmt.lineno}), which this "
+                                         "reader does not run")
+
+    def bind(self, target: ast.expr, value: Any, stmt: ast.stmt) -> None:
+        if isinstance(target, ast.Name):
+            self.env[target.id] = value
+            self.unread.pop(target.id, None)
+        elif isinstance(target, (ast.Tuple, ast.List)) and isinstance(value, (list, tuple)) \
+                and len(value) == len(target.elts) and not any(isinstance(e, ast.Starred) for e in target.elts):
+            for element, item in zip(target.elts, value):
+                self.bind(element, item, stmt)
+        else:
+            for name, _ in _bindings(ast.Expr(value=target)) or [(_base_name(target), stmt)]:
+                if name is not None:
+                    self.forget(name, stmt, "an unpacking or in-place assignment this reader does not follow")
+
+    def apply(self, function: Any, args: Sequence[Any], node: ast.AST) -> Any:
+        try:
+            return function(*args)
+        except (ArithmeticError, TypeError, ValueError, LookupError, MemoryError, RecursionError) as exc:
+            raise _Unknown(f"`{self.text(node)}` fails: {type(exc).__name__}: {exc}") from None
+
+    def binary(self, op: ast.operator, left: Any, right: Any, node: ast.AST) -> Any:
+        if type(op) not in _BINARY:
+            raise _Unknown(f"`{self.text(node)}` uses an operator other than + - * / // % **")
+        large = False
+        if isinstance(op, ast.Pow) and isinstance(left, int) and isinstance(right, int) and right > 0:
+            large = abs(left).bit_length() * right > _MAX_BITS
+        elif isinstance(op, ast.Mult) and isinstance(left, int) and isinstance(right, int):
+            large = left.bit_length() + right.bit_length() > _MAX_BITS
+        elif isinstance(op, ast.Mult):
+            for items, count in ((left, right), (right, left)):
+                if isinstance(items, (str, bytes, list, tuple)) and isinstance(count, int):
+                    large = large or len(items) * count > _MAX_ITEMS
+        elif isinstance(op, ast.Add) and isinstance(left, (str, bytes, list, tuple)) and hasattr(right, "__len__"):
+            large = len(left) + len(right) > _MAX_ITEMS
+        elif isinstance(op, ast.Mod) and isinstance(left, (str, bytes)):
+            raise _Unknown(f"`{self.text(node)}` is string formatting")
+        if large:
+            raise _Unknown(f"`{self.text(node)}` is too large to work out")
+        return self.apply(_BINARY[type(op)], (left, right), node)
+
+    def items(self, nodes: Sequence[ast.expr]) -> List[Any]:
+        if any(isinstance(n, ast.Starred) for n in nodes):
+            raise _Unknown("it unpacks with *")
+        return [self.eval(n) for n in nodes]
+
+    def eval(self, node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id in self.env:
+                return self.env[node.id]
+            if node.id in self.unread:
+                raise _Unknown(f"it uses {node.id}, which is not read either ({self.unread[node.id].where})")
+            raise _Unknown(f"{node.id} is not set earlier in {self.path.name}; DonkeyCar runs config.py and "
+                           "myconfig.py each on its own, so a name set in one is not defined in the other")
+        if isinstance(node, ast.BinOp):
+            return self.binary(node.op, self.eval(node.left), self.eval(node.right), node)
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+            return self.apply(_UNARY[type(node.op)], (self.eval(node.operand),), node)
+        if isinstance(node, ast.BoolOp):
+            value = None
+            for operand in node.values:
+                value = self.eval(operand)
+                if bool(value) != isinstance(node.op, ast.And):
+                    break
+            return value
+        if isinstance(node, ast.Compare):
+            left = self.eval(node.left)
+            for op, comparator in zip(node.ops, node.comparators):
+                right = self.eval(comparator)
+                if not self.apply(_COMPARE[type(op)], (left, right), node):
+                    return False
+                left = right
+            return True
+        if isinstance(node, ast.IfExp):
+            return self.eval(node.body) if self.eval(node.test) else self.eval(node.orelse)
+        if isinstance(node, ast.List):
+            return self.items(node.elts)
+        if isinstance(node, ast.Tuple):
+            return tuple(self.items(node.elts))
+        if isinstance(node, ast.Set):
+            return self.apply(set, (self.items(node.elts),), node)
+        if isinstance(node, ast.Dict):
+            if any(k is None for k in node.keys):
+                raise _Unknown("it unpacks with **")
+            pairs = list(zip(self.items([k for k in node.keys if k is not None]), self.items(node.values)))
+            return self.apply(dict, (pairs,), node)
+        if isinstance(node, ast.Subscript):
+            index = node.slice
+            if isinstance(index, getattr(ast, "Index", ())):  # Python 3.8 wraps the index
+                index = index.value  # type: ignore[attr-defined]
+            if isinstance(index, ast.Slice):
+                parts = [None if p is None else self.eval(p) for p in (index.lower, index.upper, index.step)]
+                key: Any = slice(*parts)
+            else:
+                key = self.eval(index)
+            return self.apply(operator.getitem, (self.eval(node.value), key), node)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS \
+                and node.func.id not in self.rebound and not node.keywords:
+            return self.apply(_FUNCTIONS[node.func.id], self.items(node.args), node)
+        what = {ast.Call: "a call", ast.Attribute: "an attribute", ast.JoinedStr: "an f-string",
+                ast.Lambda: "a function"}.get(type(node), type(node).__name__)
+        raise _Unknown(f"`{self.text(node)}` is {what}, not a constant, a name set earlier or arithmetic on them")
+
+
+def _read_config_file(path: Path) -> CarConfig:
+    """The UPPERCASE module-level settings of one DonkeyCar config file, without running it (_ConfigReader)."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source, filename=str(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read DonkeyCar config {path}: {exc}") from None
     except SyntaxError as exc:
         raise ConfigError(f"DonkeyCar config {path} is not valid Python (line {exc.lineno}: {exc.msg}); "
                           "fix: the file DonkeyCar itself loads (mycar/config.py, myconfig.py)") from None
-    values: Dict[str, Any] = {}
-    skipped: List[str] = []
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets, value = [node.target], node.value
-        else:
-            continue
-        names = [t.id for t in targets if isinstance(t, ast.Name) and t.id.isupper()]
-        if not names:
-            continue
-        try:
-            literal = ast.literal_eval(value)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            skipped.extend(names)
-            for name in names:
-                values.pop(name, None)  # a later non-literal assignment hides an earlier literal one
-            continue
-        for name in names:
-            values[name] = literal
-    return values, skipped
+    reader = _ConfigReader(path, source, tree)
+    try:
+        reader.run(tree.body)
+    except RecursionError:
+        raise ConfigError(f"DonkeyCar config {path} nests expressions too deeply to read; fix: write its values "
+                          "as plain numbers, strings and lists") from None
+    values = {k: v for k, v in reader.env.items() if k.isupper()}  # DonkeyCar keeps the UPPERCASE names only
+    unread = {k: v for k, v in reader.unread.items() if k.isupper()}
+    return CarConfig(values, [str(path)], unread)
 
 
 def read_car_config(path: PathLike) -> CarConfig:
@@ -236,10 +520,7 @@ def read_car_config(path: PathLike) -> CarConfig:
     config = CarConfig()
     for part in (base, over):
         if part.is_file():
-            values, skipped = _literals(part)
-            config.values.update(values)
-            config.skipped = sorted(set(config.skipped) | set(skipped))
-            config.sources.append(str(part))
+            config = config.merged(_read_config_file(part))
     return config
 
 
@@ -389,7 +670,36 @@ def recognize(inputs: Sequence[Tensor], outputs: Sequence[Tensor], ops: Sequence
     if hint is not None and hint.kind != kind:
         raise SpecError(f"the graph is a DonkeyCar {kind!r} pilot but the type given is {hint.text or hint.kind!r}; "
                         "fix: pass the database entry / config / --donkey-type of THIS model")
+    if hint is not None:
+        _check_type_string(rec, hint)
     return rec
+
+
+def _check_type_string(rec: Recognized, hint: PilotType) -> None:
+    """Refuse a type string whose parameters contradict the graph: KerasMemory's L (mem_in holds L (angle,
+    throttle) pairs, keras.py:369-374, 864-888) and KerasLSTM's L (the frames of img_in, keras.py:995-1026). The
+    other parameters (R, D) do not show in the graph's inputs."""
+    if hint.length is None:
+        return
+    text = hint.text or hint.kind
+    fix = "fix: pass the database entry / --donkey-type of THIS model"
+    if rec.kind == "memory" and "memory" in rec.extra:
+        tensor = rec.extra["memory"]
+        size = _last(tensor)
+        if isinstance(size, int) and size != 2 * hint.length:
+            graph = f"a memory of {size // 2} pairs (L={size // 2})" if size % 2 == 0 else \
+                "no whole number of (angle, throttle) pairs"
+            depth = hint.depth if hint.depth is not None else 0
+            example = f" (for this graph: KerasMemory-L:{size // 2}-D:{depth})" if size % 2 == 0 else ""
+            raise ConfigError(
+                f"the type string {text!r} says a memory of L={hint.length} (angle, throttle) pairs, i.e. mem_in "
+                f"[1, {2 * hint.length}], but the graph's input {tensor.name!r} is {list(tensor.shape)}: {graph}; "
+                f"{fix}{example}")
+    elif rec.kind in ("rnn", "3d") and rec.sequence and rec.sequence != hint.length:
+        raise ConfigError(
+            f"the type string {text!r} says a sequence of L={hint.length} frames, i.e. img_in [1, {hint.length}, H, "
+            f"W, C], but the graph's input {rec.image.name!r} is {list(rec.image.shape)}: {rec.sequence} frames; "
+            f"{fix} (for this graph: {text.split('-', 1)[0]}-L:{rec.sequence})")
 
 
 def _kind(image: Tensor, extra: Mapping[str, Tensor], outputs: Sequence[Tensor], ops: Sequence[str],
@@ -573,11 +883,16 @@ def _output_spec(rec: Recognized, choices: SpecChoices) -> Dict[str, Any]:
     if rec.kind in ("categorical", "behavior"):
         bins = {role: _last(rec.roles[role]) for role in ("angle", "throttle")}
         r = choices.throttle_range
+        key = "MODEL_CATEGORICAL_MAX_THROTTLE_RANGE"
+        if r is None and choices.config is not None and (choices.config.has(key) or key in choices.config.unread):
+            r = float(choices.config.get(key))  # a value the config reader could not work out raises, not defaults
         if r is None:
-            r = float(TEMPLATE_DEFAULTS["MODEL_CATEGORICAL_MAX_THROTTLE_RANGE"])
-            rec.notes.append(f"throttle range not given: assumed [0, {r:g}] (MODEL_CATEGORICAL_MAX_THROTTLE_RANGE of "
-                             "DonkeyCar 5's config template; 4.x templates said 0.5); pass --donkey-config or "
-                             "--donkey-database to take the car's value")
+            r = float(TEMPLATE_DEFAULTS[key])
+            given = f"the car config does not set {key}" if choices.config is not None else "throttle range not given"
+            fix = "pass --throttle-range 0,R" if choices.config is not None else \
+                "pass --donkey-config or --donkey-database to take the car's value"
+            rec.notes.append(f"{given}: assumed [0, {r:g}] (DonkeyCar 5's config template; 4.x templates said 0.5); "
+                             f"{fix}")
         return {"format": "steering_categorical", "tensors": tensors, "angle_bins": bins["angle"],
                 "throttle_bins": bins["throttle"], "angle_range": [-1.0, 1.0], "throttle_range": [0.0, float(r)]}
     out: Dict[str, Any] = {"format": "steering_linear", "tensors": tensors}

@@ -408,7 +408,7 @@ def finish_donkeycar(model: onnx.ModelProto, options: Optional[DonkeyOptions] = 
                 car = ", ".join(f"{k}={config.values[k]!r}" for k in differ)
                 notes.append(f"the pilot was trained with {trained} but the car config says {car}; "
                              "the training values are used")
-            config = dk.CarConfig({**config.values, **entry.config.values}, config.sources + entry.config.sources)
+            config = config.merged(entry.config)  # training values over the car's, unreadable ones kept as such
         else:
             config = entry.config
         pilot = entry.pilot or entry.model_type
