@@ -227,14 +227,12 @@ class TubReader:
         inputs = lines[0] if lines and isinstance(lines[0], list) else None
         types = lines[1] if len(lines) > 1 and isinstance(lines[1], list) else None
         catalog_meta = lines[4] if len(lines) > 4 and isinstance(lines[4], dict) else None
-        if not lines:
-            pass  # noted above
-        elif inputs is None or types is None or len(inputs) != len(types):
-            self.problems.add("manifest", f"{manifest}: the inputs/types lines are missing or disagree")
-        else:
+        if inputs is not None and types is not None and len(inputs) == len(types):
             images = [k for k, t in zip(inputs, types) if t in IMAGE_TYPES]
             if images:
                 self.image_key = str(images[0])
+        elif lines:  # (no manifest at all: noted above)
+            self.problems.add("manifest", f"{manifest}: the inputs/types lines are missing or disagree")
         deleted: set = set()
         paths: List[Path]
         if catalog_meta is not None and isinstance(catalog_meta.get("paths"), list):
