@@ -144,12 +144,9 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(
                 f"ONNX Runtime graph optimisation level {optimization!r} is unknown; expected one of {list(levels)}"
             )
-        path = Path(model_path)
-        if path.is_file() and path.stat().st_size == 0:
-            raise BackendError(
-                f"model file {path} is empty (0 bytes); expected an ONNX model; fix: re-export or re-copy it (an "
-                "interrupted download or copy leaves an empty file)"
-            )
+        from trt_perception.onnx_file import check_model_path
+
+        path = check_model_path(model_path, "model file", BackendError, "an ONNX model")
         # Errors only: old exporters list every initializer as a graph input and ONNX Runtime warns once per
         # initializer (244 lines for a small face SSD) about an optimisation it then does anyway; what matters
         # (a failed load) is an exception, which becomes a BackendError below.

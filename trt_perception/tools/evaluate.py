@@ -426,9 +426,8 @@ def evaluate(
     out_path = Path(out).expanduser()
     from trt_perception.tools.tub import refuse_output_inside
 
-    for ref in refs:  # the staging folder too: it sits beside --out
+    for ref in refs:  # (the staging folder sits beside --out: inside a recording only if --out is)
         refuse_output_inside(ref.path, out_path, "--out")
-        refuse_output_inside(ref.path, out_path.with_name(f".{out_path.name}.partial"), "--out")
     _check_out(out_path, force)
     staging = out_path.with_name(f".{out_path.name}.partial")
     if staging.exists():
