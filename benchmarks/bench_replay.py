@@ -3,9 +3,9 @@
 The user script is what a user writes with rosbags + cv2 + onnxruntime for the demo's detector and pilot:
 ``cv2.imdecode``, crop/resize/normalise per model, one default ``InferenceSession`` per model, softmax + anchor
 decode + one ``cv2.dnn.NMSBoxesBatched`` for the detector, the pilot's two outputs read as they are. Ours is
-``replay_bag`` with the same two models (classic heads, no output bag, no report files), which also builds and
-serializes every output message. Both read the bag from disk each round; throughput is frames over the total
-time of the round; the steering of every frame is checked to agree (1e-4) before anything is timed.
+``replay_bag`` with the same two models (classic heads, no output bag, no report files), which also builds
+every output message the node would publish (not serialized: there is no bag to write them to). Both read the
+bag from disk each round; throughput is frames over the total time of the round; the steering of every frame is checked to agree (1e-4) before anything is timed.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ def run(quick: bool = False) -> Table:
     table.notes.append(
         "Same results checked first (frame count, steering of every frame within 1e-4). The script uses default "
         "ONNX Runtime sessions (a thread per core, spinning), as users do; replay uses the node's ort_threads 1 "
-        "and no spinning, decodes once for both models and also builds + serializes the output messages. "
+        "and no spinning, decodes once for both models and also builds the node's output messages (serialized only "
+        "when it writes an output bag, not here). "
         "replay's helper threads deserialize, decode, preprocess and infer the next frames while its own thread "
         "parses, runs the tasks and builds the messages in frame order (--threads 0: one frame at a time)."
     )
