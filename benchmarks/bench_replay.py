@@ -5,7 +5,8 @@ The user script is what a user writes with rosbags + cv2 + onnxruntime for the d
 decode + one ``cv2.dnn.NMSBoxesBatched`` for the detector, the pilot's two outputs read as they are. Ours is
 ``replay_bag`` with the same two models (classic heads, no output bag, no report files), which also builds
 every output message the node would publish (not serialized: there is no bag to write them to). Both read the
-bag from disk each round; throughput is frames over the total time of the round; the steering of every frame is checked to agree (1e-4) before anything is timed.
+bag from disk each round; throughput is frames over the total time of the round; the steering of every frame
+is checked to agree (1e-4) before anything is timed.
 """
 
 from __future__ import annotations
