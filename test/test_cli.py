@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from onnx_factory import brightness_pilot, grid_detector
+from onnx_factory import brightness_pilot, constant_outputs, grid_detector
 
 from trt_perception.cli import main
 
@@ -65,6 +65,34 @@ def test_inspect_reports_a_mismatched_spec(tmp_path: Path, capsys) -> None:
     spec.write_text(yaml.safe_dump(data))
     assert main(["inspect", str(model)]) == 1
     assert "does NOT match" in capsys.readouterr().out
+
+
+def _efficient_nms_model(folder: Path, count: np.ndarray) -> Path:
+    boxes = np.zeros((1, 10, 4), np.float32)
+    boxes[0, 0] = [0.1, 0.1, 0.3, 0.5]
+    outputs = {"num_detections": count, "detection_boxes": boxes, "detection_scores": np.full((1, 10), 0.9, np.float32),
+               "detection_classes": np.zeros((1, 10), np.int32)}
+    spec = {"task": "detection", "input": {"name": "Input", "height": 300, "width": 300},
+            "output": {"format": "efficient_nms", "normalized": True}, "detection": {"labels": ["a"]}}
+    return constant_outputs(folder, "nms", outputs, spec)
+
+
+@pytest.mark.parametrize(("count", "complaint"), [
+    (np.array([[np.nan]], np.float32), "the spec does NOT match this model"),  # the range check crashed on NaN
+    (np.array([[1 << 30]], np.int32), "outputs on a synthetic frame do NOT fit the spec"),  # inspect said "fit"
+])  # fmt: skip
+def test_inspect_runs_the_parser_on_its_synthetic_frame(tmp_path: Path, capsys, count: np.ndarray,
+                                                        complaint: str) -> None:
+    """inspect says what infer, replay and the node would meet on every frame, as a line, never a traceback."""
+    assert main(["inspect", str(_efficient_nms_model(tmp_path, count))]) == 1
+    out = capsys.readouterr().out
+    assert complaint in out and "num_detections" in out and "Traceback" not in out
+    assert "spec matches" not in out
+
+
+def test_inspect_passes_a_plugin_model_whose_outputs_fit(tmp_path: Path, capsys) -> None:
+    assert main(["inspect", str(_efficient_nms_model(tmp_path, np.array([[1]], np.int32)))]) == 0
+    assert "spec matches" in capsys.readouterr().out
 
 
 def test_errors_are_one_line_not_tracebacks(tmp_path: Path, capsys) -> None:

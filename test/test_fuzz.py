@@ -321,6 +321,8 @@ def test_inspect_range_check_fuzz(name: str) -> None:
                 with np.errstate(all="ignore"):
                     outputs[key] = np.real(array).astype(dtype) if array.dtype.kind == "c" else np.zeros(
                         array.shape, dtype)
+            if rng.random() < 0.2:  # a float output of any role (a count too) holding NaN, inf, huge values
+                outputs[key] = _mutate_values(rng, np.asarray(outputs[key], np.float32))
         try:
             lines = check_output_ranges(spec, outputs)
         except Exception as exc:  # pragma: no cover - the failure this test exists for

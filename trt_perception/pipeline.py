@@ -277,11 +277,16 @@ class ModelPipeline:
         t2 = perf_counter()
         if isinstance(image, DecodedImage) and image.reduced:
             transform = self._to_source(transform, image)
-        if self.static_batch > 1:  # the frame is row 0 of every batch-first output
-            outputs = {k: v[:1] if v.ndim and v.shape[0] == self.static_batch else v for k, v in outputs.items()}
-        parsed = self.parser.parse(outputs, settings)
+        parsed = self.parse_outputs(outputs, settings)
         timings["postprocess"] = perf_counter() - t2
         return RawOutput(parsed, transform, timings)
+
+    def parse_outputs(self, outputs: Mapping[str, np.ndarray], settings: Any = None) -> Any:
+        """The parser's raw result for one frame's outputs, in model-input pixels (``inspect`` checks a synthetic
+        frame's this way); an OutputError says which tensor does not fit the spec."""
+        if self.static_batch > 1:  # the frame is row 0 of every batch-first output
+            outputs = {k: v[:1] if v.ndim and v.shape[0] == self.static_batch else v for k, v in outputs.items()}
+        return self.parser.parse(outputs, settings)
 
     # ------------------------------------------------------------------ ahead of the frame's turn (replay)
 

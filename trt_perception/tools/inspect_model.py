@@ -10,12 +10,14 @@ probabilities). Each suspicion is one WARNING line naming the tensor, the observ
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List, Mapping, Optional
+import math
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from trt_perception.backends.base import open_backend
 from trt_perception.errors import TrtPerceptionError
+from trt_perception.outputs.base import ClassificationSettings, DetectionSettings
 from trt_perception.pipeline import ModelPipeline
 from trt_perception.spec import OUTPUT_FORMATS, ModelSpec, load_spec
 from trt_perception.tools.infer import add_model_arguments, backend_options
@@ -92,12 +94,19 @@ def run_inspect(args: argparse.Namespace) -> int:
             print(f"spec: not usable: {exc}")
             return 1
         print("\n".join(describe_spec(spec)))
-        print("\n".join(range_check_lines(backend, spec)))
+        outputs, lines = range_check(backend, spec)
+        print("\n".join(lines))
         try:
-            ModelPipeline(spec, backend)
+            pipeline = ModelPipeline(spec, backend)
         except TrtPerceptionError as exc:
             print(f"check: the spec does NOT match this model: {exc}")
             return 1
+        if outputs is not None:  # what every frame would meet in infer, replay and the node
+            try:
+                pipeline.parse_outputs(outputs, parser_settings(spec))
+            except TrtPerceptionError as exc:
+                print(f"check: the model's outputs on a synthetic frame do NOT fit the spec: {exc}")
+                return 1
         print("check: spec matches the model's inputs and outputs")
     finally:
         backend.close()
@@ -284,8 +293,9 @@ def _range_warnings(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> List[
                 ))
     elif fmt in ("efficient_nms", "batched_nms"):
         count, boxes, scores = get("num_detections"), get("boxes"), get("scores")
-        if count is not None and boxes is not None and count.size and boxes.size % 4 == 0:
-            n = int(count.reshape(-1)[0])
+        first = count.reshape(-1)[0] if count is not None and count.size else math.nan
+        if np.isfinite(first) and boxes is not None and boxes.size % 4 == 0:  # a NaN count: the parser refuses it
+            n = int(min(first, boxes.size // 4))
             kept = boxes.reshape(-1, 4)[: max(n, 0)]
             normalized = params.get("normalized", True)
             if kept.size and normalized and float(np.max(kept)) > 1.5:
@@ -325,13 +335,22 @@ def _range_warnings(spec: ModelSpec, outputs: Mapping[str, np.ndarray]) -> List[
     return warnings
 
 
-def range_check_lines(backend: Any, spec: ModelSpec) -> List[str]:
-    """What the value check says, as printed lines (a model that cannot run says why; never silent)."""
+def range_check(backend: Any, spec: ModelSpec) -> Tuple[Optional[Dict[str, np.ndarray]], List[str]]:
+    """One synthetic frame's outputs (None: the model did not run) and what the value check says of them."""
     try:
         outputs = sample_outputs(backend, spec)
     except Exception as exc:  # any backend failure: the check is skipped, and says so
-        return [f"range check: skipped, the model did not run on a synthetic frame: {exc}"]
+        return None, [f"range check: skipped, the model did not run on a synthetic frame: {exc}"]
     warnings = check_output_ranges(spec, outputs)
     if warnings:
-        return warnings
-    return [f"range check: output values on a synthetic frame fit format {spec.output.format}"]
+        return outputs, warnings
+    return outputs, [f"range check: output values on a synthetic frame fit format {spec.output.format}"]
+
+
+def parser_settings(spec: ModelSpec) -> Any:
+    """The parser's settings at the spec's values (thresholds, top-k), as a head starts with them."""
+    if spec.task == "detection":
+        return DetectionSettings.from_spec(spec.detection)
+    if spec.task == "classification":
+        return ClassificationSettings.from_spec(spec.classification)
+    return None
