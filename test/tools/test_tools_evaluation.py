@@ -54,3 +54,23 @@ def test_confusion_matrix_resizes_truth_and_skips_absent_classes() -> None:
     iou = matrix.iou()
     assert iou[:2].tolist() == [1.0, 1.0] and np.isnan(iou[2])
     assert matrix.miou() == 1.0 and matrix.frames == 1
+
+
+@pytest.mark.parametrize("classes", [2, 3, 15, 16])
+def test_confusion_matrix_opencv_path_counts_as_numpy(classes: int) -> None:
+    """Up to 15 classes the pairs are counted in OpenCV; labels >= classes (255: ignore) are skipped either way,
+    views with strides included; 16 classes take numpy's bincount."""
+    rng = np.random.default_rng(classes)
+    matrix = ConfusionMatrix(classes)
+    expected = np.zeros((classes, classes), np.int64)
+    for _ in range(3):
+        truth = rng.integers(0, classes + 2, (60, 80)).astype(np.uint8)
+        truth[truth == classes + 1] = 255
+        predicted = rng.integers(0, classes + 1, (60, 80)).astype(np.uint8)
+        for t, p in ((truth, predicted), (truth[:, ::2], predicted[:, ::2])):
+            matrix.add(t, p)
+            valid = (t < classes) & (p < classes)
+            expected += np.bincount(t[valid].astype(np.int64) * classes + p[valid],
+                                    minlength=classes**2).reshape(classes, classes)
+    assert np.array_equal(matrix.matrix, expected)
+    assert matrix.frames == 6
