@@ -149,6 +149,8 @@ def test_missing_node_section_and_bad_files(tmp_path):
         load_params_file(write_params(tmp_path / "a.yaml", {"x": 1}, node="other"))
     with pytest.raises(ConfigError, match="does not exist"):
         load_params_file(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="is a folder; expected a params YAML"):
+        load_params_file(tmp_path)
     bad = tmp_path / "b.yaml"
     bad.write_text("trt_perception: [1, 2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid YAML"):

@@ -576,7 +576,8 @@ def decode_image_file(path: Union[str, Path], max_pixels: int = MAX_PIXELS) -> D
     not applied (cameras do not set it)."""
     path = Path(path)
     if path.is_dir():
-        raise ImageError(f"image file {path} is a directory; expected an image file (jpeg/png/webp/bmp)")
+        raise ImageError(f"image file {path} is a directory; expected an image file (jpeg/png/webp/bmp); fix: pass "
+                         f"its images, e.g. {path}/*.png")
     if not path.exists():
         raise ImageError(f"image file {path} does not exist; fix: check the path")
     try:

@@ -407,10 +407,10 @@ def check_value(param: ParamDef, value: Any, strict_double: bool = False) -> Tup
         return value, None
     if param.type == INT:
         if isinstance(value, bool) or not isinstance(value, int):
-            return value, f"{param.name} is {value!r}; expected an integer {expected}"
+            return value, f"{param.name} is {value!r}; expected an integer {expected}; fix: write a whole number"
     elif param.type == DOUBLE:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return value, f"{param.name} is {value!r}; expected a number {expected}"
+            return value, f"{param.name} is {value!r}; expected a number {expected}; fix: write a number"
         if strict_double and isinstance(value, int):
             return value, (
                 f"{param.name} is {value!r} (an integer); ROS refuses integers for double parameters; "
@@ -418,7 +418,8 @@ def check_value(param: ParamDef, value: Any, strict_double: bool = False) -> Tup
             )
         value = float(value)
         if not math.isfinite(value):
-            return value, f"{param.name} is {value!r}; expected a finite number {expected}"
+            return value, (f"{param.name} is {value!r}; expected a finite number {expected}; fix: give a value in "
+                           "that range")
     elif param.type == STRING:
         if isinstance(value, bool) and "off" in param.choices:  # YAML 1.1 reads a bare off/on as a boolean
             value = "on" if value else "off"
@@ -441,7 +442,9 @@ def check_value(param: ParamDef, value: Any, strict_double: bool = False) -> Tup
         lo, hi = param.range
         ok = lo <= value <= hi or (param.special is not None and value == param.special)
         if not ok:
-            return value, f"{param.name} is {_num(value)}; expected {expected}"
+            meaning = f" ({param.description})" if param.description else ""
+            return value, (f"{param.name} is {_num(value)}; expected {expected}{meaning}; fix: give a value in "
+                           "that range")
     return value, None
 
 
@@ -630,6 +633,9 @@ def load_params_file(
     relative model paths resolve against its folder. ROS-owned parameters (use_sim_time...) are dropped.
     """
     file_path = Path(os.path.expanduser(str(path)))
+    if file_path.is_dir():
+        raise ConfigError(f"params file {file_path} is a folder; expected a params YAML; fix: pass the file's "
+                          "path (config/car.yaml is one)")
     if not file_path.is_file():
         raise ConfigError(f"params file {file_path} does not exist; fix: pass the path of a params YAML")
     try:

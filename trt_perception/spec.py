@@ -225,20 +225,27 @@ class DetectionSpec:
             return self.labels[index]
         return str(int(class_id))
 
-    def allowed_class_ids(self) -> Optional[frozenset]:
-        """The allow-list as class ids (labels resolved), or None when every class is allowed."""
+    def allowed_class_ids(self, name: str = "detection.classes") -> Optional[frozenset]:
+        """The allow-list as class ids (labels resolved), or None when every class is allowed. ``name``: what the
+        user wrote the list in (the spec key, a head's param, a flag), for the error."""
         if not self.classes:
             return None
         ids = set()
+        first, count = self.first_label_id, len(self.labels)
         for item in self.classes:
             if isinstance(item, int):
+                if count and not first <= item < first + count:  # an id no label names: it would filter everything
+                    raise SpecError(
+                        f"{name}: class id {item} is not one of the model's {count} labels (ids {first}-"
+                        f"{first + count - 1}, e.g. {list(self.labels[:5])}); fix: use a label or an id in that range"
+                    )
                 ids.add(item)
             elif item in self.labels:
-                ids.add(self.labels.index(item) + self.first_label_id)
+                ids.add(self.labels.index(item) + first)
             else:
                 raise SpecError(
-                    f"detection.classes: label {item!r} is not in the labels list "
-                    f"({len(self.labels)} labels, e.g. {list(self.labels[:5])}); "
+                    f"{name}: label {item!r} is not in the labels list "
+                    f"({count} labels, e.g. {list(self.labels[:5])}); "
                     "fix: use a label from the labels file or a numeric class id"
                 )
         return frozenset(ids)

@@ -575,3 +575,26 @@ def test_donkeycar_keras_and_tflite_parity(tmp_path: Path, kind: str, fmt: str) 
         name = next(n for n in KERAS_OUTPUTS[role] if n in expected) if len(expected) > 1 else next(iter(expected))
         np.testing.assert_allclose(got[tensor].reshape(-1), expected[name].reshape(-1), atol=1e-4, rtol=0,
                                    err_msg=f"{kind} {fmt}: {role} ({name})")
+
+
+@pytest.mark.parametrize("flags", [["--steering"], ["--nms", "efficient"]])
+@pytest.mark.parametrize("output", ["afile/out.onnx", "adir"])
+def test_cli_output_that_cannot_be_a_file_is_refused_before_the_work(tmp_path: Path, capsys, flags: List[str],
+                                                                     output: str) -> None:
+    """-o below a file or -o a folder (with --force): the package's error before any conversion, not an OSError
+    traceback after it, and no .partial file left behind; a missing folder is made."""
+    from test_tools_nms_surgery import ssd_model
+
+    from trt_perception.cli import main
+
+    source = (_donkey(tmp_path, "pilot", [("n_outputs0", 1), ("n_outputs1", 1)]) if flags == ["--steering"]
+              else ssd_model(tmp_path, name="ssd"))
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["convert", str(source), *flags, "-o", str(tmp_path / output), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "is an existing file; expected a folder" in err or "is a folder; expected a file path" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and not list((tmp_path / "adir").iterdir())
+    assert main(["convert", str(source), *flags, "-o", str(tmp_path / "new" / "out.onnx")]) == 0
+    assert load_spec(tmp_path / "new" / "out.onnx").task in ("steering", "detection")

@@ -54,7 +54,19 @@ def test_override_flags_are_checked_like_the_params_file(
 ) -> None:
     assert infer(detector, square, *flags) == 2
     err = capsys.readouterr().err
-    assert needle in err and "expected" in err and "Traceback" not in err
+    assert needle in err and "expected" in err and "fix:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("classes", "needle"), [
+    ("nosuch", "label 'nosuch' is not in the labels list"),
+    ("99", "class id 99 is not one of the model's 2 labels (ids 0-1"),  # accepted before: every box filtered
+])  # fmt: skip
+def test_classes_name_what_the_model_has(detector: Path, square: Path, capsys: pytest.CaptureFixture, classes: str,
+                                         needle: str) -> None:
+    assert infer(detector, square, "--classes", classes) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("classes:") == 1 and "fix:" in err  # said once, not "classes: classes:"
+    assert infer(detector, square, "--classes", "1", "--json") == 0
 
 
 def test_minus_one_means_the_specs_value_not_an_opencv_error(

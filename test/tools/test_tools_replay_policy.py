@@ -197,6 +197,21 @@ def test_no_out_with_out_is_refused(tmp_path: Path, models: Path, capsys: pytest
     assert not (tmp_path / "x").exists() and "Replay of" not in captured.out
 
 
+@pytest.mark.parametrize(("out", "report"), [("same", "same"), ("bag", "bag/rep")])
+def test_out_and_report_that_overlap_are_refused(tmp_path: Path, models: Path, capsys: pytest.CaptureFixture,
+                                                 out: str, report: str) -> None:
+    """--out X --report X mixed the report into the bag folder, which a later --force then refused to delete."""
+    bag = write_bag(tmp_path / "in_bag", frames_with_squares(2))
+    rc = cli_main(["replay", str(bag), "--params", str(make_params(tmp_path, models)), "--out", str(tmp_path / out),
+                   "--report", str(tmp_path / report), "--no-progress"])
+    captured = capsys.readouterr()
+    assert rc == 2 and "overlap" in captured.err and "Traceback" not in captured.err
+    assert not (tmp_path / out).exists() and not (tmp_path / report).exists()
+    rc = cli_main(["replay", str(bag), "--params", str(make_params(tmp_path, models)), "--out",
+                   str(tmp_path / "rep" / "bag"), "--report", str(tmp_path / "rep"), "--no-progress"])
+    assert rc == 0 and (tmp_path / "rep" / "report.json").is_file()  # the bag inside the report: as the demo does
+
+
 # ------------------------------------------------------------------------------------------- drive matching
 
 

@@ -529,3 +529,31 @@ def test_inspect_range_check_passes_quietly_on_a_fitting_model(tmp_path: Path, c
     out = capsys.readouterr().out
     assert "WARNING" not in out
     assert "range check: output values on a synthetic frame fit format ssd_raw" in out
+
+
+# ----------------------------------------------------------------------------------------- output paths
+
+
+@pytest.mark.parametrize("output", ["afile/pilot.yaml", "adir"])
+def test_output_path_that_cannot_be_a_file_is_refused_before_the_work(tmp_path: Path, capsys, output: str) -> None:
+    """-o below a file, or -o an existing folder (even with --force): the package's error, not an OSError
+    traceback, and nothing left behind."""
+    from onnx_factory import brightness_pilot
+
+    model = brightness_pilot(tmp_path, "st")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = spec_cli(capsys, str(model), "-o", str(tmp_path / output), "--force")
+    assert result["rc"] == 2 and "Traceback" not in result["err"]
+    assert ("is an existing file; expected a folder" in result["err"]
+            or "is a folder; expected a file path" in result["err"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and not list((tmp_path / "adir").iterdir())
+
+
+def test_output_in_a_new_folder_is_written(tmp_path: Path, capsys) -> None:
+    from onnx_factory import brightness_pilot
+
+    model = brightness_pilot(tmp_path, "st")
+    assert spec_cli(capsys, str(model), "-o", str(tmp_path / "new" / "st.yaml"))["rc"] == 0
+    assert load_spec(model, tmp_path / "new" / "st.yaml").output.format == "steering_linear"

@@ -161,7 +161,7 @@ class DetectionTask(Task):
         spec = self.spec.detection
         return DetectionSpec(
             labels=spec.labels, first_label_id=spec.first_label_id, classes=tuple(class_item(c) for c in classes)
-        ).allowed_class_ids()
+        ).allowed_class_ids(f"{self.head}.classes")
 
     @classmethod
     def check_values(cls, head: str, values: Mapping[str, Any]) -> Optional[str]:
@@ -194,7 +194,7 @@ class DetectionTask(Task):
         try:
             self._allowed(values.get("classes") or [])
         except TrtPerceptionError as exc:
-            return f"{self.head}.classes: {exc}"
+            return str(exc)
         return None
 
     def apply(self, values: Mapping[str, Any]) -> None:
@@ -213,7 +213,7 @@ class DetectionTask(Task):
         try:
             settings.allowed_class_ids = self._allowed(update.get("classes", list(spec.classes)))
         except TrtPerceptionError as exc:
-            raise ConfigError(f"{self.head}.classes: {exc}") from exc
+            raise ConfigError(str(exc)) from exc
 
     @property
     def settings(self) -> DetectionSettings:

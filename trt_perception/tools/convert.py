@@ -642,6 +642,7 @@ def _write(model: onnx.ModelProto, spec: Optional[Mapping[str, Any]], output: Pa
     if spec is not None:
         parse_spec(dict(spec), source=spec_path)  # refuse a bad spec before writing anything
     onnx.checker.check_model(model)
+    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.partial")
     onnx.save(model, str(tmp))
     tmp.replace(output)
@@ -650,7 +651,10 @@ def _write(model: onnx.ModelProto, spec: Optional[Mapping[str, Any]], output: Pa
 
 
 def _check_free(paths: Sequence[Path], force: bool) -> None:
+    from trt_perception.tools.report import check_output_file
+
     for path in paths:
+        check_output_file(path, "-o")
         if path.exists() and not force:
             raise BuildError(f"{path} exists; refusing to overwrite it; fix: pass --force or -o another path")
 
@@ -803,6 +807,7 @@ def run_convert(args: argparse.Namespace) -> int:
     if framework == "onnx" and output.resolve() == source.resolve():
         output = source.with_name(f"{source.stem}_{'ssd' if args.ssd is not None else 'steering'}.onnx")
     _check_free([output, output.with_suffix(".yaml")], args.force)
+    output.parent.mkdir(parents=True, exist_ok=True)  # tf2onnx and torch.onnx write there first
     preset = SSD_PRESETS.get(args.ssd) if args.ssd else None
     converted = output
     if framework in TF_FLAGS:

@@ -515,7 +515,8 @@ def _variants(params: PathLike, params_b: Optional[PathLike], labels: Optional[S
     paths = [Path(params).expanduser()] + ([Path(params_b).expanduser()] if params_b is not None else [])
     for path in paths:
         if not path.is_file():
-            raise ConfigError(f"params file {path} does not exist; expected the node params YAML of a model set "
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise ConfigError(f"params file {path} {what}; expected the node params YAML of a model set "
                               "(e.g. config/car.yaml)")
     keys = ["A", "B"][: len(paths)]
     if labels is not None:

@@ -597,7 +597,10 @@ def add_nms_to_file(
     if output.resolve() == onnx_path.resolve():
         raise ConfigError(f"--nms would overwrite its input {onnx_path}; fix: pass -o another.onnx")
     spec_out = output.with_suffix(".yaml")
+    from trt_perception.tools.report import check_output_file
+
     for target in (output, spec_out):
+        check_output_file(target, "-o")
         if target.exists() and not force:
             raise BuildError(f"{target} exists; refusing to overwrite it; fix: pass --force or -o another path")
     model = load_onnx(onnx_path)
@@ -614,6 +617,7 @@ def add_nms_to_file(
         onnx.checker.check_model(new_model)
     except onnx.checker.ValidationError as exc:
         raise BuildError(f"the model with the {kind} NMS plugin does not pass onnx.checker: {exc}") from exc
+    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.partial")
     onnx.save(new_model, str(tmp))
     tmp.replace(output)

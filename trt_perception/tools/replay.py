@@ -603,8 +603,13 @@ def replay_bag(
     bag_path = Path(bag).expanduser()
     out_path = Path(out).expanduser() if out is not None else None
     # before any work: an hour-long replay must not fail at the end on its outputs
-    from trt_perception.tools.tub import refuse_output_inside
+    from trt_perception.tools.tub import is_inside, refuse_output_inside
 
+    if out_path is not None and report_dir is not None and is_inside(out_path, report_dir):
+        raise ConfigError(f"--out {out_path} and --report {report_dir} overlap: the report's files would go into "
+                          "the output bag's folder, which then is no bag a later --force may replace; fix: pass "
+                          "two separate paths, e.g. --report REPORT and --out REPORT/bag (a bag inside the report "
+                          "folder is fine)")
     if out_path is not None:
         if out_path.resolve() == bag_path.resolve():
             raise BagError(f"--out {out_path} is the input bag; fix: pass another --out")

@@ -744,6 +744,19 @@ def check_writable_folder(path: Path, flag: str) -> None:
                           "you can write to, or change its permissions") from None
 
 
+def check_output_file(path: Path, flag: str) -> None:
+    """Before any work: ``path`` can be written as a file: it is not a folder, and its folder exists or can be
+    made and takes files (else a read-only or mistyped ``-o`` failed with a traceback after the conversion).
+    Whether an existing file may be replaced (``--force``) is the caller's to say."""
+    from trt_perception.errors import ConfigError
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; expected a file path; fix: pass a file path, e.g. "
+                          f"{path / 'NAME'}")
+    check_writable_folder(path.parent, f"{flag} {path}: its folder")
+
+
 def check_report_folder(path: Path, force: bool) -> None:
     """``--report DIR`` before the replay: writable, and holding no earlier report unless ``force``."""
     from trt_perception.errors import ConfigError

@@ -937,6 +937,10 @@ def write_spec(
         parse_spec(yaml.safe_load(text), source=path)
     except SpecError as exc:  # a bug here, not the user's: say so with the text
         raise SpecError(f"the generated spec does not validate ({exc}); please report it with:\n{text}") from None
+    if not to_stdout:
+        from trt_perception.tools.report import check_output_file
+
+        check_output_file(path, "--output")
     if not to_stdout and path.exists() and not overwrite:
         raise SpecError(f"{path} exists; refusing to overwrite it (pass --force to replace it, or --print)")
     print(f"spec for {model_path}:", file=stream)
@@ -945,6 +949,7 @@ def write_spec(
     if to_stdout:
         sys.stdout.write(text)
         return text, None
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
