@@ -235,6 +235,21 @@ def test_a_bad_input_is_reported_and_the_rest_go_on(tmp_path: Path, models: Path
     assert "ros2 bag reindex BAG" in failed_line  # the repair hint at its end
 
 
+def test_the_progress_bar_ends_full_when_an_input_fails() -> None:
+    """A failed input's frames never come: they leave the total (the bar ended at 70% before)."""
+    from trt_perception.tools.evaluate import _Progress
+
+    bar = _Progress({(0, "A"): 10, (1, "A"): 20, (2, "A"): 5}, 3, enabled=True)
+    bar.frames(10)
+    bar.task_done({"index": 0, "variant": "A", "ok": True}, frames_if_unseen=False)
+    bar.task_done({"index": 1, "variant": "A", "ok": False}, frames_if_unseen=False)
+    assert bar.bar.total == 15
+    bar.frames(13)  # the last input crashes after 3 of its 5 frames
+    bar.task_done({"index": 2, "variant": "A", "ok": False}, frames_if_unseen=False)
+    bar.close()
+    assert bar.bar.n == bar.bar.total == 13
+
+
 def test_inputs_of_the_same_name_are_told_apart() -> None:
     from trt_perception.tools.evaluate import display_names
 
@@ -432,17 +447,56 @@ def test_ray_gives_the_local_numbers(tmp_path: Path, models: Path, two_bags: Tup
         def strip(value: Any) -> Any:
             if isinstance(value, dict):
                 return {k: strip(v) for k, v in value.items() if "latency" not in k and k not in
-                        ("wall_s", "replay_wall_s", "fps", "frames_per_second_per_worker", "host", "notes",
-                         "differences")}  # fmt: skip
+                        ("wall_s", "replay_wall_s", "fps", "frames_per_second_per_worker", "host",
+                         "notes")}  # fmt: skip
             if isinstance(value, list):
                 return [strip(v) for v in value]
             return value
 
         return strip(results)
 
-    assert accuracy(remote["results"]) == accuracy(local.report["results"])
+    assert accuracy(remote["results"]) == accuracy(local.report["results"])  # A/B differences included
     assert remote["results"]["differences"]["steering_mae_rise"] == local.report["results"]["differences"][
-        "steering_mae_rise"]
+        "steering_mae_rise"] != 0
+
+
+def test_tracking_is_pooled_over_inputs_and_gated(tmp_path: Path) -> None:
+    """MOTA/IDF1 pooled from the per-input counts (not a mean of per-input scores), in the text, CSV and gates:
+    mota/idf1/id_switches absolute, mota_drop/idf1_drop/id_switches_rise for A/B."""
+    pytest.importorskip("lap", reason="ByteTrack needs lapx (the test extra has it)")
+    pytest.importorskip("motmetrics", reason="MOTA/IDF1 need motmetrics (the test extra has it)")
+    from bagfixtures import MovingObject, frames_with_tracks
+    from track_factory import coded_detector
+
+    coded_detector(tmp_path)
+    seen = [MovingObject("cone-a", "cone", 0, start=(10, 20), velocity=(4, 0))]
+    missed = [MovingObject("cone-c", "cone", 0, start=(40, 100), velocity=(3, -1), missed=range(5, 10))]
+    bags = [write_bag(tmp_path / "seen", frames_with_tracks(seen, 30), truth_topic=TRUTH),
+            write_bag(tmp_path / "missed", frames_with_tracks(missed, 12), truth_topic=TRUTH)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    params = write_params(tmp_path / "a", heads=["detector"], detector__model=str(tmp_path / "coded.onnx"),
+                          detector__tracker="bytetrack")
+    late = write_params(tmp_path / "b", heads=["detector"], detector__model=str(tmp_path / "coded.onnx"),
+                        detector__tracker="bytetrack", detector__track_min_hits=5)
+    result = evaluate(bags, params, params_b=late, out=tmp_path / "eval", workers=1, plots=False,
+                      options=EvalOptions(truth_detections_topic=TRUTH), fail_if=["mota<0.99", "id_switches_rise>0"])
+    results = result.report["results"]
+    rows = [entry["A"] for entry in results["per_input"]]
+    tracking = results["totals"]["A"]["tracking"]
+    assert tracking["inputs"] == 2 and tracking["truth_boxes"] == 42
+    errors = sum(r["track_misses"] + r["track_false_positives"] + r["id_switches"] for r in rows)
+    assert tracking["mota"] == pytest.approx(1 - errors / 42)
+    assert tracking["mota"] != pytest.approx((rows[0]["mota"] + rows[1]["mota"]) / 2)  # pooled, not a mean
+    identity = sum(2 * r["idtp"] + r["idfp"] + r["idfn"] for r in rows)
+    assert tracking["idf1"] == pytest.approx(2 * sum(r["idtp"] for r in rows) / identity)
+    b = results["totals"]["B"]["tracking"]
+    assert results["differences"]["mota_drop"] == pytest.approx(tracking["mota"] - b["mota"]) and b["mota"] < tracking[
+        "mota"]  # ids start 3 frames later under B: more misses
+    gates = {g["expression"]: g["failed"] for g in result.report["gates"]}
+    assert gates == {"mota<0.99": True, "id_switches_rise>0": False} and result.exit_code == 1
+    assert "tracking MOTA" in result.text
+    assert "mota" in (result.out / "per_input.csv").read_text().splitlines()[0]
 
 
 def test_synthetic_bag_has_the_demo_topics_and_truth_and_is_deterministic(tmp_path: Path) -> None:
@@ -495,6 +549,14 @@ def test_a_donkeycar_tub_is_an_input_scored_against_its_recorded_commands(tmp_pa
     assert row["steering_mae"] < 0.01 and row["throttle_mae"] < 0.01  # JPEG noise only
     direct = replay_bag(tub, params, truth_drive_topic="/user/cmd_vel")
     assert row["steering_mae"] == pytest.approx(direct.drive.steering_mae, abs=1e-12)
+    # with the bags' --truth-drive-topic (one flag for the whole run) the tub keeps its own commands
+    camera = make_params(tmp_path / "q", models, detector__enabled=False)  # the bags' camera; a tub uses its own
+    mixed = evaluate([tub, two_bags[0]], camera, out=tmp_path / "mixed", workers=0, plots=False,
+                     options=EvalOptions(truth_drive_topic=DRIVE))
+    tub_row, bag_row = (entry["A"] for entry in mixed.report["results"]["per_input"])
+    assert tub_row["ok"] and tub_row["steering_mae"] == pytest.approx(row["steering_mae"], abs=1e-12)
+    assert bag_row["ok"] and bag_row["matched"] == 4 and mixed.exit_code == 0, mixed.text
+    assert any(f"has no {DRIVE}" in note for note in tub_row["notes"])
     # a damaged tub's lost frames never reach the pipeline ("bad 0"): the text lists them
     (tub / "images" / "3_cam_image_array_.jpg").unlink()
     damaged = evaluate([tub], params, out=tmp_path / "eval2", workers=0, plots=False)

@@ -61,6 +61,9 @@ ABSOLUTE_METRICS = {
     "recall": "pooled detection recall at IoU 0.5",
     "steering_mae": "steering MAE over matched frames",
     "throttle_mae": "throttle MAE over matched frames",
+    "mota": "pooled tracking MOTA (the detection head's tracker against ground-truth track ids)",
+    "idf1": "pooled tracking IDF1",
+    "id_switches": "tracking identity switches, summed",
     "latency_p50_ms": f"median per-frame latency ({LATENCY_STAGE}), ms",
     "latency_p95_ms": f"95th percentile per-frame latency ({LATENCY_STAGE}), ms",
     "bad_frames": "frames that could not be decoded",
@@ -74,6 +77,9 @@ RELATIVE_METRICS = {
     "recall_drop": "recall of A minus that of B",
     "steering_mae_rise": "steering MAE of B minus that of A",
     "throttle_mae_rise": "throttle MAE of B minus that of A",
+    "mota_drop": "MOTA of A minus that of B",
+    "idf1_drop": "IDF1 of A minus that of B",
+    "id_switches_rise": "id switches of B minus those of A",
     "latency_p50_rise_ms": "median latency of B minus that of A, ms",
     "latency_p95_rise_ms": "p95 latency of B minus that of A, ms",
     "bad_frames_rise": "bad frames of B minus those of A",
@@ -86,6 +92,9 @@ _NOT_MEASURED = {
     "steering": "no steering head or no --truth-drive-topic commands in the inputs",
     "throttle": "no steering head or no --truth-drive-topic commands in the inputs",
     "latency": "no frame was processed",
+    "mota": "no tracker (HEAD.tracker: bytetrack) or no ground-truth track ids (Detection2D.id) in the inputs",
+    "idf1": "no tracker (HEAD.tracker: bytetrack) or no ground-truth track ids (Detection2D.id) in the inputs",
+    "id_switches": "no tracker (HEAD.tracker: bytetrack) or no ground-truth track ids (Detection2D.id) in the inputs",
 }
 _OPS: Dict[str, Callable[[float, float], bool]] = {
     ">=": lambda x, y: x >= y, "<=": lambda x, y: x <= y, ">": lambda x, y: x > y, "<": lambda x, y: x < y,
@@ -192,11 +201,13 @@ def _check_out(out: Path, force: bool) -> None:
 class _Progress:
     """One bar for the whole run (frames, or inputs when frame counts are unknown), on stderr."""
 
-    def __init__(self, total_frames: Optional[int], tasks: int, enabled: bool) -> None:
+    def __init__(self, task_frames: Optional[Dict[Tuple[int, str], int]], tasks: int, enabled: bool) -> None:
         from tqdm import tqdm
 
-        self.by_frames = total_frames is not None
-        self.bar = tqdm(total=total_frames if self.by_frames else tasks, unit="frame" if self.by_frames else "input",
+        self.by_frames = task_frames is not None
+        self.task_frames = task_frames or {}  # (input index, model set) -> frames it will replay
+        total = sum(self.task_frames.values()) if self.by_frames else tasks
+        self.bar = tqdm(total=total, unit="frame" if self.by_frames else "input",
                         desc="evaluate", disable=not enabled, dynamic_ncols=True, file=sys.stderr)
         self.seen = 0
         self.done = 0
@@ -210,6 +221,10 @@ class _Progress:
     def task_done(self, result: Dict[str, Any], frames_if_unseen: bool) -> None:
         self.done += 1
         self.failed += 0 if result.get("ok") else 1
+        if self.by_frames and not result.get("ok"):  # its frames will never come: the bar ends full, not at 70%
+            unseen = self.task_frames.get((result.get("index", -1), result.get("variant", "")), 0)
+            self.bar.total = max(self.bar.n, (self.bar.total or 0) - unseen)
+            self.bar.refresh()
         if not self.by_frames:
             self.bar.update(1)
         elif frames_if_unseen:
@@ -218,6 +233,9 @@ class _Progress:
         self.bar.set_postfix(inputs=self.done, failed=self.failed, refresh=False)
 
     def close(self) -> None:
+        if self.by_frames and self.failed and self.bar.n < (self.bar.total or 0):  # a failed input's partial frames
+            self.bar.total = self.bar.n
+            self.bar.refresh()
         self.bar.close()
 
 
@@ -440,7 +458,7 @@ def evaluate(
     staging.mkdir(parents=True)
     tasks = [Task(i, v["key"], v["params"], ref, options) for i, ref in enumerate(refs) for v in variants]
     runner, workers_used = _runner_text(len(tasks), workers, ray_address)
-    bar = _Progress(_total_frames(refs, variants, options), len(tasks), progress)
+    bar = _Progress(_task_frames(refs, variants, options), len(tasks), progress)
     try:
         if ray_address:
             run_ray(tasks, ray_address, layout.save_result, bar, task_function)
@@ -543,19 +561,20 @@ def _runner_text(tasks: int, workers: Optional[int], ray_address: Optional[str])
     return f"{workers} local worker process{'es' if workers != 1 else ''}", workers
 
 
-def _total_frames(refs: Sequence[InputRef], variants: Sequence[Dict[str, str]], options: EvalOptions) -> Optional[int]:
-    """Frames the whole run will replay, from the inputs' metadata (None: some input cannot tell)."""
+def _task_frames(refs: Sequence[InputRef], variants: Sequence[Dict[str, str]], options: EvalOptions
+                 ) -> Optional[Dict[Tuple[int, str], int]]:
+    """Frames each (input, model set) will replay, from the inputs' metadata (None: some input cannot tell)."""
     from trt_perception.tools.replay import load_config
 
     topics = {v["key"]: options.image_topic or load_config(v["params"]).image_topic for v in variants}
-    total = 0
-    for ref in refs:
+    frames: Dict[Tuple[int, str], int] = {}
+    for index, ref in enumerate(refs):
         for variant in variants:
             count = input_kind(ref.kind).count_frames(Path(ref.path), topics[variant["key"]])
             if count is None:
                 return None
-            total += min(count, options.limit) if options.limit else count
-    return total
+            frames[(index, variant["key"])] = min(count, options.limit) if options.limit else count
+    return frames
 
 
 def _options_dict(options: EvalOptions) -> Dict[str, Any]:

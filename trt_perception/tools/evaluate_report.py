@@ -172,10 +172,19 @@ def _input_row(summary: Dict[str, Any]) -> Dict[str, Any]:
         row.update(matched=drive["matched"], steering_mae=drive["steering_mae"], steering_rmse=drive["steering_rmse"],
                    throttle_mae=drive["throttle_mae"], throttle_rmse=drive["throttle_rmse"],
                    steering_field=drive["steering_field"], throttle_field=drive["throttle_field"])  # fmt: skip
+    tracking = report.get("tracking_eval")
+    if tracking is not None and tracking.get("mota") is not None:
+        row.update(mota=tracking["mota"], idf1=tracking["idf1"], id_switches=tracking["id_switches"],
+                   track_misses=tracking["misses"], track_false_positives=tracking["false_positives"],
+                   truth_boxes=tracking["truth_boxes"], idtp=tracking["idtp"], idfp=tracking["idfp"],
+                   idfn=tracking["idfn"])  # fmt: skip
     total = report.get("latency_ms", {}).get(LATENCY_STAGE)
     if total:
         row.update(latency_p50_ms=total["p50_ms"], latency_p95_ms=total["p95_ms"])
     return row
+
+
+TRACK_COUNTS = ("truth_boxes", "track_misses", "track_false_positives", "id_switches", "idtp", "idfp", "idfn")
 
 
 class _Totals:
@@ -192,6 +201,8 @@ class _Totals:
         self.sums = {"steering_mae": 0.0, "steering_sq": 0.0, "throttle_mae": 0.0, "throttle_sq": 0.0}
         self.units: Optional[Tuple[str, str]] = None
         self.latency: Dict[str, LatencyHistogram] = {}
+        self.tracking_inputs = 0  # inputs whose tracks were scored; the counts below pool MOTA and IDF1
+        self.track_counts = dict.fromkeys(TRACK_COUNTS, 0)
 
     def add(self, row: Dict[str, Any], rows: Optional[FrameRows]) -> None:
         self.inputs += 1
@@ -212,6 +223,10 @@ class _Totals:
             self.sums["throttle_mae"] += (row["throttle_mae"] or 0.0) * matched
             self.sums["throttle_sq"] += (row["throttle_rmse"] or 0.0) ** 2 * matched
             self.units = (row["steering_field"], row["throttle_field"])
+        if row.get("mota") is not None:
+            self.tracking_inputs += 1
+            for key in TRACK_COUNTS:
+                self.track_counts[key] += int(row[key])
         if rows is not None:
             for stage, seconds in rows.latency.items():
                 self.latency.setdefault(stage, LatencyHistogram()).add(seconds)
@@ -228,6 +243,7 @@ class _Totals:
             "detections": self.detections,
             "detection": None,
             "drive": None,
+            "tracking": None,
             "latency_ms": {stage: h.to_dict() for stage, h in sorted(self.latency.items())},
         }
         if self.has_detection_eval:
@@ -237,6 +253,15 @@ class _Totals:
                 "recall": finite(self.tp / present) if present else None,
                 "map50": finite(maps["map_50"]) if maps else None,
                 "map50_95": finite(maps["map_50_95"]) if maps else None,
+            }  # fmt: skip
+        if self.tracking_inputs:
+            c = self.track_counts
+            errors = c["track_misses"] + c["track_false_positives"] + c["id_switches"]
+            identity = 2 * c["idtp"] + c["idfp"] + c["idfn"]
+            data["tracking"] = {
+                "inputs": self.tracking_inputs, **c,
+                "mota": finite(1.0 - errors / c["truth_boxes"]) if c["truth_boxes"] else None,
+                "idf1": finite(2 * c["idtp"] / identity) if identity else None,
             }  # fmt: skip
         if n:
             units = self.units or ("", "")
@@ -427,6 +452,9 @@ def total_metrics(total: Dict[str, Any], failed_inputs: int) -> Dict[str, Option
         "recall": _get(total, "detection", "recall"),
         "steering_mae": _get(total, "drive", "steering_mae"),
         "throttle_mae": _get(total, "drive", "throttle_mae"),
+        "mota": _get(total, "tracking", "mota"),
+        "idf1": _get(total, "tracking", "idf1"),
+        "id_switches": _get(total, "tracking", "id_switches"),
         "latency_p50_ms": _get(total, "latency_ms", LATENCY_STAGE, "p50_ms"),
         "latency_p95_ms": _get(total, "latency_ms", LATENCY_STAGE, "p95_ms"),
         "bad_frames": _get(total, "frames", "bad"),
@@ -449,6 +477,9 @@ def differences(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Optional[floa
         "recall_drop": sub(ma["recall"], mb["recall"]),
         "steering_mae_rise": sub(mb["steering_mae"], ma["steering_mae"]),
         "throttle_mae_rise": sub(mb["throttle_mae"], ma["throttle_mae"]),
+        "mota_drop": sub(ma["mota"], mb["mota"]),
+        "idf1_drop": sub(ma["idf1"], mb["idf1"]),
+        "id_switches_rise": sub(mb["id_switches"], ma["id_switches"]),
         "latency_p50_rise_ms": sub(mb["latency_p50_ms"], ma["latency_p50_ms"]),
         "latency_p95_rise_ms": sub(mb["latency_p95_ms"], ma["latency_p95_ms"]),
         "bad_frames_rise": sub(mb["bad_frames"], ma["bad_frames"]),
@@ -535,6 +566,11 @@ def format_evaluation(report: Dict[str, Any]) -> str:
         if drive:
             parts.append(f"steering MAE {_n(drive['steering_mae'])} ({drive['steering_field']}), throttle MAE "
                          f"{_n(drive['throttle_mae'])} over {drive['matched']} matched frames")
+        tracking = t.get("tracking")
+        if tracking:
+            parts.append(f"tracking MOTA {_n(tracking['mota'])}  IDF1 {_n(tracking['idf1'])}  id switches "
+                         f"{tracking['id_switches']} ({tracking['truth_boxes']} truth boxes in {tracking['inputs']} "
+                         "input(s) with track ids)")
         lat = t["latency_ms"].get(LATENCY_STAGE)
         if lat:
             parts.append(f"latency ({LATENCY_STAGE}) p50 {_n(lat['p50_ms'], 2)} p95 {_n(lat['p95_ms'], 2)} "
@@ -612,7 +648,8 @@ def write_files(report: Dict[str, Any], out: Path, plots: bool = True) -> List[P
 
 
 CSV_FIELDS = ("ok", "frames_in", "frames_processed", "bad_frames", "dropped_frames", "map50", "map50_95",
-              "precision", "recall", "tp", "fp", "fn", "steering_mae", "throttle_mae", "matched", "latency_p50_ms",
+              "precision", "recall", "tp", "fp", "fn", "steering_mae", "throttle_mae", "matched", "mota", "idf1",
+              "id_switches", "latency_p50_ms",
               "latency_p95_ms", "fps", "wall_s", "error")  # fmt: skip
 
 
@@ -655,6 +692,8 @@ COLORS = {"A": "tab:blue", "B": "tab:orange"}
 
 def _plot_per_input(plt: Any, report: Dict[str, Any], path: Path) -> Optional[Path]:
     """Per-input bars of mAP@0.5, steering MAE and p95 latency, one bar per model set."""
+    from matplotlib.ticker import MaxNLocator
+
     keys = [v["key"] for v in report["variants"]]
     entries = report["results"]["per_input"]
     panels = [(m, t) for m, t in (("map50", "detection mAP@0.5"), ("steering_mae", "steering MAE"),
@@ -677,17 +716,20 @@ def _plot_per_input(plt: Any, report: Dict[str, Any], path: Path) -> Optional[Pa
                     ax.text(0, y[i], f" {key} failed", va="center", fontsize=7, color="tab:red")
         ax.set_yticks(y)
         ax.set_yticklabels(names, fontsize=7)
-        ax.invert_yaxis()
+        ax.set_ylim(len(entries) - 0.5, -0.5)  # first input on top, no empty rows above or below
         ax.set_title(title, fontsize=10)
         ax.grid(True, axis="x", alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # small values (0.0025...) ran into each other
+        ax.tick_params(axis="x", labelsize=8)
         if len(keys) > 1:
             ax.legend(fontsize=8)
-    fig.suptitle("per input", fontsize=10)
+    inches = fig.get_figheight()
     if len(entries) <= 30:
+        fig.suptitle("per input", fontsize=10)
         fig.tight_layout()
-    else:  # tight_layout measures every label: seconds for a hundred inputs
-        fig.subplots_adjust(left=0.1, right=0.98, top=1 - 0.6 / fig.get_figheight(), bottom=0.4 / fig.get_figheight(),
-                            wspace=0.45)
+    else:  # tight_layout measures every label: seconds for a hundred inputs; margins in inches instead
+        fig.suptitle("per input", fontsize=10, y=1 - 0.12 / inches, va="top")
+        fig.subplots_adjust(left=0.1, right=0.98, top=1 - 0.75 / inches, bottom=0.4 / inches, wspace=0.45)
     save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path

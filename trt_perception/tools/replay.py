@@ -633,6 +633,11 @@ def replay_bag(
 
             if not image_topic:
                 image_topic = tub.IMAGE_TOPIC if tub.IMAGE_TOPIC in topics else tub.RAW_IMAGE_TOPIC
+            if truth_drive_topic and truth_drive_topic not in topics and tub.USER_TOPIC in topics:
+                # a bag's topic (evaluate over bags and tubs takes one --truth-drive-topic): a tub has its own
+                notes.append(f"a DonkeyCar tub has no {truth_drive_topic} (--truth-drive-topic): its recorded "
+                             f"user/angle and user/throttle ({tub.USER_TOPIC}) are the reference instead")
+                truth_drive_topic = None
             if truth_drive_topic is None and tub.USER_TOPIC in topics:
                 truth_drive_topic = tub.USER_TOPIC
                 notes.append(f"a DonkeyCar tub: frames from its camera ({image_topic}), the recorded user/angle and "
