@@ -107,6 +107,20 @@ def test_missing_tf2onnx_names_the_extra(tmp_path: Path, monkeypatch: pytest.Mon
         convert.run_convert(_args(str(tmp_path / "pilot.h5"), "--steering"))
 
 
+def test_onnx_too_new_for_tensorflows_ml_dtypes_names_the_pin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnx >= 1.17 with TensorFlow 2.15 (ml_dtypes 0.3): tf2onnx dies importing onnx; said with the fix, not as
+    its 15-line traceback (seen in an outside audit with tensorflow 2.15.1 and onnx 1.19.0)."""
+    import subprocess
+
+    stderr = ("Traceback (most recent call last):\n  File \".../onnx/helper.py\", line 50, in <module>\n"
+              "AttributeError: module 'ml_dtypes' has no attribute 'float4_e2m1fn'\n")
+    monkeypatch.setattr(convert, "_require_tf2onnx", lambda: None)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", stderr))
+    with pytest.raises(BuildError, match=r"float4_e2m1fn.*fix: pip install 'onnx<1.17'") as caught:
+        convert.run_tf2onnx(["python", "-m", "tf2onnx.convert"])
+    assert "Traceback" not in str(caught.value)
+
+
 @pytest.mark.tensorflow
 def test_keras_steering_model_converts(tmp_path: Path) -> None:
     tf = pytest.importorskip("tensorflow")

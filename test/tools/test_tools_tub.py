@@ -92,7 +92,9 @@ def test_bad_tubs_are_counted_never_a_crash_and_never_changed(tmp_path: Path) ->
                       "manifest mismatch": 1}, reader.problems.lines()
     assert "images/2_cam_image_array_.jpg" in reader.summary()
     messages = _read(reader)
-    assert len(messages[IMAGE_TOPIC]) == 8 and len(messages[USER_TOPIC]) == 9  # the commands stay
+    assert len(messages[IMAGE_TOPIC]) == 7 and len(messages[USER_TOPIC]) == 9  # the commands stay
+    # a file that is no JPEG is the tub's problem, counted when read (it was written into the bag before)
+    assert reader.problems.counts["damaged image"] == 1 and "images/5_cam_image_array_.jpg" in reader.summary()
     raw = TubReader(tub, STORE, image_format="raw")
     raw.open()
     assert len(_read(raw)["/camera/image_raw"]) == 7 and raw.problems.counts["undecodable image"] == 1
@@ -301,6 +303,34 @@ def test_a_tub_without_frames_or_manifest_says_what_is_wrong(tmp_path: Path) -> 
     with pytest.raises(BagError, match="has no usable frame"):
         tub2bag(blind, tmp_path / "bag")
     assert not (tmp_path / "bag").exists()
+
+
+def test_truncated_and_empty_images_and_unusable_commands_are_counted(tmp_path: Path) -> None:
+    """Seen by an outside audit with a tub DonkeyCar's TubWriter wrote: a truncated and an empty JPEG went into the
+    bag uncounted, and records whose user/angle was missing, null or "NaN" lost their command silently."""
+    tub = write_tub(tmp_path / "tub", drive_frames(8), max_len=100)
+    jpeg = (tub / "images" / "1_cam_image_array_.jpg").read_bytes()
+    (tub / "images" / "1_cam_image_array_.jpg").write_bytes(jpeg[:300])
+    (tub / "images" / "2_cam_image_array_.jpg").write_bytes(b"")
+    catalog = tub / "catalog_0.catalog"
+    records = [json.loads(line) for line in catalog.read_text().splitlines()]
+    del records[3]["user/angle"]
+    records[4]["user/angle"] = None
+    records[5]["user/throttle"] = "NaN"
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tub / "catalog_0.catalog_manifest").unlink()  # its line lengths no longer match: not what is tested here
+    reader = open_tub(tub, STORE)
+    messages = _read(reader)
+    assert len(messages[IMAGE_TOPIC]) == 6 and len(messages[USER_TOPIC]) == 5
+    counts = reader.problems.counts
+    assert counts["damaged image"] == 2 and counts["bad command"] == 3, reader.problems.lines()
+    assert "record 4: user/angle None" in reader.summary()
+
+
+def test_a_tub_whose_records_are_all_deleted_says_so(tmp_path: Path) -> None:
+    tub = write_tub(tmp_path / "tub", drive_frames(5), deleted=range(5))
+    with pytest.raises(BagError, match=r"all 5 records are marked deleted \(deleted_indexes in its manifest.json"):
+        open_tub(tub, STORE)
 
 
 def test_a_behavior_pilot_without_its_topic_keeps_driving_and_the_note_says_so(tmp_path: Path) -> None:

@@ -168,7 +168,12 @@ def run_tf2onnx(command: Sequence[str]) -> None:
     _require_tf2onnx()
     result = subprocess.run(list(command), capture_output=True, text=True)
     if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+        output = (result.stderr or result.stdout).strip()
+        if "ml_dtypes" in output and "has no attribute" in output:  # onnx >= 1.17 with TensorFlow 2.15's ml_dtypes
+            last = output.splitlines()[-1]
+            raise BuildError(f"tf2onnx cannot import onnx here ({last}): this onnx needs a newer ml_dtypes than the "
+                             "installed TensorFlow allows; fix: pip install 'onnx<1.17' in this environment")
+        tail = "\n".join(output.splitlines()[-15:])
         raise BuildError(f"tf2onnx failed (exit {result.returncode}): {' '.join(command)}\n{tail}")
 
 

@@ -49,7 +49,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from trt_perception.errors import BagError, ConfigError
+from trt_perception.errors import BagError, ConfigError, TrtPerceptionError
 
 PathLike = Union[str, Path]
 
@@ -255,6 +255,10 @@ class TubReader:
                                   "records")
         self._connections()
         if not any(rec.image is not None for rec in self.records):
+            if self.deleted and not self.records:
+                raise BagError(f"tub {self.path} has no usable frame: all {self.deleted} records are marked deleted "
+                               "(deleted_indexes in its manifest.json: DonkeyCar's tub editor or `donkey tubclean` "
+                               "deleted them); fix: restore them there, or pass another tub (nothing was written)")
             found = "; ".join(self.problems.lines()[:3]) or "no problem found in its catalogs"
             raise BagError(f"tub {self.path} has no usable frame: {len(self.records)} usable records, none with its "
                            f"image file ({found}); fix: check the tub's catalog_*.catalog files and images/ folder "
@@ -331,6 +335,14 @@ class TubReader:
 
         image_topic, image_type = (IMAGE_TOPIC, COMPRESSED) if self.image_format == "compressed" \
             else (RAW_IMAGE_TOPIC, IMAGE)
+        commands = [_number(rec.values.get("user/angle")) and _number(rec.values.get("user/throttle"))
+                    for rec in records]
+        if any(commands):  # the tub records the driver's commands: a record without usable ones loses its reference
+            for rec, ok in zip(records, commands):
+                if not ok:
+                    angle, throttle = rec.values.get("user/angle"), rec.values.get("user/throttle")
+                    self.problems.add("bad command", f"record {rec.index}: user/angle {angle!r}, user/throttle "
+                                      f"{throttle!r} (no {USER_TOPIC} message)")
         for rec in records:
             v = rec.values
             count(IMU_TOPIC, IMU, all(_number(v.get(k)) for k in IMU_KEYS))
@@ -444,6 +456,13 @@ class TubReader:
         types = self.typestore.types
         header = self._header(rec.t_ns, "camera")
         if self.image_format == "compressed":
+            from trt_perception.images import compressed_size
+
+            try:  # a truncated or empty file: the node would count it as a bad frame; here it is the tub's problem
+                compressed_size(data, data_name=f"images/{rec.image.name}")
+            except TrtPerceptionError as exc:
+                self.problems.add("damaged image", str(exc).split("; fix:")[0])
+                return None
             fmt = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpeg"
             return types[COMPRESSED](header=header, format=fmt, data=np.frombuffer(data, np.uint8))
         import cv2
