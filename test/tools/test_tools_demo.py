@@ -7,6 +7,7 @@ from the measured demo numbers (see DEMO_* below and README 'The demo').
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -112,6 +113,9 @@ def test_without_lapx_the_demo_runs_untracked_and_says_why(tmp_path: Path, monke
     report = demo.run_demo_replay(tmp_path / "reports", folder=folder)
     assert report.frames_processed == 6 and report.tracks_total == 0 and report.tracking_eval is None
     assert any("detector ran without its tracker" in n and "pip install lapx" in n for n in report.notes)
+    saved = json.loads((Path(report.report_dir) / "report.json").read_text())["notes"]
+    assert saved[0] == report.notes[0] and "ran without its tracker" in saved[0]  # in the file too, first
+    assert not any("set detector.tracker" in n for n in saved)  # it is set: only lapx is missing
 
 
 def test_demo_runs_a_classic_two_head_params_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

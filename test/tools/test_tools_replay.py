@@ -511,7 +511,7 @@ def test_tracking_notes_when_it_cannot_be_scored(tmp_path: Path, monkeypatch: py
     plain = write_params(tmp_path, heads=["detector"], detector__model=str(tmp_path / "coded.onnx"))
     report = replay_bag(bag, plain, truth_detections_topic="/gt")
     assert report.tracking_eval is None and report.tracks_total == 0
-    assert any("set detector.tracker: bytetrack to score tracking" in n for n in report.notes)
+    assert any("scored when detector runs a tracker (detector.tracker: bytetrack" in n for n in report.notes)
 
     for frame in frames:
         frame.track_ids = []

@@ -204,13 +204,12 @@ def run_demo_replay(
             force=force,
             progress=progress,
             plots=plots,
+            extra_notes=[note] if note else [],
         )
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)  # made by this run a moment ago: nothing of the user's in it
         _remove_empty(created)
         raise
-    if note:
-        report.notes.append(note)
     return report
 
 

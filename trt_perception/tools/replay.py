@@ -579,6 +579,7 @@ def replay_bag(
     plots: bool = True,
     processor: Any = None,
     threads: Optional[int] = None,
+    extra_notes: Sequence[str] = (),
 ) -> ReplayReport:
     """Replay ``bag`` through the pipeline ``config`` describes (a ``PerceptionConfig`` or a params YAML path).
 
@@ -591,6 +592,7 @@ def replay_bag(
     ``threads``: helper threads preparing the next frames while this one finishes the last (deserialize,
     decode and, for models that ``runs_ahead``: preprocess + infer); None: ``default_threads()``; 0: none.
     Results are the same for any number (frames finish in order; tasks and outputs run here).
+    ``extra_notes``: the caller's own notes for the report (how it changed the config, e.g. the demo without lapx).
     """
     from trt_perception.rosbag_types import DISTROS
 
@@ -599,7 +601,8 @@ def replay_bag(
         raise ConfigError(f"--limit {limit}: expected a positive number of frames")
     if isinstance(config, (str, Path)):
         config = load_config(config, heads)
-    config, notes = replay_config(config, heads)
+    config, config_notes = replay_config(config, heads)
+    notes = [*extra_notes, *config_notes]
     bag_path = Path(bag).expanduser()
     out_path = Path(out).expanduser() if out is not None else None
     # before any work: an hour-long replay must not fail at the end on its outputs
@@ -1406,8 +1409,9 @@ class _Run:
                                          "carries no track ids (Detection2D.id)")
             return
         if tracker is None:
-            self.report.notes.append(f"the ground truth on {self.truth_detections_topic} carries track ids; set "
-                                     f"{head.name}.tracker: bytetrack to score tracking (MOTA, IDF1)")
+            self.report.notes.append(f"the ground truth on {self.truth_detections_topic} carries track ids; "
+                                     f"tracking (MOTA, IDF1) is scored when {head.name} runs a tracker "
+                                     f"({head.name}.tracker: bytetrack, with lapx installed)")
             return
         if without_id:
             self.report.notes.append(f"tracking not scored: {without_id} of {with_id + without_id} ground-truth "
