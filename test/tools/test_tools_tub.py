@@ -325,6 +325,11 @@ def test_truncated_and_empty_images_and_unusable_commands_are_counted(tmp_path: 
     counts = reader.problems.counts
     assert counts["damaged image"] == 2 and counts["bad command"] == 3, reader.problems.lines()
     assert "record 4: user/angle None" in reader.summary()
+    from trt_perception.tools.replay import replay_bag
+
+    report = replay_bag(tub, _pilot_params(tmp_path))  # found while frames are read: in the report's notes too
+    assert report.frames_in == 6 and report.bad_frames == 0
+    assert any(n.startswith("tub: damaged image: 2") for n in report.notes), report.notes
 
 
 def test_a_tub_whose_records_are_all_deleted_says_so(tmp_path: Path) -> None:

@@ -656,8 +656,6 @@ def replay_bag(
         if truth_mask_topic:
             _check_topic(topics, truth_mask_topic, IMAGE_TYPES, "--truth-mask-topic")
 
-        if problems is not None and problems.total:
-            notes.extend(f"tub: {line}" for line in problems.lines())
         clock = BagClock(reader.start_time * 1e-9)
         owns_processor = processor is None
         if processor is None:
@@ -677,6 +675,8 @@ def replay_bag(
                 output = _OutputBag(out_path, storage, write_store, force)
             try:
                 run.execute(output)
+                if problems is not None and problems.total:  # after the pass: damaged images are found as read
+                    report.notes.extend(f"tub: {line}" for line in problems.lines())
                 if report.frames_in == 0:
                     raise BagError(f"image topic {topic} of {bag_path} holds no messages, so nothing was replayed "
                                    f"(no output bag or report written); image topics in this bag: "
