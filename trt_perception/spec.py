@@ -234,7 +234,7 @@ class DetectionSpec:
         first, count = self.first_label_id, len(self.labels)
         for item in self.classes:
             if isinstance(item, int):
-                if count and not first <= item < first + count:  # an id no label names: it would filter everything
+                if count and not first <= item < first + count:  # no label names it: a typo, or another model's ids
                     raise SpecError(
                         f"{name}: class id {item} is not one of the model's {count} labels (ids {first}-"
                         f"{first + count - 1}, e.g. {list(self.labels[:5])}); fix: use a label or an id in that range"

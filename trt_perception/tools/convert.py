@@ -656,7 +656,7 @@ def _write(model: onnx.ModelProto, spec: Optional[Mapping[str, Any]], output: Pa
 
 
 def _check_free(paths: Sequence[Path], force: bool) -> None:
-    from trt_perception.tools.report import check_output_file
+    from trt_perception.tools.output_paths import check_output_file
 
     for path in paths:
         check_output_file(path, "-o")

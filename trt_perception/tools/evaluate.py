@@ -176,7 +176,7 @@ def _is_evaluation_folder(path: Path) -> bool:
 def _check_out(out: Path, force: bool) -> None:
     """Before any work: ``--out`` can be written (results are staged beside it, in ``.NAME.partial``), and holds
     no earlier evaluation unless ``force``; anything else of the user's there is never deleted."""
-    from trt_perception.tools.report import check_writable_folder
+    from trt_perception.tools.output_paths import check_writable_folder
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is an existing file; expected a folder (created when missing); fix: pass "
@@ -442,7 +442,7 @@ def evaluate(
     for variant in variants:  # a broken params file is one error now, not one per input later
         load_config(variant["params"], list(options.heads) if options.heads else None)
     out_path = Path(out).expanduser()
-    from trt_perception.tools.tub import refuse_output_inside
+    from trt_perception.tools.output_paths import refuse_output_inside
 
     for ref in refs:  # (the staging folder sits beside --out: inside a recording only if --out is)
         refuse_output_inside(ref.path, out_path, "--out")

@@ -597,7 +597,7 @@ def add_nms_to_file(
     if output.resolve() == onnx_path.resolve():
         raise ConfigError(f"--nms would overwrite its input {onnx_path}; fix: pass -o another.onnx")
     spec_out = output.with_suffix(".yaml")
-    from trt_perception.tools.report import check_output_file
+    from trt_perception.tools.output_paths import check_output_file
 
     for target in (output, spec_out):
         check_output_file(target, "-o")

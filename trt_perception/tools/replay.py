@@ -45,7 +45,6 @@ from trt_perception.tools.report import (
     TrackingEval,
     attach_mask,
     check_report_folder,
-    check_writable_folder,
     mae_rmse,
     nearest_within,
     score_frame,
@@ -606,7 +605,7 @@ def replay_bag(
     bag_path = Path(bag).expanduser()
     out_path = Path(out).expanduser() if out is not None else None
     # before any work: an hour-long replay must not fail at the end on its outputs
-    from trt_perception.tools.tub import is_inside, refuse_output_inside
+    from trt_perception.tools.output_paths import check_writable_folder, is_inside, refuse_output_inside
 
     if out_path is not None and report_dir is not None and is_inside(out_path, report_dir):
         raise ConfigError(f"--out {out_path} and --report {report_dir} overlap: the report's files would go into "
@@ -1544,7 +1543,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
 def default_out(bag: PathLike) -> Path:
     """./<bag name>_replay: next to where the user is, or beside the recording when the user is inside its
     folder (``cd tub && trt-perception replay .``): never inside the recording."""
-    from trt_perception.tools.tub import is_inside
+    from trt_perception.tools.output_paths import is_inside
 
     recording = Path(bag).expanduser().resolve()
     name = recording.name

@@ -718,48 +718,10 @@ def nothing_processed(report: ReplayReport) -> Optional[str]:
             "`trt-perception infer MODEL FRAME.png` on one frame shows the error in full")
 
 
-def check_writable_folder(path: Path, flag: str) -> None:
-    """Before any work is done: ``path`` is a folder that exists or can be created, and files can be written
-    in it (a read-only folder, or a path that is a file, would otherwise fail after an hour-long replay).
-    Every problem is a ConfigError naming the flag, the path and the fix."""
-    import tempfile
-
-    from trt_perception.errors import ConfigError
-
-    path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} {path} is an existing file; expected a folder (created when missing); fix: pass "
-                          "a folder path, or move the file away")
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"{flag} {path}: {probe} is a file, so no folder can be made below it; fix: pass "
-                          "another path")
-    try:
-        with tempfile.TemporaryFile(dir=str(probe)):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"{flag} {path}: cannot write in {probe} ({exc.strerror or exc}); fix: pass a folder "
-                          "you can write to, or change its permissions") from None
-
-
-def check_output_file(path: Path, flag: str) -> None:
-    """Before any work: ``path`` can be written as a file: it is not a folder, and its folder exists or can be
-    made and takes files (else a read-only or mistyped ``-o`` failed with a traceback after the conversion).
-    Whether an existing file may be replaced (``--force``) is the caller's to say."""
-    from trt_perception.errors import ConfigError
-
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder; expected a file path; fix: pass a file path, e.g. "
-                          f"{path / 'NAME'}")
-    check_writable_folder(path.parent, f"{flag} {path}: its folder")
-
-
 def check_report_folder(path: Path, force: bool) -> None:
     """``--report DIR`` before the replay: writable, and holding no earlier report unless ``force``."""
     from trt_perception.errors import ConfigError
+    from trt_perception.tools.output_paths import check_writable_folder
 
     check_writable_folder(path, "--report")
     path = Path(path).expanduser()
@@ -896,8 +858,8 @@ def _plot_latency(plt: Any, report: ReplayReport, path: Path) -> Path:
 def plain_log_ticks(axis: Any, lo: float, hi: float) -> None:
     """Plain tick labels ("0.1", "2", "10") on a log axis spanning ``lo``..``hi``: matplotlib's default writes
     each as mathtext ($10^{-1}$), whose parser was most of latency.png's first draw (the report's files: 0.77-0.85 s
-    instead of 0.85-0.96 s in a fresh process). Minor
-    ticks get labels (2x and 5x) only when fewer than two decades leave too few major ones."""
+    instead of 0.85-0.96 s in a fresh process). Minor ticks get labels (2x and 5x) only when fewer than two
+    decades leave too few major ones."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     axis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}"))

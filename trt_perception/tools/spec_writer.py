@@ -938,7 +938,7 @@ def write_spec(
     except SpecError as exc:  # a bug here, not the user's: say so with the text
         raise SpecError(f"the generated spec does not validate ({exc}); please report it with:\n{text}") from None
     if not to_stdout:
-        from trt_perception.tools.report import check_output_file
+        from trt_perception.tools.output_paths import check_output_file
 
         check_output_file(path, "--output")
     if not to_stdout and path.exists() and not overwrite:

@@ -142,23 +142,6 @@ def is_tub(path: PathLike) -> bool:
     return (path / "manifest.json").is_file() or any(path.glob("catalog_*.catalog"))
 
 
-def is_inside(folder: PathLike, path: PathLike) -> bool:
-    """``path`` is ``folder`` or lies below it (both resolved: ``.``, ``..`` and links count)."""
-    root = Path(folder).expanduser().resolve()
-    target = Path(path).expanduser().resolve()
-    return target == root or root in target.parents
-
-
-def refuse_output_inside(recording: PathLike, output: PathLike, flag: str) -> None:
-    """Nothing is ever written into a recording (a tub, or a rosbag2 folder): ``output`` inside one is refused,
-    before any work."""
-    recording = Path(recording).expanduser()
-    if recording.is_dir() and is_inside(recording, output):
-        what = "the tub" if is_tub(recording) else "the recording"
-        raise BagError(f"{flag} {output} is inside {what} {recording}; nothing is written into a recording; fix: "
-                       f"pass {flag} with a path outside it")
-
-
 # ------------------------------------------------------------------------------------------------ reading
 
 
@@ -521,6 +504,8 @@ def tub2bag(tub: PathLike, out: PathLike, image_format: str = "compressed", stor
     if not is_tub(tub_path):
         raise BagError(f"{tub_path} is not a DonkeyCar tub (a folder with manifest.json); fix: pass the tub folder, "
                        "e.g. ~/mycar/data/tub_12_24-05-01")
+    from trt_perception.tools.output_paths import refuse_output_inside
+
     refuse_output_inside(tub_path, out_path, "output")
     storage_name = _pick_storage(storage)
     typestore = _typestore(distro)
