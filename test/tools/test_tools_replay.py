@@ -302,6 +302,18 @@ def small_bag(tmp_path: Path) -> Path:
     return write_bag(tmp_path / "small", frames_with_squares(3), drive_topic="/teleop/cmd_vel")
 
 
+def test_the_progress_bar_only_when_asked(tmp_path: Path, models: Path, small_bag: Path,
+                                         capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """progress=True draws tqdm's bar on stderr; without it nothing is drawn (and tqdm is not even imported)."""
+    params = make_params(tmp_path, models)
+    quiet = replay_bag(small_bag, params)
+    assert "replay" not in capsys.readouterr().err
+    shown = replay_bag(small_bag, params, progress=True)
+    err = capsys.readouterr().err
+    assert "replay" in err and f"{shown.frames_in}/{shown.frames_in}" in err
+    assert shown.frames_processed == quiet.frames_processed
+
+
 def test_nonexistent_bag(tmp_path: Path, models: Path) -> None:
     with pytest.raises(BagError, match=r"does not exist"):
         replay_bag(tmp_path / "nope", make_params(tmp_path, models))

@@ -701,6 +701,29 @@ _TYPESTORES: Dict[str, Any] = {}
 MAX_THREADS = 4  # past 4 helpers the finishing thread (parse, tasks, messages: Python) is the limit
 
 
+class _NoProgress:
+    """The progress bar's calls when no bar is shown (--no-progress, not a terminal)."""
+
+    def update(self, count: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **values: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, shown: bool) -> Any:
+    """tqdm's bar on stderr, or ``_NoProgress``: tqdm's import (about 30 ms at start) is paid only where a bar
+    is shown."""
+    if not shown:
+        return _NoProgress()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", desc="replay", dynamic_ncols=True, file=sys.stderr)
+
+
 def default_threads() -> int:
     """Replay's helper threads: one per core this process may use, at most ``MAX_THREADS``."""
     try:
@@ -808,8 +831,6 @@ class _Run:
     # ---------------------------------------------------------------- driving the pass
 
     def execute(self, output: Optional[_OutputBag]) -> None:
-        from tqdm import tqdm
-
         reader = self.reader
         self.output = output
         image_conns = [c for c in reader.connections if c.topic == self.topic]
@@ -841,8 +862,7 @@ class _Run:
         index = 0
         first_t = last_t = None
         started = time.perf_counter()
-        bar = tqdm(total=total, unit="frame", desc="replay", disable=not self.progress, dynamic_ncols=True,
-                   file=sys.stderr)
+        bar = _progress_bar(total, self.progress)
         try:
             for conn, t_ns, raw in self._messages(image_conns + truth_conns + input_conns):
                 if self.limit is not None and index >= self.limit:
