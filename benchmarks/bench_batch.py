@@ -2,11 +2,11 @@
 
 What the node's worker does when cameras share a model with a batch dimension (``pipeline.finish_batch``)
 against what it does otherwise (each camera's ``FrameProcessor.finish`` in turn), on the same decoded frames:
-the demo pilot (``steering.onnx``, ONNX Runtime on the CPU, the node's one thread without spinning) with its batch
-dimension made dynamic, and 2 or 4 cameras of 640x480 frames. Throughput is frames over the total time of
-interleaved rounds; the results of both ways are checked to agree first. The models here are tiny (0.1 ms an
-inference), so this measures what batching saves in per-call overhead on a CPU; on a GPU with TensorRT a batch
-also fills the device, which this machine cannot show.
+the demo pilot (``steering.onnx``, ONNX Runtime on the CPU with the node's ort_threads / ort_spinning defaults)
+with its batch dimension made dynamic, and 2 or 4 cameras of 640x480 frames. Throughput is frames over the total
+time of interleaved rounds; the results of both ways are checked to agree first. The models here are tiny (0.1
+ms an inference), so this measures what batching saves in per-call overhead on a CPU; on a GPU with TensorRT a
+batch also fills the device, which this machine cannot show.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
-from common import DEMO_DIR, Table, camera_frame, scaled
+from common import DEMO_DIR, NODE_ORT, Table, camera_frame, scaled
 
 from trt_perception.heads import open_model
 from trt_perception.images import DecodedImage
@@ -50,7 +50,7 @@ def run(quick: bool = False) -> Table:
     rounds = scaled(quick, 400, 10)
     with tempfile.TemporaryDirectory() as folder:
         model = _dynamic_copy(DEMO_DIR / "steering.onnx", Path(folder))
-        head = open_model(model, name="pilot", backend_options={"threads": 1, "spinning": False})
+        head = open_model(model, name="pilot", backend_options=NODE_ORT)
         try:
             for count in (2, 4):
                 processors = [FrameProcessor([head if i == 0 else head.for_camera()]) for i in range(count)]

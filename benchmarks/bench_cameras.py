@@ -5,7 +5,7 @@ put frames into ``RoundRobinMailboxes`` (one latest-frame slot per camera); one 
 turn and runs that camera's ``FrameProcessor`` (its own decoder and task state; the model shared), then builds
 the Detection2DArray. Reported per camera: frames in, processed, dropped, frames/s out, latency p50/p95
 (output time - capture stamp) and the worker CPU spent on it (thread CPU time / wall time). Two models: the
-demo detector on ONNX Runtime (node defaults: one thread, no spinning) and a synthetic 66 ms backend.
+demo detector on ONNX Runtime (the node's ort_threads / ort_spinning defaults) and a synthetic 66 ms backend.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 from bench_latency import Camera
-from common import DEMO_DIR, Table, camera_frame, canned_detector, image_message, scaled, ssd300_spec
+from common import DEMO_DIR, NODE_ORT, Table, camera_frame, canned_detector, image_message, scaled, ssd300_spec
 
 from trt_perception.heads import head_from_pipeline, open_model
 from trt_perception.mailbox import RoundRobinMailboxes
@@ -33,7 +33,7 @@ TARGET_FACTOR = 2.0  # issue 13: p95 latency per camera <= 2x inference with a 6
 def _processors(model: str) -> List[FrameProcessor]:
     """One FrameProcessor per camera sharing one model (as heads.create_camera_processors does)."""
     if model == "demo":
-        first = open_model(DEMO_DIR / "detector.onnx", backend_options={"threads": 1, "spinning": False},
+        first = open_model(DEMO_DIR / "detector.onnx", backend_options=NODE_ORT,
                            name="detector")
     else:
         first = head_from_pipeline("detector", ModelPipeline(ssd300_spec(), canned_detector(delay=INFERENCE_S)))

@@ -2,7 +2,7 @@
 nodes, or three separate scripts, would do: each decodes the frame itself).
 
 The demo bag's compressed 320x240 frames, the demo's detector, drivable-area segmentation and pilot on ONNX
-Runtime (the node's defaults: one intra-op thread, no spinning). Both sides produce the same results (checked);
+Runtime (the node's ort_threads / ort_spinning defaults). Both sides produce the same results (checked);
 the gain is the two JPEG decodes (and colour conversions) saved per frame.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List
 
-from common import DEMO_DIR, Table, camera_frame, demo_bag_frames, image_message, measure, scaled
+from common import DEMO_DIR, NODE_ORT, Table, camera_frame, demo_bag_frames, image_message, measure, scaled
 
 from trt_perception.heads import open_model
 from trt_perception.pipeline import FrameProcessor
 
 MODELS = ("detector", "drivable", "steering")
-ORT = {"threads": 1, "spinning": False}
+ORT = NODE_ORT
 
 
 def run(quick: bool = False) -> Table:

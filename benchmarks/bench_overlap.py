@@ -1,6 +1,6 @@
 """Benchmark 15: decode overlapped with inference (``FrameProcessor.process_stream``, the node's ``overlap``).
 
-The demo detector on ONNX Runtime with the node's defaults (one intra-op thread, no spinning) over bursts of
+The demo detector on ONNX Runtime with the node's ort_threads / ort_spinning defaults over bursts of
 camera frames: ``sequential`` runs ``process`` frame after frame (decode, then the heads); ``overlap`` runs
 ``process_stream``, which decodes frame N+1 in a helper thread while the heads run on frame N (cv2.imdecode
 and ONNX Runtime both release the GIL), exactly what the node's worker does with ``overlap: true``. Results
@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, List
 
-from common import DEMO_DIR, Table, camera_frame, image_message, measure, scaled
+from common import DEMO_DIR, NODE_ORT, Table, camera_frame, image_message, measure, scaled
 
 from trt_perception.heads import open_model
 from trt_perception.pipeline import FrameProcessor
@@ -23,7 +23,7 @@ KINDS = [("jpeg", 640, 480), ("jpeg", 1280, 720), ("bgr8", 640, 480)]
 
 
 def _processor() -> FrameProcessor:
-    head = open_model(DEMO_DIR / "detector.onnx", backend_options={"threads": 1, "spinning": False},
+    head = open_model(DEMO_DIR / "detector.onnx", backend_options=NODE_ORT,
                       name="detector")  # fmt: skip
     return FrameProcessor([head], gpu_decode="off")
 
@@ -61,7 +61,7 @@ def _same_results(processor: FrameProcessor, msgs: List[Any]) -> bool:
 def run(quick: bool = False) -> Table:
     table = Table(
         "overlap",
-        "15. decode overlapped with inference: demo detector, ONNX Runtime (1 thread), bursts of frames",
+        "15. decode overlapped with inference: demo detector, ONNX Runtime (node defaults), bursts of frames",
         ["frames", "sequential_fps", "overlap_fps", "gain", "seq_ms [IQR]", "overlap_ms [IQR]", "seq_cpu_pct",
          "overlap_cpu_pct", "identical"],
     )

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 import yaml
-from common import DEMO_DIR, Table, scaled
+from common import DEMO_DIR, NODE_ORT, Table, scaled
 
 TARGET = 1.5  # replay frames/s >= 1.5x the user script's
 PROCESS_TARGET = 1.1  # `trt-perception replay --no-out` wall time <= 1.1x the script's, both as processes
@@ -135,11 +135,11 @@ def run(quick: bool = False) -> Table:
     process_rows(table, quick)
     table.notes.append(
         "Same results checked first (frame count, steering of every frame within 1e-4). The script uses default "
-        "ONNX Runtime sessions (a thread per core, spinning), as users do; replay uses the node's ort_threads 1 "
-        "and no spinning, decodes once for both models and also builds the node's output messages (serialized only "
-        "when it writes an output bag, not here). "
-        "replay's helper threads deserialize, decode, preprocess and infer the next frames while its own thread "
-        "parses, runs the tasks and builds the messages in frame order (--threads 0: one frame at a time)."
+        "ONNX Runtime sessions (a thread per core, spinning), as users do; replay uses the node's ort_threads "
+        f"{NODE_ORT['threads']} and no spinning, decodes once for both models and also builds the node's output "
+        "messages (serialized only when it writes an output bag, not here). replay's helper threads deserialize, "
+        "decode, preprocess, infer and parse the next frames while its own thread runs the tasks and builds the "
+        "messages in frame order (--threads 0: one frame at a time)."
     )
     return table
 

@@ -24,11 +24,14 @@ import cv2
 import numpy as np
 
 from trt_perception.backends.base import Backend, TensorSpec
+from trt_perception.config import ORT_DEFAULTS
 from trt_perception.images import encode_compressed
 from trt_perception.spec import ModelSpec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / "trt_perception" / "data" / "demo"
+# ONNX Runtime options as the node and replay open a model (the ort_threads / ort_spinning params' defaults)
+NODE_ORT = {"threads": ORT_DEFAULTS["ort_threads"], "spinning": ORT_DEFAULTS["ort_spinning"]}
 
 # ----------------------------------------------------------------------------------------------- timing
 

@@ -8,7 +8,10 @@
 # Usage there:  bash benchmarks/gpu_machine.sh
 #   writes to $OUT: pytest.log (GPU preprocessing + GPU decode tests), bench.log + gpu.json (benchmarks 7, 7b)
 #   BENCH_ARGS=--jpeg: only benchmark 7b; SKIP_PYCUDA=1: do not build pycuda;
-#   CPU_BENCHMARKS=1: also the CPU benchmarks on this machine's cores.
+#   CPU_BENCHMARKS=1: also the CPU benchmarks on this machine's cores;
+#   CORES="2 4 6": only benchmarks 10 (replay vs the user script) and 18 (ONNX Runtime options) and
+#   `trt-perception demo` (3 runs), each under `taskset` on that many of this host's cores (Jetsons have 4-12,
+#   the dev VM 2), into cores_<n>.log.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -16,6 +19,25 @@ export PATH=/usr/local/cuda/bin:$PATH CUDA_ROOT=/usr/local/cuda CUDA_HOME=/usr/l
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
+if [ -n "${CORES:-}" ]; then
+  lscpu | grep -E "Model name|^CPU\(s\)"
+  python3 -c "import onnxruntime, cv2, numpy; print('onnxruntime', onnxruntime.__version__, 'cv2', cv2.__version__, 'numpy', numpy.__version__)"
+  python3 -c "import motmetrics, lap, faster_coco_eval, matplotlib" 2>&1 | tail -1
+  for n in $CORES; do
+    cpus="0-$((n - 1))"
+    echo "== $n cores (taskset -c $cpus)"
+    (cd benchmarks && taskset -c "$cpus" timeout 200 python3 bench_replay.py
+     taskset -c "$cpus" timeout 200 python3 bench_ort_options.py) > "$OUT/cores_$n.log" 2>&1
+    grep -E "script|replay|\| (demo|SSD)" "$OUT/cores_$n.log" | cut -c1-200
+    demo=$(mktemp -d)
+    for run in 1 2 3; do
+      start=$(date +%s.%N)
+      (cd "$demo" && taskset -c "$cpus" python3 -m trt_perception.cli demo --force > demo.log 2>&1) || tail -3 "$demo/demo.log"
+      echo "demo, $n cores: $(python3 -c "print(round($(date +%s.%N) - $start, 2))") s" | tee -a "$OUT/cores_$n.log"
+    done
+  done
+  exit 0
+fi
 if [ "${SKIP_PYCUDA:-0}" != 1 ] && ls .whl/pycuda-*.tar.gz >/dev/null 2>&1 \
     && ! python3 -c "import pycuda.driver" 2>/dev/null; then
   start=$(date +%s)

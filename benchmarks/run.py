@@ -47,6 +47,7 @@ BENCHMARKS = {  # name -> module; run in this order
     "overlap": "bench_overlap",
     "jpeg_reduce": "bench_jpeg_reduce",
     "batch": "bench_batch",
+    "ort_options": "bench_ort_options",
 }
 
 

@@ -122,7 +122,7 @@ def test_onnxruntime_gets_the_session_options_and_tensorrt_refuses_them(tmp_path
 
     onnx_model = str(tmp_path / "m.onnx")
     assert backend_options("front", ModelConfig(model=onnx_model)) == {
-        "threads": 1, "inter_op_threads": 0, "spinning": False, "optimization": "all"}
+        "threads": 2, "inter_op_threads": 0, "spinning": False, "optimization": "all"}
     tuned = ModelConfig(model=onnx_model, ort_threads=4, ort_spinning=True, ort_optimization="basic")
     assert backend_options("front", tuned)["threads"] == 4
     assert backend_options("front", ModelConfig(model=str(tmp_path / "m.engine"))) == {}

@@ -35,7 +35,7 @@ class ModelConfig:
     cuda: str = "auto"
     auto_build: bool = False
     gpu_preprocess: bool = False
-    ort_threads: int = 1
+    ort_threads: int = 2
     ort_inter_op_threads: int = 0
     ort_spinning: bool = False
     ort_optimization: str = "all"
@@ -43,7 +43,7 @@ class ModelConfig:
 
 # Global params that shape how a FrameProcessor decodes and schedules frames (``frame_options``).
 FRAME_GLOBALS = ("gpu_decode", "max_pixels", "jpeg_reduce", "overlap")
-ORT_DEFAULTS = {"ort_threads": 1, "ort_inter_op_threads": 0, "ort_spinning": False, "ort_optimization": "all"}
+ORT_DEFAULTS = {"ort_threads": 2, "ort_inter_op_threads": 0, "ort_spinning": False, "ort_optimization": "all"}
 
 
 @dataclass(frozen=True)

@@ -292,10 +292,11 @@ def _head_params(task_names: Sequence[str]) -> Tuple[ParamDef, ...]:
         ),
         ParamDef(
             "ort_threads",
-            1,
+            2,
             INT,
-            "ONNX Runtime intra-op threads; 1 suits small models and cores shared with decoding and other "
-            "nodes (benchmarks/README 'ONNX Runtime options'); 0 = one per core",
+            "ONNX Runtime intra-op threads (idle ones sleep unless ort_spinning); on 2 cores, 2 ran an "
+            "SSD-MobileNet-sized model 1.1-1.9x as fast as 1 and a 0.4 ms one at 0.94-1.08x, also with a core busy "
+            "elsewhere (README 'ONNX Runtime options', benchmark 18); 0 = one per core",
             range=(0, 64),
         ),
         ParamDef("ort_inter_op_threads", 0, INT, "ONNX Runtime inter-op threads; 0 = ORT's default", range=(0, 64)),
