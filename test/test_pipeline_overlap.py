@@ -14,7 +14,7 @@ import pytest
 from onnx_factory import brightness_pilot, grid_detector
 
 from trt_perception.config import PerceptionConfig
-from trt_perception.errors import ConfigError, ImageError, OutputError
+from trt_perception.errors import ConfigError, ImageError
 from trt_perception.heads import create_frame_processor, open_model
 from trt_perception.images import BufferPool, DecodedImage
 from trt_perception.pipeline import FrameProcessor
@@ -272,87 +272,6 @@ def test_frames_inferred_ahead_in_threads_at_once_are_run_frame_by_frame(tmp_pat
         np.testing.assert_array_equal(got.parsed.scores, want.parsed.scores)
         assert got.transform == want.transform
     assert 1 <= len(pipeline._spares) <= 4  # one input tensor per thread that ran at once, kept for reuse
-    detector.close()
-
-
-def test_frames_parsed_ahead_in_threads_keep_their_parse_only_with_the_same_settings(tmp_path: Path) -> None:
-    """``infer_ahead(parse=True)`` also parses in the helper thread, with that thread's own parser: the frame's
-    turn keeps that parse while the task's settings are the very object it used; after a live change (the
-    task replaces its settings) the frame is parsed again with the new ones, so results are ``run``'s."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    detector = open_model(grid_detector(tmp_path, resize="letterbox"), name="detector")
-    pipeline = detector.pipeline
-    images = [DecodedImage(squares(320, 240, (10 * i, 20, 10 * i + 60, 90), seed=i), "bgr") for i in range(16)]
-    before = detector.task.settings
-    own_parse = pipeline.parser.parse
-
-    def not_here(*args: Any) -> Any:
-        raise AssertionError("a helper thread used the pipeline's own parser (its buffers are the turn's)")
-
-    pipeline.parser.parse = not_here  # type: ignore[method-assign]
-    with ThreadPoolExecutor(4) as pool:
-        ahead = list(pool.map(lambda image: pipeline.infer_ahead(image, before, parse=True), images))
-    pipeline.parser.parse = own_parse  # type: ignore[method-assign]
-    assert all(inference.parsed is not None for inference in ahead)
-    for want_image, inference in zip(images[:8], ahead[:8]):
-        got = pipeline.parse_ahead(inference, detector.task.settings)
-        assert got is inference.parsed  # same settings object: the helper's parse
-        want = pipeline.run(want_image, detector.task.settings)
-        np.testing.assert_array_equal(got.parsed.boxes, want.parsed.boxes)
-        np.testing.assert_array_equal(got.parsed.scores, want.parsed.scores)
-    detector.task.apply({**detector.task.values, "score_threshold": 0.99})  # a live change between frames
-    assert detector.task.settings is not before and before.score_threshold != 0.99  # replaced, not changed
-    for want_image, inference in zip(images[8:], ahead[8:]):
-        got = pipeline.parse_ahead(inference, detector.task.settings)
-        assert got is not inference.parsed  # parsed again in the turn with the new settings
-        want = pipeline.run(want_image, detector.task.settings)
-        np.testing.assert_array_equal(got.parsed.scores, want.parsed.scores)
-        assert all(score >= 0.99 for score in got.parsed.scores.tolist())
-    detector.close()
-
-
-def test_settings_objects_are_replaced_never_changed_in_place(tmp_path: Path) -> None:
-    """Frames parsed ahead rely on it: a settings object, once given out, never changes."""
-    from dataclasses import FrozenInstanceError
-
-    detector = open_model(grid_detector(tmp_path, resize="letterbox"), name="detector")
-    settings = detector.task.settings
-    with pytest.raises(FrozenInstanceError):
-        settings.score_threshold = 0.1  # type: ignore[misc]
-    detector.task.apply(dict(detector.task.values))
-    assert detector.task.settings is not settings and detector.task.settings == settings
-    detector.close()
-
-
-def test_a_parser_whose_result_lives_in_its_buffers_is_not_parsed_ahead(tmp_path: Path) -> None:
-    """Segmentation's class map is the parser's reused buffer: parsing frame N+1 ahead would overwrite frame N's
-    map before its turn, so such a model is only inferred ahead and parsed in the frame's turn."""
-    from trt_perception.outputs.segmentation import SegmentationParser
-
-    assert SegmentationParser.reuses_result_buffers
-    detector = open_model(grid_detector(tmp_path, resize="letterbox"), name="detector")
-    detector.pipeline.parser.reuses_result_buffers = True  # as segmentation's
-    image = DecodedImage(squares(320, 240, (40, 40, 90, 90)), "bgr")
-    inference = detector.pipeline.infer_ahead(image, detector.task.settings, parse=True)
-    assert inference.parsed is None
-    got = detector.pipeline.parse_ahead(inference, detector.task.settings)
-    np.testing.assert_array_equal(got.parsed.boxes, detector.pipeline.run(image, detector.task.settings).parsed.boxes)
-    detector.close()
-
-
-def test_a_parse_failing_ahead_is_raised_in_the_frames_turn(tmp_path: Path) -> None:
-    """An output the parser refuses: the helper keeps no parse, the frame's turn parses again and raises the
-    parser's own error there (counted as a failed frame by replay, as without the helpers)."""
-    detector = open_model(grid_detector(tmp_path, resize="letterbox"), name="detector")
-    pipeline = detector.pipeline
-    infer = pipeline.backend.infer
-    pipeline.backend.infer = lambda feed: {k: v[..., :1] for k, v in infer(feed).items()}  # a wrong shape
-    image = DecodedImage(squares(320, 240, (40, 40, 90, 90)), "bgr")
-    inference = pipeline.infer_ahead(image, detector.task.settings, parse=True)
-    assert inference.parsed is None
-    with pytest.raises(OutputError):
-        pipeline.parse_ahead(inference, detector.task.settings)
     detector.close()
 
 

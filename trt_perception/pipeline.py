@@ -40,7 +40,6 @@ from trt_perception.images import MAX_PIXELS, DecodedImage
 from trt_perception.mailbox import Handover
 from trt_perception.onnx_file import MODEL_FILES, check_model_path
 from trt_perception.outputs import create_parser
-from trt_perception.outputs.base import OutputParser
 from trt_perception.preprocess import ImageTransform, Preprocessor
 from trt_perception.results import Detections, DriveCommand, SteeringPrediction
 from trt_perception.spec import InputSpec, ModelSpec, check_extra_inputs, check_input, check_output_names, load_spec
@@ -159,7 +158,6 @@ class ModelPipeline:
         self._batches: Dict[int, Tuple[np.ndarray, List[Preprocessor]]] = {}
         self._spares: List[Preprocessor] = []  # infer_ahead's input tensors, one per concurrent caller
         self._spares_lock = threading.Lock()
-        self._parsers = threading.local()  # infer_ahead's parser in each helper thread
         if gpu_preprocess:
             if spec.input.sequence or spec.input.mask:
                 what = "input.sequence (a frame sequence)" if spec.input.sequence else "input.mask"
@@ -274,24 +272,21 @@ class ModelPipeline:
 
     def _parse(
         self, outputs: Mapping[str, np.ndarray], transform: ImageTransform, image: Frame, settings: Any,
-        timings: Dict[str, float], parser: Optional[OutputParser] = None,
+        timings: Dict[str, float],
     ) -> RawOutput:  # fmt: skip
         t2 = perf_counter()
         if isinstance(image, DecodedImage) and image.reduced:
             transform = self._to_source(transform, image)
-        parsed = self.parse_outputs(outputs, settings, parser)
+        parsed = self.parse_outputs(outputs, settings)
         timings["postprocess"] = perf_counter() - t2
         return RawOutput(parsed, transform, timings)
 
-    def parse_outputs(
-        self, outputs: Mapping[str, np.ndarray], settings: Any = None, parser: Optional[OutputParser] = None
-    ) -> Any:
+    def parse_outputs(self, outputs: Mapping[str, np.ndarray], settings: Any = None) -> Any:
         """The parser's raw result for one frame's outputs, in model-input pixels (``inspect`` checks a synthetic
-        frame's this way); an OutputError says which tensor does not fit the spec. ``parser``: another
-        instance of this model's parser (a helper thread's own)."""
+        frame's this way); an OutputError says which tensor does not fit the spec."""
         if self.static_batch > 1:  # the frame is row 0 of every batch-first output
             outputs = {k: v[:1] if v.ndim and v.shape[0] == self.static_batch else v for k, v in outputs.items()}
-        return (parser or self.parser).parse(outputs, settings)
+        return self.parser.parse(outputs, settings)
 
     # ------------------------------------------------------------------ ahead of the frame's turn (replay)
 
@@ -306,13 +301,10 @@ class ModelPipeline:
             and not self.extra_inputs and not self.spec.inputs and bool(getattr(self.backend, "concurrent", False))
         )  # fmt: skip
 
-    def infer_ahead(self, image: DecodedImage, settings: Any = None, parse: bool = False) -> Inference:
+    def infer_ahead(self, image: DecodedImage) -> Inference:
         """Preprocess into a spare input tensor (one per thread doing this at once, made on first need) and
-        infer, in the calling thread. With ``parse``, also parse here with the task's ``settings`` (tasks
-        replace their settings object on a change, never change it in place) and this thread's own parser,
-        unless the parser's result lives in its reused buffers; the frame's turn (``parse_ahead``) keeps that
-        parse when the task's settings are still that object and parses again otherwise, so results equal
-        ``run``'s. Only where ``runs_ahead``."""
+        infer, in the calling thread; the frame's turn parses it with the settings of that moment
+        (``parse_ahead``), so results equal ``run``'s. Only where ``runs_ahead``."""
         t0 = perf_counter()
         with self._spares_lock:
             preprocessor = self._spares.pop() if self._spares else None
@@ -325,29 +317,10 @@ class ModelPipeline:
         finally:
             with self._spares_lock:
                 self._spares.append(preprocessor)
-        inference = Inference(outputs, transform, image, {"preprocess": t1 - t0, "infer": perf_counter() - t1})
-        if parse and not self.parser.reuses_result_buffers:
-            try:
-                inference.parsed = self._parse(outputs, transform, image, settings, dict(inference.timings),
-                                               self._thread_parser())
-                inference.settings = settings
-            except Exception:  # not swallowed: the frame's turn parses again and raises it there
-                inference.parsed = None
-        return inference
-
-    def _thread_parser(self) -> OutputParser:
-        """This thread's own parser for ``infer_ahead`` (parsers keep per-call buffers; one per thread)."""
-        parser = getattr(self._parsers, "parser", None)
-        if parser is None:
-            parser = self._parsers.parser = create_parser(self.spec)
-            parser.check_outputs(self.backend.outputs)
-        return parser
+        return Inference(outputs, transform, image, {"preprocess": t1 - t0, "infer": perf_counter() - t1})
 
     def parse_ahead(self, inference: Inference, settings: Any = None) -> RawOutput:
-        """The frame's turn of ``infer_ahead``: its parse when made with these very ``settings``, else parsed
-        now, as ``run`` would have."""
-        if inference.parsed is not None and inference.settings is settings:
-            return inference.parsed
+        """The frame's turn of ``infer_ahead``: parse its outputs as ``run`` would have."""
         return self._parse(inference.outputs, inference.transform, inference.image, settings, dict(inference.timings))
 
     @property
@@ -512,8 +485,6 @@ class Inference:
     transform: ImageTransform
     image: DecodedImage
     timings: Dict[str, float]
-    parsed: Optional[RawOutput] = None  # parsed in the helper too (infer_ahead's parse), with ``settings``
-    settings: Any = None
 
 
 @dataclass
@@ -659,7 +630,7 @@ class FrameProcessor:
             for head in self.heads:
                 if getattr(head.pipeline, "runs_ahead", False):
                     try:
-                        prepared.inferred[head.name] = head.pipeline.infer_ahead(frame, head.task.settings, parse=True)
+                        prepared.inferred[head.name] = head.pipeline.infer_ahead(frame)
                     except Exception as exc:  # the frame's turn raises it, as finish would have
                         prepared.inferred[head.name] = exc
         return prepared

@@ -13,9 +13,9 @@ from trt_perception.results import SteeringPrediction
 from trt_perception.spec import ClassificationSpec, DetectionSpec, ModelSpec
 
 
-@dataclass(frozen=True)
+@dataclass
 class DetectionSettings:
-    """Run-time detection settings (node params change them between frames: a task replaces the object)."""
+    """Run-time detection settings (node params can change them between frames)."""
 
     score_threshold: float = 0.5
     iou_threshold: float = 0.45
@@ -40,9 +40,9 @@ class RawDetections:
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64))
 
 
-@dataclass(frozen=True)
+@dataclass
 class ClassificationSettings:
-    """Run-time classification settings (replaced, never changed in place, as DetectionSettings)."""
+    """Run-time classification settings."""
 
     top_k: int = 5
     score_threshold: float = 0.0
@@ -85,9 +85,6 @@ class OutputParser(abc.ABC):
     """
 
     format: str = ""
-    # the result may live in the parser's reused buffers (valid until its next parse): such a parser cannot
-    # parse a frame ahead of the previous frame's turn (``ModelPipeline.infer_ahead``)
-    reuses_result_buffers: bool = False
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec

@@ -86,7 +86,6 @@ class SegmentationParser(OutputParser):
 
     format = "segmentation"
     roles = ("mask",)
-    reuses_result_buffers = True  # class_map is the reused uint8 map
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)

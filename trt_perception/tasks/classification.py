@@ -43,9 +43,8 @@ class ClassificationTask(Task):
         spec = self.spec.classification
         top_k = int(values.get("top_k", 0) or 0)
         score = values.get("score_threshold", USE_SPEC)
-        # a new object, never changed in place (see DetectionTask.apply)
-        self._settings = ClassificationSettings(top_k if top_k > 0 else spec.top_k,
-                                                spec.score_threshold if score == USE_SPEC else float(score))
+        self._settings.top_k = top_k if top_k > 0 else spec.top_k
+        self._settings.score_threshold = spec.score_threshold if score == USE_SPEC else float(score)
 
     @property
     def settings(self) -> ClassificationSettings:

@@ -198,23 +198,22 @@ class DetectionTask(Task):
         return None
 
     def apply(self, values: Mapping[str, Any]) -> None:
-        """Overrides win; a param put back to its sentinel restores the spec's value. The settings are a new
-        object, never changed in place: a frame parsed ahead with the old one (replay's helper threads) sees
-        it is not the current one and is parsed again in its turn."""
+        """Overrides win; a param put back to its sentinel restores the spec's value."""
         super().apply(values)
         spec = self.spec.detection
         update = self.overrides(values)
-        try:
-            allowed = self._allowed(update.get("classes", list(spec.classes)))
-        except TrtPerceptionError as exc:
-            raise ConfigError(str(exc)) from exc
-        self.publish_threshold = score = update.get("score_threshold", spec.score_threshold)
+        settings = self._settings
+        self.publish_threshold = settings.score_threshold = update.get("score_threshold", spec.score_threshold)
         if getattr(self, "tracker", None) is not None:
             track = self._tracker_settings(values, self.publish_threshold)
             self.tracker.settings = track
-            score = min(self.publish_threshold, track.low_score)  # the low-score pass
-        self._settings = DetectionSettings(score, update.get("iou_threshold", spec.iou_threshold),
-                                           update.get("max_detections", spec.max_detections), allowed)
+            settings.score_threshold = min(self.publish_threshold, track.low_score)  # the low-score pass
+        settings.iou_threshold = update.get("iou_threshold", spec.iou_threshold)
+        settings.max_detections = update.get("max_detections", spec.max_detections)
+        try:
+            settings.allowed_class_ids = self._allowed(update.get("classes", list(spec.classes)))
+        except TrtPerceptionError as exc:
+            raise ConfigError(str(exc)) from exc
 
     @property
     def settings(self) -> DetectionSettings:
