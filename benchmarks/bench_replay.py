@@ -138,7 +138,7 @@ def run(quick: bool = False) -> Table:
         "ONNX Runtime sessions (a thread per core, spinning), as users do; replay uses the node's ort_threads "
         f"{NODE_ORT['threads']} and no spinning, decodes once for both models and also builds the node's output "
         "messages (serialized only when it writes an output bag, not here). replay's helper threads deserialize, "
-        "decode, preprocess, infer and parse the next frames while its own thread runs the tasks and builds the "
+        "decode, preprocess and infer the next frames while its own thread parses, runs the tasks and builds the "
         "messages in frame order (--threads 0: one frame at a time)."
     )
     return table
