@@ -6,8 +6,10 @@ detectors) and a ~0.55 GMAC stand-in the size of SSD-MobileNet (benchmark 3's). 
 ``OnnxRuntimeBackend`` opened with those options, fed one preprocessed frame; the same outputs are checked first.
 
 Per contender: median and IQR of per-inference times, throughput from the total time, and the CPU time the
-process spent per inference (busy-waiting threads show up there). Run it under ``taskset -c 0-3`` (or 0-5) to
-see a 4- or 6-core Jetson's choice on a bigger host: the thread count ONNX Runtime picks follows the affinity.
+process spent per inference (busy-waiting threads show up there). Under ``taskset -c 0-3`` (or 0-5) on a bigger
+host, the explicit thread counts stay on those cores; ONNX Runtime's own per-core pool was not held to them on
+the GPU host (onnxruntime 1.30: a 2-core taskset still ran the stand-in 4x faster than 2 threads), so read the
+per-core rows there as the whole machine's.
 """
 
 from __future__ import annotations
