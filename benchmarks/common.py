@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 
 from trt_perception.backends.base import Backend, TensorSpec
-from trt_perception.config import ORT_DEFAULTS
 from trt_perception.images import encode_compressed
+from trt_perception.params import ORT_DEFAULTS
 from trt_perception.spec import ModelSpec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,6 +13,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from trt_perception.errors import ConfigError
 from trt_perception.params import (
+    ORT_DEFAULTS,
     ParamTable,
     check_values,
     cross_check,
@@ -35,15 +36,14 @@ class ModelConfig:
     cuda: str = "auto"
     auto_build: bool = False
     gpu_preprocess: bool = False
-    ort_threads: int = 2
-    ort_inter_op_threads: int = 0
-    ort_spinning: bool = False
-    ort_optimization: str = "all"
+    ort_threads: int = ORT_DEFAULTS["ort_threads"]
+    ort_inter_op_threads: int = ORT_DEFAULTS["ort_inter_op_threads"]
+    ort_spinning: bool = ORT_DEFAULTS["ort_spinning"]
+    ort_optimization: str = ORT_DEFAULTS["ort_optimization"]
 
 
 # Global params that shape how a FrameProcessor decodes and schedules frames (``frame_options``).
 FRAME_GLOBALS = ("gpu_decode", "max_pixels", "jpeg_reduce", "overlap")
-ORT_DEFAULTS = {"ort_threads": 2, "ort_inter_op_threads": 0, "ort_spinning": False, "ort_optimization": "all"}
 
 
 @dataclass(frozen=True)

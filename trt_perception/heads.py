@@ -11,9 +11,10 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
-from trt_perception.config import ORT_DEFAULTS, HeadConfig, ModelConfig, PerceptionConfig
+from trt_perception.config import HeadConfig, ModelConfig, PerceptionConfig
 from trt_perception.errors import ConfigError, TrtPerceptionError
 from trt_perception.images import DecodedImage
+from trt_perception.params import ORT_DEFAULTS
 from trt_perception.pipeline import FrameProcessor, ModelPipeline, RawOutput
 from trt_perception.tasks import task_class
 from trt_perception.tasks.base import HeadOutput, Task

@@ -219,6 +219,12 @@ def camera_params(camera: str) -> Tuple[ParamDef, ...]:
     )
 
 
+# ONNX Runtime session options every head gets unless its params say otherwise (benchmark 18 chose ort_threads 2)
+ORT_DEFAULTS: Dict[str, Any] = {
+    "ort_threads": 2, "ort_inter_op_threads": 0, "ort_spinning": False, "ort_optimization": "all",
+}  # fmt: skip
+
+
 def _head_params(task_names: Sequence[str]) -> Tuple[ParamDef, ...]:
     """The parameters every head has (relative names)."""
     return (
@@ -292,24 +298,25 @@ def _head_params(task_names: Sequence[str]) -> Tuple[ParamDef, ...]:
         ),
         ParamDef(
             "ort_threads",
-            2,
+            ORT_DEFAULTS["ort_threads"],
             INT,
             "ONNX Runtime intra-op threads (idle ones sleep unless ort_spinning); on 2 cores, 2 ran an "
             "SSD-MobileNet-sized model 1.1-1.9x as fast as 1 and a 0.4 ms one at 0.94-1.08x, also with a core busy "
             "elsewhere (README 'ONNX Runtime options', benchmark 18); 0 = one per core",
             range=(0, 64),
         ),
-        ParamDef("ort_inter_op_threads", 0, INT, "ONNX Runtime inter-op threads; 0 = ORT's default", range=(0, 64)),
+        ParamDef("ort_inter_op_threads", ORT_DEFAULTS["ort_inter_op_threads"], INT,
+                 "ONNX Runtime inter-op threads; 0 = ORT's default", range=(0, 64)),
         ParamDef(
             "ort_spinning",
-            False,
+            ORT_DEFAULTS["ort_spinning"],
             BOOL,
             "let idle ONNX Runtime threads busy-wait for work (ORT's own default is on: it burns CPU the "
             "decoder and other nodes need)",
         ),
         ParamDef(
             "ort_optimization",
-            "all",
+            ORT_DEFAULTS["ort_optimization"],
             STRING,
             "ONNX Runtime graph optimisation level",
             choices=("disable", "basic", "extended", "all"),
