@@ -7,7 +7,7 @@ Import from any test (test/conftest.py puts test/ on sys.path): ``from onnx_fact
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import onnx
@@ -38,32 +38,35 @@ def grid_detector(
     cells: int = 8,
     resize: str = "letterbox",
     detection: Optional[Dict[str, Any]] = None,
+    batch: Union[int, str] = 1,
 ) -> Path:
     """An ``ssd_raw`` detector that 'sees' bright grid cells.
 
-    Input ``images`` [1,3,size,size] scaled x/255. Each anchor is one grid cell; its score for class 1
-    ('blob') is the cell's mean brightness, class 0 is background. Box offsets are zero, so a detection is
-    exactly its cell: drawing a white square on a cell (in source pixels, through resize/letterbox) must
-    give back that square.
+    Input ``images`` [batch,3,size,size] scaled x/255 (``batch`` a name: dynamic). Each anchor is one grid
+    cell; its score for class 1 ('blob') is the cell's mean brightness, class 0 is background. Box offsets are
+    zero, so a detection is exactly its cell: drawing a white square on a cell (in source pixels, through
+    resize/letterbox) must give back that square.
     """
     cell = size // cells
     nodes = [
         helper.make_node("ReduceMean", ["images"], ["gray"], axes=[1], keepdims=1),
         helper.make_node("AveragePool", ["gray"], ["pooled"], kernel_shape=[cell, cell], strides=[cell, cell]),
-        _const("shape_a1", np.array([1, cells * cells, 1], np.int64)),
+        _const("shape_a1", np.array([0, cells * cells, 1], np.int64)),  # 0: the batch as it comes
         helper.make_node("Reshape", ["pooled", "shape_a1"], ["fg"]),
         _const("one", np.array(1.0, np.float32)),
         helper.make_node("Sub", ["one", "fg"], ["bg"]),
         helper.make_node("Concat", ["bg", "fg"], ["scores"], axis=2),
-        _const("boxes", np.zeros((1, cells * cells, 4), np.float32)),
+        _const("zero", np.array(0.0, np.float32)),
+        helper.make_node("Concat", ["fg", "fg", "fg", "fg"], ["fg4"], axis=2),
+        helper.make_node("Mul", ["fg4", "zero"], ["boxes"]),
     ]
     graph = helper.make_graph(
         nodes,
         name,
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, size, size])],
         [
-            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, cells * cells, 2]),
-            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, cells * cells, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, cells * cells, 2]),
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [batch, cells * cells, 4]),
         ],
     )
     centers = (np.arange(cells, dtype=np.float32) + 0.5) / cells
@@ -89,10 +92,13 @@ def grid_detector(
     return _save(folder, name, graph, spec)
 
 
-def brightness_pilot(folder: Path, name: str = "pilot", height: int = 120, width: int = 160) -> Path:
+def brightness_pilot(
+    folder: Path, name: str = "pilot", height: int = 120, width: int = 160, batch: Union[int, str] = 1
+) -> Path:
     """A ``steering_linear`` model (DonkeyCar layout): angle = 2*mean(x)-1, throttle = mean of the red channel.
 
-    Input ``img_in`` [1,H,W,3] NHWC RGB scaled x/255, outputs ``angle`` and ``throttle`` [1,1].
+    Input ``img_in`` [batch,H,W,3] NHWC RGB scaled x/255, outputs ``angle`` and ``throttle`` [batch,1]
+    (``batch`` a name: dynamic).
     """
     nodes = [
         helper.make_node("ReduceMean", ["img_in"], ["mean_all"], axes=[1, 2, 3], keepdims=0),
@@ -100,7 +106,7 @@ def brightness_pilot(folder: Path, name: str = "pilot", height: int = 120, width
         _const("one", np.array(1.0, np.float32)),
         helper.make_node("Mul", ["mean_all", "two"], ["twice"]),
         helper.make_node("Sub", ["twice", "one"], ["angle_flat"]),
-        _const("shape11", np.array([1, 1], np.int64)),
+        _const("shape11", np.array([-1, 1], np.int64)),
         helper.make_node("Reshape", ["angle_flat", "shape11"], ["angle"]),
         _const("starts", np.array([0], np.int64)),
         _const("ends", np.array([1], np.int64)),
@@ -112,10 +118,10 @@ def brightness_pilot(folder: Path, name: str = "pilot", height: int = 120, width
     graph = helper.make_graph(
         nodes,
         name,
-        [helper.make_tensor_value_info("img_in", TensorProto.FLOAT, [1, height, width, 3])],
+        [helper.make_tensor_value_info("img_in", TensorProto.FLOAT, [batch, height, width, 3])],
         [
-            helper.make_tensor_value_info("angle", TensorProto.FLOAT, [1, 1]),
-            helper.make_tensor_value_info("throttle", TensorProto.FLOAT, [1, 1]),
+            helper.make_tensor_value_info("angle", TensorProto.FLOAT, [batch, 1]),
+            helper.make_tensor_value_info("throttle", TensorProto.FLOAT, [batch, 1]),
         ],
     )
     spec = {

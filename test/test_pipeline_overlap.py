@@ -14,10 +14,10 @@ import pytest
 from onnx_factory import brightness_pilot, grid_detector
 
 from trt_perception.config import PerceptionConfig
-from trt_perception.errors import ConfigError, ImageError
+from trt_perception.errors import ConfigError, ImageError, SpecError
 from trt_perception.heads import create_frame_processor, open_model
 from trt_perception.images import BufferPool, DecodedImage
-from trt_perception.pipeline import FrameProcessor
+from trt_perception.pipeline import MAX_BATCH, FrameProcessor
 
 
 def jpeg_msg(image: np.ndarray, quality: int = 95) -> Any:
@@ -315,3 +315,118 @@ def test_keep_frames_deepens_the_conversion_buffers(tmp_path: Path) -> None:
         np.testing.assert_array_equal(frame.array, copy)
     assert len({id(f.array) for f in frames}) == 3
     processor.close()
+
+
+# ------------------------------------------------------------------ consecutive frames as one batch (replay)
+
+
+def batch_heads(tmp_path: Path) -> FrameProcessor:
+    """The two heads of ``two_heads`` on models with a dynamic batch dimension."""
+    detector = open_model(grid_detector(tmp_path, resize="letterbox", batch="N"), name="detector")
+    pilot = open_model(brightness_pilot(tmp_path, batch="N"), name="pilot")
+    return FrameProcessor([detector, pilot])
+
+
+def batch_sizes(processor: FrameProcessor) -> List[int]:
+    """Wrap every head's backend.infer: the batch size of each call, in order."""
+    sizes: List[int] = []
+    for head in processor.heads:
+        infer = head.pipeline.backend.infer
+
+        def counting(feed: Any, infer: Any = infer) -> Any:
+            sizes.append(int(next(iter(feed.values())).shape[0]))
+            return infer(feed)
+
+        head.pipeline.backend.infer = counting  # type: ignore[method-assign]
+    return sizes
+
+
+def test_consecutive_frames_inferred_as_one_batch_finish_as_process(tmp_path: Path) -> None:
+    """``prepare_many``: every frame decoded (an undecodable one is its ImageError in the list), each model run
+    once over the decodable frames, and each frame's turn gives exactly ``process``'s results."""
+    (tmp_path / "static").mkdir()
+    static = two_heads(tmp_path / "static")
+    assert static.ahead_batch == 1
+    static.close()
+    processor = batch_heads(tmp_path)
+    assert processor.ahead_batch == MAX_BATCH
+    msgs = mixed_frames(12)
+    expected = []
+    for msg in msgs:
+        try:
+            expected.append(summary(processor.process(msg, 1.0)))
+        except ImageError as exc:
+            expected.append(type(exc))
+    processor.keep_frames(len(msgs))  # the YUYV frames' converted buffers outlive the whole batch
+    sizes = batch_sizes(processor)
+    prepared = processor.prepare_many(msgs)
+    assert sizes == [12, 12]  # 13 frames, one undecodable: one inference per model
+    got = [type(p) if isinstance(p, Exception) else summary(processor.finish(p, 1.0)) for p in prepared]
+    assert got == expected and expected.count(ImageError) == 1
+    processor.close()
+
+
+def test_a_model_failing_on_a_batch_runs_frame_by_frame_from_then_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backend that takes one frame but not several (a dynamic batch it cannot serve): the batch's frames run
+    one at a time with their own results, the model is not batched again, and the log says so once."""
+    processor = batch_heads(tmp_path)
+    pilot = processor.head("pilot").pipeline
+    msgs = [jpeg_msg(squares(320, 240, (20 * i, 40, 20 * i + 60, 100), seed=i)) for i in range(5)]
+    expected = [summary(processor.process(msg, 1.0)) for msg in msgs]
+    infer = pilot.backend.infer
+
+    def single_frames(feed: Any) -> Any:
+        if next(iter(feed.values())).shape[0] > 1:
+            raise RuntimeError("profile max batch 1")
+        return infer(feed)
+
+    pilot.backend.infer = single_frames
+    with caplog.at_level("WARNING", logger="trt_perception"):
+        got = [summary(processor.finish(p, 1.0)) for p in processor.prepare_many(msgs)]
+    assert got == expected
+    assert pilot.batch_capacity == 1 and processor.head("detector").pipeline.batch_capacity == MAX_BATCH
+    assert "head pilot: its model failed on a batch of 5 frames" in caplog.text
+    assert "profile max batch 1" in caplog.text
+    processor.close()
+
+
+def test_an_inference_failing_for_every_frame_of_a_batch_is_each_frames_failure(tmp_path: Path) -> None:
+    processor = batch_heads(tmp_path)
+    pilot = processor.head("pilot").pipeline
+
+    def lost(feed: Any) -> Any:
+        raise RuntimeError("device lost")
+
+    pilot.backend.infer = lost
+    prepared = processor.prepare_many([jpeg_msg(squares(320, 240, (40, 40, 90, 90), seed=i)) for i in range(3)])
+    for item in prepared:
+        assert isinstance(item.inferred["pilot"], RuntimeError)
+        with pytest.raises(RuntimeError, match="device lost"):
+            processor.finish(item, 1.0)
+    assert pilot.batch_capacity == MAX_BATCH  # nothing says the batch was the cause
+    processor.close()
+
+
+def test_a_batch_inferred_ahead_equals_its_frames_inferred_alone(tmp_path: Path) -> None:
+    """``infer_ahead_batch`` from several threads at once (each with its own batch tensor): every frame parses to
+    what ``run`` gives it, each frame's timings its share of the batch's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    detector = open_model(grid_detector(tmp_path, resize="letterbox", batch="N"), name="detector")
+    pipeline = detector.pipeline
+    images = [DecodedImage(squares(320, 240, (10 * i, 20, 10 * i + 60, 90), seed=i), "bgr") for i in range(24)]
+    expected = [pipeline.run(image, detector.task.settings) for image in images]
+    with ThreadPoolExecutor(3) as pool:
+        batches = list(pool.map(pipeline.infer_ahead_batch, [images[i : i + 6] for i in range(0, 24, 6)]))
+    ahead = [inference for batch in batches for inference in batch]
+    for want, inference in zip(expected, ahead):
+        got = pipeline.parse_ahead(inference, detector.task.settings)
+        np.testing.assert_array_equal(got.parsed.boxes, want.parsed.boxes)
+        np.testing.assert_array_equal(got.parsed.scores, want.parsed.scores)
+        assert got.transform == want.transform
+    assert 1 <= len(pipeline._spare_batches[6]) <= 3
+    with pytest.raises(SpecError, match="17 frames for a model that takes 16 at once"):
+        pipeline.infer_ahead_batch(images[:1] * 17)
+    detector.close()

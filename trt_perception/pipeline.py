@@ -13,6 +13,7 @@ the trained region set to 0, as its CROP/TRAPEZE transformations do), a sequence
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,8 @@ class ModelPipeline:
         self._capacity: Optional[int] = None
         self._batches: Dict[int, Tuple[np.ndarray, List[Preprocessor]]] = {}
         self._spares: List[Preprocessor] = []  # infer_ahead's input tensors, one per concurrent caller
+        # infer_ahead_batch's (batch tensor, a Preprocessor per row), by rows, one per concurrent caller
+        self._spare_batches: Dict[int, List[Tuple[np.ndarray, List[Preprocessor]]]] = {}
         self._spares_lock = threading.Lock()
         if gpu_preprocess:
             if spec.input.sequence or spec.input.mask:
@@ -319,6 +322,41 @@ class ModelPipeline:
                 self._spares.append(preprocessor)
         return Inference(outputs, transform, image, {"preprocess": t1 - t0, "infer": perf_counter() - t1})
 
+    def infer_ahead_batch(self, images: Sequence[DecodedImage]) -> List[Inference]:
+        """``infer_ahead`` for consecutive frames through one ``infer`` (replay's look-ahead on a model with a
+        dynamic batch dimension): each frame preprocessed into its row of a spare batch tensor, the outputs split
+        per frame (ONNX Runtime returns new arrays every call, so the rows stay valid). One call costs a tiny
+        model about as much as one frame, so this is where replay's throughput comes from on few cores. Each
+        frame's timings are its share of the batch's. Results equal ``infer_ahead``'s per frame
+        (test_pipeline_batch). Only where ``runs_ahead``; ``len(images)`` <= ``batch_capacity``."""
+        count = len(images)
+        if count == 1:
+            return [self.infer_ahead(images[0])]
+        if count > self.batch_capacity or self.static_batch > 1:
+            raise SpecError(f"{count} frames for a model that takes {self.batch_capacity} at once")
+        t0 = perf_counter()
+        with self._spares_lock:
+            spares = self._spare_batches.setdefault(count, [])
+            buffers = spares.pop() if spares else None
+        if buffers is None:
+            single = self.preprocessor.tensor  # type: ignore[union-attr]
+            tensor = np.zeros((count, *single.shape[1:]), single.dtype)
+            rows = [Preprocessor(self.spec.input, dtype=single.dtype, out=tensor[i : i + 1]) for i in range(count)]
+            buffers = (tensor, rows)
+        try:
+            tensor, rows = buffers
+            transforms = [row(image)[1] for row, image in zip(rows, images)]
+            t1 = perf_counter()
+            outputs = self.backend.infer({self.spec.input.name: tensor})
+        finally:
+            with self._spares_lock:
+                self._spare_batches[count].append(buffers)
+        share = {"preprocess": (t1 - t0) / count, "infer": (perf_counter() - t1) / count}
+        return [
+            Inference({name: value[i : i + 1] for name, value in outputs.items()}, transforms[i], image, dict(share))
+            for i, image in enumerate(images)
+        ]
+
     def parse_ahead(self, inference: Inference, settings: Any = None) -> RawOutput:
         """The frame's turn of ``infer_ahead``: parse its outputs as ``run`` would have."""
         return self._parse(inference.outputs, inference.transform, inference.image, settings, dict(inference.timings))
@@ -388,6 +426,16 @@ class ModelPipeline:
             timings = {"preprocess": (t1 - t0) / count, "infer": t2 - t1, "postprocess": perf_counter() - t}
             results.append(RawOutput(parsed, transform, timings))
         return results
+
+    def stop_batching(self, head: str, error: Exception, count: int) -> None:
+        """The model ran one frame but not ``count`` at once (a dynamic batch dimension the backend cannot
+        serve): it runs frame by frame from now on (``prepare_many``, ``finish_batch``), said once in the log."""
+        from trt_perception.gpu_decode import log_once
+
+        self._capacity = 1
+        log_once(f"head {head}: its model failed on a batch of {count} frames ({type(error).__name__}: {error}) "
+                 "and runs one frame at a time from now on; fix: export the model with a batch dimension that "
+                 "holds, or a static batch of 1", logging.WARNING)  # fmt: skip
 
     def _batch_buffers(self, rows: int) -> Tuple[np.ndarray, List[Preprocessor]]:
         """The batch tensor of ``rows`` frames and one Preprocessor writing each row, made once per size."""
@@ -639,6 +687,52 @@ class FrameProcessor:
     def runs_ahead(self) -> bool:
         """Some head's model can be inferred ahead of its frame's turn (``prepare(ahead=True)``)."""
         return any(getattr(h.pipeline, "runs_ahead", False) for h in self.heads)
+
+    @property
+    def ahead_batch(self) -> int:
+        """The most consecutive frames one of the models that run ahead takes in one ``infer``
+        (``prepare_many``); 1 when none has a batch dimension."""
+        return max([getattr(h.pipeline, "batch_capacity", 1) for h in self.heads
+                    if getattr(h.pipeline, "runs_ahead", False)] or [1])  # fmt: skip
+
+    def prepare_many(self, msgs: Sequence[Any]) -> List[Union[PreparedFrame, Exception]]:
+        """``prepare(msg, ahead=True)`` for consecutive frames in one call (replay's look-ahead): each frame
+        decoded (a bad frame is its exception in the list), then each head whose model ``runs_ahead`` infers
+        the decoded frames in batches of its ``batch_capacity`` (``infer_ahead_batch``); a batch that fails
+        runs again frame by frame, so each frame meets its own error, as ``prepare`` would give it."""
+        prepared: List[Union[PreparedFrame, Exception]] = []
+        for msg in msgs:
+            try:
+                prepared.append(self.prepare(msg))
+            except Exception as exc:  # a bad frame (ImageError): the frame's turn counts it
+                prepared.append(exc)
+        frames = [p for p in prepared if isinstance(p, PreparedFrame) and isinstance(p.frame, DecodedImage)]
+        for head in self.heads:
+            pipeline = head.pipeline
+            if not getattr(pipeline, "runs_ahead", False):
+                continue
+            first = 0
+            while first < len(frames):
+                chunk = frames[first : first + max(1, int(getattr(pipeline, "batch_capacity", 1)))]
+                first += len(chunk)
+                inferred: List[Union[Inference, Exception]] = []
+                batch_error: Optional[Exception] = None
+                if len(chunk) > 1:
+                    try:
+                        inferred = list(pipeline.infer_ahead_batch([p.frame for p in chunk]))
+                    except Exception as exc:  # each frame meets its own error below
+                        batch_error = exc
+                if not inferred:
+                    for p in chunk:
+                        try:
+                            inferred.append(pipeline.infer_ahead(p.frame))
+                        except Exception as exc:  # the frame's turn raises it, as finish would have
+                            inferred.append(exc)
+                if batch_error is not None and not all(isinstance(done, Exception) for done in inferred):
+                    pipeline.stop_batching(head.name, batch_error, len(chunk))
+                for p, done in zip(chunk, inferred):
+                    p.inferred[head.name] = done
+        return prepared
 
     def keep_frames(self, count: int) -> int:
         """Let up to ``count`` decoded frames live at once (frames prepared ahead in several threads): converted

@@ -15,3 +15,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     grid_detector(folder, resize="stretch")
     brightness_pilot(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def batch_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``models`` with a dynamic batch dimension: replay runs consecutive frames through them as one batch."""
+    folder = tmp_path_factory.mktemp("batch_models")
+    grid_detector(folder, resize="stretch", batch="N")
+    brightness_pilot(folder, batch="N")
+    return folder

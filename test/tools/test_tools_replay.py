@@ -237,14 +237,28 @@ def test_bad_frames_are_counted_and_skipped(tmp_path: Path, models: Path, encodi
     assert len(out[topic]) == 6 and len(out["/detections"]) == 4
 
 
-@pytest.mark.parametrize(("encoding", "threads"), [("jpeg", 1), ("jpeg", 3), ("yuyv", 2)])
+@pytest.mark.parametrize(("encoding", "threads", "batch"),
+                         [("jpeg", 1, 1), ("jpeg", 3, 1), ("yuyv", 2, 1), ("jpeg", 2, 4), ("yuyv", 2, 3)])
 def test_frames_prepared_ahead_give_the_sequential_replay(
-    tmp_path: Path, models: Path, encoding: str, threads: int
-) -> None:
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, encoding: str, threads: int,
+    batch: int,
+) -> None:  # fmt: skip
     """Replay prepares the next frames in helper threads (decode, and preprocess + inference of the ONNX Runtime
     models) while this thread finishes the last (``overlap``, default true; ``threads``): every output message,
     the counts and the drive results are those of the sequential replay (overlap: false), bad frames included;
-    YUYV frames are converted into reused buffers, which must outlive the frames in flight."""
+    YUYV frames are converted into reused buffers, which must outlive the frames in flight. Models with a
+    dynamic batch dimension take ``batch`` consecutive frames in one inference, with the same results."""
+    from trt_perception.backends.onnxruntime import OnnxRuntimeBackend
+
+    models = request.getfixturevalue("batch_models" if batch > 1 else "models")
+    sizes: List[int] = []
+    real = OnnxRuntimeBackend.infer
+
+    def counting(self: OnnxRuntimeBackend, feed: Any) -> Any:
+        sizes.append(int(next(iter(feed.values())).shape[0]))
+        return real(self, feed)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "infer", counting)
     frames = frames_with_squares(13)
     for frame in frames:
         frame.drive = brightness_command(frame.image_bgr)
@@ -256,11 +270,14 @@ def test_frames_prepared_ahead_give_the_sequential_replay(
         (tmp_path / str(overlap)).mkdir()
         params = make_params(tmp_path / str(overlap), models, image_topic=topic, pilot__enabled=True,
                              pilot__drive_enabled=True, overlap=overlap)
+        sizes.clear()
         report = replay_bag(bag, params, out=tmp_path / f"out_{overlap}", truth_drive_topic="/teleop/cmd_vel",
-                            threads=threads)
+                            threads=threads, batch=batch)
         messages = read_messages(tmp_path / f"out_{overlap}")
         runs[overlap] = (report, messages)
+        assert max(sizes) == (batch if overlap else 1)  # (bad frames leave a batch short, never all of them)
     (fast, fast_out), (slow, slow_out) = runs[True], runs[False]
+    assert any(f"{batch} frames at a time" in note for note in fast.notes) is (batch > 1)
     assert (fast.frames_processed, fast.bad_frames) == (slow.frames_processed, slow.bad_frames) == (11, 2)
     assert fast.bad_frame_reasons == slow.bad_frame_reasons
     assert fast.drive.steering_mae == slow.drive.steering_mae and fast.drive.matched == slow.drive.matched

@@ -403,6 +403,13 @@ class _Frame:
     error: str = ""
 
 
+class _Undeserializable:
+    """A frame whose bytes are no message of the topic's type (deserialized in a helper thread)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
 class _Collector:
     """Accumulates what the report needs in typed growing columns (``array.array``: 4-8 bytes a value, no
     Python object per frame), so a replay's memory stays flat in the bag's length."""
@@ -579,6 +586,7 @@ def replay_bag(
     processor: Any = None,
     threads: Optional[int] = None,
     extra_notes: Sequence[str] = (),
+    batch: Optional[int] = None,
 ) -> ReplayReport:
     """Replay ``bag`` through the pipeline ``config`` describes (a ``PerceptionConfig`` or a params YAML path).
 
@@ -591,6 +599,8 @@ def replay_bag(
     ``threads``: helper threads preparing the next frames while this one finishes the last (deserialize,
     decode and, for models that ``runs_ahead``: preprocess + infer); None: ``default_threads()``; 0: none.
     Results are the same for any number (frames finish in order; tasks and outputs run here).
+    ``batch``: consecutive frames each helper takes at once, run as one batch through the models that run ahead
+    and have a dynamic batch dimension (None: ``DEFAULT_BATCH``; 1: frame by frame). Results are the same.
     ``extra_notes``: the caller's own notes for the report (how it changed the config, e.g. the demo without lapx).
     """
     from trt_perception.rosbag_types import DISTROS
@@ -668,7 +678,7 @@ def replay_bag(
                               realtime=realtime, notes=notes, detection_head=detection, drive_head=drive)
         try:
             run = _Run(reader, processor, config, report, topic, write_store, clock, truth_drive_topic,
-                       truth_detections_topic, realtime, limit, progress, truth_mask_topic, threads)
+                       truth_detections_topic, realtime, limit, progress, truth_mask_topic, threads, batch)
             output = None
             if out_path is not None:
                 output = _OutputBag(out_path, storage, write_store, force)
@@ -699,6 +709,9 @@ def replay_bag(
 
 _TYPESTORES: Dict[str, Any] = {}
 MAX_THREADS = 4  # past 4 helpers the finishing thread (parse, tasks, messages: Python) is the limit
+# Frames a helper takes at once, one inference for a model with a dynamic batch dimension: a call costs a tiny
+# model about what one frame does (benchmark 10); 8 keeps the frames in flight ((threads + 1) x 8) small.
+DEFAULT_BATCH = 8
 
 
 class _NoProgress:
@@ -756,7 +769,8 @@ class _Run:
     def __init__(self, reader: Any, processor: Any, config: Any, report: ReplayReport, topic: str,
                  typestore: Any, clock: BagClock, truth_drive_topic: Optional[str],
                  truth_detections_topic: Optional[str], realtime: bool, limit: Optional[int],
-                 progress: bool, truth_mask_topic: Optional[str] = None, threads: Optional[int] = None) -> None:
+                 progress: bool, truth_mask_topic: Optional[str] = None, threads: Optional[int] = None,
+                 batch: Optional[int] = None) -> None:
         from trt_perception.messages import MessageTypes
 
         self.reader = reader
@@ -826,7 +840,9 @@ class _Run:
         self.output: Optional[_OutputBag] = None
         self.busy_until = -math.inf
         self.threads = default_threads() if threads is None else max(0, int(threads))
+        self.batch = DEFAULT_BATCH if batch is None else max(1, int(batch))
         self._pending = deque()
+        self._chunk = []
 
     # ---------------------------------------------------------------- driving the pass
 
@@ -898,6 +914,7 @@ class _Run:
                 self._process(ready, max(self.busy_until, ready.t_ns))
         finally:
             self._pending.clear()
+            self._chunk = []
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
@@ -975,52 +992,92 @@ class _Run:
 
     # ------------------------------------------------ frames prepared ahead in helper threads (not --realtime)
 
-    _pending: Deque[Tuple[_Frame, Any]]  # frames whose decode (+ inference) runs in the helpers, their futures
+    _pending: Deque[Tuple[List[_Frame], Any]]  # consecutive frames prepared in a helper, and their future
+    _chunk: List[_Frame]  # the next frames for the helpers, until ``batch`` of them are there
     _pool: Any = None
     _ahead = False  # the helpers also infer the models that run ahead (FrameProcessor.prepare(ahead=True))
 
-    def _prepare(self, frame: _Frame) -> Any:
-        """A helper thread's part of a frame: deserialize, decode and, where the models allow, preprocess +
-        infer (FrameProcessor.prepare); the frame's turn in this thread parses and runs the tasks."""
-        msg = self.reader.deserialize(frame.raw, self._image_type())  # raising: the frame is not a message
+    def _prepare(self, frames: List[_Frame]) -> List[Any]:
+        """A helper thread's part of consecutive frames: deserialize, decode and, where the models allow,
+        preprocess + infer, in batches for models with a batch dimension (``FrameProcessor.prepare_many``);
+        each frame's turn in this thread parses and runs the tasks. Per frame: ``(msg, PreparedFrame or the
+        exception that stopped it)``, or ``_Undeserializable``."""
+        msgs: List[Any] = []
+        for frame in frames:
+            try:
+                msgs.append(self.reader.deserialize(frame.raw, self._image_type()))
+            except Exception as exc:  # not a message of the type: counted in the frame's turn
+                msgs.append(_Undeserializable(exc))
+        good = [msg for msg in msgs if not isinstance(msg, _Undeserializable)]
+        if self.batch > 1:
+            prepared = iter(self.processor.prepare_many(good))
+        else:
+            prepared = iter([self._prepare_one(msg) for msg in good])
+        return [msg if isinstance(msg, _Undeserializable) else (msg, next(prepared)) for msg in msgs]
+
+    def _prepare_one(self, msg: Any) -> Any:
         try:
-            if self._ahead:
-                return msg, self.processor.prepare(msg, ahead=True)
-            return msg, self.processor.prepare(msg)
+            return self.processor.prepare(msg, ahead=True) if self._ahead else self.processor.prepare(msg)
         except Exception as exc:  # a bad frame (ImageError) or a failed one: counted in the frame's turn
-            return msg, exc
+            return exc
 
     def _overlapped(self, frame: _Frame, t_ns: int) -> None:
-        """Frame N arrives: it goes to the helpers; frames older than the last ``threads`` then take their turn
-        here in order, each after the watchdog at its own time, as in the sequential order. At most
-        ``threads`` + 2 frames are decoded and not yet finished (``FrameProcessor.keep_frames``)."""
+        """Frame N arrives: it joins the next chunk for the helpers (``batch`` frames, one batch through models
+        with a batch dimension); chunks older than the last ``threads`` then take their turn here in order, each
+        frame after the watchdog at its own time, as in the sequential order. At most (``threads`` + 1) x
+        ``batch`` frames are decoded and not yet finished (``FrameProcessor.keep_frames``)."""
         prepare = getattr(self.processor, "prepare", None)
         if prepare is None or not getattr(self.config, "overlap", True) or self.threads < 1:
             self._watchdog(t_ns)  # overlap: false, threads 0, or a test double
             self._process(frame, t_ns)
             return
         if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._ahead = bool(getattr(self.processor, "runs_ahead", False))
-            keep = getattr(self.processor, "keep_frames", None)
-            if keep is not None:  # frames in flight: threads + 1 waiting, 1 in its turn
-                self.threads = max(1, min(self.threads, keep(self.threads + 2) - 1))
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="trt_perception_prepare")
-            what = "decoded and inferred" if self._ahead else "decoded"
-            self.report.notes.append(
-                f"frames were {what} ahead in {self.threads} helper thread(s) (--threads): per-stage times include "
-                "waiting for the cores the threads share; --threads 0 times one frame at a time, as the node runs"
-            )
-        self._pending.append((frame, self._pool.submit(self._prepare, frame)))
+            self._start_helpers()
+        self._chunk.append(frame)
+        if len(self._chunk) >= self.batch:
+            self._submit()
         while len(self._pending) > self.threads:
             self._turn(*self._pending.popleft())
 
-    def _turn(self, frame: _Frame, future: Any) -> None:
-        self._watchdog(frame.t_ns)
-        self._process(frame, frame.t_ns, future)
+    def _start_helpers(self) -> None:
+        """The helper threads, and how many frames each takes at once: ``batch`` where a model that runs ahead
+        has a batch dimension (else 1), fewer where the decoder cannot keep that many frames alive."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        processor = self.processor
+        self._ahead = bool(getattr(processor, "runs_ahead", False))
+        capacity = int(getattr(processor, "ahead_batch", 1)) if self._ahead else 1
+        self.batch = max(1, min(self.batch, capacity)) if hasattr(processor, "prepare_many") else 1
+        keep = getattr(processor, "keep_frames", None)
+        if keep is not None:  # frames in flight: ``threads`` chunks in the helpers, 1 in its turn
+            if self.batch > 1 and keep((self.threads + 1) * self.batch) < (self.threads + 1) * self.batch:
+                self.batch = 1
+            if self.batch == 1:
+                self.threads = max(1, min(self.threads, keep(self.threads + 2) - 1))
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="trt_perception_prepare")
+        what = "decoded and inferred" if self._ahead else "decoded"
+        batched = [h.name for h in processor.heads if getattr(h.pipeline, "runs_ahead", False)
+                   and getattr(h.pipeline, "batch_capacity", 1) > 1]  # fmt: skip
+        how = (f", {self.batch} frames at a time through one inference of {', '.join(batched)} (--batch)"
+               if self.batch > 1 else "")
+        self.report.notes.append(
+            f"frames were {what} ahead in {self.threads} helper thread(s) (--threads){how}: per-stage times "
+            "include waiting for the cores the threads share; --threads 0 times one frame at a time, as the node "
+            "runs"
+        )
+
+    def _submit(self) -> None:
+        chunk, self._chunk = self._chunk, []
+        self._pending.append((chunk, self._pool.submit(self._prepare, chunk)))
+
+    def _turn(self, frames: List[_Frame], future: Any) -> None:
+        for frame, prepared in zip(frames, future.result()):
+            self._watchdog(frame.t_ns)
+            self._process(frame, frame.t_ns, prepared)
 
     def _flush_pending(self) -> None:
+        if self._chunk:
+            self._submit()
         while self._pending:
             self._turn(*self._pending.popleft())
 
@@ -1032,8 +1089,10 @@ class _Run:
         stamp: Optional[int] = None
         decoded = None
         try:
+            if isinstance(prepared, _Undeserializable):
+                raise prepared.error
             if prepared is not None:
-                msg, decoded = prepared.result()  # decoded: a PreparedFrame, or the exception that stopped it
+                msg, decoded = prepared  # decoded: a PreparedFrame, or the exception that stopped it
             else:
                 msg = self.reader.deserialize(frame.raw, self._image_type())
             stamp = _stamp_ns(msg)
@@ -1558,6 +1617,10 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
                         help="helper threads preparing the next frames (decode; preprocess + inference for ONNX "
                              f"Runtime CPU models) while this one finishes the last; default: the cores, at most "
                              f"{MAX_THREADS}; 0: one frame at a time. Results are the same for any N")
+    parser.add_argument("--batch", type=int, default=None, metavar="N",
+                        help="consecutive frames run as one batch through models with a dynamic batch dimension "
+                             f"(ONNX Runtime CPU), by the helper threads; default {DEFAULT_BATCH}; 1: frame by "
+                             "frame. Results are the same for any N")
 
 
 def default_out(bag: PathLike) -> Path:
@@ -1583,6 +1646,8 @@ def run_replay(args: argparse.Namespace) -> int:
     out = None if args.no_out else (Path(args.out) if args.out else default_out(args.bag))
     if args.threads is not None and args.threads < 0:
         raise ConfigError(f"--threads {args.threads}: expected 0 (one frame at a time) or more helper threads")
+    if args.batch is not None and args.batch < 1:
+        raise ConfigError(f"--batch {args.batch}: expected 1 (frame by frame) or more frames per inference")
     report = replay_bag(
         args.bag,
         args.params,
@@ -1600,6 +1665,7 @@ def run_replay(args: argparse.Namespace) -> int:
         limit=args.limit,
         progress=not args.no_progress and sys.stderr.isatty(),
         threads=args.threads,
+        batch=args.batch,
     )
     from trt_perception.tools.report import format_report, nothing_processed
 
