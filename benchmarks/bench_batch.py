@@ -2,8 +2,8 @@
 
 What the node's worker does when cameras share a model with a batch dimension (``pipeline.finish_batch``)
 against what it does otherwise (each camera's ``FrameProcessor.finish`` in turn), on the same decoded frames:
-the demo pilot (``steering.onnx``, ONNX Runtime on the CPU with the node's ort_threads / ort_spinning defaults)
-with its batch dimension made dynamic, and 2 or 4 cameras of 640x480 frames. Throughput is frames over the total
+the demo pilot (``steering.onnx``, exported with a dynamic batch dimension; ONNX Runtime on the CPU with the
+node's ort_threads / ort_spinning defaults), and 2 or 4 cameras of 640x480 frames. Throughput is frames over the total
 time of interleaved rounds; the results of both ways are checked to agree first. The models here are tiny (0.1
 ms an inference), so this measures what batching saves in per-call overhead on a CPU; on a GPU with TensorRT a
 batch also fills the device, which this machine cannot show.
@@ -12,9 +12,7 @@ batch also fills the device, which this machine cannot show.
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
@@ -25,21 +23,6 @@ from trt_perception.images import DecodedImage
 from trt_perception.pipeline import FrameProcessor, PreparedFrame, finish_batch
 
 
-def _dynamic_copy(model: Path, folder: Path) -> Path:
-    """The model with a dynamic batch dimension on its inputs and outputs (what an export with dynamic axes
-    gives), and its spec beside it."""
-    import onnx
-
-    proto = onnx.load(str(model))
-    for value in [*proto.graph.input, *proto.graph.output]:
-        value.type.tensor_type.shape.dim[0].dim_param = "N"
-    path = folder / model.name
-    onnx.save(proto, str(path))
-    spec = model.with_suffix(".yaml")
-    (folder / spec.name).write_text(spec.read_text(encoding="utf-8"), encoding="utf-8")
-    return path
-
-
 def run(quick: bool = False) -> Table:
     table = Table(
         "batch",
@@ -48,17 +31,15 @@ def run(quick: bool = False) -> Table:
         ["cameras", "batch_fps", "in_turn_fps", "gain", "batch_ms [IQR]", "in_turn_ms [IQR]", "identical"],
     )
     rounds = scaled(quick, 400, 10)
-    with tempfile.TemporaryDirectory() as folder:
-        model = _dynamic_copy(DEMO_DIR / "steering.onnx", Path(folder))
-        head = open_model(model, name="pilot", backend_options=NODE_ORT)
-        try:
-            for count in (2, 4):
-                processors = [FrameProcessor([head if i == 0 else head.for_camera()]) for i in range(count)]
-                frames = [DecodedImage(camera_frame(640, 480, seed), "bgr") for seed in range(count)]
-                assert head.pipeline.batch_capacity >= count
-                table.add(**_compare(processors, frames, rounds))
-        finally:
-            head.close()
+    head = open_model(DEMO_DIR / "steering.onnx", name="pilot", backend_options=NODE_ORT)
+    try:
+        for count in (2, 4):
+            processors = [FrameProcessor([head if i == 0 else head.for_camera()]) for i in range(count)]
+            frames = [DecodedImage(camera_frame(640, 480, seed), "bgr") for seed in range(count)]
+            assert head.pipeline.batch_capacity >= count
+            table.add(**_compare(processors, frames, rounds))
+    finally:
+        head.close()
     table.notes.append(
         "ms: median per round of all cameras' frames [IQR]; fps: frames over the rounds' total time. identical: "
         "every camera's steering and throttle equal (1e-6) between the two ways. The node batches only what is "

@@ -12,7 +12,7 @@ network, so the demo's data and models are made here, reproducibly, from the syn
    x*2/255-1 of the frame below the sky, raw heads ``scores`` [1,A,3] and ``boxes`` [1,A,4] against
    ``detector_anchors.npy``) and a tiny drivable-area segmenter (input ``images`` NCHW 1x3x120x160 RGB /255,
    output ``logits`` [1,2,30,40]: background, road; its own worlds, rendered with the road mask) on CPU;
-3. export ONNX (opset 13, static batch 1, float32, onnx.checker clean), write the specs, check the models
+3. export ONNX (opset 13, a dynamic batch dimension, float32, onnx.checker clean), write the specs, check the models
    with ONNX Runtime and through ``ModelPipeline``;
 4. record the demo bag (rosbag2, mcap): camera frames, the "human" drive command, the true boxes with each
    object's track id (``Detection2D.id``, e.g. ``cone-12``, stable over the drive) and the true
@@ -951,6 +951,8 @@ def export_onnx(
             output_names=list(output_names),
             opset_version=OPSET,
             do_constant_folding=True,
+            # batch first and dynamic everywhere: replay and the node's cameras run several frames as one batch
+            dynamic_axes={name: {0: "batch"} for name in (input_name, *output_names)},
             **options,
         )
     proto = onnx.load(str(path))
@@ -962,14 +964,17 @@ def export_onnx(
 
 
 def check_onnx(torch: Any, model: Any, path: Path, feed: np.ndarray) -> float:
-    """Max abs difference between ONNX Runtime and torch on ``feed``; also checks static shapes."""
+    """Max abs difference between ONNX Runtime and torch on ``feed``, frame by frame and as one batch (which
+    must give each frame's outputs exactly); also checks that only the batch dimension is dynamic."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for tensor in list(session.get_inputs()) + list(session.get_outputs()):
-        if not all(isinstance(d, int) for d in tensor.shape):
-            raise RuntimeError(f"{path.name}: tensor {tensor.name} has a dynamic shape {tensor.shape}")
+        if isinstance(tensor.shape[0], int) or not all(isinstance(d, int) for d in tensor.shape[1:]):
+            raise RuntimeError(f"{path.name}: tensor {tensor.name} has shape {tensor.shape}; expected a dynamic "
+                               "batch dimension and static others")
     names = [o.name for o in session.get_outputs()]
+    batched = session.run(names, {session.get_inputs()[0].name: feed})
     worst = 0.0
     for item in feed:
         got = session.run(names, {session.get_inputs()[0].name: item[None]})
@@ -979,6 +984,11 @@ def check_onnx(torch: Any, model: Any, path: Path, feed: np.ndarray) -> float:
             want = (want,)
         for g, w in zip(got, want):
             worst = max(worst, float(np.max(np.abs(g - w.numpy()))))
+    for index, item in enumerate(feed):
+        for single, rows in zip(session.run(names, {session.get_inputs()[0].name: item[None]}), batched):
+            if not np.array_equal(single, rows[index : index + 1]):
+                raise RuntimeError(f"{path.name}: frame {index} of a batch of {len(feed)} differs from the frame "
+                                   "alone")
     return worst
 
 
@@ -1331,7 +1341,8 @@ decodes either. Its pixels are class ids 0 and 1, so a plain image viewer shows 
   {len(SEG_TRAIN_DRIVES)} worlds of its own (seeds {SEG_TRAIN_DRIVES[0][0]}-{SEG_TRAIN_DRIVES[-1][0]}, none
   the bag's or the other models'), against the share of road in each class-map cell's {SEG_BLOCK}x{SEG_BLOCK}
   source block.
-- ONNX opset {OPSET}, static batch 1, float32, `onnx.checker` clean.
+- ONNX opset {OPSET}, a dynamic batch dimension (replay runs consecutive frames as one batch; the node one frame,
+  or its cameras' frames together), float32, `onnx.checker` clean.
 
 ## How well they do
 
