@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Run every trt_perception benchmark side by side: print the tables with targets and PASS/MISS, write JSON.
 
-    python benchmarks/run.py                 # everything (4-5 minutes on 2 cores: 276 s measured, 17 benchmarks)
-    python benchmarks/run.py --quick         # a few iterations of each, to check that it runs (~30 s)
+    python benchmarks/run.py                 # everything (5-6 minutes on 2 cores: 313 s measured, 18 benchmarks)
+    python benchmarks/run.py --quick         # a few iterations of each, to check that it runs (~10 s)
     python benchmarks/run.py --only overhead,postprocess --json out.json
 
 Benchmarks: overhead (1), postprocess (2), end_to_end (3), memory (4), latency (5), messages (6), gpu (7,
-only where a CUDA GPU and cuda-python or pycuda are present), segmentation (8) and yolo (9, YOLOv8 decode +
-NMS), overlap (15, decode overlapped with inference) and jpeg_reduce (16). JSON goes to
-benchmarks/results/<time>.json unless --json names a file. Exit status: 0, also when targets are missed (the
-tables say so); 1 when a benchmark crashed.
+only where a CUDA GPU and cuda-python or pycuda are present), segmentation (8), yolo (9, YOLOv8 decode +
+NMS), replay (10), heads (11), cameras (12), evaluate (13), tracking (14), overlap (15, decode overlapped with
+inference), jpeg_reduce (16), batch (17) and ort_options (18); benchmarks/README.md says what each compares.
+JSON goes to benchmarks/results/<time>.json unless --json names a file. Exit status: 0, also when targets are
+missed (the tables say so); 1 when a benchmark crashed.
 """
 
 from __future__ import annotations
