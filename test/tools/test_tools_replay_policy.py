@@ -197,6 +197,17 @@ def test_no_out_with_out_is_refused(tmp_path: Path, models: Path, capsys: pytest
     assert not (tmp_path / "x").exists() and "Replay of" not in captured.out
 
 
+@pytest.mark.parametrize(("flags", "said"), [(["--threads", "-1"], "--threads -1: expected 0 (one frame at a time)"),
+                                            (["--batch", "0"], "--batch 0: expected 1 (frame by frame)")])
+def test_helper_counts_out_of_range_are_refused(tmp_path: Path, models: Path, capsys: pytest.CaptureFixture,
+                                                flags: List[str], said: str) -> None:  # fmt: skip
+    bag = write_bag(tmp_path / "bag", frames_with_squares(2))
+    rc = cli_main(["replay", str(bag), "--params", str(make_params(tmp_path, models)), "--no-out", "--no-progress",
+                   *flags])
+    captured = capsys.readouterr()
+    assert rc == 2 and said in captured.err and "Traceback" not in captured.err and "Replay of" not in captured.out
+
+
 @pytest.mark.parametrize(("out", "report"), [("same", "same"), ("bag", "bag/rep")])
 def test_out_and_report_that_overlap_are_refused(tmp_path: Path, models: Path, capsys: pytest.CaptureFixture,
                                                  out: str, report: str) -> None:
