@@ -328,7 +328,7 @@ class ModelPipeline:
         per frame (ONNX Runtime returns new arrays every call, so the rows stay valid). One call costs a tiny
         model about as much as one frame, so this is where replay's throughput comes from on few cores. Each
         frame's timings are its share of the batch's. Results equal ``infer_ahead``'s per frame
-        (test_pipeline_batch). Only where ``runs_ahead``; ``len(images)`` <= ``batch_capacity``."""
+        (test_pipeline_overlap). Only where ``runs_ahead``; ``len(images)`` <= ``batch_capacity``."""
         count = len(images)
         if count == 1:
             return [self.infer_ahead(images[0])]
