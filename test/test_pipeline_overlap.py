@@ -287,18 +287,24 @@ def test_only_stateless_models_on_a_concurrent_backend_run_ahead(tmp_path: Path)
     processor.close()
 
 
-def test_an_inference_failing_ahead_is_raised_in_the_frames_turn(tmp_path: Path) -> None:
-    processor = two_heads(tmp_path)
+@pytest.mark.parametrize("batched", [False, True])
+def test_an_inference_failing_ahead_is_raised_in_the_frames_turn(tmp_path: Path, batched: bool) -> None:
+    """Alone (``prepare``) or in a batch (``prepare_many``, where the frames run again one by one and fail
+    too): each frame carries its error to its turn, and nothing says the batch was the cause."""
+    processor = batch_heads(tmp_path) if batched else two_heads(tmp_path)
     pilot = processor.head("pilot").pipeline
 
     def lost(feed: Any) -> Any:
         raise RuntimeError("device lost")
 
     pilot.backend.infer = lost
-    prepared = processor.prepare(jpeg_msg(squares(320, 240, (40, 40, 90, 90))), ahead=True)  # does not raise
-    assert isinstance(prepared.inferred["pilot"], RuntimeError)
-    with pytest.raises(RuntimeError, match="device lost"):
-        processor.finish(prepared, 1.0)
+    msgs = [jpeg_msg(squares(320, 240, (40, 40, 90, 90), seed=i)) for i in range(3)]
+    prepared = processor.prepare_many(msgs) if batched else [processor.prepare(msgs[0], ahead=True)]  # no raise
+    for item in prepared:
+        assert isinstance(item.inferred["pilot"], RuntimeError)
+        with pytest.raises(RuntimeError, match="device lost"):
+            processor.finish(item, 1.0)
+    assert pilot.batch_capacity == (MAX_BATCH if batched else 1)
     processor.close()
 
 
@@ -389,23 +395,6 @@ def test_a_model_failing_on_a_batch_runs_frame_by_frame_from_then_on(
     assert pilot.batch_capacity == 1 and processor.head("detector").pipeline.batch_capacity == MAX_BATCH
     assert "head pilot: its model failed on a batch of 5 frames" in caplog.text
     assert "profile max batch 1" in caplog.text
-    processor.close()
-
-
-def test_an_inference_failing_for_every_frame_of_a_batch_is_each_frames_failure(tmp_path: Path) -> None:
-    processor = batch_heads(tmp_path)
-    pilot = processor.head("pilot").pipeline
-
-    def lost(feed: Any) -> Any:
-        raise RuntimeError("device lost")
-
-    pilot.backend.infer = lost
-    prepared = processor.prepare_many([jpeg_msg(squares(320, 240, (40, 40, 90, 90), seed=i)) for i in range(3)])
-    for item in prepared:
-        assert isinstance(item.inferred["pilot"], RuntimeError)
-        with pytest.raises(RuntimeError, match="device lost"):
-            processor.finish(item, 1.0)
-    assert pilot.batch_capacity == MAX_BATCH  # nothing says the batch was the cause
     processor.close()
 
 
