@@ -699,7 +699,8 @@ class FrameProcessor:
         """``prepare(msg, ahead=True)`` for consecutive frames in one call (replay's look-ahead): each frame
         decoded (a bad frame is its exception in the list), then each head whose model ``runs_ahead`` infers
         the decoded frames in batches of its ``batch_capacity`` (``infer_ahead_batch``); a batch that fails
-        runs again frame by frame, so each frame meets its own error, as ``prepare`` would give it."""
+        runs again frame by frame, so each frame meets its own error, as ``prepare`` would give it. Converted
+        frames (YUV, Bayer, alpha) decode into reused buffers: ``keep_frames`` at least as many as are alive."""
         prepared: List[Union[PreparedFrame, Exception]] = []
         for msg in msgs:
             try:
