@@ -115,6 +115,29 @@ def test_models_without_a_batch_dimension_run_in_turn_beside_a_batched_one(tmp_p
     pilot.close()
 
 
+def test_outputs_that_are_not_one_row_per_frame_run_in_turn_from_then_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model whose dynamic first output dimension is not the batch (here: 3 frames' scores in one row) cannot
+    be split per frame: the frames run one at a time with their own results, and the model is not batched
+    again (said once in the log)."""
+    head = open_model(batched(colour_classifier(tmp_path), "N"), name="colours")
+    processors = cameras(head, 3)
+    images = [frame(seed) for seed in range(3)]
+    expected = [scores(p.process_image(image, 0.0)) for p, image in zip(processors, images)]
+    infer = head.pipeline.backend.infer
+
+    def one_row(feed: Any) -> Any:
+        return {k: v.reshape(1, -1) for k, v in infer(feed).items()}
+
+    head.pipeline.backend.infer = one_row  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="trt_perception"):
+        results = finish_batch([(p, PreparedFrame(image, 0.0), 0.0) for p, image in zip(processors, images)])
+    assert [scores(r) for r in results] == expected
+    assert head.pipeline.batch_capacity == 1 and "is not the batch" in caplog.text
+    head.close()
+
+
 def test_different_frame_sizes_share_one_batch(tmp_path: Path) -> None:
     head = open_model(batched(colour_classifier(tmp_path), "N"), name="colours")
     processors = cameras(head, 2)

@@ -372,29 +372,38 @@ def test_consecutive_frames_inferred_as_one_batch_finish_as_process(tmp_path: Pa
     processor.close()
 
 
+def batch_breaker(backend: Any, kind: str) -> None:
+    """Make ``backend`` serve one frame but not a batch: raise (a dynamic batch its engine cannot serve), or
+    give outputs that are not one row per frame (a first dimension that is not the batch)."""
+    infer = backend.infer
+
+    def single_frames(feed: Any) -> Any:
+        rows = next(iter(feed.values())).shape[0]
+        if rows > 1 and kind == "raises":
+            raise RuntimeError("profile max batch 1")
+        outputs = infer(feed)
+        return {k: v.reshape(1, -1) for k, v in outputs.items()} if rows > 1 else outputs
+
+    backend.infer = single_frames
+
+
+@pytest.mark.parametrize(("kind", "said"), [("raises", "profile max batch 1"), ("not batch-first", "is not the batch")])
 def test_a_model_failing_on_a_batch_runs_frame_by_frame_from_then_on(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str, said: str
 ) -> None:
-    """A backend that takes one frame but not several (a dynamic batch it cannot serve): the batch's frames run
-    one at a time with their own results, the model is not batched again, and the log says so once."""
+    """A model that runs one frame but not several (an engine that cannot serve the batch, or outputs that are
+    not one row per frame): the batch's frames run one at a time with their own results, the model is not
+    batched again, and the log says so once."""
     processor = batch_heads(tmp_path)
     pilot = processor.head("pilot").pipeline
     msgs = [jpeg_msg(squares(320, 240, (20 * i, 40, 20 * i + 60, 100), seed=i)) for i in range(5)]
     expected = [summary(processor.process(msg, 1.0)) for msg in msgs]
-    infer = pilot.backend.infer
-
-    def single_frames(feed: Any) -> Any:
-        if next(iter(feed.values())).shape[0] > 1:
-            raise RuntimeError("profile max batch 1")
-        return infer(feed)
-
-    pilot.backend.infer = single_frames
+    batch_breaker(pilot.backend, kind)
     with caplog.at_level("WARNING", logger="trt_perception"):
         got = [summary(processor.finish(p, 1.0)) for p in processor.prepare_many(msgs)]
     assert got == expected
     assert pilot.batch_capacity == 1 and processor.head("detector").pipeline.batch_capacity == MAX_BATCH
-    assert "head pilot: its model failed on a batch of 5 frames" in caplog.text
-    assert "profile max batch 1" in caplog.text
+    assert "head pilot: its model failed on a batch of 5 frames" in caplog.text and said in caplog.text
     processor.close()
 
 

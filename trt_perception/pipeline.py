@@ -351,6 +351,7 @@ class ModelPipeline:
         finally:
             with self._spares_lock:
                 self._spare_batches[count].append(buffers)
+        self._check_rows(outputs, count)
         share = {"preprocess": (t1 - t0) / count, "infer": (perf_counter() - t1) / count}
         return [
             Inference({name: value[i : i + 1] for name, value in outputs.items()}, transforms[i], image, dict(share))
@@ -415,6 +416,11 @@ class ModelPipeline:
         t1 = perf_counter()
         outputs = self.backend.infer({self.spec.input.name: tensor})
         t2 = perf_counter()
+        try:
+            self._check_rows(outputs, rows)
+        except SpecError as exc:  # outputs that are not one row per frame: frame by frame from now on
+            self.stop_batching(exc, count)
+            return [self.run(image, setting) for image, setting in zip(images, settings)]
         results = []
         for index, image in enumerate(images):
             t = perf_counter()
@@ -427,15 +433,29 @@ class ModelPipeline:
             results.append(RawOutput(parsed, transform, timings))
         return results
 
-    def stop_batching(self, head: str, error: Exception, count: int) -> None:
-        """The model ran one frame but not ``count`` at once (a dynamic batch dimension the backend cannot
-        serve): it runs frame by frame from now on (``prepare_many``, ``finish_batch``), said once in the log."""
+    def _check_rows(self, outputs: Mapping[str, np.ndarray], rows: int) -> None:
+        """A batch's outputs must hold one row per frame to be split per frame; a model whose dynamic first
+        output dimension is something else (a detection count) is refused here rather than mixing frames."""
+        for name, value in outputs.items():
+            shape = np.shape(value)
+            if not shape or shape[0] != rows:
+                raise SpecError(
+                    f"model output {name!r} has shape {list(shape)} for a batch of {rows} frames: its first "
+                    "dimension is not the batch, so the frames' outputs cannot be told apart; fix: export the model "
+                    "with batch-first outputs, or with a static batch of 1"
+                )
+
+    def stop_batching(self, error: Exception, count: int, head: Optional[str] = None) -> None:
+        """The model ran one frame but not ``count`` at once (a dynamic batch dimension the backend cannot serve,
+        or outputs that are not one row per frame): it runs frame by frame from now on (``prepare_many``,
+        ``finish_batch``), said once in the log."""
         from trt_perception.gpu_decode import log_once
 
         self._capacity = 1
-        log_once(f"head {head}: its model failed on a batch of {count} frames ({type(error).__name__}: {error}) "
-                 "and runs one frame at a time from now on; fix: export the model with a batch dimension that "
-                 "holds, or a static batch of 1", logging.WARNING)  # fmt: skip
+        what = f"head {head}: its model" if head else f"model {self.spec.name or self.spec.source or '?'}"
+        log_once(f"{what} failed on a batch of {count} frames ({type(error).__name__}: {error}) and runs one "
+                 "frame at a time from now on; fix: export the model with a batch dimension that holds, or a "
+                 "static batch of 1", logging.WARNING)  # fmt: skip
 
     def _batch_buffers(self, rows: int) -> Tuple[np.ndarray, List[Preprocessor]]:
         """The batch tensor of ``rows`` frames and one Preprocessor writing each row, made once per size."""
@@ -730,7 +750,7 @@ class FrameProcessor:
                         except Exception as exc:  # the frame's turn raises it, as finish would have
                             inferred.append(exc)
                 if batch_error is not None and not all(isinstance(done, Exception) for done in inferred):
-                    pipeline.stop_batching(head.name, batch_error, len(chunk))
+                    pipeline.stop_batching(batch_error, len(chunk), head.name)
                 for p, done in zip(chunk, inferred):
                     p.inferred[head.name] = done
         return prepared
