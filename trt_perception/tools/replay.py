@@ -709,8 +709,9 @@ def replay_bag(
 
 _TYPESTORES: Dict[str, Any] = {}
 MAX_THREADS = 4  # past 4 helpers the finishing thread (parse, tasks, messages: Python) is the limit
-# Frames a helper takes at once, one inference for a model with a dynamic batch dimension: a call costs a tiny
-# model about what one frame does (benchmark 10); 8 keeps the frames in flight ((threads + 1) x 8) small.
+# Frames a helper takes at once, one inference for a model with a dynamic batch dimension: a small model's cost
+# is mostly per call (benchmark 10: 16 gained nothing over 8); 8 keeps the frames in flight ((threads + 1) x 8)
+# few.
 DEFAULT_BATCH = 8
 
 
