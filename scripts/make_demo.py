@@ -7,11 +7,12 @@ network, so the demo's data and models are made here, reproducibly, from the syn
 
 1. render drives through several worlds (training), two more (held-out validation) and one for the bag
    (evaluation), each frame JPEG-compressed and decoded exactly as the pipeline will see it;
-2. train a DonkeyCar "Linear"-style steering CNN (input ``img_in`` NHWC 1x120x160x3 RGB /255, outputs
-   ``angle`` and ``throttle``), a tiny SSD-style detector (input ``images`` NCHW 1x3x128x192 RGB
-   x*2/255-1 of the frame below the sky, raw heads ``scores`` [1,A,3] and ``boxes`` [1,A,4] against
-   ``detector_anchors.npy``) and a tiny drivable-area segmenter (input ``images`` NCHW 1x3x120x160 RGB /255,
-   output ``logits`` [1,2,30,40]: background, road; its own worlds, rendered with the road mask) on CPU;
+2. train a DonkeyCar "Linear"-style steering CNN (input ``img_in`` NHWC Nx120x160x3 RGB /255, outputs
+   ``angle`` and ``throttle``), a tiny SSD-style detector (input ``images`` NCHW Nx3x128x192 RGB
+   x*2/255-1 of the frame below the sky, raw heads ``scores`` [N,A,3] and ``boxes`` [N,A,4] against
+   ``detector_anchors.npy``) and a tiny drivable-area segmenter (input ``images`` NCHW Nx3x120x160 RGB /255,
+   output ``logits`` [N,2,30,40]: background, road; its own worlds, rendered with the road mask) on CPU
+   (N: the batch, dynamic);
 3. export ONNX (opset 13, a dynamic batch dimension, float32, onnx.checker clean), write the specs, check the models
    with ONNX Runtime and through ``ModelPipeline``;
 4. record the demo bag (rosbag2, mcap): camera frames, the "human" drive command, the true boxes with each
