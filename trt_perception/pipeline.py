@@ -327,9 +327,9 @@ class ModelPipeline:
         dynamic batch dimension): each frame preprocessed into its row of a spare batch tensor, the outputs split
         per frame (ONNX Runtime returns new arrays every call, so the rows stay valid). A small model's cost is
         mostly per call (the demo detector: 0.4 ms alone, 0.23 ms a frame in batches of 8), so this is where
-        replay's throughput comes from on few cores. Each
-        frame's timings are its share of the batch's. Results equal ``infer_ahead``'s per frame
-        (test_pipeline_overlap). Only where ``runs_ahead``; ``len(images)`` <= ``batch_capacity``."""
+        replay's throughput comes from on few cores. Each frame's timings are its share of the batch's. Results
+        equal ``infer_ahead``'s per frame (test_pipeline_overlap). Only where ``runs_ahead``; ``len(images)``
+        <= ``batch_capacity``."""
         count = len(images)
         if count == 1:
             return [self.infer_ahead(images[0])]
@@ -340,10 +340,7 @@ class ModelPipeline:
             spares = self._spare_batches.setdefault(count, [])
             buffers = spares.pop() if spares else None
         if buffers is None:
-            single = self.preprocessor.tensor  # type: ignore[union-attr]
-            tensor = np.zeros((count, *single.shape[1:]), single.dtype)
-            rows = [Preprocessor(self.spec.input, dtype=single.dtype, out=tensor[i : i + 1]) for i in range(count)]
-            buffers = (tensor, rows)
+            buffers = self._new_batch(count)
         try:
             tensor, rows = buffers
             transforms = [row(image)[1] for row, image in zip(rows, images)]
@@ -459,16 +456,20 @@ class ModelPipeline:
                  "static batch of 1", logging.WARNING)  # fmt: skip
 
     def _batch_buffers(self, rows: int) -> Tuple[np.ndarray, List[Preprocessor]]:
-        """The batch tensor of ``rows`` frames and one Preprocessor writing each row, made once per size."""
+        """``run_batch``'s batch tensor of ``rows`` frames and its row writers, made once per size (a static
+        batch: its (pinned, for an engine) input itself)."""
         found = self._batches.get(rows)
         if found is None:
-            single = self.preprocessor.tensor  # type: ignore[union-attr]
-            tensor = self._full_input  # a static batch: its (pinned, for an engine) input itself
-            if tensor is None or tensor.shape[0] != rows:
-                tensor = np.zeros((rows, *single.shape[1:]), single.dtype)
-            pres = [Preprocessor(self.spec.input, dtype=single.dtype, out=tensor[i : i + 1]) for i in range(rows)]
-            found = self._batches[rows] = (tensor, pres)
+            full = self._full_input if self._full_input is not None and len(self._full_input) == rows else None
+            found = self._batches[rows] = self._new_batch(rows, full)
         return found
+
+    def _new_batch(self, rows: int, tensor: Optional[np.ndarray] = None) -> Tuple[np.ndarray, List[Preprocessor]]:
+        """A batch tensor of ``rows`` frames (``tensor``, or a new one) and one Preprocessor writing each row."""
+        single = self.preprocessor.tensor  # type: ignore[union-attr]
+        if tensor is None:
+            tensor = np.zeros((rows, *single.shape[1:]), single.dtype)
+        return tensor, [Preprocessor(self.spec.input, dtype=single.dtype, out=tensor[i : i + 1]) for i in range(rows)]
 
     def _to_source(self, transform: ImageTransform, image: DecodedImage) -> ImageTransform:
         """A transform to the reduced frame (``jpeg_reduce``) -> one to the frame as sent, made once per
@@ -695,13 +696,8 @@ class FrameProcessor:
         t0 = perf_counter()
         frame = self.decode(msg)
         prepared = PreparedFrame(frame, perf_counter() - t0)
-        if ahead and isinstance(frame, DecodedImage):
-            for head in self.heads:
-                if getattr(head.pipeline, "runs_ahead", False):
-                    try:
-                        prepared.inferred[head.name] = head.pipeline.infer_ahead(frame)
-                    except Exception as exc:  # the frame's turn raises it, as finish would have
-                        prepared.inferred[head.name] = exc
+        if ahead:
+            self._infer_ahead([prepared])
         return prepared
 
     @property
@@ -718,17 +714,24 @@ class FrameProcessor:
 
     def prepare_many(self, msgs: Sequence[Any]) -> List[Union[PreparedFrame, Exception]]:
         """``prepare(msg, ahead=True)`` for consecutive frames in one call (replay's look-ahead): each frame
-        decoded (a bad frame is its exception in the list), then each head whose model ``runs_ahead`` infers
-        the decoded frames in batches of its ``batch_capacity`` (``infer_ahead_batch``); a batch that fails
-        runs again frame by frame, so each frame meets its own error, as ``prepare`` would give it. Converted
-        frames (YUV, Bayer, alpha) decode into reused buffers: ``keep_frames`` at least as many as are alive."""
+        decoded (a bad frame is its exception in the list), then the models that run ahead inferred over the
+        decoded frames in batches (``_infer_ahead``). Converted frames (YUV, Bayer, alpha) decode into reused
+        buffers: ``keep_frames`` at least as many as are alive."""
         prepared: List[Union[PreparedFrame, Exception]] = []
         for msg in msgs:
             try:
                 prepared.append(self.prepare(msg))
             except Exception as exc:  # a bad frame (ImageError): the frame's turn counts it
                 prepared.append(exc)
-        frames = [p for p in prepared if isinstance(p, PreparedFrame) and isinstance(p.frame, DecodedImage)]
+        self._infer_ahead([p for p in prepared if isinstance(p, PreparedFrame)])
+        return prepared
+
+    def _infer_ahead(self, prepared: Sequence[PreparedFrame]) -> None:
+        """Each head whose model ``runs_ahead`` infers the host frames among ``prepared``, in batches of its
+        ``batch_capacity`` (``infer_ahead_batch``); what stopped a frame is kept as its result, raised in its turn
+        as ``finish`` would have. A batch that fails runs again frame by frame, so each frame meets its own
+        error; when that works, the model is not batched again (``stop_batching``)."""
+        frames = [p for p in prepared if isinstance(p.frame, DecodedImage)]
         for head in self.heads:
             pipeline = head.pipeline
             if not getattr(pipeline, "runs_ahead", False):
@@ -754,7 +757,6 @@ class FrameProcessor:
                     pipeline.stop_batching(batch_error, len(chunk), head.name)
                 for p, done in zip(chunk, inferred):
                     p.inferred[head.name] = done
-        return prepared
 
     def keep_frames(self, count: int) -> int:
         """Let up to ``count`` decoded frames live at once (frames prepared ahead in several threads): converted

@@ -396,11 +396,11 @@ class BagClock:
 
 @dataclass
 class _Frame:
+    """A camera message as read from the bag, before deserializing (helpers do that)."""
+
     index: int
     t_ns: int  # log (receive) time in the bag
     raw: Any
-    msg: Any = None
-    error: str = ""
 
 
 class _Undeserializable:
@@ -996,7 +996,6 @@ class _Run:
     _pending: Deque[Tuple[List[_Frame], Any]]  # consecutive frames prepared in a helper, and their future
     _chunk: List[_Frame]  # the next frames for the helpers, until ``batch`` of them are there
     _pool: Any = None
-    _ahead = False  # the helpers also infer the models that run ahead (FrameProcessor.prepare(ahead=True))
 
     def _prepare(self, frames: List[_Frame]) -> List[Any]:
         """A helper thread's part of consecutive frames: deserialize, decode and, where the models allow,
@@ -1009,26 +1008,15 @@ class _Run:
                 msgs.append(self.reader.deserialize(frame.raw, self._image_type()))
             except Exception as exc:  # not a message of the type: counted in the frame's turn
                 msgs.append(_Undeserializable(exc))
-        good = [msg for msg in msgs if not isinstance(msg, _Undeserializable)]
-        if self.batch > 1:
-            prepared = iter(self.processor.prepare_many(good))
-        else:
-            prepared = iter([self._prepare_one(msg) for msg in good])
+        prepared = iter(self.processor.prepare_many([msg for msg in msgs if not isinstance(msg, _Undeserializable)]))
         return [msg if isinstance(msg, _Undeserializable) else (msg, next(prepared)) for msg in msgs]
-
-    def _prepare_one(self, msg: Any) -> Any:
-        try:
-            return self.processor.prepare(msg, ahead=True) if self._ahead else self.processor.prepare(msg)
-        except Exception as exc:  # a bad frame (ImageError) or a failed one: counted in the frame's turn
-            return exc
 
     def _overlapped(self, frame: _Frame, t_ns: int) -> None:
         """Frame N arrives: it joins the next chunk for the helpers (``batch`` frames, one batch through models
         with a batch dimension); chunks older than the last ``threads`` then take their turn here in order, each
         frame after the watchdog at its own time, as in the sequential order. At most (``threads`` + 1) x
         ``batch`` frames are decoded and not yet finished (``FrameProcessor.keep_frames``)."""
-        prepare = getattr(self.processor, "prepare", None)
-        if prepare is None or not getattr(self.config, "overlap", True) or self.threads < 1:
+        if not hasattr(self.processor, "prepare_many") or not getattr(self.config, "overlap", True) or self.threads < 1:
             self._watchdog(t_ns)  # overlap: false, threads 0, or a test double
             self._process(frame, t_ns)
             return
@@ -1046,17 +1034,14 @@ class _Run:
         from concurrent.futures import ThreadPoolExecutor
 
         processor = self.processor
-        self._ahead = bool(getattr(processor, "runs_ahead", False))
-        capacity = int(getattr(processor, "ahead_batch", 1)) if self._ahead else 1
-        self.batch = max(1, min(self.batch, capacity)) if hasattr(processor, "prepare_many") else 1
-        keep = getattr(processor, "keep_frames", None)
-        if keep is not None:  # frames in flight: ``threads`` chunks in the helpers, 1 in its turn
-            if self.batch > 1 and keep((self.threads + 1) * self.batch) < (self.threads + 1) * self.batch:
-                self.batch = 1
-            if self.batch == 1:
-                self.threads = max(1, min(self.threads, keep(self.threads + 2) - 1))
+        self.batch = max(1, min(self.batch, int(processor.ahead_batch)))
+        keep = processor.keep_frames  # frames in flight: ``threads`` chunks in the helpers, 1 in its turn
+        if self.batch > 1 and keep((self.threads + 1) * self.batch) < (self.threads + 1) * self.batch:
+            self.batch = 1
+        if self.batch == 1:
+            self.threads = max(1, min(self.threads, keep(self.threads + 2) - 1))
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="trt_perception_prepare")
-        what = "decoded and inferred" if self._ahead else "decoded"
+        what = "decoded and inferred" if processor.runs_ahead else "decoded"
         batched = [h.name for h in processor.heads if getattr(h.pipeline, "runs_ahead", False)
                    and getattr(h.pipeline, "batch_capacity", 1) > 1]  # fmt: skip
         how = (f", {self.batch} frames at a time through one inference of {', '.join(batched)} (--batch)"
