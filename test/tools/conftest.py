@@ -24,3 +24,13 @@ def batch_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     grid_detector(folder, resize="stretch", batch="N")
     brightness_pilot(folder, batch="N")
     return folder
+
+
+@pytest.fixture
+def without_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As without matplotlib (and faster): no plot drawn, in this process or in a plot process (which a fresh
+    interpreter would draw whatever this one's patches say)."""
+    from trt_perception.tools import plot_process, report
+
+    monkeypatch.setattr(report, "_pyplot", lambda: None)
+    monkeypatch.setattr(plot_process, "start_plot_process", lambda wanted: None)

@@ -26,7 +26,6 @@ from trt_perception.config import PerceptionConfig
 from trt_perception.errors import ConfigError
 from trt_perception.params import load_params_file
 from trt_perception.tools import demo
-from trt_perception.tools import report as report_module
 from trt_perception.tools.replay import bag_topics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,8 +82,8 @@ def fake_demo(folder: Path, classic: bool = False) -> Path:
     return folder
 
 
+@pytest.mark.usefixtures("without_matplotlib")
 def test_demo_wiring_on_a_demo_folder_built_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report_module, "_pyplot", lambda: None)  # plots are covered by the report tests
     folder = fake_demo(tmp_path / "demo")
     report = demo.run_demo_replay(tmp_path / "reports", folder=folder)
     run_dir = Path(report.report_dir)
@@ -105,9 +104,9 @@ def test_demo_wiring_on_a_demo_folder_built_here(tmp_path: Path, monkeypatch: py
     assert again.report_dir != report.report_dir and (run_dir / "report.json").is_file()
 
 
+@pytest.mark.usefixtures("without_matplotlib")
 def test_without_lapx_the_demo_runs_untracked_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A plain `pip install .` has no lapx: the demo must still run (its detector untracked), with the fix named."""
-    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
     monkeypatch.setitem(sys.modules, "lap", None)  # import lap -> ImportError
     folder = fake_demo(tmp_path / "demo")
     report = demo.run_demo_replay(tmp_path / "reports", folder=folder)
@@ -118,9 +117,9 @@ def test_without_lapx_the_demo_runs_untracked_and_says_why(tmp_path: Path, monke
     assert not any("set detector.tracker" in n for n in saved)  # it is set: only lapx is missing
 
 
+@pytest.mark.usefixtures("without_matplotlib")
 def test_demo_runs_a_classic_two_head_params_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The classic layout (no ``heads``: detector + pilot, topics without a head prefix) still runs the demo."""
-    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
     folder = fake_demo(tmp_path / "demo", classic=True)
     report = demo.run_demo_replay(tmp_path / "reports", folder=folder)
     assert report.frames_processed == 6 and report.heads == ["detector", "pilot"]
@@ -233,9 +232,9 @@ def test_shipped_demo_detector_finds_the_objects(demo_report) -> None:
     assert overall.precision > DETECTOR_PRECISION_MIN, f"precision {overall.precision:.3f}; {per_class}"
 
 
+@pytest.mark.usefixtures("without_matplotlib")
 def test_cli_demo_prints_the_report_and_where_files_are(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
     monkeypatch.setattr(demo, "DEMO_DIR", fake_demo(tmp_path / "demo"))
     assert cli_main(["demo", "--report", str(tmp_path / "r"), "--no-progress"]) == 0
     printed = capsys.readouterr().out
@@ -244,13 +243,13 @@ def test_cli_demo_prints_the_report_and_where_files_are(tmp_path: Path, capsys: 
     shutil.rmtree(tmp_path / "r")
 
 
+@pytest.mark.usefixtures("without_matplotlib")
 def test_demo_refuses_where_it_cannot_write_before_the_work_and_leaves_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file as --report, an existing --out (the error used to suggest --force/--no-out, which demo lacked, and
     left an empty run folder), contradictory flags, a read-only folder: one line, exit 2, nothing created."""
     import errno
 
-    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
     monkeypatch.setattr(demo, "DEMO_DIR", fake_demo(tmp_path / "demo"))
     afile = tmp_path / "afile"
     afile.write_text("mine")
@@ -285,9 +284,9 @@ def test_demo_refuses_where_it_cannot_write_before_the_work_and_leaves_nothing(
     assert "--out" in capsys.readouterr().err and not reports.exists()
 
 
+@pytest.mark.usefixtures("without_matplotlib")
 def test_demo_force_replaces_its_bag_and_no_out_writes_none(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
     monkeypatch.setattr(demo, "DEMO_DIR", fake_demo(tmp_path / "demo"))
     bag = tmp_path / "bag"
     reports = tmp_path / "reports"

@@ -66,9 +66,9 @@ def detections_by_stamp(messages: List) -> Dict[int, np.ndarray]:
 # --------------------------------------------------------------------------------------------- happy path
 
 
+@pytest.mark.usefixtures("without_matplotlib")
 def test_both_heads_one_output_per_frame_with_stamps_and_ground_truth(tmp_path: Path, models: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report_module, "_pyplot", lambda: None)  # the plots: test_tools_report.py
     frames = frames_with_squares(8)
     for frame in frames:
         frame.drive = brightness_command(frame.image_bgr)
@@ -435,9 +435,9 @@ def test_bad_arguments(tmp_path: Path, models: Path, small_bag: Path) -> None:
 # ------------------------------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.usefixtures("without_matplotlib")
 def test_cli_prints_the_report(tmp_path: Path, models: Path, capsys: pytest.CaptureFixture,
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report_module, "_pyplot", lambda: None)  # as without matplotlib (and faster)
     frames = frames_with_squares(6)
     for frame in frames:
         frame.drive = brightness_command(frame.image_bgr)
@@ -532,8 +532,8 @@ def test_tracking_ids_in_the_output_bag_and_mota_idf1_in_the_report(tmp_path: Pa
     assert len(set.union(*published.values()) - {""}) == 3
 
 
+@pytest.mark.usefixtures("without_matplotlib")
 def test_tracking_notes_when_it_cannot_be_scored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
     coded_detector(tmp_path)
     frames = frames_with_tracks(tracking_scene(), 6)
     bag = write_bag(tmp_path / "tracks", frames, truth_topic="/gt")
@@ -558,8 +558,8 @@ def test_tracking_notes_when_it_cannot_be_scored(tmp_path: Path, monkeypatch: py
     assert any("16 of 18 ground-truth boxes" in n and "have no track id" in n for n in report.notes)
 
 
+@pytest.mark.usefixtures("without_matplotlib")
 def test_tracking_report_says_when_motmetrics_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(report_module, "_pyplot", lambda: None)
     monkeypatch.setitem(sys.modules, "motmetrics", None)
     coded_detector(tmp_path)
     bag = write_bag(tmp_path / "tracks", frames_with_tracks(tracking_scene(), 4), truth_topic="/gt")

@@ -24,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, List, Optional, Tuple, Union
@@ -177,6 +178,14 @@ def run_demo_replay(
     """Replay the shipped demo with its params; report files (and the output bag, unless ``no_out``) go to a fresh
     run folder. ``force`` replaces an existing ``out`` bag. Where it cannot write is refused before any work; a
     run that fails removes the run folder it made (and report folders it created), so nothing is left behind."""
+    from trt_perception.tools.plot_process import start_plot_process
+
+    with start_plot_process(plots) or nullcontext() as plot_process:
+        return _demo_replay(report_root, out, progress, plots, folder, force, no_out, plot_process)
+
+
+def _demo_replay(report_root: PathLike, out: Optional[PathLike], progress: bool, plots: bool,
+                 folder: Optional[PathLike], force: bool, no_out: bool, plot_process: Any):  # -> ReplayReport
     from trt_perception.tools.replay import bag_topics, replay_bag
 
     if no_out and out is not None:
@@ -205,6 +214,7 @@ def run_demo_replay(
             progress=progress,
             plots=plots,
             extra_notes=[note] if note else [],
+            plot_process=plot_process,
         )
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)  # made by this run a moment ago: nothing of the user's in it

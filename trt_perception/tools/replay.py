@@ -23,10 +23,10 @@ import sys
 import time
 from array import array
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -587,6 +587,7 @@ def replay_bag(
     threads: Optional[int] = None,
     extra_notes: Sequence[str] = (),
     batch: Optional[int] = None,
+    plot_process: Any = None,
 ) -> ReplayReport:
     """Replay ``bag`` through the pipeline ``config`` describes (a ``PerceptionConfig`` or a params YAML path).
 
@@ -602,6 +603,8 @@ def replay_bag(
     ``batch``: consecutive frames each helper takes at once, run as one batch through the models that run ahead
     and have a dynamic batch dimension (None: ``DEFAULT_BATCH``; 1: frame by frame). Results are the same.
     ``extra_notes``: the caller's own notes for the report (how it changed the config, e.g. the demo without lapx).
+    ``plot_process``: a ``PlotProcess`` (``start_plot_process``) that draws the report's matplotlib plots while
+    this process scores the run; start it as early as you can (the CLI's replay and demo do, first thing).
     """
     from trt_perception.rosbag_types import DISTROS
 
@@ -679,6 +682,9 @@ def replay_bag(
         try:
             run = _Run(reader, processor, config, report, topic, write_store, clock, truth_drive_topic,
                        truth_detections_topic, realtime, limit, progress, truth_mask_topic, threads, batch)
+            if plot_process is not None and report_dir is not None and plots:
+                report_path = Path(report_dir).expanduser()
+                run.plots_ready = lambda names: plot_process.submit(report, report_path, names)
             output = None
             if out_path is not None:
                 output = _OutputBag(out_path, storage, write_store, force)
@@ -703,7 +709,7 @@ def replay_bag(
             if owns_processor:
                 processor.close()
     if report_dir is not None:
-        write_report_files(report, Path(report_dir).expanduser(), plots=plots)
+        write_report_files(report, Path(report_dir).expanduser(), plots=plots, plot_process=plot_process)
     return report
 
 
@@ -844,6 +850,8 @@ class _Run:
         self.batch = DEFAULT_BATCH if batch is None else max(1, int(batch))
         self._pending = deque()
         self._chunk = []
+        # the plots whose data is final go to the plot process (replay_bag sets it when there is one)
+        self.plots_ready: Callable[[Sequence[str]], None] = lambda names: None
 
     # ---------------------------------------------------------------- driving the pass
 
@@ -1275,6 +1283,7 @@ class _Run:
         self._track_series(rows)
         if self.drive_head is not None:
             self._drive_report(rows)
+        self.plots_ready(("steering", "latency"))  # what they show is final: drawn while the scoring runs
         report.head_summaries = collect.finish_summaries()
         if self.confusion is not None:
             self._segmentation_report()
@@ -1634,7 +1643,22 @@ def run_replay(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads {args.threads}: expected 0 (one frame at a time) or more helper threads")
     if args.batch is not None and args.batch < 1:
         raise ConfigError(f"--batch {args.batch}: expected 1 (frame by frame) or more frames per inference")
-    report = replay_bag(
+    from trt_perception.tools.plot_process import start_plot_process
+
+    with start_plot_process(args.report is not None) or nullcontext() as plot_process:
+        report = _replay_from_args(args, out, plot_process)
+    from trt_perception.tools.report import format_report, nothing_processed
+
+    print(format_report(report))
+    complaint = nothing_processed(report)
+    if complaint is not None:
+        print(f"trt-perception replay: error: {complaint}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _replay_from_args(args: argparse.Namespace, out: Optional[Path], plot_process: Any) -> ReplayReport:
+    return replay_bag(
         args.bag,
         args.params,
         out=out,
@@ -1652,12 +1676,5 @@ def run_replay(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
         threads=args.threads,
         batch=args.batch,
+        plot_process=plot_process,
     )
-    from trt_perception.tools.report import format_report, nothing_processed
-
-    print(format_report(report))
-    complaint = nothing_processed(report)
-    if complaint is not None:
-        print(f"trt-perception replay: error: {complaint}", file=sys.stderr)
-        return 1
-    return 0

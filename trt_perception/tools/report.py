@@ -731,46 +731,84 @@ def check_report_folder(path: Path, force: bool) -> None:
                           "it; fix: pass --force to replace it, or another --report folder")
 
 
-def write_report_files(report: ReplayReport, directory: Path, plots: bool = True) -> List[Path]:
+def write_report_files(report: ReplayReport, directory: Path, plots: bool = True,
+                       plot_process: Any = None) -> List[Path]:
     """Write report.json and, with matplotlib, steering.png / latency.png / detections.png / tracks.png into
     ``directory``, replacing an earlier report's files there (the caller checked ``--force``: see
-    ``check_report_folder``); a plot this run does not draw is removed rather than left stale."""
+    ``check_report_folder``); a plot this run does not draw is removed rather than left stale.
+    ``plot_process``: a ``PlotProcess`` that draws the matplotlib plots (some perhaps started already)."""
     from trt_perception.errors import ConfigError
 
     directory = Path(directory)
     try:
-        return _write_report_files(report, directory, plots)
+        return _write_report_files(report, directory, plots, plot_process)
     except OSError as exc:
         raise ConfigError(f"--report {directory}: cannot write the report there ({exc.strerror or exc}: "
                           f"{exc.filename or directory}); fix: free disk space, or pass a folder you can write "
                           "to") from None
 
 
-def _write_report_files(report: ReplayReport, directory: Path, plots: bool) -> List[Path]:
+def prepare_report_folder(directory: Path) -> None:
+    """The report folder exists and holds no earlier report's files (a plot this run does not draw must not stay
+    behind, stale): before any plot is drawn into it."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in REPORT_FILES:
         stale = directory / name
         if stale.is_file():
             stale.unlink()
+
+
+def _write_report_files(report: ReplayReport, directory: Path, plots: bool, plot_process: Any) -> List[Path]:
+    if plot_process is not None:
+        plot_process.submit(report, directory, MATPLOTLIB_PLOTS)  # its first call prepared the folder
+    else:
+        prepare_report_folder(directory)
     report.report_dir = str(directory)
-    written: List[Path] = []
-    plt = _pyplot() if plots else None
-    if plots and plt is None:
-        report.notes.append(MATPLOTLIB_MISSING)
-    if plt is not None:
-        series = report.series
-        if len(series.predicted_steering) or len(series.recorded_steering):
-            written.append(_plot_steering(plt, report, directory / "steering.png"))
-        if any(len(v) for v in series.stage_seconds.values()):
-            written.append(_plot_latency(plt, report, directory / "latency.png"))
-        if series.samples:
-            written.append(_plot_samples(plt, series.samples, directory / "detections.png"))
-        if series.track_times:
-            written.append(_plot_tracks(plt, report, directory / "tracks.png"))
+    names = plot_names(report) if plots else []
+    drawn: Dict[str, Path] = {}
+    if plot_process is not None:
+        if "detections" in names:  # OpenCV: here, while the plot process draws the others
+            drawn["detections"] = draw_plot(None, "detections", report, directory)
+        drawn.update(plot_process.collect(report, directory))
+    missing = [name for name in names if name not in drawn]
+    if missing:
+        plt = _pyplot()
+        if plt is None:
+            report.notes.append(MATPLOTLIB_MISSING)
+        else:
+            drawn.update({name: draw_plot(plt, name, report, directory) for name in missing})
+    written = [drawn[name] for name in names if name in drawn]
     json_path = directory / "report.json"
     report.files = [str(p) for p in [*written, json_path]]
     json_path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return [*written, json_path]
+
+
+MATPLOTLIB_PLOTS = ("steering", "latency", "tracks")  # detections.png is drawn with OpenCV
+
+
+def plot_names(report: ReplayReport) -> List[str]:
+    """The plots (``<name>.png``) ``report`` has data for, in the order its files list them."""
+    series = report.series
+    names = []
+    if len(series.predicted_steering) or len(series.recorded_steering):
+        names.append("steering")
+    if any(len(v) for v in series.stage_seconds.values()):
+        names.append("latency")
+    if series.samples:
+        names.append("detections")
+    if series.track_times:
+        names.append("tracks")
+    return names
+
+
+def draw_plot(plt: Any, name: str, report: ReplayReport, directory: Path) -> Path:
+    """Draw ``<name>.png`` of ``plot_names`` into ``directory`` (``plt``: pyplot; None will do for detections)."""
+    path = directory / f"{name}.png"
+    if name == "detections":
+        return _plot_samples(plt, report.series.samples, path)
+    plot = {"steering": _plot_steering, "latency": _plot_latency, "tracks": _plot_tracks}[name]
+    return plot(plt, report, path)
 
 
 def save_figure(fig: Any, path: Path, dpi: int) -> None:
