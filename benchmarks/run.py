@@ -8,9 +8,10 @@
 Benchmarks: overhead (1), postprocess (2), end_to_end (3), memory (4), latency (5), messages (6), gpu (7,
 only where a CUDA GPU and cuda-python or pycuda are present), segmentation (8), yolo (9, YOLOv8 decode +
 NMS), replay (10), heads (11), cameras (12), evaluate (13), tracking (14), overlap (15, decode overlapped with
-inference), jpeg_reduce (16), batch (17) and ort_options (18); benchmarks/README.md says what each compares.
-JSON goes to benchmarks/results/<time>.json unless --json names a file. Exit status: 0, also when targets are
-missed (the tables say so); 1 when a benchmark crashed.
+inference), jpeg_reduce (16), batch (17), ort_options (18) and demo (19, the whole `trt-perception demo`
+command); benchmarks/README.md says what each compares. JSON goes to benchmarks/results/<time>.json unless
+--json names a file. Exit status: 0, also when targets are missed (the tables say so); 1 when a benchmark
+crashed.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ BENCHMARKS = {  # name -> module; run in this order
     "jpeg_reduce": "bench_jpeg_reduce",
     "batch": "bench_batch",
     "ort_options": "bench_ort_options",
+    "demo": "bench_demo",
 }
 
 

@@ -30,6 +30,7 @@ def test_quick_run_prints_every_table_and_writes_json(tmp_path: Path) -> None:
     assert set(benchmarks) == {
         "overhead", "postprocess", "end_to_end", "memory", "latency", "messages", "gpu", "segmentation", "yolo",
         "replay", "heads", "tracking", "cameras", "evaluate", "overlap", "jpeg_reduce", "batch", "ort_options",
+        "demo",
     }
     for name, table in benchmarks.items():
         assert "error" not in table, (name, table.get("error"))
