@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run every trt_perception benchmark side by side: print the tables with targets and PASS/MISS, write JSON.
 
-    python benchmarks/run.py                 # everything (about 5 minutes on 2 cores: 290-313 s, 18 benchmarks)
+    python benchmarks/run.py                 # everything (about 5 minutes on 2 cores: 290-320 s, 19 benchmarks)
     python benchmarks/run.py --quick         # a few iterations of each, to check that it runs (~10 s)
     python benchmarks/run.py --only overhead,postprocess --json out.json
 

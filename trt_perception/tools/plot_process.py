@@ -10,7 +10,7 @@ are both Python, under one GIL.
 The child is a plain ``python -c`` over pipes, not ``multiprocessing``: its spawn would run the caller's main
 script again in the child (a script without an ``if __name__ == "__main__"`` guard would replay twice), and
 fork is unsafe once ONNX Runtime's threads run. The files are the ones the same report drawn in this process
-gives (test_plot_process compares them). Whatever goes wrong with the child (it cannot start, dies, hangs, or a
+gives (test_tools_plot_process compares them). Whatever goes wrong with the child (it cannot start, dies, hangs, or a
 plot raises there) costs only time: that plot is drawn here, as without the child, and raises here if the error
 is the plot's own.
 """
@@ -35,7 +35,8 @@ CHILD = "import sys; sys.path[:0] = sys.argv[1:]; from trt_perception.tools.plot
 
 
 class PlotProcess:
-    """One child process drawing the report's matplotlib plots (``report.MATPLOTLIB_PLOTS``) on request."""
+    """One child process drawing one report's matplotlib plots (``report.MATPLOTLIB_PLOTS``) on request: start
+    it first thing, ``submit`` plots as their numbers become final, ``collect`` them, ``close`` it."""
 
     def __init__(self) -> None:
         self._asked: List[str] = []  # plots sent to the child, in the order it answers them

@@ -759,17 +759,18 @@ def prepare_report_folder(directory: Path) -> None:
 
 
 def _write_report_files(report: ReplayReport, directory: Path, plots: bool, plot_process: Any) -> List[Path]:
-    if plot_process is not None:
-        plot_process.submit(report, directory, MATPLOTLIB_PLOTS)  # its first call prepared the folder
+    child = plot_process if plots else None
+    if child is not None:
+        child.submit(report, directory, MATPLOTLIB_PLOTS)  # its first call prepared the folder
     else:
         prepare_report_folder(directory)
     report.report_dir = str(directory)
     names = plot_names(report) if plots else []
     drawn: Dict[str, Path] = {}
-    if plot_process is not None:
+    if child is not None:
         if "detections" in names:  # OpenCV: here, while the plot process draws the others
             drawn["detections"] = draw_plot(None, "detections", report, directory)
-        drawn.update(plot_process.collect(report, directory))
+        drawn.update(child.collect(report, directory))
     missing = [name for name in names if name not in drawn]
     if missing:
         plt = _pyplot()
