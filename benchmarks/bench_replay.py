@@ -160,14 +160,14 @@ def run(quick: bool = False) -> Table:
     table.notes.append(
         "Same results checked first (frame count, steering of every frame within 1e-4). The script uses default "
         "ONNX Runtime sessions (a thread per core, spinning, pinned; under taskset made on the allowed cores), as "
-        "users do; replay uses the node's ort_threads "
-        f"{NODE_ORT['threads']} and no spinning, decodes once for both models and also builds the node's output "
-        "messages (serialized only when it writes an output bag, not here). replay's helper threads deserialize, "
-        "decode, preprocess and infer the next frames while its own thread parses, runs the tasks and builds the "
-        f"messages in frame order (--threads 0: one frame at a time); each helper takes {DEFAULT_BATCH} "
-        "consecutive frames and runs them as one batch through each model (the demo models have a dynamic batch "
-        "dimension; --batch 1: one inference per frame). The script runs the same models a frame at a time, as "
-        "a user's loop does."
+        "users do; replay decodes once for both models and also builds the node's output messages (serialized "
+        "only when it writes an output bag, not here). replay's helper threads deserialize, decode, preprocess, "
+        f"infer and parse the next frames while its own thread runs the tasks and builds the messages in frame "
+        f"order; each helper takes {DEFAULT_BATCH} consecutive frames and runs them as one batch through each "
+        "model (the demo models have a dynamic batch dimension; --batch 1: one inference per frame), and ssd_raw "
+        "parses the batch in one pass. With 2 or more helpers each inference runs on one thread (ort_threads 1, "
+        f"no spinning); --threads 0 runs one frame at a time with the node's ort_threads {NODE_ORT['threads']}. "
+        "The script runs the same models a frame at a time, as a user's loop does."
     )
     return table
 

@@ -408,22 +408,32 @@ def test_a_model_failing_on_a_batch_runs_frame_by_frame_from_then_on(
 
 
 def test_a_batch_inferred_ahead_equals_its_frames_inferred_alone(tmp_path: Path) -> None:
-    """``infer_ahead_batch`` from several threads at once (each with its own batch tensor): every frame parses to
-    what ``run`` gives it, each frame's timings its share of the batch's."""
+    """``infer_ahead_batch`` from several threads at once (each with its own batch tensor), the ssd_raw frames
+    parsed with their batch: every frame's turn gives what ``run`` gives it, each frame's timings its share of
+    the batch's; a setting changed after the batch (a live param) parses the frame again with the new one."""
+    import dataclasses
     from concurrent.futures import ThreadPoolExecutor
 
     detector = open_model(grid_detector(tmp_path, resize="letterbox", batch="N"), name="detector")
     pipeline = detector.pipeline
+    settings = detector.task.settings
     images = [DecodedImage(squares(320, 240, (10 * i, 20, 10 * i + 60, 90), seed=i), "bgr") for i in range(24)]
-    expected = [pipeline.run(image, detector.task.settings) for image in images]
+    expected = [pipeline.run(image, settings) for image in images]
     with ThreadPoolExecutor(3) as pool:
-        batches = list(pool.map(pipeline.infer_ahead_batch, [images[i : i + 6] for i in range(0, 24, 6)]))
+        chunks = [images[i : i + 6] for i in range(0, 24, 6)]
+        batches = list(pool.map(lambda chunk: pipeline.infer_ahead_batch(chunk, settings), chunks))
     ahead = [inference for batch in batches for inference in batch]
+    assert all(inference.parsed is not None and inference.timings["postprocess"] > 0 for inference in ahead)
     for want, inference in zip(expected, ahead):
-        got = pipeline.parse_ahead(inference, detector.task.settings)
+        got = pipeline.parse_ahead(inference, settings)
+        assert got.parsed is inference.parsed  # taken from the batch, not parsed again
         np.testing.assert_array_equal(got.parsed.boxes, want.parsed.boxes)
         np.testing.assert_array_equal(got.parsed.scores, want.parsed.scores)
         assert got.transform == want.transform
+    stricter = dataclasses.replace(settings, max_detections=0)
+    again = pipeline.parse_ahead(ahead[3], stricter)
+    assert again.parsed is not ahead[3].parsed and len(again.parsed.scores) == 0 < len(ahead[3].parsed.scores)
+    assert pipeline.infer_ahead_batch(images[:2])[0].parsed is None  # no settings given: parsed in its turn
     assert 1 <= len(pipeline._spare_batches[6]) <= 3
     with pytest.raises(SpecError, match="17 frames for a model that takes 16 at once"):
         pipeline.infer_ahead_batch(images[:1] * 17)

@@ -19,6 +19,7 @@ image file through the same path, so ``trt-perception infer`` sees a file exactl
 
 from __future__ import annotations
 
+import struct
 import sys
 import threading
 import zlib
@@ -353,6 +354,9 @@ _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame 
 _JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn and TEM carry no length
 
 
+_BIG_U16 = struct.Struct(">H")
+
+
 def _u16(data: Bytes, at: int, order: str = "big") -> int:
     return int.from_bytes(data[at : at + 2], order)
 
@@ -405,38 +409,44 @@ def _png_size(data: Bytes, max_pixels: int, what: str) -> Tuple[int, int]:
 
 
 def _jpeg_size(data: Bytes) -> Tuple[int, int]:
-    """Width and height from the first SOF segment; the scan that follows must end with an EOI marker."""
-    size = len(data)
+    """Width and height from the first SOF segment; the scan that follows must end with an EOI marker. Read
+    through a memoryview with ``struct`` (a frame's header walk: 21 us with numpy indexing, a few us so)."""
+    try:
+        view = memoryview(data).cast("B")  # bytes, bytearray, array('B'), numpy uint8: ints when indexed
+    except TypeError:  # a non-contiguous buffer: a copy, still read as ints
+        view = memoryview(bytes(data))
+    size = len(view)
     pos = 2
     width = height = 0
     while True:
         if pos >= size:
             raise _Damaged(f"truncated: the JPEG ends after {size} bytes, before its image data")
-        if data[pos] != 0xFF:
-            raise _Damaged(f"damaged: the JPEG has byte 0x{data[pos]:02x} at {pos} where a marker should be")
-        while pos < size and data[pos] == 0xFF:  # fill bytes
+        if view[pos] != 0xFF:
+            raise _Damaged(f"damaged: the JPEG has byte 0x{view[pos]:02x} at {pos} where a marker should be")
+        while pos < size and view[pos] == 0xFF:  # fill bytes
             pos += 1
         if pos >= size:
             raise _Damaged(f"truncated: the JPEG ends after {size} bytes, before its image data")
-        marker = data[pos]
+        marker = view[pos]
         pos += 1
         if marker in _JPEG_STANDALONE:
             continue
         if marker == 0xD9 or (marker == 0xDA and not width):
             raise _Damaged(f"damaged: JPEG marker 0x{marker:02x} at byte {pos - 1} comes before the frame header")
-        if pos + 2 > size or pos + _u16(data, pos) > size or _u16(data, pos) < 2:
+        length = _BIG_U16.unpack_from(view, pos)[0] if pos + 2 <= size else 0
+        if pos + 2 > size or pos + length > size or length < 2:
             raise _Damaged(f"truncated: JPEG segment 0x{marker:02x} at byte {pos - 1} runs past the {size} bytes")
         if marker in _JPEG_SOF and not width:
-            if _u16(data, pos) < 8:
+            if length < 8:
                 raise _Damaged(f"damaged: the JPEG frame header at byte {pos - 1} is too short")
-            height, width = _u16(data, pos + 3), _u16(data, pos + 5)
+            height, width = _BIG_U16.unpack_from(view, pos + 3)[0], _BIG_U16.unpack_from(view, pos + 5)[0]
             if width == 0 or height == 0:
                 raise _Damaged(f"damaged: the JPEG frame header says {width}x{height}")
         if marker == 0xDA:  # start of scan: entropy-coded data follows, where 0xFF is always escaped
-            if not _has_eoi(data, pos + _u16(data, pos)):
+            if not _has_eoi(data, pos + length):
                 raise _Damaged(f"truncated: the JPEG has no end-of-image marker in its {size} bytes")
             return width, height
-        pos += _u16(data, pos)
+        pos += length
 
 
 def _has_eoi(data: Bytes, scan: int) -> bool:

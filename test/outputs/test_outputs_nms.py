@@ -10,7 +10,14 @@ import pytest
 
 from trt_perception.errors import ConfigError
 from trt_perception.outputs.base import DetectionSettings
-from trt_perception.outputs.nms import batched_nms, efficient_nms_reference, finalize, iou_matrix, nms_numpy
+from trt_perception.outputs.nms import (
+    batched_nms,
+    efficient_nms_reference,
+    finalize,
+    finalize_frames,
+    iou_matrix,
+    nms_numpy,
+)
 
 # the opencv backend needs cv2.dnn.NMSBoxesBatched (OpenCV >= 4.7); Ubuntu 22.04's apt OpenCV (4.5) lacks it
 OPENCV = pytest.param("opencv", marks=pytest.mark.skipif(not hasattr(cv2.dnn, "NMSBoxesBatched"),
@@ -142,3 +149,27 @@ def test_efficient_nms_reference_decoders_and_sigmoid() -> None:
         box_coding=0,
     )
     np.testing.assert_allclose(corner[1][0, 0], [0.1, 0.1, 0.1, 0.1])
+
+
+@pytest.mark.parametrize("settings", [
+    DetectionSettings(0.3, 0.45, 100), DetectionSettings(0.0, 0.45, 2),
+    DetectionSettings(0.5, 0.45, 5, frozenset({1, 3})),
+])
+def test_finalize_frames_equals_finalize_per_frame(settings: DetectionSettings) -> None:
+    """Several frames' rows in one pass: per frame the same arrays as ``finalize`` (ties keep their order, NaN
+    and inf rows dropped, the cap per frame, the allow-list), empty frames included."""
+    rng = np.random.default_rng(3)
+    frames = np.sort(rng.choice([0, 2, 3, 5], size=40))  # frames 1 and 4 have no rows
+    scores = rng.choice([0.2, 0.4, 0.6, 0.6, 0.9], size=40).astype(np.float32)  # ties
+    scores[[3, 17]] = [np.nan, np.inf]
+    boxes = rng.uniform(0, 100, (40, 4)).astype(np.float32)
+    boxes[9, 2] = np.inf
+    classes = rng.integers(0, 4, 40)
+    got = finalize_frames(boxes, scores, classes, frames, 6, settings)
+    assert len(got) == 6
+    for frame, result in enumerate(got):
+        rows = frames == frame
+        want = finalize(boxes[rows], scores[rows], classes[rows], settings)
+        for field in ("boxes", "scores", "class_ids"):
+            a, b = getattr(result, field), getattr(want, field)
+            assert a.dtype == b.dtype and np.array_equal(a, b), (frame, field)

@@ -274,3 +274,61 @@ def test_float16_heads_from_fp16_engines() -> None:
     result = parser.parse(half, ALL)
     assert result.class_ids.tolist() == [2] and result.boxes.dtype == np.float32
     np.testing.assert_allclose(result.boxes, [[105, 90, 195, 210]], atol=0.5)
+
+
+def batch_of_heads(parser: SsdRawParser, frames: int, classes: int, seed: int, dtype: Any = np.float32,
+                   boxes_shape: str = "flat") -> Dict[str, np.ndarray]:
+    """Random heads for ``frames`` frames: a few strong anchors per frame, overlapping neighbours, empty frames,
+    and (frame 3) a NaN and an inf logit, as a broken engine gives."""
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(-6.0, 2.0, (frames, parser.num_anchors, classes))
+    for frame in range(frames):
+        if frame % 4 == 1:
+            continue  # nothing above any threshold
+        hot = rng.choice(parser.num_anchors - 1, size=12, replace=False)
+        scores[frame, hot, rng.integers(0, classes, 12)] = rng.uniform(0.0, 6.0, 12)
+        scores[frame, hot + 1, rng.integers(0, classes, 12)] = rng.uniform(0.0, 6.0, 12)  # neighbours overlap
+    if frames > 3:
+        scores[3, 5, 1], scores[3, 9, 2] = np.nan, np.inf
+    deltas = rng.normal(0.0, 0.6, (frames, parser.num_anchors, 4))
+    if boxes_shape == "singleton":
+        deltas = deltas[:, :, None, :]
+    return {"scores": scores.astype(dtype), "boxes": deltas.astype(dtype)}
+
+
+def assert_same_detections(got: Any, expected: Any) -> None:
+    for field in ("boxes", "scores", "class_ids"):
+        a, b = getattr(got, field), getattr(expected, field)
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True), field
+
+
+@pytest.mark.parametrize(("activation", "dtype", "boxes_shape"), [
+    ("sigmoid", np.float32, "flat"), ("softmax", np.float32, "flat"), ("none", np.float32, "singleton"),
+    ("sigmoid", np.float16, "singleton"), ("softmax", np.float16, "flat"),
+])
+@pytest.mark.parametrize("settings", [
+    DetectionSettings(0.5, 0.45, 100), DetectionSettings(0.3, 0.3, 3, frozenset({2})), ALL,
+])
+@pytest.mark.parametrize("top_k", [16, 4096])  # frames above pre_nms_top_k take the per-frame path
+def test_a_batch_parses_to_exactly_each_frame_parsed_alone(activation: str, dtype: Any, boxes_shape: str,
+                                                           settings: DetectionSettings, top_k: int) -> None:
+    """replay parses its batches of consecutive frames in one pass (``parse_batch``): bit for bit what
+    ``parse`` gives each frame's row, NaN/inf logits, empty frames, caps and allow-lists included."""
+    parser = make_parser(score_activation=activation, pre_nms_top_k=top_k)
+    for seed in range(4):
+        out = batch_of_heads(parser, 8, 4, seed, dtype, boxes_shape)
+        batch = parser.parse_batch(out, 8, settings)
+        assert batch is not None and len(batch) == 8
+        for i, got in enumerate(batch):
+            assert_same_detections(got, parser.parse({k: v[i : i + 1] for k, v in out.items()}, settings))
+
+
+def test_a_batch_it_cannot_take_is_left_to_parse_per_frame() -> None:
+    """Anything unusual returns None: the frames are then parsed one by one, where the errors are worded."""
+    parser = make_parser()
+    out = batch_of_heads(parser, 4, 3, 0)
+    assert parser.parse_batch(out, 3, ALL) is None  # not 3 rows
+    assert parser.parse_batch({"scores": out["scores"][:, :100], "boxes": out["boxes"]}, 4, ALL) is None  # anchors
+    integers = np.zeros(out["scores"].shape, np.int32)
+    assert parser.parse_batch({"scores": integers, "boxes": out["boxes"]}, 4, ALL) is None
+    assert parser.parse_batch({"boxes": out["boxes"]}, 4, ALL) is None  # a tensor missing

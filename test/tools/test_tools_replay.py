@@ -278,6 +278,9 @@ def test_frames_prepared_ahead_give_the_sequential_replay(
         assert max(sizes) == (batch if overlap else 1)  # (bad frames leave a batch short, never all of them)
     (fast, fast_out), (slow, slow_out) = runs[True], runs[False]
     assert any(f"{batch} frames at a time" in note for note in fast.notes) is (batch > 1)
+    one_thread = "detector, pilot ran with ort_threads 1"  # helpers inferring side by side: one thread each
+    assert any(one_thread in note for note in fast.notes) is (threads >= 2)
+    assert not any(one_thread in note for note in slow.notes)
     assert (fast.frames_processed, fast.bad_frames) == (slow.frames_processed, slow.bad_frames) == (11, 2)
     assert fast.bad_frame_reasons == slow.bad_frame_reasons
     assert fast.drive.steering_mae == slow.drive.steering_mae and fast.drive.matched == slow.drive.matched

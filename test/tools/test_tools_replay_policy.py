@@ -326,3 +326,22 @@ def test_per_frame_results_live_in_typed_columns(tmp_path: Path, models: Path,
     per_frame = (np.median(probe.held[260:280]) - np.median(probe.held[80:100])) / 180.0
     print(f"held per frame: {per_frame:.0f} bytes")
     assert per_frame < 400, f"{per_frame:.0f} bytes a frame held by the replay"
+
+
+def test_helpers_inferring_side_by_side_run_onnx_runtime_on_one_thread_each() -> None:
+    """Only enabled ONNX Runtime heads not on one thread already change (a TensorRT engine takes no ort_threads:
+    setting it there would be refused), and the note names them."""
+    from trt_perception.config import HeadConfig, ModelConfig, PerceptionConfig
+    from trt_perception.tools.replay import one_thread_per_inference
+
+    config = PerceptionConfig(heads=(
+        HeadConfig("detector", "detection", model=ModelConfig(model="/m/det.onnx")),
+        HeadConfig("seg", "segmentation", model=ModelConfig(model="/m/seg.engine")),
+        HeadConfig("pilot", "steering", model=ModelConfig(model="/m/pilot.onnx", ort_threads=1)),
+        HeadConfig("spare", "detection", enabled=False, model=ModelConfig(model="/m/spare.onnx", ort_threads=4)),
+    ))
+    changed, notes = one_thread_per_inference(config)
+    assert [h.model.ort_threads for h in changed.heads] == [1, 2, 1, 4]
+    assert len(notes) == 1 and notes[0].startswith("detector ran with ort_threads 1")
+    unchanged, none = one_thread_per_inference(changed)
+    assert unchanged is changed and none == []

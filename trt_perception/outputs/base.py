@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, FrozenSet, Mapping, Optional, Sequence, Union
+from typing import Any, FrozenSet, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -102,3 +102,10 @@ class OutputParser(abc.ABC):
         """Decode one frame's outputs (batch index 0). ``settings`` is the task's run-time settings
         (``DetectionSettings`` for detection formats, ``ClassificationSettings`` for classification, None
         for segmentation and steering)."""
+
+    def parse_batch(self, outputs: Mapping[str, np.ndarray], count: int, settings: Any) -> Optional[List[ParsedOutput]]:
+        """``parse`` of each of the first ``count`` frames of batch-first ``outputs`` (replay's batches of
+        consecutive frames), equal to ``parse`` on each frame's row; thread-safe (it runs in replay's helper
+        threads). None: this format parses frame by frame. A format whose cost is mostly per call (numpy calls on
+        a small head) overrides it: ``ssd_raw`` does."""
+        return None

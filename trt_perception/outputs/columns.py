@@ -15,12 +15,12 @@ from trt_perception.outputs.checks import known
 
 class ScoreColumns:
     """The column mask for ``(column count, allow-list)``, cached: both change rarely (a live ``classes``
-    param, a dynamic class count), while the mask is read every frame."""
+    param, a dynamic class count), while the mask is read every frame. Key and mask are one tuple, replaced
+    whole, so threads parsing at once (replay's helpers) never see one without the other."""
 
     def __init__(self, background_class: Optional[int]) -> None:
         self.background_class = background_class
-        self._key: Optional[Tuple[int, Optional[FrozenSet[int]]]] = None
-        self._ok = np.zeros((0,), bool)
+        self._cached: Tuple[Optional[Tuple[int, Optional[FrozenSet[int]]]], np.ndarray] = (None, np.zeros((0,), bool))
 
     def check(self, scores_name: str, classes: Optional[int]) -> None:
         """Load time: the background column must exist in the model's score tensor (when its size is known)."""
@@ -34,11 +34,12 @@ class ScoreColumns:
     def __call__(self, classes: int, allowed: Optional[FrozenSet[int]]) -> np.ndarray:
         """A bool per column: True where a detection of that class may come out."""
         key = (classes, allowed)
-        if key != self._key:
+        cached_key, ok = self._cached
+        if key != cached_key:
             ok = np.ones(classes, bool)
             if self.background_class is not None and self.background_class < classes:
                 ok[self.background_class] = False
             if allowed is not None:
                 ok &= np.isin(np.arange(classes), np.fromiter(allowed, np.int64))
-            self._key, self._ok = key, ok
-        return self._ok
+            self._cached = (key, ok)
+        return ok

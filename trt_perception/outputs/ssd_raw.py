@@ -18,7 +18,7 @@ TF's scale factors (10, 10, 5, 5) are variances (0.1, 0.1, 0.2, 0.2).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -42,7 +42,7 @@ from trt_perception.outputs.checks import (
     same_dim,
 )
 from trt_perception.outputs.columns import ScoreColumns
-from trt_perception.outputs.nms import batched_nms, finalize
+from trt_perception.outputs.nms import batched_nms, finalize, finalize_frames
 from trt_perception.spec import ModelSpec
 
 ACTIVATIONS = ("sigmoid", "softmax", "none")
@@ -267,6 +267,55 @@ class SsdRawParser(OutputParser):
         deltas = raw_boxes.reshape(-1, 4)[:anchors]
         if self._mask is None or self._mask.shape != scores.shape:
             self._mask = np.empty(scores.shape, bool)
+        rows, cols, candidate_scores = self._candidates(scores, self._mask, settings)
+        if rows.shape[0] == 0:
+            return RawDetections.empty()
+        return self._detections(deltas, rows, rows, cols, candidate_scores, settings)
+
+    def parse_batch(self, outputs: Mapping[str, np.ndarray], count: int,
+                    settings: DetectionSettings) -> Optional[List[RawDetections]]:
+        """``parse`` of ``count`` consecutive frames in one pass: threshold, softmax, decode and finalize over
+        all their anchors and candidates at once, NMS per frame. Equal to ``parse`` per frame, bit for bit
+        (test_outputs_ssd_raw; a frame with more than ``pre_nms_top_k`` candidates takes the per-frame path).
+        Anything unusual about the tensors (not float, not ``count`` rows, too few anchors) returns None, so
+        ``parse`` per frame meets it and says what is wrong."""
+        anchors = self.num_anchors
+        raw_scores = outputs.get(self.tensor("scores"))
+        raw_boxes = outputs.get(self.tensor("boxes"))
+        if not isinstance(raw_scores, np.ndarray) or not isinstance(raw_boxes, np.ndarray) or count < 1:
+            return None
+        if raw_scores.ndim != 3 or raw_boxes.ndim not in (3, 4) or raw_scores.dtype.kind != "f":
+            return None
+        if raw_boxes.dtype.kind != "f" or raw_scores.shape[0] != count or raw_boxes.shape[0] != count:
+            return None
+        classes = int(raw_scores.shape[-1])
+        if classes < 1 or raw_scores.shape[1] < anchors or raw_boxes.shape[-1] != 4:
+            return None
+        if raw_boxes.size // count < anchors * 4:
+            return None
+        scores = raw_scores[:, :anchors].reshape(-1, classes)  # every frame's anchors, one after another
+        deltas = raw_boxes.reshape(count, -1, 4)[:, :anchors].reshape(-1, 4)
+        rows, cols, candidate_scores = self._candidates(scores, np.empty(scores.shape, bool), settings)
+        bounds = np.searchsorted(rows, np.arange(count + 1) * anchors).tolist()  # rows ascend: a slice a frame
+        frames, anchor_rows = np.divmod(rows, anchors)
+        if max(b - a for a, b in zip(bounds[:-1], bounds[1:])) > self.pre_nms_top_k:  # a frame keeps its top k
+            return [self._detections(deltas, rows[a:b], anchor_rows[a:b], cols[a:b], candidate_scores[a:b], settings)
+                    if b > a else RawDetections.empty() for a, b in zip(bounds[:-1], bounds[1:])]
+        with np.errstate(over="ignore", invalid="ignore"):  # as in _detections, for every frame's candidates
+            if self.score_activation == "sigmoid":
+                candidate_scores = (1.0 / (1.0 + np.exp(-candidate_scores))).astype(np.float32)
+            boxes = self._decode(deltas, rows, anchor_rows)
+        kept = [a + batched_nms(boxes[a:b], candidate_scores[a:b], cols[a:b], settings.iou_threshold,
+                                settings.max_detections) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        kept_rows = np.concatenate(kept) if kept else np.zeros((0,), np.int64)
+        return finalize_frames(boxes[kept_rows], candidate_scores[kept_rows], cols[kept_rows], frames[kept_rows],
+                               count, settings)
+
+    def _candidates(self, scores: np.ndarray, mask: np.ndarray,
+                    settings: DetectionSettings) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, column, score) of every anchor and class above the threshold in ``scores`` (rows x classes),
+        rows ascending; ``mask``: a bool buffer of ``scores``' shape."""
+        classes = int(scores.shape[1])
         threshold = settings.score_threshold
         if self.score_activation == "softmax":
             # p = exp(x - logsumexp(row)) and logsumexp(row) >= any entry of the row, so
@@ -274,10 +323,10 @@ class SsdRawParser(OutputParser):
             # row-wise max over the whole matrix; exact probabilities follow for the candidate rows only.
             log_threshold = math.log(threshold) if threshold > 0.0 else -math.inf
             bound = scores[:, self._softmax_reference] + log_threshold
-            np.greater_equal(scores, bound[:, None], out=self._mask)
+            np.greater_equal(scores, bound[:, None], out=mask)
         else:
-            np.greater_equal(scores, self._raw_threshold(threshold), out=self._mask)
-        rows, cols = np.divmod(np.flatnonzero(self._mask), classes)  # far faster than a 2-D np.nonzero
+            np.greater_equal(scores, self._raw_threshold(threshold), out=mask)
+        rows, cols = np.divmod(np.flatnonzero(mask), classes)  # far faster than a 2-D np.nonzero
         keep = self.columns(classes, settings.allowed_class_ids)[cols]
         if not keep.all():
             rows, cols = rows[keep], cols[keep]
@@ -286,15 +335,18 @@ class SsdRawParser(OutputParser):
             candidate_scores = self._softmax(scores, rows, candidate_scores)
             keep = candidate_scores >= threshold
             rows, cols, candidate_scores = rows[keep], cols[keep], candidate_scores[keep]
-        if rows.shape[0] == 0:
-            return RawDetections.empty()
+        return rows, cols, candidate_scores
+
+    def _detections(self, deltas: np.ndarray, rows: np.ndarray, anchor_rows: np.ndarray, cols: np.ndarray,
+                    candidate_scores: np.ndarray, settings: DetectionSettings) -> RawDetections:
+        """One frame's candidates (``rows`` of ``deltas``, anchors ``anchor_rows``): top-k, decode, NMS."""
         if rows.shape[0] > self.pre_nms_top_k:
             top = np.argpartition(-candidate_scores, self.pre_nms_top_k - 1)[: self.pre_nms_top_k]
-            rows, cols, candidate_scores = rows[top], cols[top], candidate_scores[top]
+            rows, anchor_rows, cols, candidate_scores = rows[top], anchor_rows[top], cols[top], candidate_scores[top]
         with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN outputs: dropped by the NMS and finalize
             if self.score_activation == "sigmoid":
                 candidate_scores = (1.0 / (1.0 + np.exp(-candidate_scores))).astype(np.float32)
-            boxes = self.decode(deltas, rows)
+            boxes = self._decode(deltas, rows, anchor_rows)
         kept = batched_nms(boxes, candidate_scores, cols, settings.iou_threshold, settings.max_detections)
         return finalize(boxes[kept], candidate_scores[kept], cols[kept], settings)
 
@@ -310,9 +362,13 @@ class SsdRawParser(OutputParser):
 
     def decode(self, deltas: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """xyxy boxes in model-input pixels for the regression ``deltas`` (A, 4) of anchors ``rows``."""
+        return self._decode(deltas, rows, rows)
+
+    def _decode(self, deltas: np.ndarray, rows: np.ndarray, anchor_rows: np.ndarray) -> np.ndarray:
+        """``decode`` of ``deltas`` rows ``rows`` against anchors ``anchor_rows`` (they differ in a batch)."""
         d = np.asarray(deltas[rows[:, None], self._to_xy[None, :]], np.float32)
-        center = self._anchor_xy[rows] + d[:, 0:2] * self._center_factor[rows]
-        half = self._anchor_wh[rows] * np.exp(d[:, 2:4] * self._size_variance) * 0.5
+        center = self._anchor_xy[anchor_rows] + d[:, 0:2] * self._center_factor[anchor_rows]
+        half = self._anchor_wh[anchor_rows] * np.exp(d[:, 2:4] * self._size_variance) * 0.5
         boxes = np.concatenate([center - half, center + half], axis=1)
         boxes *= np.asarray(self.input_size * 2, np.float32)
         return boxes
