@@ -45,7 +45,7 @@ def same_files(here: List[Path], there: List[Path]) -> bool:
 
 
 def test_plots_drawn_in_the_child_are_the_files_drawn_here(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger=plot_process_module.__name__)
+    caplog.set_level(logging.INFO, logger="trt_perception")
     here = write_report_files(tracked_report(), tmp_path / "here")
     report = tracked_report()
     with PlotProcess() as plots:
@@ -79,7 +79,7 @@ def test_an_earlier_report_is_cleared_before_the_child_draws(tmp_path: Path) -> 
 ])
 def test_a_child_that_dies_hangs_or_babbles_costs_only_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             caplog: pytest.LogCaptureFixture, child: str) -> None:
-    caplog.set_level(logging.INFO, logger=plot_process_module.__name__)
+    caplog.set_level(logging.INFO, logger="trt_perception")
     monkeypatch.setattr(plot_process_module, "CHILD", child)
     monkeypatch.setattr(plot_process_module, "STALL_S", 1.0)
     here = write_report_files(tracked_report(), tmp_path / "here")

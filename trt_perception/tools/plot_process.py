@@ -28,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Set
 
-LOG = logging.getLogger(__name__)
+LOG = logging.getLogger("trt_perception")  # the package's logger: the node routes it into the ROS log
 DRAWN_HERE = "plots drawn in this process instead: the plot process %s"
 STALL_S = 60.0  # a child that answers nothing for this long is stopped, and the rest is drawn here
 CHILD = "import sys; sys.path[:0] = sys.argv[1:]; from trt_perception.tools.plot_process import serve; serve()"
