@@ -716,7 +716,8 @@ class FrameProcessor:
         frame (the overlap of ``process_stream`` and the node); bad frames raise ImageError.
 
         ``ahead``: also preprocess + infer every head whose model ``runs_ahead`` (replay's look-ahead threads,
-        several frames at once); ``finish`` then only parses those and runs their tasks, in frame order."""
+        several frames at once); ``finish`` then only parses those (unless their batch parsed them) and runs
+        their tasks, in frame order."""
         t0 = perf_counter()
         frame = self.decode(msg)
         prepared = PreparedFrame(frame, perf_counter() - t0)

@@ -382,8 +382,8 @@ def one_thread_per_inference(config: Any) -> Tuple[Any, List[str]]:
 
     changed, names = [], []
     for head in config.heads:
-        if head.enabled and head.model.ort_threads != 1 and backend_for(head.model.model, head.model.backend) == (
-                "onnxruntime"):
+        on_ort = backend_for(head.model.model, head.model.backend) == "onnxruntime"
+        if head.enabled and on_ort and head.model.ort_threads != 1:
             head = dataclasses.replace(head, model=dataclasses.replace(head.model, ort_threads=1))
             names.append(head.name)
         changed.append(head)
@@ -697,8 +697,7 @@ def replay_bag(
         if processor is None:
             from trt_perception.heads import create_frame_processor
 
-            helpers = default_threads() if threads is None else max(0, int(threads))
-            if helpers >= 2 and not realtime and getattr(config, "overlap", True):
+            if helper_count(threads) >= 2 and not realtime and getattr(config, "overlap", True):
                 config, one_thread = one_thread_per_inference(config)
                 notes.extend(one_thread)
             processor = create_frame_processor(config, clock=clock)
@@ -742,7 +741,9 @@ def replay_bag(
 
 
 _TYPESTORES: Dict[str, Any] = {}
-MAX_THREADS = 4  # past 4 helpers the finishing thread (parse, tasks, messages: Python) is the limit
+# At most 4 helpers: they bound the decoded frames in flight ((helpers + 1) x batch), which matters for 1080p
+# bags on small Jetsons; 6 did better on 6 cores of the GPU host (one run, benchmarks/README next steps).
+MAX_THREADS = 4
 # Frames a helper takes at once, one inference for a model with a dynamic batch dimension: a small model's cost
 # is mostly per call (benchmark 10: 16 gained nothing over 8); 8 keeps the frames in flight ((threads + 1) x 8)
 # few.
@@ -770,6 +771,11 @@ def _progress_bar(total: int, shown: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="frame", desc="replay", dynamic_ncols=True, file=sys.stderr)
+
+
+def helper_count(threads: Optional[int]) -> int:
+    """Replay's helper threads for ``--threads`` (None: ``default_threads()``)."""
+    return default_threads() if threads is None else max(0, int(threads))
 
 
 def default_threads() -> int:
@@ -874,7 +880,7 @@ class _Run:
         self.detection_truth = _Truth(self.collect)
         self.output: Optional[_OutputBag] = None
         self.busy_until = -math.inf
-        self.threads = default_threads() if threads is None else max(0, int(threads))
+        self.threads = helper_count(threads)
         self.batch = DEFAULT_BATCH if batch is None else max(1, int(batch))
         self._pending = deque()
         self._chunk = []
@@ -1035,9 +1041,9 @@ class _Run:
 
     def _prepare(self, frames: List[_Frame]) -> List[Any]:
         """A helper thread's part of consecutive frames: deserialize, decode and, where the models allow,
-        preprocess + infer, in batches for models with a batch dimension (``FrameProcessor.prepare_many``);
-        each frame's turn in this thread parses and runs the tasks. Per frame: ``(msg, PreparedFrame or the
-        exception that stopped it)``, or ``_Undeserializable``."""
+        preprocess + infer (and parse, where the format parses batches), in batches for models with a batch
+        dimension (``FrameProcessor.prepare_many``); each frame's turn in this thread runs the tasks. Per
+        frame: ``(msg, PreparedFrame or the exception that stopped it)``, or ``_Undeserializable``."""
         msgs: List[Any] = []
         for frame in frames:
             try:
