@@ -330,7 +330,8 @@ def test_per_frame_results_live_in_typed_columns(tmp_path: Path, models: Path,
 
 def test_helpers_inferring_side_by_side_run_onnx_runtime_on_one_thread_each() -> None:
     """Only enabled ONNX Runtime heads not on one thread already change (a TensorRT engine takes no ort_threads:
-    setting it there would be refused), and the note names them."""
+    setting it there would be refused), and the note names them. A disabled head without a model (``model: ''``,
+    as a params file that turns the detector off has) is left alone, not asked for its backend."""
     from trt_perception.config import HeadConfig, ModelConfig, PerceptionConfig
     from trt_perception.tools.replay import one_thread_per_inference
 
@@ -339,9 +340,10 @@ def test_helpers_inferring_side_by_side_run_onnx_runtime_on_one_thread_each() ->
         HeadConfig("seg", "segmentation", model=ModelConfig(model="/m/seg.engine")),
         HeadConfig("pilot", "steering", model=ModelConfig(model="/m/pilot.onnx", ort_threads=1)),
         HeadConfig("spare", "detection", enabled=False, model=ModelConfig(model="/m/spare.onnx", ort_threads=4)),
+        HeadConfig("unset", "detection", enabled=False, model=ModelConfig(model="")),
     ))
     changed, notes = one_thread_per_inference(config)
-    assert [h.model.ort_threads for h in changed.heads] == [1, 2, 1, 4]
+    assert [h.model.ort_threads for h in changed.heads] == [1, 2, 1, 4, 2]
     assert len(notes) == 1 and notes[0].startswith("detector ran with ort_threads 1")
     unchanged, none = one_thread_per_inference(changed)
     assert unchanged is changed and none == []

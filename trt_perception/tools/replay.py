@@ -382,8 +382,9 @@ def one_thread_per_inference(config: Any) -> Tuple[Any, List[str]]:
 
     changed, names = [], []
     for head in config.heads:
-        on_ort = backend_for(head.model.model, head.model.backend) == "onnxruntime"
-        if head.enabled and on_ort and head.model.ort_threads != 1:
+        # A disabled head may have no model at all (model: ''): ask its backend only when it runs.
+        if head.enabled and head.model.ort_threads != 1 and (
+                backend_for(head.model.model, head.model.backend) == "onnxruntime"):
             head = dataclasses.replace(head, model=dataclasses.replace(head.model, ort_threads=1))
             names.append(head.name)
         changed.append(head)
