@@ -6,10 +6,13 @@ For each CUDA binding (cuda-python/NVRTC, pycuda), frame size (640x480, 1920x108
     OpenCV thread, closer to a Jetson core);
   * gpu: ``GpuPreprocessor`` with its default upload ('auto': only the rows the resize reads when that is
     at most 3/4 of them, gathered into pinned memory in chunks; else one copy from the frame's pageable
-    memory) + one kernel + sync; gpu_pinned / gpu_direct: the other upload modes; kernel: the launch alone;
+    memory) + one kernel + sync; gpu_pinned / gpu_direct: the other upload modes; kernel_sync: one launch of
+    the kernel on data already on the GPU + the stream's sync (no upload; launch and sync are most of it);
   * h2d: the uint8 frame's own host-to-device copy + sync, from pageable memory (where a message's frame
     lives) and from pinned memory (the bus alone).
-Targets: at 1080p, gpu >= 10x faster than cpu_path; at both sizes, gpu within 3x of h2d (pageable).
+Per contender the median; for cpu_path and gpu also the IQR (p75 - p25).
+Targets: at 1080p, gpu >= 10x faster than cpu_path; at both sizes, gpu within 3x of the frame's pinned H2D copy
+(the bus alone: what a copy can cost at best; the pageable copy's ratio is shown beside it).
 
 ``run_jpeg`` (benchmark 7b, ``python benchmarks/bench_gpu.py --jpeg``): compressed JPEG frame -> engine input
 in device memory, 640x480 / 1280x720 / 1920x1080, one JPEG (q90, 4:2:0, camera-like content) per size:
@@ -81,9 +84,9 @@ def run(quick: bool = False) -> Table:
     table = Table(
         "gpu",
         "7. GPU preprocessing vs the CPU path (median us per frame, everything synchronized)",
-        ["binding", "frame", "model", "cpu_path_us", "cpu_only_us", "cpu_1t_us", "gpu_us", "gpu_pinned_us",
-         "gpu_direct_us", "kernel_us", "h2d_pageable_us", "h2d_pinned_us", "cpu_path/gpu", "gpu/h2d_pageable",
-         "gpu/h2d_pinned"],
+        ["binding", "frame", "model", "cpu_path_us", "cpu_path_iqr", "cpu_only_us", "cpu_1t_us", "gpu_us",
+         "gpu_iqr", "gpu_pinned_us", "gpu_direct_us", "kernel_sync_us", "h2d_pageable_us", "h2d_pinned_us",
+         "cpu_path/gpu", "gpu/h2d_pinned", "gpu/h2d_pageable"],
     )  # fmt: skip
     apis = _apis()
     if not apis:
@@ -98,7 +101,8 @@ def run(quick: bool = False) -> Table:
             api.close()
     table.notes.append(
         f"GPU: {gpu_name}; OpenCV threads for cpu_path: {cv2.getNumThreads()}. cpu_path = Preprocessor into a "
-        "pinned tensor + tensor H2D; gpu = GpuPreprocessor (upload 'auto') + sync; h2d = the whole uint8 frame's copy."
+        "pinned tensor + tensor H2D; gpu = GpuPreprocessor (upload 'auto') + sync; kernel_sync = one launch + sync, no "
+        "upload; h2d = the whole uint8 frame's copy; graded against the pinned copy (the bus alone)."
     )
     return table
 
@@ -116,12 +120,12 @@ def _run_api(table: Table, api: Any, quick: bool) -> None:
             for model, spec in model_inputs().items():
                 row = _measure_case(api, stream, frame, frame_device, frame_pinned, spec, quick)
                 speedup = row["cpu_path/gpu"]
-                within = row["gpu/h2d_pageable"] <= TARGET_H2D_FACTOR
+                within = row["gpu/h2d_pinned"] <= TARGET_H2D_FACTOR
                 if height >= 1080:
                     status = speedup >= TARGET_SPEEDUP_1080P and within
-                    target = f">={TARGET_SPEEDUP_1080P:g}x cpu_path, <={TARGET_H2D_FACTOR:g}x h2d"
+                    target = f">={TARGET_SPEEDUP_1080P:g}x cpu_path, <={TARGET_H2D_FACTOR:g}x h2d_pinned"
                 else:
-                    status, target = within, f"<={TARGET_H2D_FACTOR:g}x h2d"
+                    status, target = within, f"<={TARGET_H2D_FACTOR:g}x h2d_pinned"
                 table.add(status, target=target, binding=api.name, frame=f"{width}x{height}", model=model, **row)
         finally:
             with api.activated():
@@ -158,7 +162,7 @@ def _measure_case(
             g(image)
             g.synchronize()
 
-        def kernel_only() -> None:
+        def kernel_sync() -> None:
             with api.activated():
                 gpu.launcher.launch(gpu._kernel, gpu._grid, gpu._packed, stream)
                 api.stream_synchronize(stream)
@@ -174,7 +178,7 @@ def _measure_case(
         contenders = {
             "cpu_path": cpu_path, "cpu_only": lambda: cpu(image), "gpu": gpu_path,
             "gpu_pinned": lambda: gpu_path(gpu_pinned), "gpu_direct": lambda: gpu_path(gpu_direct),
-            "kernel": kernel_only,
+            "kernel_sync": kernel_sync,
             "h2d_pageable": h2d(frame), "h2d_pinned": h2d(frame_pinned),
         }  # fmt: skip
         for each in (gpu, gpu_pinned, gpu_direct):  # configure before timing
@@ -193,8 +197,8 @@ def _measure_case(
         with api.activated():
             api.free(tensor_device)
             api.free_pinned(tensor_pinned)
-    row = {f"{name}_us": timing.us for name, timing in times.items() if name != "kernel"}
-    row.update(kernel_us=times["kernel"].us, cpu_1t_us=one_thread.us)
+    row = {f"{name}_us": timing.us for name, timing in times.items()}
+    row.update(cpu_1t_us=one_thread.us, cpu_path_iqr=times["cpu_path"].iqr * 1e6, gpu_iqr=times["gpu"].iqr * 1e6)
     row["cpu_path/gpu"] = times["cpu_path"].median / times["gpu"].median
     row["gpu/h2d_pageable"] = times["gpu"].median / times["h2d_pageable"].median
     row["gpu/h2d_pinned"] = times["gpu"].median / times["h2d_pinned"].median
