@@ -2,7 +2,7 @@
 """Run every trt_perception benchmark side by side: print the tables with targets and PASS/MISS, write JSON.
 
     python benchmarks/run.py                 # everything (about 5 minutes on 2 cores: 290-320 s, 19 benchmarks)
-    python benchmarks/run.py --quick         # a few iterations of each, to check that it runs (~10 s)
+    python benchmarks/run.py --quick         # a few iterations of each, to check that it runs (~50 s on 2 cores)
     python benchmarks/run.py --only overhead,postprocess --json out.json
 
 Benchmarks: overhead (1), postprocess (2), end_to_end (3), memory (4), latency (5), messages (6), gpu (7,
