@@ -347,3 +347,16 @@ def test_helpers_inferring_side_by_side_run_onnx_runtime_on_one_thread_each() ->
     assert len(notes) == 1 and notes[0].startswith("detector ran with ort_threads 1")
     unchanged, none = one_thread_per_inference(changed)
     assert unchanged is changed and none == []
+
+
+@pytest.mark.parametrize(("cores", "helpers"), [(1, 1), (2, 3), (3, 3), (4, 4), (16, 4)])
+def test_replay_starts_a_helper_per_core_and_three_on_two_cores(
+    monkeypatch: pytest.MonkeyPatch, cores: int, helpers: int
+) -> None:
+    """Benchmark 10's measurements (default_threads' docstring): on two cores a third helper fills the time the
+    two wait for the GIL; elsewhere a helper per core, at most MAX_THREADS (frames in flight stay few)."""
+    from trt_perception.tools import replay
+
+    monkeypatch.setattr(replay.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert replay.default_threads() == helpers
+    assert replay.helper_count(None) == helpers and replay.helper_count(0) == 0

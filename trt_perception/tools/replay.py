@@ -780,11 +780,18 @@ def helper_count(threads: Optional[int]) -> int:
 
 
 def default_threads() -> int:
-    """Replay's helper threads: one per core this process may use, at most ``MAX_THREADS``."""
+    """Replay's helper threads: one per core this process may use, at most ``MAX_THREADS``; three on two cores.
+
+    On two cores the two helpers spend part of each frame waiting for the GIL (Python glue, parsing) while
+    this thread runs the tasks, and a third fills that time (benchmark 10, 2026-12-06, interleaved rounds: 1.29-1.45x
+    -> 1.47-1.58x the user script on the 2-core VM; 1.65-1.86x -> 1.69-1.92x on 2 cores of the GPU host). On one
+    core and on 3, 4 and 6 cores of the GPU host, a helper per core did best (one more: 3-6% slower)."""
     try:
         cores = len(os.sched_getaffinity(0))  # type: ignore[attr-defined]  # Linux: honours taskset/cgroups
     except AttributeError:
         cores = os.cpu_count() or 1
+    if cores == 2:
+        return 3
     return max(1, min(MAX_THREADS, cores))
 
 
@@ -1645,9 +1652,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="helper threads preparing the next frames (decode; preprocess + inference for ONNX "
-                             f"Runtime CPU models) while this one finishes the last; default: the cores, at most "
-                             f"{MAX_THREADS}; 0: one frame at a time. With 2 or more, each ONNX Runtime inference "
-                             "runs on one thread (ort_threads 1). Results are the same for any N")
+                             "Runtime CPU models) while this one finishes the last; default: the cores (3 on 2 "
+                             f"cores), at most {MAX_THREADS}; 0: one frame at a time. With 2 or more, each ONNX "
+                             "Runtime inference runs on one thread (ort_threads 1). Results are the same for any N")
     parser.add_argument("--batch", type=int, default=None, metavar="N",
                         help="consecutive frames run as one batch through models with a dynamic batch dimension "
                              f"(ONNX Runtime CPU), by the helper threads; default {DEFAULT_BATCH}; 1: frame by "
