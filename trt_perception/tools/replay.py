@@ -743,7 +743,7 @@ def replay_bag(
 
 _TYPESTORES: Dict[str, Any] = {}
 # At most 4 helpers: they bound the decoded frames in flight ((helpers + 1) x batch), which matters for 1080p
-# bags on small Jetsons; 6 did better on 6 cores of the GPU host (one run, benchmarks/README next steps).
+# bags on small Jetsons; 6 did better on 6 cores of the GPU host (2.66x vs 2.44x the script on 2026-12-06).
 MAX_THREADS = 4
 # Frames a helper takes at once, one inference for a model with a dynamic batch dimension: a small model's cost
 # is mostly per call (benchmark 10: 16 gained nothing over 8); 8 keeps the frames in flight ((threads + 1) x 8)
